@@ -1,1 +1,218 @@
-def main(): print("hi")
+"""The ``bcls`` command line (Typer). The only module that imports typer.
+
+Each command parses its options, builds the stage's frozen config, calls one library function, and turns the
+library's known errors (:class:`bcls.data.errors.BclsError`) into a one-line message with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from bcls.data.errors import BclsError, ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="bcls: image–text retrieval with Binary and Continuous Label Supervision.")
+labels_app = typer.Typer(no_args_is_help=True, help="Build and inspect continuous pseudo labels.")
+app.add_typer(labels_app, name="labels")
+
+_state = {"debug": False}
+log = logging.getLogger("bcls")
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr.")) -> None:
+    _state["debug"] = debug
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr, force=True)
+    for noisy in ("sentence_transformers", "transformers", "faiss", "urllib3", "httpx", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    """Call ``fn``; known errors become one line on stderr and exit code 2 (tracebacks only with --debug)."""
+    try:
+        return fn()
+    except BclsError as err:
+        if _state["debug"]:
+            traceback.print_exc()
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished files were kept; partial files are temporary and are ignored", err=True)
+        raise typer.Exit(130) from None
+    except (OSError, MemoryError) as err:
+        if _state["debug"]:
+            traceback.print_exc()
+        typer.echo(f"error: {type(err).__name__}: {err}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _metrics_table(rows: dict[str, dict[str, float]]) -> str:
+    keys = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"]
+    head = f"{'model':<22}" + "".join(f"{k:>9}" for k in keys)
+    lines = [head, "-" * len(head)]
+    for name, m in rows.items():
+        lines.append(f"{name:<22}" + "".join(f"{m[k]:>9.2f}" for k in keys))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- labels
+
+@labels_app.command("build")
+def labels_build(
+    captions: Path = typer.Option(..., "--captions", help="Caption table: CSV/TSV/Parquet (image_id, caption_id, "
+                                  "text[, split]), COCO captions_*.json, Karpathy dataset_*.json, or a precomp folder."),
+    out: Path = typer.Option(..., "--out", help="Output folder for the Parquet shards and manifest.json."),
+    sources: str = typer.Option("sbert", "--sources", help="Comma-separated label sources (see `bcls labels sources`)."),
+    k: int = typer.Option(32, "--k", help="Candidate captions per image (top-K by max similarity to its references)."),
+    fmt: str = typer.Option("auto", "--format", help="Caption format: auto, table, coco, karpathy, precomp."),
+    split: Optional[str] = typer.Option(None, "--split", help="Only captions of this split (precomp folders: "
+                                        "default train)."),
+    model: str = typer.Option("all-MiniLM-L6-v2", "--model", help="sentence-transformers model name or path."),
+    aggregate: str = typer.Option("max", "--aggregate", help="sbert aggregate over references: max or mean."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Sentence-embedding batch size."),
+    images_per_shard: int = typer.Option(5000, "--images-per-shard", help="Images whose pairs go into one shard."),
+    device: Optional[str] = typer.Option(None, "--device", help="Torch device for the sentence model."),
+    force: bool = typer.Option(False, "--force", help="Replace a build with different settings in --out."),
+) -> None:
+    """Embed captions, find candidate (image, caption) pairs with FAISS and write continuous labels to shards."""
+    from bcls.pipeline.build import LabelBuildConfig, build_labels
+
+    def go():
+        config = LabelBuildConfig(captions=str(captions), out=str(out),
+                                  sources=tuple(s.strip() for s in sources.split(",") if s.strip()), k=k,
+                                  format=fmt, split=split, model=model, aggregate=aggregate, batch_size=batch_size,
+                                  images_per_shard=images_per_shard, device=device, force=force)
+        return build_labels(config)
+
+    result = _run(go)
+    typer.echo(f"{result.manifest['rows']} labelled pairs in {len(result.manifest['shards'])} shard(s), "
+               f"sources {', '.join(result.sources)} -> {result.folder}")
+
+
+@labels_app.command("sources")
+def labels_sources() -> None:
+    """List the registered label sources."""
+    from bcls.pipeline.sources import LABEL_SOURCES
+
+    for name, spec in sorted(LABEL_SOURCES.items()):
+        typer.echo(f"{name:<10} {spec.description}")
+
+
+# ---------------------------------------------------------------- train
+
+def _load_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+            return tomllib.loads(text)
+        return json.loads(text)
+    except ValueError as err:
+        raise ConfigError(f"{path}: cannot parse ({err}); write a JSON object or a .toml file") from None
+
+
+@app.command("train")
+def train_cmd(
+    data: Optional[Path] = typer.Option(None, "--data", help="Precomp folder with train (and dev) splits."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Label folder from `bcls labels build`."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder for checkpoints and logs."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs [10]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size [128]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [2e-4]."),
+    lam: Optional[float] = typer.Option(None, "--lambda", help="Weight of the continuous Kendall loss; 0 trains "
+                                        "the triplet loss alone [1.0]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [0]."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N [cpu]."),
+    source: Optional[str] = typer.Option(None, "--source", help="Label column supervising the Kendall loss [sbert]."),
+    binary_loss: Optional[str] = typer.Option(None, "--binary-loss", help="triplet-hardest or triplet-mean "
+                                              "[triplet-hardest]."),
+    margin: Optional[float] = typer.Option(None, "--margin", help="Triplet margin [0.2]."),
+    window: Optional[int] = typer.Option(None, "--window", help="SW-HS window: compare candidates at least this "
+                                         "many label ranks apart [1]."),
+    gap: Optional[float] = typer.Option(None, "--gap", help="Never compare candidates whose labels differ by "
+                                        "less than this [0.0]."),
+    surrogate: Optional[str] = typer.Option(None, "--surrogate", help="Kendall sign surrogate: sigmoid, tanh, "
+                                            "hinge [sigmoid]."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Surrogate temperature [0.1]."),
+    config: Optional[Path] = typer.Option(None, "--config", help="JSON or TOML file of training settings "
+                                          "(names as in train_config.json); flags override it."),
+) -> None:
+    """Train a retrieval model with the triplet loss plus λ × the Kendall ranking loss (SW-HS)."""
+    from bcls.trainer.train import TrainConfig, train
+
+    def go():
+        values: dict[str, Any] = _load_config_file(config) if config else {}
+        flags = {"data": data, "labels": labels, "out": out, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                 "lam": lam, "seed": seed, "device": device, "source": source, "binary_loss": binary_loss,
+                 "margin": margin, "window": window, "gap": gap, "surrogate": surrogate, "temperature": temperature}
+        values.update({k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None})
+        missing = [f"--{k}" for k in ("data", "out") if not values.get(k)]
+        if missing:
+            raise ConfigError(f"missing {' and '.join(missing)} (give them as flags or in --config)")
+        return train(TrainConfig.from_dict(values, str(config) if config else "flags"))
+
+    summary = _run(go)
+    best = summary["best_dev_rsum"]
+    typer.echo(f"trained {len(summary['history'])} epoch(s) in {summary['seconds']:.0f}s; best epoch "
+               f"{summary['best_epoch']}" + (f" (dev rsum {best:.2f})" if best is not None else "") +
+               f" -> {summary['best_checkpoint']}")
+
+
+# ---------------------------------------------------------------- eval
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint (best.pt / last.pt) from `bcls train`."),
+    data: Path = typer.Option(..., "--data", help="Precomp folder holding the split to evaluate."),
+    split: str = typer.Option("test", "--split", help="Split to evaluate."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for metrics.json."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+) -> None:
+    """Evaluate image→text and text→image retrieval (R@1/5/10, rsum) on a split."""
+    from bcls.trainer.evaluate import evaluate
+
+    result = _run(lambda: evaluate(checkpoint, data, split, out, device))
+    typer.echo(_metrics_table({checkpoint.name: result["metrics"]}))
+    if out is not None:
+        typer.echo(f"wrote {out / 'metrics.json'}")
+
+
+# ---------------------------------------------------------------- demo
+
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("bcls-demo"), "--out", help="Folder for every stage's output."),
+    epochs: int = typer.Option(12, "--epochs", help="Training epochs."),
+    lam: float = typer.Option(1.0, "--lambda", help="Weight of the continuous loss (0 = triplet only)."),
+    k: int = typer.Option(32, "--k", help="Candidate captions per image for the labels."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data generator and of training."),
+    n_train: int = typer.Option(3000, "--n-train", help="Training images to generate."),
+) -> None:
+    """Generate the demo dataset, build sbert labels, train with BCLS and evaluate — every stage kept under --out."""
+    from bcls.trainer.demo import run_demo
+
+    result = _run(lambda: run_demo(out, epochs=epochs, lam=lam, k=k, seed=seed, n_train=n_train))
+    typer.echo(_metrics_table({"untrained (test)": result["untrained"], "trained (test)": result["trained"]}))
+    typer.echo(f"outputs in {out}: data/ labels/ run/ eval/metrics.json")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -13,9 +13,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+from bcls.data.errors import DataFormatError
+
+if TYPE_CHECKING:
+    from bcls.data.captions import CaptionTable
+    from bcls.data.features import ImageFeatures
 
 
 def precomp_paths(folder: str | os.PathLike, split: str) -> dict[str, Path]:
@@ -72,3 +78,35 @@ def write_precomp_split(
         per_caption = np.repeat(ids, len(captions) // features.shape[0])
         _atomic_write_bytes(paths["ids"], ("\n".join(map(str, per_caption)) + "\n").encode("ascii"))
     return paths
+
+
+def read_precomp_split(
+    folder: str | os.PathLike, split: str, *, check_finite: bool = True
+) -> tuple["CaptionTable", "ImageFeatures"]:
+    """Read the captions and the memory-mapped image features of one precomp split.
+
+    Caption line ``n`` belongs to feature row ``n // captions_per_image`` (``table.image_index()`` gives that
+    row for every caption, since precomp image ids are unique and in feature order).
+
+    Returns:
+        ``(captions, features)``: ``n_images * captions_per_image`` captions and ``(n_images, R, D)`` or
+        ``(n_images, D)`` features.
+
+    Raises:
+        DataFormatError: a file is missing or malformed (see :func:`~bcls.data.captions.read_captions` and
+            :func:`~bcls.data.features.load_features`), or the caption count is not a positive multiple of the
+            image count.
+    """
+    from bcls.data.captions import read_captions
+    from bcls.data.features import load_features
+
+    paths = precomp_paths(folder, split)
+    features = load_features(paths["ims"], check_finite=check_finite)
+    captions = read_captions(folder, format="precomp", split=split)
+    n_caps, n_images = len(captions), features.n_images
+    if n_caps == 0 or n_caps % n_images or len(captions.unique_images()) != n_images:
+        raise DataFormatError(
+            f"{paths['caps']}: {n_caps} captions are not a positive multiple of the {n_images} images in "
+            f"{paths['ims']}; the captions of each image must be consecutive and equal in number"
+        )
+    return captions, features

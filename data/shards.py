@@ -1,0 +1,212 @@
+"""Label shards: the files that join ``bcls labels build`` to ``bcls train``.
+
+A label folder holds
+
+* ``shard-00000.parquet``, ``shard-00001.parquet``, … — one declared pyarrow schema (:func:`label_schema`):
+  ``image_id`` (int64), ``caption_id`` (int64) and one float32 column per label source, named after the source
+  and holding that source's raw value for the (image, caption) pair;
+* ``manifest.json`` — written last: the shards with their row counts and sha256 checksums, the columns, and the
+  provenance (sources and their settings, sentence model, K, input fingerprint, config hash, bcls version).
+
+Every file is written under a temporary name and renamed when complete, so a reader never sees half a file;
+a folder without a manifest is an unfinished build. Readers never unpickle and refuse paths that leave the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import ShardError
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "bcls-labels"
+MANIFEST_VERSION = 1
+KEY_COLUMNS = ("image_id", "caption_id")
+_SCHEMA_META_KEY = b"bcls.provenance"
+
+
+def label_schema(sources: Sequence[str], provenance: dict[str, Any] | None = None) -> pa.Schema:
+    """The shard schema: ``image_id``/``caption_id`` int64 keys, then one float32 column per source."""
+    for name in sources:
+        if name in KEY_COLUMNS or not name.replace("_", "").replace("-", "").isalnum():
+            raise ShardError(f"label source name {name!r} cannot be a shard column; use letters, digits, - and _")
+    fields = [pa.field("image_id", pa.int64(), nullable=False), pa.field("caption_id", pa.int64(), nullable=False)]
+    fields += [pa.field(name, pa.float32(), nullable=False) for name in sources]
+    meta = {_SCHEMA_META_KEY: json.dumps(provenance or {}, sort_keys=True).encode()}
+    return pa.schema(fields, metadata=meta)
+
+
+def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def config_hash(settings: dict[str, Any]) -> str:
+    """A short stable hash of a JSON-able settings dict (key order does not matter)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.parquet"
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` through a temporary file, fsync, rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_shard(
+    folder: str | os.PathLike,
+    index: int,
+    image_ids: np.ndarray,
+    caption_ids: np.ndarray,
+    values: dict[str, np.ndarray],
+    provenance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write shard ``index`` atomically and return its manifest entry ``{"file", "rows", "sha256"}``.
+
+    Args:
+        image_ids, caption_ids: int64 ``(P,)`` pair keys.
+        values: source name → float ``(P,)`` raw label values (stored as float32).
+    """
+    folder = Path(folder)
+    schema = label_schema(list(values), provenance)
+    n = len(image_ids)
+    arrays = [pa.array(np.asarray(image_ids, dtype=np.int64)), pa.array(np.asarray(caption_ids, dtype=np.int64))]
+    for name, column in values.items():
+        column = np.asarray(column, dtype=np.float32)
+        if column.shape != (n,):
+            raise ShardError(f"source {name!r} gave {column.shape} values for {n} pairs")
+        arrays.append(pa.array(column))
+    table = pa.Table.from_arrays(arrays, schema=schema)
+    path = folder / shard_name(index)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"file": path.name, "rows": n, "sha256": sha256_file(path)}
+
+
+def write_manifest(folder: str | os.PathLike, shards: list[dict[str, Any]], columns: Sequence[str],
+                   provenance: dict[str, Any]) -> Path:
+    """Write ``manifest.json`` (last step of a build) atomically."""
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "format_version": MANIFEST_VERSION,
+        "columns": list(KEY_COLUMNS) + list(columns),
+        "rows": int(sum(s["rows"] for s in shards)),
+        "shards": shards,
+        "provenance": provenance,
+    }
+    path = Path(folder) / MANIFEST
+    atomic_write_bytes(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    return path
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """The manifest of a finished label folder."""
+
+    folder: Path
+    manifest: dict[str, Any]
+
+    @property
+    def sources(self) -> list[str]:
+        return [c for c in self.manifest["columns"] if c not in KEY_COLUMNS]
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return self.manifest["provenance"]
+
+    def shard_paths(self) -> list[Path]:
+        return [self.folder / s["file"] for s in self.manifest["shards"]]
+
+
+def _safe_shard_path(folder: Path, name: Any, manifest_path: Path) -> Path:
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise ShardError(f"{manifest_path}: shard entry {name!r} is not a plain file name inside the folder")
+    return folder / name
+
+
+def open_labels(folder: str | os.PathLike, verify: bool = True) -> LabelSet:
+    """Open a finished label folder, checking its manifest (and, with ``verify``, every shard's checksum).
+
+    Raises:
+        ShardError: no manifest (unfinished build), a foreign manifest, a missing/changed shard.
+    """
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        raise ShardError(f"{folder}: label folder not found; build it with `bcls labels build`")
+    if not path.is_file():
+        raise ShardError(f"{path}: no manifest, so the label build did not finish; rerun `bcls labels build`")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ShardError(f"{path}: not valid JSON ({err}); rebuild the labels") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ShardError(f"{path}: not a bcls label manifest (format field is not {MANIFEST_FORMAT!r})")
+    if manifest.get("format_version") != MANIFEST_VERSION:
+        raise ShardError(f"{path}: manifest format_version {manifest.get('format_version')!r} is not "
+                         f"{MANIFEST_VERSION}; rebuild the labels with this bcls")
+    for entry in manifest.get("shards", []):
+        shard = _safe_shard_path(folder, entry.get("file"), path)
+        if not shard.is_file():
+            raise ShardError(f"{shard}: listed in the manifest but missing; rebuild the labels")
+        if verify and sha256_file(shard) != entry.get("sha256"):
+            raise ShardError(f"{shard}: checksum differs from the manifest (changed or truncated); rebuild the labels")
+    return LabelSet(folder, manifest)
+
+
+def read_shard(path: Path, expected_columns: Sequence[str]) -> pa.Table:
+    """Read one shard and check it has exactly the declared schema."""
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ShardError(f"{path}: not a readable Parquet shard ({err}); rebuild the labels") from None
+    names = table.schema.names
+    if names != list(expected_columns):
+        raise ShardError(f"{path}: columns {names} differ from the manifest's {list(expected_columns)}")
+    expected = label_schema([c for c in expected_columns if c not in KEY_COLUMNS])
+    for field in expected:
+        if table.schema.field(field.name).type != field.type:
+            raise ShardError(f"{path}: column {field.name!r} has type {table.schema.field(field.name).type}, "
+                             f"expected {field.type}")
+    return table
+
+
+def read_labels(labels: LabelSet, columns: Iterable[str] | None = None) -> pa.Table:
+    """All rows of a label set as one table (keys plus the requested source columns)."""
+    wanted = list(KEY_COLUMNS) + list(columns if columns is not None else labels.sources)
+    missing = [c for c in wanted if c not in labels.manifest["columns"]]
+    if missing:
+        raise ShardError(f"{labels.folder}: label source(s) {missing} not in this build; it has {labels.sources}")
+    tables = [read_shard(p, labels.manifest["columns"]).select(wanted) for p in labels.shard_paths()]
+    if not tables:
+        return label_schema(wanted[2:]).empty_table()
+    return pa.concat_tables(tables)

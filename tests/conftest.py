@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny, deterministic data for every stage."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def hash_encoder(dim: int = 64):
+    """A deterministic bag-of-words encoder (no model download): word → fixed random vector, summed, normalised."""
+
+    def vec(word: str) -> np.ndarray:
+        seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
+        return np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+
+    def encode(texts):
+        out = np.stack([sum((vec(w) for w in re.findall(r"\w+", t.lower())), np.zeros(dim, np.float32))
+                        for t in texts])
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    return encode
+
+
+@pytest.fixture
+def encoder():
+    return hash_encoder()

@@ -1,0 +1,87 @@
+"""Sparse in-batch label lookup, vocabulary, model shapes and checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+
+from bcls.data.errors import CheckpointError, ConfigError
+from bcls.trainer.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from bcls.trainer.labels import PairLabels
+from bcls.trainer.model import Vocabulary, make_model, tokenize
+
+
+def test_lookup_equals_a_dict():
+    rng = np.random.default_rng(0)
+    n_img, n_cap, p = 30, 150, 400
+    img, cap = rng.integers(0, n_img, p), rng.integers(0, n_cap, p)
+    keys = np.unique(img * n_cap + cap)
+    img, cap = keys // n_cap, keys % n_cap
+    val = rng.random(len(keys)).astype(np.float32)
+    val[::17] = np.nan  # unknown
+    labels = PairLabels(img, cap, val, n_cap)
+    table = {(i, c): v for i, c, v in zip(img, cap, val) if not np.isnan(v)}
+    qi, qc = torch.from_numpy(rng.integers(0, n_img, 25)), torch.from_numpy(rng.integers(0, n_cap, 31))
+    values, known = labels.lookup(qi, qc)
+    assert values.shape == known.shape == (25, 31)
+    for a, i in enumerate(qi.tolist()):
+        for b, c in enumerate(qc.tolist()):
+            assert known[a, b] == ((i, c) in table)
+            assert values[a, b] == pytest.approx(table.get((i, c), 0.0))
+
+
+def test_empty_labels_know_nothing():
+    labels = PairLabels(np.array([], np.int64), np.array([], np.int64), np.array([], np.float32), 10)
+    values, known = labels.lookup(torch.tensor([1, 2]), torch.tensor([3]))
+    assert not known.any() and values.shape == (2, 1)
+
+
+def test_vocabulary_round_trip():
+    vocab = Vocabulary.build(["A dog, running.", "the dog sits"])
+    assert tokenize("A dog, running.") == ["a", "dog", "running"]
+    ids, lengths = vocab.encode(["a dog", "unseen words here", ""])
+    assert lengths.tolist() == [2, 3, 1]
+    assert ids[1, :3].tolist() == [1, 1, 1]  # unknown words
+    assert ids[0, 1] == vocab.index["dog"] and ids[0, 2] == 0  # padding
+
+
+def test_model_shapes_and_cosine():
+    model = make_model("vse-gru", image_dim=8, vocab_size=20, embed_dim=16, word_dim=6)
+    img = model.encode_images(torch.randn(3, 5, 8))
+    glob = model.encode_images(torch.randn(3, 8))  # global features: one region
+    txt = model.encode_texts(torch.tensor([[2, 3, 0], [4, 5, 6]]), torch.tensor([2, 3]))
+    assert img.shape == glob.shape == (3, 16) and txt.shape == (2, 16)
+    torch.testing.assert_close(img.norm(dim=1), torch.ones(3))
+    with pytest.raises(ConfigError, match="valid: vse-gru"):
+        make_model("clip")
+
+
+def test_text_encoder_ignores_padding():
+    model = make_model("vse-gru", image_dim=4, vocab_size=20, embed_dim=8, word_dim=6).eval()
+    short = model.encode_texts(torch.tensor([[2, 3]]), torch.tensor([2]))
+    padded = model.encode_texts(torch.tensor([[2, 3, 0, 0]]), torch.tensor([2]))
+    torch.testing.assert_close(short, padded)
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path):
+    model = make_model("vse-gru", image_dim=8, vocab_size=5, embed_dim=4, word_dim=3)
+    vocab = Vocabulary(["<pad>", "<unk>", "a", "b", "c"])
+    path = save_checkpoint(tmp_path / "m.pt", {"model_name": "vse-gru", "model_settings": {
+        "image_dim": 8, "vocab_size": 5, "embed_dim": 4, "word_dim": 3}, "state_dict": model.state_dict(),
+        "vocab": vocab.words, "epoch": 1})
+    loaded, vocab2 = model_from_checkpoint(load_checkpoint(path))
+    assert vocab2.words == vocab.words
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v)
+    # a pickle that would run code is refused by weights_only loading
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+    torch.save({"format": "bcls-checkpoint", "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="evil.pt: not a loadable"):
+        load_checkpoint(tmp_path / "evil.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a bcls checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    (tmp_path / "trunc.pt").write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="trunc.pt"):
+        load_checkpoint(tmp_path / "trunc.pt")
