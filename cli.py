@@ -10,7 +10,6 @@ import json
 import logging
 import sys
 import traceback
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -131,7 +130,7 @@ def train_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder for checkpoints and logs."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs [10]."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size [128]."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [2e-4]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [1e-3]."),
     lam: Optional[float] = typer.Option(None, "--lambda", help="Weight of the continuous Kendall loss; 0 trains "
                                         "the triplet loss alone [1.0]."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [0]."),
@@ -146,9 +145,24 @@ def train_cmd(
                                         "less than this [0.0]."),
     surrogate: Optional[str] = typer.Option(None, "--surrogate", help="Kendall sign surrogate: sigmoid, tanh, "
                                             "hinge [sigmoid]."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Surrogate temperature [0.1]."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Surrogate temperature [1.0]."),
+    label_mode: Optional[str] = typer.Option(None, "--label-mode", help="sparse (pairs stored in the shards, any "
+                                             "source) or dense (sbert: every in-batch pair scored on the fly) "
+                                             "[sparse]."),
+    label_norm: Optional[str] = typer.Option(None, "--label-norm", help="Label normalisation: none, minmax, "
+                                             "percentile [none]."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Batch sampler: random, or neighbours (seed "
+                                          "captions plus label candidates of their images) [random]."),
+    neighbour_fraction: Optional[float] = typer.Option(None, "--neighbour-fraction", help="Share of a neighbours "
+                                                       "batch given to label candidates [0.5]."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adam or adamw [adam]."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="Learning-rate schedule: constant, step, "
+                                           "cosine [constant]."),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON or TOML file of training settings "
                                           "(names as in train_config.json); flags override it."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt (same "
+                                "settings; --epochs may grow)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds a run."),
 ) -> None:
     """Train a retrieval model with the triplet loss plus λ × the Kendall ranking loss (SW-HS)."""
     from bcls.trainer.train import TrainConfig, train
@@ -157,12 +171,15 @@ def train_cmd(
         values: dict[str, Any] = _load_config_file(config) if config else {}
         flags = {"data": data, "labels": labels, "out": out, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                  "lam": lam, "seed": seed, "device": device, "source": source, "binary_loss": binary_loss,
-                 "margin": margin, "window": window, "gap": gap, "surrogate": surrogate, "temperature": temperature}
+                 "margin": margin, "window": window, "gap": gap, "surrogate": surrogate, "temperature": temperature,
+                 "sampler": sampler, "neighbour_fraction": neighbour_fraction, "label_mode": label_mode,
+                 "label_norm": label_norm, "optimizer": optimizer, "schedule": schedule}
         values.update({k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None})
         missing = [f"--{k}" for k in ("data", "out") if not values.get(k)]
         if missing:
             raise ConfigError(f"missing {' and '.join(missing)} (give them as flags or in --config)")
-        return train(TrainConfig.from_dict(values, str(config) if config else "flags"))
+        return train(TrainConfig.from_dict(values, str(config) if config else "flags"), resume=resume,
+                     overwrite=overwrite)
 
     summary = _run(go)
     best = summary["best_dev_rsum"]

@@ -48,7 +48,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import ConfigError, DataFormatError
-from .precomp import _atomic_write_bytes, write_precomp_split
+from .atomic import atomic_write_bytes
+from .precomp import write_precomp_split
 
 logger = logging.getLogger(__name__)
 
@@ -882,7 +883,7 @@ def generate_demo(out_dir: str | os.PathLike, config: DemoConfig = DemoConfig())
                    "captions_per_image": config.captions_per_image, "image_ids": image_ids.tolist(),
                    "fact_names": list(_VOCAB.names), "vocabulary": vocab,
                    "image_facts": img_facts, "caption_facts": cap_facts}
-        _atomic_write_bytes(_facts_path(out, split),
+        atomic_write_bytes(_facts_path(out, split),
                             json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8"))
         facts = read_demo_facts(out, split)
         n_cap_facts = np.diff(facts.caption_fact_ptr)
@@ -903,7 +904,7 @@ def generate_demo(out_dir: str | os.PathLike, config: DemoConfig = DemoConfig())
             rel = demo_relevance(facts)
             stats["off_diagonal_relevance"] = _off_diagonal_stats(rel, config.captions_per_image)
             rel_path = out / f"{split}_relevance.npy"
-            _atomic_write_bytes(rel_path, _npy_bytes(rel.astype(np.float16)))
+            atomic_write_bytes(rel_path, _npy_bytes(rel.astype(np.float16)))
             paths = {**paths, "relevance": rel_path}
         for p in (*paths.values(), _facts_path(out, split)):
             files[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
@@ -911,6 +912,6 @@ def generate_demo(out_dir: str | os.PathLike, config: DemoConfig = DemoConfig())
         logger.info("demo %s: %d images, %d captions, %.2f facts/caption", split, n, len(captions),
                     stats["mean_facts_per_caption"])
     summary["files"] = dict(sorted(files.items()))
-    _atomic_write_bytes(out / "demo.json", (json.dumps(summary, sort_keys=True, indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(out / "demo.json", (json.dumps(summary, sort_keys=True, indent=2) + "\n").encode("utf-8"))
     logger.info("demo written to %s in %.2fs", out, time.perf_counter() - t0)
     return summary

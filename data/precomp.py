@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from .atomic import atomic_path, atomic_write_bytes
+
 from bcls.data.errors import DataFormatError
 
 if TYPE_CHECKING:
@@ -32,15 +34,6 @@ def precomp_paths(folder: str | os.PathLike, split: str) -> dict[str, Path]:
         "ids": folder / f"{split}_ids.txt",
         "ims": folder / f"{split}_ims.npy",
     }
-
-
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(payload)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def write_precomp_split(
@@ -67,16 +60,15 @@ def write_precomp_split(
             raise ValueError(f"caption {n} is empty or contains a newline: {text!r}")
     paths = precomp_paths(folder, split)
     Path(folder).mkdir(parents=True, exist_ok=True)
-    tmp_npy = paths["ims"].with_name(f".{paths['ims'].name}.tmp-{os.getpid()}.npy")
-    np.save(tmp_npy, features)
-    os.replace(tmp_npy, paths["ims"])
-    _atomic_write_bytes(paths["caps"], ("\n".join(captions) + "\n").encode("utf-8"))
+    with atomic_path(paths["ims"], suffix=".npy") as tmp:
+        np.save(tmp, features)
+    atomic_write_bytes(paths["caps"], ("\n".join(captions) + "\n").encode("utf-8"))
     if image_ids is not None:
         ids = np.asarray(image_ids, dtype=np.int64)
         if ids.shape != (features.shape[0],):
             raise ValueError(f"image_ids must have one id per image ({features.shape[0]}), got {ids.shape}")
         per_caption = np.repeat(ids, len(captions) // features.shape[0])
-        _atomic_write_bytes(paths["ids"], ("\n".join(map(str, per_caption)) + "\n").encode("ascii"))
+        atomic_write_bytes(paths["ids"], ("\n".join(map(str, per_caption)) + "\n").encode("ascii"))
     return paths
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic import atomic_path, atomic_write_bytes
 from .errors import ShardError
 
 MANIFEST = "manifest.json"
@@ -63,19 +64,6 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}.parquet"
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` through a temporary file, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_shard(
     folder: str | os.PathLike,
     index: int,
@@ -101,14 +89,8 @@ def write_shard(
         arrays.append(pa.array(column))
     table = pa.Table.from_arrays(arrays, schema=schema)
     path = folder / shard_name(index)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {"file": path.name, "rows": n, "sha256": sha256_file(path)}
 
 

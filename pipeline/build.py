@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,8 @@ import numpy as np
 import bcls
 from bcls.data.captions import CaptionTable, read_captions
 from bcls.data.errors import ConfigError, ShardError
-from bcls.data.shards import (MANIFEST, LabelSet, atomic_write_bytes, config_hash, open_labels, shard_name,
+from bcls.data.atomic import atomic_path, atomic_write_json
+from bcls.data.shards import (MANIFEST, LabelSet, config_hash, open_labels, shard_name,
                               write_manifest, write_shard)
 
 from .embed import DEFAULT_MODEL, Encoder, sbert_encoder
@@ -181,12 +181,10 @@ def build_labels(config: LabelBuildConfig, encoder: Encoder | None = None,
         shards.append(write_shard(out, s, image_ids[img_pos[lo:hi]], table.caption_ids[cap_pos[lo:hi]],
                                   values, {"config_hash": identity_hash, "shard": s}))
         log.info("wrote %s (%d/%d shards, %d pairs)", shard_name(s), s + 1, n_shards, hi - lo)
-    tmp = out / f".{EMBEDDINGS_FILE}.tmp.npy"
-    np.save(tmp, embeddings.astype(np.float16))
-    tmp.replace(out / EMBEDDINGS_FILE)
+    with atomic_path(out / EMBEDDINGS_FILE, suffix=".npy") as tmp:
+        np.save(tmp, embeddings.astype(np.float16))
     provenance["embeddings"] = {"file": EMBEDDINGS_FILE, "dtype": "float16", "rows": "caption table order"}
-    atomic_write_bytes(out / CONFIG_FILE, (json.dumps(asdict(config) | {"sources": list(config.sources)},
-                                                      indent=2) + "\n").encode())
+    atomic_write_json(out / CONFIG_FILE, asdict(config) | {"sources": list(config.sources)})
     t_score = time.perf_counter()
     write_manifest(out, shards, [s.name for s in sources], provenance)
     log.info("label build done: %d pairs in %d shards; embed %.1fs, search %.1fs, score+write %.1fs",

@@ -61,7 +61,8 @@ def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_si
         texts = list(texts)
         # Sorting by length makes padded batches tight (2–3× faster on short captions); order is restored below.
         order = np.argsort([len(t) for t in texts], kind="stable")
-        out = np.empty((len(texts), model.get_sentence_embedding_dimension()), dtype=np.float32)
+        dim_of = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        out = np.empty((len(texts), dim_of()), dtype=np.float32)
         chunk = batch_size * 16
         start = time.perf_counter()
         for lo in range(0, len(texts), chunk):

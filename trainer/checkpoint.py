@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 import bcls
+from bcls.data.atomic import atomic_path
 from bcls.data.errors import CheckpointError
 
 from .model import Vocabulary, make_model
@@ -21,14 +22,8 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Save ``payload`` (plus format fields) to ``path`` through a temporary file and a rename."""
     path = Path(path)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "bcls_version": bcls.__version__, **payload}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

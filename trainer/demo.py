@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from bcls.data.demo import DemoConfig, generate_demo
-from bcls.data.shards import atomic_write_bytes
+from bcls.data.atomic import atomic_write_json
 from bcls.pipeline.build import LabelBuildConfig, build_labels
 
 from .evaluate import evaluate
@@ -38,10 +37,9 @@ def run_demo(out: str | os.PathLike, epochs: int = 12, lam: float = 1.0, k: int 
                  encoder=encoder)
     log.info("demo 3/4: training in %s", out / "run")
     summary = train(TrainConfig(data=str(data), labels=str(out / "labels"), out=str(out / "run"), epochs=epochs,
-                                lam=lam, seed=seed))
+                                lam=lam, seed=seed), overwrite=True)
     log.info("demo 4/4: evaluating on the test split")
     untrained = evaluate(out / "run" / "init.pt", data, "test")
     trained = evaluate(out / "run" / "best.pt", data, "test", out / "eval")
-    atomic_write_bytes(out / "eval" / "untrained.json",
-                       (json.dumps(untrained["metrics"], indent=2) + "\n").encode())
+    atomic_write_json(out / "eval" / "untrained.json", untrained["metrics"])
     return {"untrained": untrained["metrics"], "trained": trained["metrics"], "train": summary}

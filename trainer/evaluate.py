@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -15,7 +14,7 @@ import bcls
 from bcls.data.captions import CaptionTable
 from bcls.data.features import ImageFeatures
 from bcls.data.precomp import read_precomp_split
-from bcls.data.shards import atomic_write_bytes
+from bcls.data.atomic import atomic_write_json
 
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .metrics import recall_metrics
@@ -48,7 +47,7 @@ def evaluate_model(model: torch.nn.Module, vocab: Vocabulary, table: CaptionTabl
                    device: str | torch.device = "cpu") -> dict[str, float]:
     """Recall@K (i2t, t2i), rsum and ranks of ``model`` on one split (one block over the whole split)."""
     img, cap = encode_split(model, vocab, table, feats, device)
-    caption_to_image = torch.from_numpy(table.image_index())
+    caption_to_image = torch.from_numpy(table.image_index().copy())
     return recall_metrics(img @ cap.T, caption_to_image)
 
 
@@ -74,6 +73,5 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out / "metrics.json", (json.dumps(metrics | {"_provenance": result["provenance"]},
-                                                             indent=2) + "\n").encode())
+        atomic_write_json(out / "metrics.json", metrics | {"_provenance": result["provenance"]})
     return result

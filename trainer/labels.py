@@ -79,3 +79,80 @@ class PairLabels:
         known = self.keys[idx] == query
         values = torch.where(known, self.values[idx], torch.zeros(()))
         return values, known
+
+
+class DenseSbertLabels:
+    """Dense in-batch ``sbert`` labels computed on the fly from the caption embeddings a label build stored.
+
+    Every (image, caption) pair of a batch gets a label — the paper's setting — by applying the very
+    :class:`~bcls.pipeline.sources.SbertSource` that wrote the shards to all ``B × B`` pairs, so values equal the
+    shard values wherever both exist.
+    """
+
+    def __init__(self, corpus, source):
+        self.corpus, self.source = corpus, source
+
+    @classmethod
+    def from_labels(cls, labels: LabelSet, table: CaptionTable) -> "DenseSbertLabels":
+        from bcls.pipeline.build import EMBEDDINGS_FILE
+        from bcls.pipeline.sources import LabelCorpus, SbertSource
+
+        if labels.provenance.get("input", {}).get("fingerprint") != table.fingerprint():
+            raise ShardError(f"{labels.folder}: dense sbert labels need the label build's caption table, and "
+                             f"{table.path} differs from it; rebuild the labels from these captions or use "
+                             "sparse labels")
+        path = labels.folder / EMBEDDINGS_FILE
+        if not path.is_file():
+            raise ShardError(f"{path}: caption embeddings missing; rebuild the labels")
+        emb = np.load(path, allow_pickle=False).astype(np.float32)
+        if emb.shape[0] != len(table):
+            raise ShardError(f"{path}: {emb.shape[0]} embeddings for {len(table)} captions; rebuild the labels")
+        settings = labels.provenance.get("sources", {}).get("sbert", {})
+        source = SbertSource(aggregate=settings.get("aggregate", "max"), model=settings.get("model", ""))
+        return cls(LabelCorpus.from_groups(table.texts, table.image_index(), emb), source)
+
+    def lookup(self, image_pos: torch.Tensor, caption_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Same contract as :meth:`PairLabels.lookup`; every pair is known unless its image has no other caption."""
+        img = image_pos.cpu().numpy().astype(np.int64)
+        cap = caption_pos.cpu().numpy().astype(np.int64)
+        values = self.source.score(self.corpus, np.repeat(img, len(cap)), np.tile(cap, len(img)))
+        values = torch.from_numpy(values.reshape(len(img), len(cap)))
+        known = ~torch.isnan(values)
+        return torch.nan_to_num(values, nan=0.0), known
+
+
+class LabelNormalizer:
+    """Per-source normalisation of raw label values, fitted on the training labels.
+
+    ``none`` keeps raw values; ``minmax`` maps [min, max] of the training labels to [0, 1]; ``percentile`` maps a
+    value to the fraction of training labels below it (robust to a source's scale and skew, e.g. CIDEr-D).
+    The Kendall loss only uses label *order* and label *differences* (its ``gap``), so normalisation decides what
+    a gap means, not which pairs are ordered.
+    """
+
+    KINDS = ("none", "minmax", "percentile")
+
+    def __init__(self, kind: str, values: np.ndarray):
+        if kind not in self.KINDS:
+            from bcls.data.errors import ConfigError
+            raise ConfigError(f"unknown label normalisation {kind!r}; valid: {', '.join(self.KINDS)}")
+        self.kind = kind
+        values = values[~np.isnan(values)]
+        self.sorted = torch.from_numpy(np.sort(values).astype(np.float32)) if kind == "percentile" else None
+        self.lo = float(values.min()) if len(values) else 0.0
+        self.hi = float(values.max()) if len(values) else 1.0
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        if self.kind == "minmax":
+            return (values - self.lo) / max(self.hi - self.lo, 1e-12)
+        if self.kind == "percentile":
+            return torch.searchsorted(self.sorted, values.contiguous()).float() / max(len(self.sorted), 1)
+        return values
+
+    @property
+    def top(self) -> float:
+        """The label given to ground-truth pairs: above every normalised label (1 for minmax / percentile)."""
+        return 1.0 if self.kind != "none" else max(self.hi, 1.0)
+
+    def describe(self) -> str:
+        return f"{self.kind} (training labels in [{self.lo:.4f}, {self.hi:.4f}])"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import time
@@ -11,21 +10,24 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 import bcls
-from bcls.data.errors import ConfigError
+from bcls.data.atomic import atomic_write_json
+from bcls.data.errors import CheckpointError, ConfigError
 from bcls.data.precomp import precomp_paths, read_precomp_split
-from bcls.data.shards import atomic_write_bytes, open_labels
+from bcls.data.shards import open_labels
 
-from .checkpoint import save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .evaluate import evaluate_model
-from .labels import PairLabels
+from .labels import DenseSbertLabels, LabelNormalizer, PairLabels
 from .losses import BCLSLoss, KendallLoss, make_binary_loss
 from .model import Vocabulary, make_model
+from .samplers import SAMPLERS, make_batches
 
 log = logging.getLogger(__name__)
+
+LOG_COLUMNS = ["epoch", "step", "loss", "binary", "continuous", "labelled_pairs", "lr"]
 
 
 @dataclass(frozen=True)
@@ -38,8 +40,22 @@ class TrainConfig:
         out: run folder (checkpoints, logs).
         lam: weight λ of the continuous (Kendall) loss; 0 trains the binary triplet loss alone.
         source: which label column of the shards supervises the continuous loss.
+        label_mode: ``sparse`` (pairs stored in the shards; any source) or ``dense`` (``sbert`` only: every
+            in-batch pair scored on the fly from the caption embeddings the label build stored).
+        label_norm: ``none``, ``minmax`` or ``percentile`` normalisation of the source's values
+            (:class:`~bcls.trainer.labels.LabelNormalizer`), fitted on the training labels.
         binary_loss: registered binary loss (``triplet-hardest`` = VSE++, ``triplet-mean``).
+        warmup_epochs: first epochs trained with the mean-over-negatives triplet loss alone, instead of
+            ``binary_loss`` + λ·Kendall: hardest-negative mining from a random start collapses all embeddings
+            together (VSE∞ warms up the same way), and so does the Kendall loss, whose labelled candidates are
+            the nearest caption neighbours (measured on the demo: see README).
         window, gap, surrogate, temperature, n_hard: Kendall / SW-HS settings (see :mod:`bcls.trainer.losses`).
+        sampler: ``random`` or ``neighbours`` (seed captions plus label candidates of their images, a
+            ``neighbour_fraction`` share of each batch; see :mod:`bcls.trainer.samplers`).
+        optimizer: ``adam`` or ``adamw`` (with ``weight_decay``).
+        schedule: ``constant``, ``step`` (lr × 0.1 from epoch ``lr_step_epoch`` on) or ``cosine`` (per step, to 0),
+            after ``lr_warmup_steps`` of linear warm-up.
+        amp: bfloat16 autocast on CUDA (ignored on CPU).
     """
 
     data: str
@@ -47,35 +63,58 @@ class TrainConfig:
     labels: str | None = None
     epochs: int = 10
     batch_size: int = 128
-    lr: float = 2e-4
+    lr: float = 1e-3
     lam: float = 1.0
     seed: int = 0
     device: str = "cpu"
     source: str = "sbert"
+    label_mode: str = "sparse"
+    label_norm: str = "none"
     model: str = "vse-gru"
     embed_dim: int = 512
     word_dim: int = 300
     pooling: str = "max"
     binary_loss: str = "triplet-hardest"
+    warmup_epochs: int = 1
     margin: float = 0.2
     window: int = 1
     gap: float = 0.0
     surrogate: str = "sigmoid"
-    temperature: float = 0.1
+    temperature: float = 1.0
     n_hard: int = 1
+    sampler: str = "random"
+    neighbour_fraction: float = 0.5
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    lr_step_epoch: int = 0
+    lr_warmup_steps: int = 0
     grad_clip: float = 2.0
+    amp: bool = True
     train_split: str = "train"
     dev_split: str = "dev"
     log_every: int = 50
 
     def __post_init__(self) -> None:
-        checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2, "lr": self.lr > 0,
+        checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2,
+                  "warmup_epochs": self.warmup_epochs >= 0, "lr": self.lr > 0,
                   "lam": self.lam >= 0 and math.isfinite(self.lam), "margin": self.margin >= 0,
-                  "grad_clip": self.grad_clip > 0, "embed_dim": self.embed_dim >= 1, "word_dim": self.word_dim >= 1}
+                  "grad_clip": self.grad_clip > 0, "embed_dim": self.embed_dim >= 1, "word_dim": self.word_dim >= 1,
+                  "weight_decay": self.weight_decay >= 0, "lr_step_epoch": self.lr_step_epoch >= 0,
+                  "lr_warmup_steps": self.lr_warmup_steps >= 0, "neighbour_fraction": 0 <= self.neighbour_fraction < 1,
+                  "log_every": self.log_every >= 1}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise ConfigError(f"out-of-range training setting(s): " +
+            raise ConfigError("out-of-range training setting(s): " +
                               ", ".join(f"{b}={getattr(self, b)!r}" for b in bad))
+        choices = {"sampler": tuple(SAMPLERS), "label_mode": ("sparse", "dense"),
+                   "optimizer": ("adam", "adamw"), "schedule": ("constant", "step", "cosine")}
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ConfigError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
+        if self.label_mode == "dense" and self.source != "sbert":
+            raise ConfigError(f"dense labels exist for the sbert source only, not {self.source!r}; "
+                              "use label_mode sparse")
         if self.lam > 0 and not self.labels:
             raise ConfigError("lam > 0 needs --labels (a folder from `bcls labels build`); use --lambda 0 to "
                               "train the triplet loss alone")
@@ -98,106 +137,190 @@ def _device(name: str) -> torch.device:
         raise ConfigError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
 
 
-def train(config: TrainConfig) -> dict[str, Any]:
-    """Train and return a summary (``best_rsum``, checkpoint paths, per-epoch history)."""
-    device = _device(config.device)
+def _lr_factor(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier at (1-based epoch, 0-based step)."""
+    done = (epoch - 1) * steps_per_epoch + step
+    factor = min(1.0, (done + 1) / config.lr_warmup_steps) if config.lr_warmup_steps else 1.0
+    if config.schedule == "step" and config.lr_step_epoch and epoch >= config.lr_step_epoch:
+        factor *= 0.1
+    elif config.schedule == "cosine":
+        factor *= 0.5 * (1 + math.cos(math.pi * done / (config.epochs * steps_per_epoch)))
+    return factor
+
+
+class _Run:
+    """Everything a training run holds: data, model, labels, losses, optimizer, sampler state."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.device = _device(config.device)
+        torch.manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.table, self.feats = read_precomp_split(config.data, config.train_split)
+        has_dev = precomp_paths(config.data, config.dev_split)["caps"].is_file()
+        self.dev = read_precomp_split(config.data, config.dev_split) if has_dev else None
+        self.vocab = Vocabulary.build(self.table.texts)
+        self.settings = {"image_dim": self.feats.dim, "vocab_size": len(self.vocab), "embed_dim": config.embed_dim,
+                         "word_dim": config.word_dim, "pooling": config.pooling}
+        self.model = make_model(config.model, **self.settings).to(self.device)
+        self.labels = self.batch_labels = self.norm = None
+        if config.labels:  # also with lam = 0: the neighbours sampler and the labelled-pair counts use them
+            label_set = open_labels(config.labels)
+            self.labels = PairLabels.from_labels(label_set, config.source, self.table)
+            self.batch_labels = (DenseSbertLabels.from_labels(label_set, self.table)
+                                 if config.label_mode == "dense" else self.labels)
+            self.norm = LabelNormalizer(config.label_norm, self.labels.values.numpy())
+            log.info("continuous labels: %d stored pairs of source %r from %s, %s in-batch labels, normalisation "
+                     "%s, λ = %g", len(self.labels), config.source, config.labels, config.label_mode,
+                     self.norm.describe(), config.lam)
+        kendall = KendallLoss(window=config.window, gap=config.gap, surrogate=config.surrogate,
+                              temperature=config.temperature, n_hard=config.n_hard)
+        self.criterion = BCLSLoss(make_binary_loss(config.binary_loss, margin=config.margin), kendall, config.lam)
+        # warm-up: mean over negatives and no continuous loss (see TrainConfig.warmup_epochs)
+        self.warmup = BCLSLoss(make_binary_loss("triplet-mean", margin=config.margin), kendall, 0.0)
+        opt = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+        self.optimizer = opt(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.token_ids = [self.vocab.encode([t])[0][0] for t in self.table.texts]
+        self.image_index = torch.from_numpy(self.table.image_index().copy())
+        n = len(self.table)
+        self.steps_per_epoch = n // config.batch_size + (n % config.batch_size >= 2)  # every sampler gives this
+        self.amp = config.amp and self.device.type == "cuda"
+
+    def step(self, rows: torch.Tensor, epoch: int, step: int) -> dict[str, float]:
+        """One optimisation step on the captions ``rows``; returns the loss terms and labelled-pair count."""
+        config, device = self.config, self.device
+        for group in self.optimizer.param_groups:
+            group["lr"] = config.lr * _lr_factor(config, epoch, step, self.steps_per_epoch)
+        images = self.image_index[rows]
+        feats = torch.from_numpy(self.feats.batch(images.numpy())).to(device)
+        seqs = [self.token_ids[r] for r in rows.tolist()]
+        lengths = torch.tensor([len(s) for s in seqs])
+        ids = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
+            sims = self.model.encode_images(feats) @ self.model.encode_texts(ids, lengths).T
+        sims = sims.float()
+        positive = images[:, None] == images[None, :]
+        if self.batch_labels is not None:
+            values, known = self.batch_labels.lookup(images, rows)
+            labelled = int((known & ~positive).sum())
+            values = torch.where(positive, torch.tensor(self.norm.top), self.norm(values))
+            known = known | positive
+        else:
+            values, known, labelled = positive.float(), positive, 0
+        loss_fn = self.warmup if epoch <= config.warmup_epochs else self.criterion
+        terms = loss_fn(sims, values.to(device), known.to(device), positive.to(device))
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        self.optimizer.step()
+        record = {k: float(terms[k].detach()) for k in ("loss", "binary", "continuous")}
+        return record | {"labelled_pairs": labelled, "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def payload(self, epoch: int, history: list[dict[str, Any]], best: tuple[float, int]) -> dict[str, Any]:
+        """The checkpoint of the state after ``epoch``: enough to evaluate, and to resume exactly."""
+        return {"model_name": self.config.model, "model_settings": self.settings,
+                "state_dict": self.model.state_dict(), "vocab": self.vocab.words,
+                "train_config": asdict(self.config), "epoch": epoch,
+                "dev_metrics": history[-1].get("dev", {}) if history else {},
+                "optimizer": self.optimizer.state_dict(), "generator_state": self.generator.get_state(),
+                "torch_rng_state": torch.get_rng_state(), "history": history,
+                "best_rsum": best[0], "best_epoch": best[1]}
+
+    def restore(self, ckpt: dict[str, Any]) -> tuple[int, list[dict[str, Any]], tuple[float, int]]:
+        self.model.load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.generator.set_state(ckpt["generator_state"])
+        torch.set_rng_state(ckpt["torch_rng_state"])
+        return ckpt["epoch"], list(ckpt["history"]), (ckpt["best_rsum"], ckpt["best_epoch"])
+
+
+def _check_resumable(config: TrainConfig, ckpt: dict[str, Any], path: Path) -> None:
+    saved = dict(ckpt.get("train_config", {}))
+    now = asdict(config)
+    differ = sorted(k for k in now if k not in ("epochs", "device", "log_every") and saved.get(k) != now[k])
+    if differ:
+        raise CheckpointError(f"{path}: the run was started with different settings ({', '.join(differ)}); "
+                              "resume with the same settings or choose another --out")
+    if "generator_state" not in ckpt:
+        raise CheckpointError(f"{path}: checkpoint holds no training state to resume from")
+
+
+def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+    """Train and return a summary (best dev rsum, checkpoint paths, per-epoch history).
+
+    Args:
+        resume: continue the run in ``config.out`` from its ``last.pt`` (same settings; ``epochs`` may grow).
+            On CPU the result equals an uninterrupted run.
+        overwrite: start afresh in a folder that already holds a run (otherwise refused).
+    """
     out = Path(config.out)
+    last = out / "last.pt"
+    if last.exists() and not (resume or overwrite):
+        raise ConfigError(f"{out}: holds a training run already; pass --resume to continue it or choose "
+                          "another --out")
+    run = _Run(config)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-
-    table, feats = read_precomp_split(config.data, config.train_split)
-    has_dev = precomp_paths(config.data, config.dev_split)["caps"].is_file()
-    dev = read_precomp_split(config.data, config.dev_split) if has_dev else None
-    vocab = Vocabulary.build(table.texts)
-    settings = {"image_dim": feats.dim, "vocab_size": len(vocab), "embed_dim": config.embed_dim,
-                "word_dim": config.word_dim, "pooling": config.pooling}
-    model = make_model(config.model, **settings).to(device)
-    labels = None
-    if config.lam > 0:
-        labels = PairLabels.from_labels(open_labels(config.labels), config.source, table)
-        log.info("continuous labels: %d pairs of source %r from %s", len(labels), config.source, config.labels)
-    criterion = BCLSLoss(make_binary_loss(config.binary_loss, margin=config.margin),
-                         KendallLoss(window=config.window, gap=config.gap, surrogate=config.surrogate,
-                                     temperature=config.temperature, n_hard=config.n_hard), config.lam)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    atomic_write_bytes(out / "train_config.json", (json.dumps(asdict(config), indent=2) + "\n").encode())
-
-    def checkpoint(epoch: int, dev_metrics: dict[str, float]) -> dict[str, Any]:
-        return {"model_name": config.model, "model_settings": settings, "state_dict": model.state_dict(),
-                "vocab": vocab.words, "train_config": asdict(config), "epoch": epoch, "dev_metrics": dev_metrics,
-                "optimizer": optimizer.state_dict()}
-
-    save_checkpoint(out / "init.pt", checkpoint(0, {}))  # the untrained model, for before/after comparisons
-    token_ids = [vocab.encode([t])[0][0] for t in table.texts]
-    image_index = torch.from_numpy(table.image_index())
-    n = len(table)
-    steps_per_epoch = n // config.batch_size + (n % config.batch_size >= 2)
-    history: list[dict[str, Any]] = []
-    best_rsum, best_epoch = -1.0, 0
-    log_file = open(out / "train_log.csv", "w", newline="")
+    first_epoch, history, best = 1, [], (-1.0, 0)
+    if resume and last.exists():
+        ckpt = load_checkpoint(last, "cpu")
+        _check_resumable(config, ckpt, last)
+        done, history, best = run.restore(ckpt)
+        first_epoch = done + 1
+        log.info("resuming %s after epoch %d", out, done)
+    else:
+        save_checkpoint(out / "init.pt", run.payload(0, [], best))  # the untrained model, for comparisons
+    atomic_write_json(out / "train_config.json", asdict(config))
+    log_path = out / "train_log.csv"
+    kept = []
+    if first_epoch > 1 and log_path.exists():  # drop the rows of the epoch that was interrupted
+        with open(log_path, newline="") as fh:
+            kept = [row for row in csv.reader(fh)][1:]
+        kept = [row for row in kept if row and int(row[0]) < first_epoch]
+    log_file = open(log_path, "w", newline="")
     writer = csv.writer(log_file)
-    writer.writerow(["epoch", "step", "loss", "binary", "continuous", "labelled_pairs", "lr"])
+    writer.writerow(LOG_COLUMNS)
+    writer.writerows(kept)
     start = time.perf_counter()
+    total = (config.epochs - first_epoch + 1) * run.steps_per_epoch
     try:
-        for epoch in range(1, config.epochs + 1):
-            model.train()
-            perm = torch.randperm(n, generator=gen)
-            sums = {"loss": 0.0, "binary": 0.0, "continuous": 0.0, "labelled_pairs": 0.0}
-            for step in range(steps_per_epoch):
-                rows = perm[step * config.batch_size:(step + 1) * config.batch_size]
-                images = image_index[rows]
-                feats_b = torch.from_numpy(feats.batch(images.numpy())).to(device)
-                seqs = [token_ids[r] for r in rows.tolist()]
-                lengths = torch.tensor([len(s) for s in seqs])
-                ids = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True).to(device)
-                sims = model.encode_images(feats_b) @ model.encode_texts(ids, lengths).T
-                positive = images[:, None] == images[None, :]
-                if labels is not None:
-                    values, known = labels.lookup(images, rows)
-                    labelled = int((known & ~positive).sum())
-                    values = torch.where(positive, torch.ones(()), values)
-                    known = known | positive
-                else:
-                    values, known, labelled = torch.eye(len(rows)), positive, 0
-                terms = criterion(sims, values.to(device), known.to(device), positive.to(device))
-                optimizer.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                record = {k: float(terms[k]) for k in ("loss", "binary", "continuous")}
-                record["labelled_pairs"] = labelled
+        for epoch in range(first_epoch, config.epochs + 1):
+            run.model.train()
+            batches = make_batches(config.sampler, len(run.table), config.batch_size, run.generator,
+                                   run.image_index, run.labels, config.neighbour_fraction)
+            sums = dict.fromkeys(("loss", "binary", "continuous", "labelled_pairs"), 0.0)
+            for step, rows in enumerate(batches):
+                record = run.step(rows, epoch, step)
                 for k in sums:
                     sums[k] += record[k]
-                writer.writerow([epoch, step, f"{record['loss']:.6f}", f"{record['binary']:.6f}",
-                                 f"{record['continuous']:.6f}", labelled, config.lr])
-                done = (epoch - 1) * steps_per_epoch + step + 1
+                writer.writerow([epoch, step] + [f"{record[k]:.6g}" for k in LOG_COLUMNS[2:]])
+                done = (epoch - first_epoch) * run.steps_per_epoch + step + 1
                 if done % config.log_every == 0:
                     rate = done / (time.perf_counter() - start)
-                    eta = (config.epochs * steps_per_epoch - done) / rate
                     log.info("epoch %d step %d/%d loss %.4f (bin %.4f cont %.4f, %d labelled pairs) "
-                             "%.1f steps/s ETA %.0fs", epoch, step + 1, steps_per_epoch, record["loss"],
-                             record["binary"], record["continuous"], labelled, rate, eta)
+                             "%.1f steps/s ETA %.0fs", epoch, step + 1, run.steps_per_epoch, record["loss"],
+                             record["binary"], record["continuous"], record["labelled_pairs"], rate,
+                             (total - done) / rate)
             log_file.flush()
-            epoch_summary = {"epoch": epoch, **{k: v / steps_per_epoch for k, v in sums.items()}}
-            if dev is not None:
-                dev_metrics = evaluate_model(model, vocab, dev[0], dev[1], device)
-                epoch_summary["dev"] = dev_metrics
-                rsum = dev_metrics["rsum"]
+            summary = {"epoch": epoch, **{k: v / run.steps_per_epoch for k, v in sums.items()}}
+            if run.dev is not None:
+                summary["dev"] = evaluate_model(run.model, run.vocab, run.dev[0], run.dev[1], run.device)
+                rsum = summary["dev"]["rsum"]
             else:
                 rsum = float(epoch)  # no dev split: the last epoch is the best
-            history.append(epoch_summary)
-            payload = checkpoint(epoch, epoch_summary.get("dev", {}))
-            save_checkpoint(out / "last.pt", payload)
-            if rsum > best_rsum:
-                best_rsum, best_epoch = rsum, epoch
+            history.append(summary)
+            improved = rsum > best[0]
+            if improved:
+                best = (rsum, epoch)
+            payload = run.payload(epoch, history, best)
+            if improved:
                 save_checkpoint(out / "best.pt", payload)
-            log.info("epoch %d done: loss %.4f%s", epoch, epoch_summary["loss"],
-                     f", dev rsum {rsum:.1f}" if dev is not None else "")
+            save_checkpoint(last, payload)  # written after best.pt: a resumed run never misses a best
+            log.info("epoch %d done: loss %.4f%s", epoch, summary["loss"],
+                     f", dev rsum {rsum:.1f}" if run.dev is not None else "")
     finally:
         log_file.close()
-    summary = {"best_epoch": best_epoch, "best_dev_rsum": best_rsum if dev is not None else None,
-               "best_checkpoint": str(out / "best.pt"), "last_checkpoint": str(out / "last.pt"),
-               "history": history, "seconds": time.perf_counter() - start, "bcls_version": bcls.__version__}
-    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-    return summary
+    result = {"best_epoch": best[1], "best_dev_rsum": best[0] if run.dev is not None else None,
+              "best_checkpoint": str(out / "best.pt"), "last_checkpoint": str(last),
+              "history": history, "seconds": time.perf_counter() - start, "bcls_version": bcls.__version__}
+    atomic_write_json(out / "summary.json", result)
+    return result

@@ -9,7 +9,7 @@ import pytest
 
 from bcls.data.captions import read_captions
 from bcls.data.errors import ConfigError
-from bcls.data.shards import open_labels, read_labels
+from bcls.data.shards import read_labels
 from bcls.pipeline.build import LabelBuildConfig, build_labels
 from bcls.pipeline.sources import LabelCorpus, SbertSource
 

@@ -85,3 +85,47 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     (tmp_path / "trunc.pt").write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="trunc.pt"):
         load_checkpoint(tmp_path / "trunc.pt")
+
+
+def test_dense_sbert_labels_equal_the_shard_values(tmp_path, encoder):
+    """Dense in-batch labels (on the fly from stored embeddings) agree with the stored sparse pairs."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    from bcls.data.captions import read_captions
+    from bcls.data.shards import open_labels
+    from bcls.pipeline.build import LabelBuildConfig, build_labels
+    from bcls.trainer.labels import DenseSbertLabels
+
+    rng = np.random.default_rng(0)
+    words = "dog cat man woman beach street red blue small large runs sits".split()
+    n_img, cpi = 8, 5
+    pcsv.write_csv(pa.table({"image_id": np.repeat(np.arange(n_img), cpi), "caption_id": np.arange(n_img * cpi),
+                             "text": [" ".join(rng.choice(words, 4)) for _ in range(n_img * cpi)]}),
+                   tmp_path / "c.csv")
+    build_labels(LabelBuildConfig(captions=str(tmp_path / "c.csv"), out=str(tmp_path / "l"), k=6),
+                 encoder=encoder)
+    table = read_captions(tmp_path / "c.csv")
+    label_set = open_labels(tmp_path / "l")
+    sparse = PairLabels.from_labels(label_set, "sbert", table)
+    dense = DenseSbertLabels.from_labels(label_set, table)
+    images, captions = torch.arange(n_img), torch.arange(n_img * cpi)
+    d_val, d_known = dense.lookup(images, captions)
+    s_val, s_known = sparse.lookup(images, captions)
+    assert d_known.all() and s_known.sum() == n_img * 6
+    # stored values are float32 of float32 embeddings; dense uses the float16 copy kept beside the shards
+    torch.testing.assert_close(d_val[s_known], s_val[s_known], atol=2e-3, rtol=0)
+
+
+def test_label_normalizer():
+    from bcls.trainer.labels import LabelNormalizer
+
+    train = np.array([0.2, 0.4, 0.4, 0.6, np.nan], dtype=np.float32)
+    x = torch.tensor([0.2, 0.4, 0.5, 0.6])
+    torch.testing.assert_close(LabelNormalizer("minmax", train)(x), torch.tensor([0.0, 0.5, 0.75, 1.0]))
+    # fraction of training labels strictly below the value
+    torch.testing.assert_close(LabelNormalizer("percentile", train)(x), torch.tensor([0.0, 0.25, 0.75, 0.75]))
+    torch.testing.assert_close(LabelNormalizer("none", train)(x), x)
+    assert LabelNormalizer("none", np.array([0.0, 7.5], np.float32)).top == 7.5
+    with pytest.raises(ConfigError, match="valid: none, minmax, percentile"):
+        LabelNormalizer("zscore", train)

@@ -1,0 +1,76 @@
+"""The command line end to end on tiny demo data: labels → train (1 epoch) → eval, and its error handling."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from bcls.cli import app
+from bcls.data.demo import DemoConfig, generate_demo
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    generate_demo(root / "data", DemoConfig(n_train=60, n_dev=20, n_test=30, seed=3))
+    return root
+
+
+def _ok(args):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_labels_train_eval_end_to_end(tiny):
+    """Uses the real packaged sentence model, so the offline loading path is exercised."""
+    out = _ok(["labels", "build", "--captions", str(tiny / "data"), "--split", "train", "--k", "4",
+               "--out", str(tiny / "labels")])
+    assert "labelled pairs" in out.output
+    manifest = json.loads((tiny / "labels" / "manifest.json").read_text())
+    assert manifest["rows"] == 60 * 4 and manifest["provenance"]["sentence_model"] == "all-MiniLM-L6-v2"
+    config = tiny / "train.json"
+    config.write_text(json.dumps({"epochs": 3, "batch_size": 16, "embed_dim": 32, "word_dim": 16}))
+    _ok(["train", "--data", str(tiny / "data"), "--labels", str(tiny / "labels"), "--out", str(tiny / "run"),
+         "--config", str(config), "--epochs", "1", "--lambda", "0.5", "--seed", "1"])
+    saved = json.loads((tiny / "run" / "train_config.json").read_text())
+    assert saved["epochs"] == 1 and saved["batch_size"] == 16 and saved["lam"] == 0.5  # flags override the file
+    assert (tiny / "run" / "best.pt").is_file() and (tiny / "run" / "last.pt").is_file()
+    log_lines = (tiny / "run" / "train_log.csv").read_text().splitlines()
+    assert log_lines[0].startswith("epoch,step,loss") and len(log_lines) == 1 + -(-60 * 5 // 16)  # 18 full batches + one of 12
+    out = _ok(["eval", "--checkpoint", str(tiny / "run" / "best.pt"), "--data", str(tiny / "data"),
+               "--split", "test", "--out", str(tiny / "eval")])
+    metrics = json.loads((tiny / "eval" / "metrics.json").read_text())
+    for key in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"):
+        assert 0.0 <= metrics[key] <= 600.0
+    assert "rsum" in out.output
+
+
+def test_sources_are_listed():
+    out = _ok(["labels", "sources"])
+    assert out.output.startswith("sbert")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["labels", "build", "--captions", "/nonexistent/caps.csv", "--out", "OUT"], "caps.csv"),
+    (["labels", "build", "--captions", "x.csv", "--out", "OUT", "--sources", "bleu"], "unknown label source 'bleu'"),
+    (["train", "--data", "DATA", "--out", "OUT", "--lambda", "-1"], "lam=-1"),
+    (["train", "--data", "DATA", "--out", "OUT", "--lambda", "1"], "needs --labels"),
+    (["eval", "--checkpoint", "/nonexistent.pt", "--data", "DATA"], "checkpoint not found"),
+])
+def test_errors_are_one_line_with_exit_code_2(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1], result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "OUT").exists()
+
+
+def test_every_command_has_help():
+    for cmd in (["labels", "build"], ["labels", "sources"], ["train"], ["eval"], ["demo"]):
+        result = runner.invoke(app, [*cmd, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output

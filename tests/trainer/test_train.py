@@ -1,0 +1,116 @@
+"""Training loop: reproducibility, exact resume, schedules and the run-folder rules."""
+
+import json
+
+import pytest
+import torch
+
+from bcls.data.demo import DemoConfig, generate_demo
+from bcls.data.errors import CheckpointError, ConfigError
+from bcls.pipeline.build import LabelBuildConfig, build_labels
+from bcls.trainer.checkpoint import load_checkpoint
+from bcls.trainer.train import TrainConfig, _lr_factor, _Run, train
+
+SMALL = {"batch_size": 16, "embed_dim": 16, "word_dim": 8, "log_every": 1000}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, encoder_module):
+    root = tmp_path_factory.mktemp("train")
+    generate_demo(root / "data", DemoConfig(n_train=40, n_dev=10, n_test=10, seed=5))
+    build_labels(LabelBuildConfig(captions=str(root / "data"), split="train", out=str(root / "labels"), k=5),
+                 encoder=encoder_module)
+    return root
+
+
+@pytest.fixture(scope="module")
+def encoder_module():
+    import hashlib
+    import re
+
+    import numpy as np
+
+    def encode(texts):
+        out = np.zeros((len(texts), 32), np.float32)
+        for i, t in enumerate(texts):
+            for w in re.findall(r"\w+", t.lower()):
+                seed = int.from_bytes(hashlib.sha256(w.encode()).digest()[:8], "little")
+                out[i] += np.random.default_rng(seed).standard_normal(32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    return encode
+
+
+def _config(tiny, out, **kw):
+    return TrainConfig(data=str(tiny / "data"), labels=str(tiny / "labels"), out=str(tiny / out), **(SMALL | kw))
+
+
+def _weights(path):
+    return load_checkpoint(path)["state_dict"]
+
+
+@pytest.mark.parametrize("extra", [{}, {"sampler": "neighbours", "label_mode": "dense", "label_norm": "percentile",
+                                        "binary_loss": "triplet-mean", "schedule": "cosine", "optimizer": "adamw"}])
+def test_resume_equals_an_uninterrupted_run(tiny, extra, monkeypatch):
+    name = "n" if extra else "p"
+    train(_config(tiny, f"full{name}", epochs=3, **extra))
+    real_step = _Run.step
+
+    def crash_in_epoch_3(self, rows, epoch, step):
+        if epoch == 3 and step == 1:
+            raise KeyboardInterrupt  # a kill in the middle of epoch 3, after one logged step
+        return real_step(self, rows, epoch, step)
+
+    monkeypatch.setattr(_Run, "step", crash_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tiny, f"part{name}", epochs=3, **extra))
+    monkeypatch.setattr(_Run, "step", real_step)
+    assert load_checkpoint(tiny / f"part{name}" / "last.pt")["epoch"] == 2
+    resumed = train(_config(tiny, f"part{name}", epochs=3, **extra), resume=True)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    full, part = _weights(tiny / f"full{name}" / "last.pt"), _weights(tiny / f"part{name}" / "last.pt")
+    for key in full:
+        torch.testing.assert_close(full[key], part[key], rtol=0, atol=0)
+    log_full = (tiny / f"full{name}" / "train_log.csv").read_text()
+    assert log_full == (tiny / f"part{name}" / "train_log.csv").read_text()
+
+
+def test_same_seed_same_weights_and_labelled_pairs_logged(tiny):
+    train(_config(tiny, "a", epochs=1, sampler="neighbours"))
+    train(_config(tiny, "b", epochs=1, sampler="neighbours"))
+    for key, value in _weights(tiny / "a" / "last.pt").items():
+        torch.testing.assert_close(value, _weights(tiny / "b" / "last.pt")[key], rtol=0, atol=0)
+    rows = (tiny / "a" / "train_log.csv").read_text().splitlines()[1:]
+    assert sum(int(r.split(",")[5]) for r in rows) > 0  # labelled off-diagonal pairs were seen
+
+
+def test_run_folder_rules(tiny):
+    train(_config(tiny, "c", epochs=1))
+    with pytest.raises(ConfigError, match="--resume"):
+        train(_config(tiny, "c", epochs=1))
+    with pytest.raises(CheckpointError, match="different settings \\(lr\\)"):
+        train(_config(tiny, "c", epochs=2, lr=0.5), resume=True)
+    train(_config(tiny, "c", epochs=1, lr=0.5), overwrite=True)
+    assert json.loads((tiny / "c" / "train_config.json").read_text())["lr"] == 0.5
+
+
+def test_lambda_zero_trains_without_labels(tiny):
+    summary = train(TrainConfig(data=str(tiny / "data"), out=str(tiny / "t"), lam=0, epochs=1, **SMALL))
+    assert summary["history"][0]["continuous"] == 0.0
+
+
+@pytest.mark.parametrize("bad", [{"lr": 0}, {"batch_size": 1}, {"sampler": "x"}, {"schedule": "poly"},
+                                 {"label_mode": "dense", "source": "cider"}, {"neighbour_fraction": 1.0}])
+def test_bad_settings_are_refused(tiny, bad):
+    with pytest.raises(ConfigError):
+        _config(tiny, "never", **bad)
+
+
+def test_lr_schedules():
+    base = dict(data="d", out="o", lam=0, epochs=4)
+    cos = TrainConfig(**base, schedule="cosine")
+    assert _lr_factor(cos, 1, 0, 10) == 1.0 and _lr_factor(cos, 3, 0, 10) == pytest.approx(0.5)
+    step = TrainConfig(**base, schedule="step", lr_step_epoch=3)
+    assert [_lr_factor(step, e, 0, 10) for e in (1, 2, 3, 4)] == [1.0, 1.0, pytest.approx(0.1), pytest.approx(0.1)]
+    warm = TrainConfig(**base, lr_warmup_steps=4)
+    assert [_lr_factor(warm, 1, s, 10) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
