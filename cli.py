@@ -136,8 +136,16 @@ def train_cmd(
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [0]."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N [cpu]."),
     source: Optional[str] = typer.Option(None, "--source", help="Label column supervising the Kendall loss [sbert]."),
-    binary_loss: Optional[str] = typer.Option(None, "--binary-loss", help="triplet-hardest or triplet-mean "
+    model: Optional[str] = typer.Option(None, "--model", help="Model: vse-gru (regions, max pooling + GRU), "
+                                        "vse-gpo (VSE∞: region MLP + GPO, GRU + GPO), vse-global (global "
+                                        "(N, D) features + GRU) [vse-gru]."),
+    binary_loss: Optional[str] = typer.Option(None, "--binary-loss", help="triplet-hardest (VSE++), triplet-mean, "
+                                              "triplet-sn-switch, triplet-sn-softmax or triplet-sn "
                                               "[triplet-hardest]."),
+    triplet_eps: Optional[float] = typer.Option(None, "--eps", help="triplet-sn-switch: use the mean over "
+                                                "negatives when S_pos - S_hardest < eps [0.05]."),
+    triplet_tau: Optional[float] = typer.Option(None, "--tau", help="triplet-sn-softmax: softmax temperature of "
+                                                "the negative weights [0.1]."),
     margin: Optional[float] = typer.Option(None, "--margin", help="Triplet margin [0.2]."),
     window: Optional[int] = typer.Option(None, "--window", help="SW-HS window: compare candidates at least this "
                                          "many label ranks apart [1]."),
@@ -171,6 +179,7 @@ def train_cmd(
         values: dict[str, Any] = _load_config_file(config) if config else {}
         flags = {"data": data, "labels": labels, "out": out, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                  "lam": lam, "seed": seed, "device": device, "source": source, "binary_loss": binary_loss,
+                 "model": model, "triplet_eps": triplet_eps, "triplet_tau": triplet_tau,
                  "margin": margin, "window": window, "gap": gap, "surrogate": surrogate, "temperature": temperature,
                  "sampler": sampler, "neighbour_fraction": neighbour_fraction, "label_mode": label_mode,
                  "label_norm": label_norm, "optimizer": optimizer, "schedule": schedule}

@@ -11,6 +11,11 @@ order of the continuous labels), made robust and cheap by SW-HS (sliding-window 
 total ``L = L_bin + lambda * L_cont``. The paper's method body is not public: the exact formulas below are our
 reading (``/work/shared/DESIGN.md``, "Definitions to implement"), and each docstring says which choices are ours.
 
+Binary losses (registry :data:`BINARY_LOSSES`, built by :func:`make_binary_loss`): ``triplet-hardest`` (VSE++),
+``triplet-mean``, and two readings of Triplet-SN: ``triplet-sn-switch`` (hardest negative, mean over negatives
+where the hardest is within ``eps`` of the positive) and ``triplet-sn-softmax`` (hinges weighted by a softmax of
+the negatives' similarities with temperature ``tau``).
+
 Conventions: losses are pure functions ``(scores, labels) -> per-element terms -> reduction`` with a thin
 ``nn.Module`` holding the hyper-parameters; mining is separate from the surrogate; "nothing valid" gives a zero
 that still has a gradient; everything follows the device of its inputs.
@@ -19,6 +24,7 @@ that still has a gradient; everything follows the device of its inputs.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Callable, Literal
 
@@ -31,14 +37,23 @@ __all__ = [
     "BINARY_LOSSES",
     "SURROGATES",
     "BCLSLoss",
+    "BinaryLossSpec",
+    "BinaryTripletLoss",
     "KendallLoss",
     "TripletLoss",
+    "TripletSNSoftmaxLoss",
+    "TripletSNSwitchLoss",
+    "binary_loss_alias",
+    "binary_loss_params",
     "kendall_loss",
     "kendall_loss_with_count",
     "kendall_naive",
     "kendall_naive_terms",
     "kendall_swhs_terms",
     "make_binary_loss",
+    "triplet_sn_softmax_terms",
+    "triplet_sn_switch_terms",
+    "triplet_sn_switched",
     "triplet_terms",
 ]
 
@@ -85,18 +100,64 @@ def _check_kendall_params(
 
 
 # --------------------------------------------------------------------------------------------------------------
-# binary loss: triplet ranking loss
+# binary loss: triplet ranking losses (VSE++ hardest, mean, and two soft-negative "Triplet-SN" variants)
 # --------------------------------------------------------------------------------------------------------------
-def _triplet_one_direction(S: Tensor, margin: float, mining: str, positive_mask: Tensor | None) -> Tensor:
-    """Rows are queries, the diagonal holds the positives. ``S`` (B, B) -> per-query terms (B,)."""
+def _check_margin(margin: object) -> float:
+    if isinstance(margin, bool) or not (isinstance(margin, (int, float)) and math.isfinite(margin)):
+        raise ConfigError(f"triplet margin must be a finite number, got {margin!r}")
+    return float(margin)
+
+
+def _check_eps(eps: object) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or math.isnan(eps):
+        raise ConfigError(f"triplet-sn-switch eps must be a number (+-inf allowed), got {eps!r}")
+    return float(eps)
+
+
+def _check_tau(tau: object) -> float:
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or math.isnan(tau) or tau <= 0:
+        raise ConfigError(f"triplet-sn-softmax tau must be a number > 0 (inf allowed), got {tau!r}")
+    return float(tau)
+
+
+def _hinge_matrix(S: Tensor, margin: float, positive_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Rows are queries, the diagonal holds the positives.
+
+    Returns:
+        ``(negative, cost)``, both (B, B): ``negative[i, j]`` is True iff ``j != i`` and not
+        ``positive_mask[i, j]``; ``cost[i, j] = relu(margin + S[i, j] - S[i, i])`` on negatives and 0 elsewhere
+        (built with ``torch.where`` from ``S``, so even an all-zero row is connected to the graph).
+    """
     B = S.shape[0]
     eye = torch.eye(B, dtype=torch.bool, device=S.device)
     negative = ~eye if positive_mask is None else ~(eye | positive_mask)
     pos = S.diagonal().unsqueeze(1)  # (B, 1)
-    cost = torch.where(negative, torch.relu(margin + S - pos), torch.zeros_like(S))  # (B, B), 0 off negatives
+    cost = torch.where(negative, torch.relu(margin + S - pos), torch.zeros_like(S))
+    return negative, cost
+
+
+def _mean_over_negatives(cost: Tensor, negative: Tensor) -> Tensor:
+    """(B, B) hinge costs (0 off negatives), (B, B) bool -> (B,) mean over each row's negatives (0 if none)."""
+    return cost.sum(dim=1) / negative.sum(dim=1).clamp(min=1).to(cost.dtype)
+
+
+def _triplet_one_direction(S: Tensor, margin: float, mining: str, positive_mask: Tensor | None) -> Tensor:
+    """Rows are queries, the diagonal holds the positives. ``S`` (B, B) -> per-query terms (B,)."""
+    negative, cost = _hinge_matrix(S, margin, positive_mask)
     if mining == "hardest":
         return cost.max(dim=1).values  # relu >= 0, so a query without negatives gets 0
-    return cost.sum(dim=1) / negative.sum(dim=1).clamp(min=1).to(cost.dtype)
+    return _mean_over_negatives(cost, negative)
+
+
+def _both_directions(
+    one_direction: Callable[[Tensor, Tensor | None], Tensor], S: Tensor, positive_mask: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """Run a rows-are-queries term function for image queries (``S``) and caption queries (``S.T``)."""
+    _check_square(S)
+    _check_mask(positive_mask, S.shape, "positive_mask")
+    i2t = one_direction(S, positive_mask)
+    t2i = one_direction(S.t(), None if positive_mask is None else positive_mask.t())
+    return i2t, t2i
 
 
 def triplet_terms(
@@ -113,9 +174,10 @@ def triplet_terms(
     ``positive_mask[i, j]`` false.
 
     * ``mining="hardest"``: VSE++ max-violation (Faghri et al., 2018): the largest hinge over the negatives.
-    * ``mining="mean"``: mean over the negatives of the hinge (a "soft negative" variant: every negative
-      contributes, which is the stable choice early in training; BCLS states that its binary loss uses soft
-      negatives, its exact formula is not public).
+    * ``mining="mean"``: mean over the negatives of the hinge (every negative contributes, which is the stable
+      choice early in training; VSE∞ warms up with it).
+
+    The soft-negative variants are :func:`triplet_sn_switch_terms` and :func:`triplet_sn_softmax_terms`.
 
     A query without any negative (B = 1, or every other item marked positive) gets a term of 0 that is still
     connected to the graph.
@@ -131,60 +193,274 @@ def triplet_terms(
         ``(i2t, t2i)``: two (B,) tensors of per-query terms (image queries, caption queries).
     """
     _check_mining(mining)
-    _check_square(S)
-    _check_mask(positive_mask, S.shape, "positive_mask")
-    i2t = _triplet_one_direction(S, margin, mining, positive_mask)
-    t2i = _triplet_one_direction(S.t(), margin, mining, None if positive_mask is None else positive_mask.t())
-    return i2t, t2i
+    return _both_directions(lambda s, pm: _triplet_one_direction(s, margin, mining, pm), S, positive_mask)
 
 
-class TripletLoss(nn.Module):
-    """Bidirectional triplet ranking loss (binary supervision).
+def _sn_switched_one_direction(S: Tensor, eps: float, negative: Tensor) -> Tensor:
+    """(B,) bool: True where ``S[i, i] - max_{j negative} S[i, j] < eps`` (never for a row without negatives
+    unless ``eps == inf``; such a row's term is 0 either way)."""
+    with torch.no_grad():
+        hardest = torch.where(negative, S, torch.full_like(S, -math.inf)).amax(dim=1)
+        return (S.diagonal() - hardest) < eps
 
-    ``forward(S, positive_mask=None)`` returns ``i2t.mean() + t2i.mean()`` over the terms of
-    :func:`triplet_terms`: the two directions are summed, each averaged over its B queries. (VSE++ sums over the
-    batch instead; averaging keeps the scale independent of B, which makes ``lam`` in :class:`BCLSLoss`
-    transferable between batch sizes. This is our choice.)
+
+def _sn_switch_one_direction(S: Tensor, margin: float, eps: float, positive_mask: Tensor | None) -> Tensor:
+    negative, cost = _hinge_matrix(S, margin, positive_mask)
+    switched = _sn_switched_one_direction(S, eps, negative)
+    return torch.where(switched, _mean_over_negatives(cost, negative), cost.max(dim=1).values)
+
+
+def triplet_sn_switch_terms(
+    S: Tensor,
+    margin: float = 0.2,
+    eps: float = 0.05,
+    positive_mask: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Per-query terms of Triplet-SN, *switch* variant: hardest negative, or the mean over negatives when the
+    hardest negative is within ``eps`` of the positive.
+
+    For query ``i`` (rows of ``S`` for i2t, of ``S.T`` for t2i; negatives as in :func:`triplet_terms`) with
+    positive ``p = S[i, i]`` and hardest negative ``h = max_j S[i, j]``:
+
+    * ``p - h >= eps``: the VSE++ term ``relu(margin + h - p)`` (the positive clearly leads; the hardest
+      negative is an informative one);
+    * ``p - h < eps``: the mean over the negatives of ``relu(margin + S[i, j] - p)`` (the hardest negative is
+      level with or above the positive: it is likely a false negative - a caption that in fact fits the image,
+      which is common in COCO - or too hard to learn from yet, e.g. in the collapsed state at the start of
+      training, where hardest-negative mining is known to stall; the mean gives every negative a say).
+
+    The switch is decided per query and per direction on the values (no gradient flows through the decision;
+    the gradient is that of the chosen branch). ``eps = -inf`` is exactly ``mining="hardest"``, ``eps = +inf``
+    exactly ``mining="mean"``. A query without negatives gets 0 (connected to the graph).
+
+    What the paper states: BCLS uses "a triplet loss with soft negative mining" for stable convergence; the
+    formula is not public. This switching rule, and the default ``eps = 0.05`` (a quarter of the default
+    margin 0.2: the hardest negative is used once the positive leads it by a visible amount, while
+    near-ties, where a label can easily be wrong, fall back to the mean), are our choices, not measured yet.
+
+    Args:
+        S: (B, B) similarities, ``S[i, j]`` = sim(image i, caption j).
+        margin: hinge margin.
+        eps: switch threshold on ``S_pos - S_hardest_neg`` (any number; +-inf allowed).
+        positive_mask: optional (B, B) bool of extra positives, as in :func:`triplet_terms`.
+
+    Returns:
+        ``(i2t, t2i)``: two (B,) tensors of per-query terms.
     """
+    margin, eps = _check_margin(margin), _check_eps(eps)
+    return _both_directions(lambda s, pm: _sn_switch_one_direction(s, margin, eps, pm), S, positive_mask)
+
+
+def triplet_sn_switched(
+    S: Tensor, eps: float = 0.05, positive_mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Which queries :func:`triplet_sn_switch_terms` sends to the mean branch (for logging the switch rate).
+
+    Args:
+        S: (B, B) similarities; eps, positive_mask: as in :func:`triplet_sn_switch_terms`.
+
+    Returns:
+        ``(i2t, t2i)``: two (B,) bool tensors, True where the query uses the mean over negatives.
+    """
+    eps = _check_eps(eps)
+
+    def one(s: Tensor, pm: Tensor | None) -> Tensor:
+        return _sn_switched_one_direction(s, eps, _hinge_matrix(s, 0.0, pm)[0])
+
+    return _both_directions(one, S, positive_mask)
+
+
+def _sn_softmax_one_direction(S: Tensor, margin: float, tau: float, positive_mask: Tensor | None) -> Tensor:
+    negative, cost = _hinge_matrix(S, margin, positive_mask)
+    with torch.no_grad():
+        has_negative = negative.any(dim=1, keepdim=True)
+        # rows without negatives get finite logits (uniform weights, zeroed below) instead of a NaN softmax
+        logits = torch.where(negative | ~has_negative, S / tau, torch.full_like(S, -math.inf))
+        weights = torch.where(negative, torch.softmax(logits, dim=1), torch.zeros_like(S))
+    return (weights * cost).sum(dim=1)
+
+
+def triplet_sn_softmax_terms(
+    S: Tensor,
+    margin: float = 0.2,
+    tau: float = 0.1,
+    positive_mask: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Per-query terms of Triplet-SN, *softmax* variant: hinges of all negatives, weighted by a softmax of their
+    similarities.
+
+    For query ``i`` with positive ``p = S[i, i]`` and negatives ``N(i)`` (as in :func:`triplet_terms`; entries of
+    ``positive_mask`` are not negatives and get weight 0):
+    ``w_ij = exp(S[i, j] / tau) / sum_{k in N(i)} exp(S[i, k] / tau)`` and
+    ``term_i = sum_{j in N(i)} w_ij * relu(margin + S[i, j] - p)``.
+
+    ``tau -> 0`` tends to the VSE++ hardest-negative term (all weight on ``argmax_j S[i, j]``, whose hinge is the
+    largest), ``tau = inf`` is exactly the mean over negatives; in between, harder negatives count more but no
+    single (possibly false) negative takes all the weight. The weights are computed without gradient (our
+    choice): with a gradient through the softmax, the loss could also be lowered by *raising* the similarity of
+    negatives whose hinge is below the weighted average, which is not what a ranking loss should ask for. A query
+    without negatives gets 0 (connected to the graph).
+
+    What the paper states: "triplet loss with soft negative mining"; this weighting and the default
+    ``tau = 0.1`` (cosine similarities live in [-1, 1], so 0.1 gives a negative 0.1 more similar e (about 2.7)
+    times the weight, in the range of contrastive-learning temperatures) are our choices, not measured yet.
+
+    Args:
+        S: (B, B) similarities, ``S[i, j]`` = sim(image i, caption j).
+        margin: hinge margin.
+        tau: softmax temperature (> 0; ``inf`` allowed).
+        positive_mask: optional (B, B) bool of extra positives, as in :func:`triplet_terms`.
+
+    Returns:
+        ``(i2t, t2i)``: two (B,) tensors of per-query terms.
+    """
+    margin, tau = _check_margin(margin), _check_tau(tau)
+    return _both_directions(lambda s, pm: _sn_softmax_one_direction(s, margin, tau, pm), S, positive_mask)
+
+
+class BinaryTripletLoss(nn.Module):
+    """Base of the binary losses: ``forward(S, positive_mask=None)`` returns ``i2t.mean() + t2i.mean()`` over the
+    per-query terms of :meth:`terms`.
+
+    The two directions are summed, each averaged over its B queries. (VSE++ sums over the batch instead;
+    averaging keeps the scale independent of B, which makes ``lam`` in :class:`BCLSLoss` transferable between
+    batch sizes. This is our choice.)
+    """
+
+    margin: float
+
+    def terms(self, S: Tensor, positive_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``S`` (B, B), ``positive_mask`` (B, B) bool or None -> ``(i2t, t2i)``, two (B,) per-query terms."""
+        raise NotImplementedError
+
+    def forward(self, S: Tensor, positive_mask: Tensor | None = None) -> Tensor:
+        """``S`` (B, B), ``positive_mask`` (B, B) bool or None -> scalar loss."""
+        i2t, t2i = self.terms(S, positive_mask)
+        return i2t.mean() + t2i.mean()
+
+
+class TripletLoss(BinaryTripletLoss):
+    """Bidirectional triplet ranking loss with ``mining="hardest"`` (VSE++) or ``"mean"``; see
+    :func:`triplet_terms` and :class:`BinaryTripletLoss` for the reduction."""
 
     def __init__(self, margin: float = 0.2, mining: Mining = "hardest") -> None:
         super().__init__()
         _check_mining(mining)
-        if not (isinstance(margin, (int, float)) and math.isfinite(margin)):
-            raise ConfigError(f"triplet margin must be a finite number, got {margin!r}")
-        self.margin = float(margin)
+        self.margin = _check_margin(margin)
         self.mining = mining
 
-    def forward(self, S: Tensor, positive_mask: Tensor | None = None) -> Tensor:
-        """``S`` (B, B), ``positive_mask`` (B, B) bool or None -> scalar loss."""
-        i2t, t2i = triplet_terms(S, self.margin, self.mining, positive_mask)
-        return i2t.mean() + t2i.mean()
+    def terms(self, S: Tensor, positive_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return triplet_terms(S, self.margin, self.mining, positive_mask)  # type: ignore[arg-type]
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, mining={self.mining!r}"
 
 
-BINARY_LOSSES: dict[str, Callable[..., nn.Module]] = {
-    "triplet-hardest": partial(TripletLoss, mining="hardest"),
-    "triplet-mean": partial(TripletLoss, mining="mean"),
-}
+class TripletSNSwitchLoss(BinaryTripletLoss):
+    """Triplet-SN, switch variant (:func:`triplet_sn_switch_terms`), reduced as in :class:`BinaryTripletLoss`."""
+
+    def __init__(self, margin: float = 0.2, eps: float = 0.05) -> None:
+        super().__init__()
+        self.margin = _check_margin(margin)
+        self.eps = _check_eps(eps)
+
+    def terms(self, S: Tensor, positive_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return triplet_sn_switch_terms(S, self.margin, self.eps, positive_mask)
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, eps={self.eps}"
 
 
-def make_binary_loss(name: str, **kwargs: object) -> nn.Module:
-    """Build the binary loss registered as ``name`` (see ``BINARY_LOSSES``) with ``kwargs`` (e.g. ``margin``).
+class TripletSNSoftmaxLoss(BinaryTripletLoss):
+    """Triplet-SN, softmax variant (:func:`triplet_sn_softmax_terms`), reduced as in :class:`BinaryTripletLoss`."""
 
-    Raises:
-        ConfigError: unknown name (the message lists the valid ones) or bad hyper-parameters.
+    def __init__(self, margin: float = 0.2, tau: float = 0.1) -> None:
+        super().__init__()
+        self.margin = _check_margin(margin)
+        self.tau = _check_tau(tau)
+
+    def terms(self, S: Tensor, positive_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return triplet_sn_softmax_terms(S, self.margin, self.tau, positive_mask)
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}, tau={self.tau}"
+
+
+@dataclass(frozen=True)
+class BinaryLossSpec:
+    """One entry of :data:`BINARY_LOSSES`.
+
+    Attributes:
+        factory: builds the module from keyword hyper-parameters.
+        params: the hyper-parameter names the loss accepts (``make_binary_loss`` rejects any other).
+        summary: one line for listings.
+        alias_of: the registered name this entry repeats, or None.
     """
+
+    factory: Callable[..., BinaryTripletLoss]
+    params: tuple[str, ...]
+    summary: str
+    alias_of: str | None = None
+
+    def __call__(self, **kwargs: object) -> BinaryTripletLoss:
+        """Build the loss; ``ConfigError`` for a hyper-parameter not in ``params`` or a bad value."""
+        unknown = sorted(set(kwargs) - set(self.params))
+        if unknown:
+            raise ConfigError(f"unexpected hyper-parameter(s) {', '.join(unknown)}; "
+                              f"this loss takes: {', '.join(self.params)}")
+        return self.factory(**kwargs)
+
+
+BINARY_LOSSES: dict[str, BinaryLossSpec] = {
+    "triplet-hardest": BinaryLossSpec(
+        partial(TripletLoss, mining="hardest"), ("margin",), "VSE++ hardest-negative hinge"),
+    "triplet-mean": BinaryLossSpec(
+        partial(TripletLoss, mining="mean"), ("margin",), "mean over negatives of the hinge"),
+    "triplet-sn-switch": BinaryLossSpec(
+        TripletSNSwitchLoss, ("margin", "eps"),
+        "Triplet-SN: hardest negative, mean over negatives where S_pos - S_hardest < eps"),
+    "triplet-sn-softmax": BinaryLossSpec(
+        TripletSNSoftmaxLoss, ("margin", "tau"),
+        "Triplet-SN: hinges weighted by softmax(S_neg / tau)"),
+}
+"""Binary losses by name. An alias is one line, e.g.
+``BINARY_LOSSES["triplet-sn"] = binary_loss_alias("triplet-sn-switch")``."""
+
+
+def binary_loss_alias(target: str) -> BinaryLossSpec:
+    """A copy of the entry ``target`` marked as an alias of it (to register under another name)."""
+    spec = _binary_spec(target)
+    return replace(spec, alias_of=spec.alias_of or target, summary=f"alias of {spec.alias_of or target}")
+
+
+def _binary_spec(name: str) -> BinaryLossSpec:
     try:
-        factory = BINARY_LOSSES[name]
+        return BINARY_LOSSES[name]
     except KeyError:
         raise ConfigError(
             f"unknown binary loss {name!r}; valid: {', '.join(sorted(BINARY_LOSSES))}"
         ) from None
+
+
+def binary_loss_params(name: str) -> tuple[str, ...]:
+    """Hyper-parameter names accepted by the binary loss ``name`` (``ConfigError`` if unknown)."""
+    return _binary_spec(name).params
+
+
+def make_binary_loss(name: str, **kwargs: object) -> BinaryTripletLoss:
+    """Build the binary loss registered as ``name`` (see ``BINARY_LOSSES``) with ``kwargs``.
+
+    Accepted hyper-parameters: ``margin`` (every loss), ``eps`` (``triplet-sn-switch``), ``tau``
+    (``triplet-sn-softmax``); :func:`binary_loss_params` lists them per name.
+
+    Raises:
+        ConfigError: unknown name (the message lists the valid ones), a hyper-parameter the loss does not take,
+            or a bad value.
+    """
+    spec = _binary_spec(name)
     try:
-        return factory(**kwargs)
-    except TypeError as err:  # unexpected keyword
+        return spec(**kwargs)
+    except (ConfigError, TypeError) as err:
         raise ConfigError(f"binary loss {name!r}: {err}") from None
 
 

@@ -21,8 +21,8 @@ from bcls.data.shards import open_labels
 from .checkpoint import load_checkpoint, save_checkpoint
 from .evaluate import evaluate_model
 from .labels import DenseSbertLabels, LabelNormalizer, PairLabels
-from .losses import BCLSLoss, KendallLoss, make_binary_loss
-from .model import Vocabulary, make_model
+from .losses import BCLSLoss, KendallLoss, binary_loss_params, make_binary_loss
+from .model import Vocabulary, make_model, model_setting_names
 from .samplers import SAMPLERS, make_batches
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,10 @@ class TrainConfig:
             in-batch pair scored on the fly from the caption embeddings the label build stored).
         label_norm: ``none``, ``minmax`` or ``percentile`` normalisation of the source's values
             (:class:`~bcls.trainer.labels.LabelNormalizer`), fitted on the training labels.
-        binary_loss: registered binary loss (``triplet-hardest`` = VSE++, ``triplet-mean``).
+        model: registered model (``vse-gru``, ``vse-gpo``, ``vse-global``); ``pooling`` (image, ``vse-gru``) and
+            ``text_pooling`` (``vse-gpo``/``vse-global``: ``mean`` or ``gpo``) apply where the model has them.
+        binary_loss: registered binary loss (``triplet-hardest`` = VSE++, ``triplet-mean``, the soft-negative
+            ``triplet-sn-switch`` (``triplet_eps``) and ``triplet-sn-softmax`` (``triplet_tau``), ``triplet-sn``).
         warmup_epochs: first epochs trained with the mean-over-negatives triplet loss alone, instead of
             ``binary_loss`` + λ·Kendall: hardest-negative mining from a random start collapses all embeddings
             together (VSE∞ warms up the same way), and so does the Kendall loss, whose labelled candidates are
@@ -74,9 +77,12 @@ class TrainConfig:
     embed_dim: int = 512
     word_dim: int = 300
     pooling: str = "max"
+    text_pooling: str | None = None
     binary_loss: str = "triplet-hardest"
     warmup_epochs: int = 1
     margin: float = 0.2
+    triplet_eps: float = 0.05
+    triplet_tau: float = 0.1
     window: int = 1
     gap: float = 0.0
     surrogate: str = "sigmoid"
@@ -160,8 +166,15 @@ class _Run:
         has_dev = precomp_paths(config.data, config.dev_split)["caps"].is_file()
         self.dev = read_precomp_split(config.data, config.dev_split) if has_dev else None
         self.vocab = Vocabulary.build(self.table.texts)
-        self.settings = {"image_dim": self.feats.dim, "vocab_size": len(self.vocab), "embed_dim": config.embed_dim,
-                         "word_dim": config.word_dim, "pooling": config.pooling}
+        wanted = {"image_dim": self.feats.dim, "vocab_size": len(self.vocab), "embed_dim": config.embed_dim,
+                  "word_dim": config.word_dim, "pooling": config.pooling, "text_pooling": config.text_pooling}
+        accepted = model_setting_names(config.model)
+        if config.text_pooling is not None and "text_pooling" not in accepted:
+            raise ConfigError(f"model {config.model!r} has no text_pooling setting; it takes {', '.join(accepted)}")
+        self.settings = {k: v for k, v in wanted.items() if k in accepted and v is not None}
+        if config.model == "vse-global" and self.feats.kind != "global":
+            raise ConfigError(f"{self.feats.path}: model vse-global needs global (N, D) features, these are "
+                              f"{self.feats.kind} {self.feats.array.shape}; use vse-gru or vse-gpo")
         self.model = make_model(config.model, **self.settings).to(self.device)
         self.labels = self.batch_labels = self.norm = None
         if config.labels:  # also with lam = 0: the neighbours sampler and the labelled-pair counts use them
@@ -175,7 +188,10 @@ class _Run:
                      self.norm.describe(), config.lam)
         kendall = KendallLoss(window=config.window, gap=config.gap, surrogate=config.surrogate,
                               temperature=config.temperature, n_hard=config.n_hard)
-        self.criterion = BCLSLoss(make_binary_loss(config.binary_loss, margin=config.margin), kendall, config.lam)
+        hyper = {"margin": config.margin, "eps": config.triplet_eps, "tau": config.triplet_tau}
+        binary = make_binary_loss(config.binary_loss,
+                                  **{k: hyper[k] for k in binary_loss_params(config.binary_loss)})
+        self.criterion = BCLSLoss(binary, kendall, config.lam)
         # warm-up: mean over negatives and no continuous loss (see TrainConfig.warmup_epochs)
         self.warmup = BCLSLoss(make_binary_loss("triplet-mean", margin=config.margin), kendall, 0.0)
         opt = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam

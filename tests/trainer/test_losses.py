@@ -12,14 +12,22 @@ from bcls.data.errors import ConfigError
 from bcls.trainer.losses import (
     BINARY_LOSSES,
     BCLSLoss,
+    BinaryTripletLoss,
     KendallLoss,
     TripletLoss,
+    TripletSNSoftmaxLoss,
+    TripletSNSwitchLoss,
+    binary_loss_alias,
+    binary_loss_params,
     kendall_loss,
     kendall_loss_with_count,
     kendall_naive,
     kendall_naive_terms,
     kendall_swhs_terms,
     make_binary_loss,
+    triplet_sn_softmax_terms,
+    triplet_sn_switch_terms,
+    triplet_sn_switched,
     triplet_terms,
 )
 
@@ -121,10 +129,12 @@ def test_triplet_loss_reduction_and_gradient() -> None:
     S = torch.randn(5, 5, dtype=torch.float64, requires_grad=True)
     for name in BINARY_LOSSES:
         loss_mod = make_binary_loss(name, margin=0.3)
-        assert isinstance(loss_mod, TripletLoss)
+        assert isinstance(loss_mod, BinaryTripletLoss) and loss_mod.margin == 0.3
         loss = loss_mod(S)
-        i2t, t2i = triplet_terms(S, 0.3, loss_mod.mining)
+        i2t, t2i = loss_mod.terms(S)
         torch.testing.assert_close(loss, i2t.mean() + t2i.mean())
+        if isinstance(loss_mod, TripletLoss):
+            torch.testing.assert_close((i2t, t2i), triplet_terms(S, 0.3, loss_mod.mining))
         (grad,) = torch.autograd.grad(loss, S)
         assert torch.isfinite(grad).all() and grad.abs().sum() > 0
     # B = 1: no negatives -> zero that still has a gradient
@@ -142,6 +152,160 @@ def test_binary_registry_errors() -> None:
         TripletLoss(mining="semi-hard")
     with pytest.raises(ConfigError):
         triplet_terms(torch.zeros(2, 2), mining="x")  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------------------------- triplet-SN
+def _sn_loop(S: torch.Tensor, margin: float, pmask: torch.Tensor | None, eps: float | None = None,
+             tau: float | None = None) -> tuple[list[torch.Tensor], list[list[bool]]]:
+    """Plain loops: switch variant when ``eps`` is given, softmax variant when ``tau`` is given."""
+    B = S.shape[0]
+    out, switched_out = [], []
+    for X, P in ((S, pmask), (S.t(), None if pmask is None else pmask.t())):
+        terms, switched = [], []
+        for i in range(B):
+            pos = float(X[i, i])
+            negs = [float(X[i, j]) for j in range(B) if j != i and not (P is not None and bool(P[i, j]))]
+            hinges = [max(0.0, margin + s - pos) for s in negs]
+            if not negs:
+                terms.append(0.0)
+                switched.append(False)
+                continue
+            if eps is not None:
+                use_mean = pos - max(negs) < eps
+                switched.append(use_mean)
+                terms.append(sum(hinges) / len(hinges) if use_mean else max(hinges))
+            else:
+                assert tau is not None
+                ex = [math.exp((s - max(negs)) / tau) for s in negs]
+                terms.append(sum(e / sum(ex) * h for e, h in zip(ex, hinges)))
+                switched.append(False)
+        out.append(torch.tensor(terms, dtype=torch.float64))
+        switched_out.append(switched)
+    return out, switched_out
+
+
+def _sn_inputs(B: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(100 + B)
+    S = torch.rand(B, B, generator=g, dtype=torch.float64) * 0.6
+    S += torch.eye(B, dtype=torch.float64) * 0.3  # positives lead most, but not all, hardest negatives
+    pmask = torch.zeros(B, B, dtype=torch.bool)
+    if B >= 6:
+        pmask[0, 1] = pmask[1, 0] = True
+        pmask[2, 3] = True
+    if B == 2:
+        pmask[0, 1] = True  # image 0 has no negative at all
+    return S, pmask
+
+
+@pytest.mark.parametrize("eps", [-0.1, 0.0, 0.05, 0.2])
+@pytest.mark.parametrize("B", [1, 2, 6, 9])
+def test_triplet_sn_switch_matches_loop(B: int, eps: float) -> None:
+    S, pmask = _sn_inputs(B)
+    for pm in (None, pmask):
+        (ref_i2t, ref_t2i), (sw_i2t, sw_t2i) = _sn_loop(S, 0.2, pm, eps=eps)
+        i2t, t2i = triplet_sn_switch_terms(S, margin=0.2, eps=eps, positive_mask=pm)
+        torch.testing.assert_close(i2t, ref_i2t)
+        torch.testing.assert_close(t2i, ref_t2i)
+        got_i2t, got_t2i = triplet_sn_switched(S, eps=eps, positive_mask=pm)
+        assert got_i2t.tolist() == sw_i2t and got_t2i.tolist() == sw_t2i
+
+
+def test_triplet_sn_switch_uses_both_branches_and_limits() -> None:
+    S, pmask = _sn_inputs(9)
+    i2t, t2i = triplet_sn_switched(S, eps=0.05, positive_mask=pmask)
+    both = torch.cat([i2t, t2i])
+    assert both.any() and not both.all()  # the inputs exercise both branches
+    for pm in (None, pmask):
+        hard = triplet_terms(S, 0.2, "hardest", pm)
+        mean = triplet_terms(S, 0.2, "mean", pm)
+        torch.testing.assert_close(triplet_sn_switch_terms(S, 0.2, -math.inf, pm), hard)
+        torch.testing.assert_close(triplet_sn_switch_terms(S, 0.2, math.inf, pm), mean)
+
+
+@pytest.mark.parametrize("tau", [0.02, 0.1, 1.0])
+@pytest.mark.parametrize("B", [1, 2, 6, 9])
+def test_triplet_sn_softmax_matches_loop(B: int, tau: float) -> None:
+    S, pmask = _sn_inputs(B)
+    for pm in (None, pmask):
+        (ref_i2t, ref_t2i), _ = _sn_loop(S, 0.2, pm, tau=tau)
+        i2t, t2i = triplet_sn_softmax_terms(S, margin=0.2, tau=tau, positive_mask=pm)
+        assert torch.isfinite(i2t).all() and torch.isfinite(t2i).all()
+        torch.testing.assert_close(i2t, ref_i2t)
+        torch.testing.assert_close(t2i, ref_t2i)
+
+
+def test_triplet_sn_softmax_limits() -> None:
+    S, pmask = _sn_inputs(9)  # continuous random values: no ties among negatives
+    for pm in (None, pmask):
+        torch.testing.assert_close(triplet_sn_softmax_terms(S, 0.2, math.inf, pm), triplet_terms(S, 0.2, "mean", pm))
+        torch.testing.assert_close(triplet_sn_softmax_terms(S, 0.2, 1e-5, pm), triplet_terms(S, 0.2, "hardest", pm))
+
+
+def test_triplet_sn_softmax_weights_carry_no_gradient() -> None:
+    # row 0: negative 1 violates the margin, negative 2 does not. With the weights detached, S[0, 2] gets no
+    # gradient from the i2t term (its hinge is 0); column 2's t2i term is made inactive by a large S[2, 2].
+    S = torch.tensor([[0.5, 0.6, -0.5], [0.0, 0.9, -0.6], [0.0, 0.0, 1.0]], dtype=torch.float64,
+                     requires_grad=True)
+    i2t, _ = triplet_sn_softmax_terms(S, margin=0.2, tau=0.1)
+    (grad,) = torch.autograd.grad(i2t[0], S)
+    assert grad[0, 2] == 0.0
+    w = math.exp(0.6 / 0.1) / (math.exp(0.6 / 0.1) + math.exp(-0.5 / 0.1))
+    assert grad[0, 1].item() == pytest.approx(w) and grad[0, 0].item() == pytest.approx(-w)
+
+
+def test_triplet_sn_no_negatives_and_dtype() -> None:
+    S = torch.rand(2, 2, requires_grad=True)
+    pmask = torch.ones(2, 2, dtype=torch.bool)  # nothing is a negative
+    for name, kw in (("triplet-sn-switch", {"eps": 0.05}), ("triplet-sn-softmax", {"tau": 0.1})):
+        loss = make_binary_loss(name, margin=0.2, **kw)(S, positive_mask=pmask)
+        assert loss.item() == 0.0 and loss.requires_grad and loss.dtype == torch.float32
+        (grad,) = torch.autograd.grad(loss, S)
+        assert torch.isfinite(grad).all()
+
+
+def test_binary_registry_hyper_parameters() -> None:
+    assert binary_loss_params("triplet-hardest") == ("margin",)
+    assert binary_loss_params("triplet-sn-switch") == ("margin", "eps")
+    assert binary_loss_params("triplet-sn-softmax") == ("margin", "tau")
+    sw = make_binary_loss("triplet-sn-switch", margin=0.1, eps=0.02)
+    sm = make_binary_loss("triplet-sn-softmax", tau=0.5)
+    assert isinstance(sw, TripletSNSwitchLoss) and (sw.margin, sw.eps) == (0.1, 0.02)
+    assert isinstance(sm, TripletSNSoftmaxLoss) and (sm.margin, sm.tau) == (0.2, 0.5)
+    with pytest.raises(ConfigError, match="'triplet-sn-switch'.*tau.*takes: margin, eps"):
+        make_binary_loss("triplet-sn-switch", tau=0.1)
+    with pytest.raises(ConfigError, match="eps"):
+        make_binary_loss("triplet-sn-softmax", eps=0.1)
+    with pytest.raises(ConfigError, match="eps"):
+        make_binary_loss("triplet-hardest", eps=0.1)
+    for name, kw in (("triplet-sn-softmax", {"tau": 0.0}), ("triplet-sn-softmax", {"tau": math.nan}),
+                     ("triplet-sn-switch", {"eps": math.nan}), ("triplet-sn-switch", {"eps": True}),
+                     ("triplet-sn-switch", {"margin": math.inf}), ("triplet-hardest", {"margin": "0.2"})):
+        with pytest.raises(ConfigError):
+            make_binary_loss(name, **kw)
+    with pytest.raises(ConfigError, match="unknown binary loss 'x'.*triplet-sn-softmax, triplet-sn-switch"):
+        binary_loss_params("x")
+
+
+def test_binary_alias_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(BINARY_LOSSES, "triplet-sn", binary_loss_alias("triplet-sn-softmax"))
+    loss = make_binary_loss("triplet-sn", tau=0.3)
+    assert isinstance(loss, TripletSNSoftmaxLoss) and loss.tau == 0.3
+    assert BINARY_LOSSES["triplet-sn"].alias_of == "triplet-sn-softmax"
+    assert binary_loss_params("triplet-sn") == ("margin", "tau")
+    with pytest.raises(ConfigError):
+        make_binary_loss("triplet-sn", eps=0.1)
+
+
+def test_bcls_loss_accepts_sn_binary_losses() -> None:
+    S, pmask = _sn_inputs(6)
+    S = S.clone().requires_grad_(True)
+    R = torch.eye(6, dtype=torch.float64)
+    for name in ("triplet-sn-switch", "triplet-sn-softmax"):
+        out = BCLSLoss(make_binary_loss(name), KendallLoss(), lam=0.5)(S, R, torch.eye(6, dtype=torch.bool), pmask)
+        torch.testing.assert_close(out["binary"], make_binary_loss(name)(S, positive_mask=pmask))
+        out["loss"].backward()
+        assert torch.isfinite(S.grad).all()
+        S.grad = None
 
 
 # ----------------------------------------------------------------------------------------------- kendall
