@@ -14,6 +14,7 @@ import numpy as np
 
 from bcls.data.errors import ConfigError
 
+from .cider import CiderSource
 from .embed import DEFAULT_MODEL
 
 
@@ -118,6 +119,8 @@ class SourceSpec:
 LABEL_SOURCES: dict[str, SourceSpec] = {
     "sbert": SourceSpec(SbertSource, "cosine of sentence embeddings (sentence-transformers) between the caption "
                                      "and the image's other captions, clipped to [0, 1], max over references"),
+    "cider": SourceSpec(CiderSource, "CIDEr-D (coco-caption formula, df over the corpus's images, sigma 6, x10, "
+                                     "raw) of the caption against the image's other captions"),
 }
 
 

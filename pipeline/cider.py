@@ -1,0 +1,506 @@
+"""``cider``: CIDEr-D of a caption against an image's other reference captions, exactly as coco-caption computes it.
+
+The value of pair (i, c) is the CIDEr-D score of candidate c against ``refs(i)`` without c (leave-one-out), as
+``pycocoevalcap.cider.cider_scorer.CiderScorer`` computes it for one candidate and one reference set:
+
+* every caption becomes counts of its n-grams, n = 1..4 (whitespace tokens of the PTB-like tokenisation below);
+* an n-gram's weight is ``tf · (log(D) − log(max(1, df)))``, with ``D`` the number of reference sets (images)
+  and ``df`` the number of reference sets that contain the n-gram;
+* per order n and per reference r: ``Σ_g min(v_c[g], v_r[g]) · v_r[g] / (‖v_c‖ ‖v_r‖)`` (clipped numerator,
+  norms of the *unclipped* vectors; 0 where a norm is 0), times the Gaussian length penalty
+  ``exp(−δ² / (2σ²))``, σ = 6;
+* score = 10 · mean over n of (sum over references / number of references).
+
+**Document frequencies.** coco-caption computes ``df`` over the reference sets of the images being *evaluated*.
+A label build scores candidate pairs, not an evaluation set, so here ``df`` and ``D`` come from the whole corpus:
+every image with at least one caption is one document, its *full* caption set counted once (the caption being
+scored included: the statistics are a property of the corpus, the same for every pair). This is what
+coco-caption returns when it evaluates one candidate per corpus image with that image's full reference set
+(``compute_doc_freq`` over those sets); the tests and ``bench/bench_cider.py`` feed ``CiderScorer`` exactly these
+``df`` and ``D`` and compare the values to 1e-9.
+
+**Length.** coco-caption's "length" of a sentence is its number of *bigrams* (``if n == 1`` on a 0-based order
+index), i.e. ``max(words − 1, 0)``; it is reproduced here, since it changes the penalty of one-word and empty
+captions. coco-caption always cooks 1..4-grams whatever ``n`` it is given (and fails for ``n < 4``); with
+``n ≠ 4`` this source uses orders 1..n and the same bigram length, a natural generalisation that no reference
+implementation checks.
+
+**Values.** Raw CIDEr-D (the ×10 scale, typically 0..10, can exceed 10), not rescaled: raw values go to the
+shards, normalisation belongs to the trainer. A pair whose image has no caption besides c gets NaN (undefined).
+
+**Speed.** Per corpus, once (:func:`prepare_cider`, cached per corpus object by :func:`cider_tables`):
+tokenisation and one Python pass over the captions to map words to integer ids; everything else (n-gram ids,
+counts, document frequencies, tf-idf norms, a hash index from (image, n-gram) to the captions of the image that
+hold it) is vectorised numpy. Per call (:func:`cider_d_scores`): each pair's candidate n-grams are looked up in
+the (image, n-gram) index (an n-gram that only the candidate's own image holds is skipped for other images),
+the clipped products are formed for the matches and reduced with ``bincount``; no Python loop over pairs or
+n-grams. float64 throughout; :class:`CiderSource` returns float32 as the label-source protocol asks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from bcls.data.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .sources import LabelCorpus
+
+log = logging.getLogger(__name__)
+
+#: Tokens that coco-caption's ``PTBTokenizer`` drops after tokenising (``pycocoevalcap/tokenizer/ptbtokenizer.py``),
+#: plus their lower-case forms (the Java tokenizer runs with ``-lowerCase``).
+PTB_PUNCTUATIONS: frozenset[str] = frozenset(
+    ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";",
+     "-lrb-", "-rrb-", "-lcb-", "-rcb-"])
+
+_CLITICS = ("n't", "'s", "'re", "'ve", "'ll", "'d", "'m")
+_CLITIC_RE = re.compile(r"^(.+?)(n't|'s|'re|'ve|'ll|'d|'m)$")
+_SUBS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r'"'), " '' "),                       # a double quote becomes `` or '' in PTB: dropped
+    (re.compile(r"\.\.\.+"), " ... "),                # ellipsis
+    (re.compile(r"--+"), " -- "),                     # dashes
+    (re.compile(r"[;!?()\[\]{}`]"), r" \g<0> "),      # always split off (brackets: escaped, then dropped)
+    (re.compile(r",(?!\d)|(?<!\d),"), " , "),         # commas, not inside numbers (1,000)
+    (re.compile(r":(?!\d)|(?<!\d):"), " : "),         # colons, not inside times (10:30)
+)
+_BRACKETS = frozenset("()[]{}")
+
+
+def ptb_tokenize(text: str) -> str:
+    """Lower-case ``text`` and tokenise it like coco-caption's Stanford ``PTBTokenizer`` followed by its
+    punctuation filter, without Java; return the tokens joined by single spaces.
+
+    Punctuation is split off and dropped (``. , ! ? ; : " ' ` ( ) [ ] { } - -- ...``), clitics are split as PTB does
+    (``dog's`` → ``dog 's``, ``don't`` → ``do n't``, ``cannot`` → ``can not``), hyphenated words, numbers
+    (``3.5``, ``1,000``, ``10:30``) and dotted abbreviations (``u.s.``) stay whole. Already-tokenised text
+    (e.g. the Karpathy COCO captions) passes unchanged apart from the dropped punctuation and lower-casing.
+    Brackets: PTB escapes them as ``-LRB-`` etc.; all brackets are dropped here. Matches PTB on ordinary captions,
+    not on every corner of its lexer (URLs, emoticons, abbreviations such as ``mr.``).
+    """
+    text = text.lower()
+    for pattern, repl in _SUBS:
+        text = pattern.sub(repl, text)
+    out: list[str] = []
+    for tok in text.split():
+        if tok in _CLITICS or tok in PTB_PUNCTUATIONS:
+            out.append(tok)
+            continue
+        lead = []
+        while tok.startswith("'") and tok not in _CLITICS and len(tok) > 1:
+            lead.append("'")
+            tok = tok[1:]
+        trail = []
+        while tok.endswith("'") and len(tok) > 1:
+            trail.append("'")
+            tok = tok[:-1]
+        if tok.endswith(".") and len(tok) > 1 and "." not in tok[:-1]:  # a word's final period (not u.s.)
+            trail.append(".")
+            tok = tok[:-1]
+            while tok.endswith("'") and len(tok) > 1:
+                trail.append("'")
+                tok = tok[:-1]
+        out.extend(lead)
+        if tok == "cannot":
+            out.extend(("can", "not"))
+        elif (m := _CLITIC_RE.match(tok)) is not None:
+            out.extend((m.group(1), m.group(2)))
+        else:
+            out.append(tok)
+        out.extend(trail)
+    return " ".join(t for t in out if t not in PTB_PUNCTUATIONS and t not in _BRACKETS)
+
+
+@dataclass(frozen=True)
+class NgramCounts:
+    """N-gram counts of a list of token sequences, with n-grams as integer ids.
+
+    Attributes:
+        ptr: int64 ``(N + 1,)``: entries of sequence s are ``ptr[s]:ptr[s+1]`` (sorted by gram id, distinct).
+        gram: int64 ``(E,)`` n-gram id of each entry.
+        count: int64 ``(E,)`` its count in the sequence (the term frequency).
+        order: int8 ``(G,)`` the order (1..n) of each n-gram id; ids are grouped by order.
+        n_words: int64 ``(N,)`` tokens per sequence.
+    """
+
+    ptr: np.ndarray
+    gram: np.ndarray
+    count: np.ndarray
+    order: np.ndarray
+    n_words: np.ndarray
+
+    @property
+    def n_grams(self) -> int:
+        """Number of distinct n-grams (ids are ``0 .. n_grams-1``)."""
+        return len(self.order)
+
+
+def ngram_counts(tokens: Sequence[Sequence[str]], n: int = 4) -> NgramCounts:
+    """Map the 1..n-grams of each token sequence to integer ids and count them (like coco-caption's ``precook``).
+
+    One Python pass maps words to ids; n-gram ids and counts are vectorised: an order-k id is the unique index of
+    (order-(k−1) id at position s, word id at s+k−1).
+    """
+    if n < 1:
+        raise ConfigError(f"n-gram order must be at least 1, got {n}")
+    vocab: dict[str, int] = {}
+    flat = np.fromiter((vocab.setdefault(w, len(vocab)) for seq in tokens for w in seq), dtype=np.int64)
+    n_words = np.fromiter((len(seq) for seq in tokens), dtype=np.int64, count=len(tokens))
+    n_seq = len(n_words)
+    starts = np.zeros(n_seq + 1, dtype=np.int64)
+    np.cumsum(n_words, out=starts[1:])
+    seq_of_pos = np.repeat(np.arange(n_seq, dtype=np.int64), n_words)
+    end_of_pos = starts[1:][seq_of_pos]  # exclusive end of each position's sequence
+    pos = np.arange(len(flat), dtype=np.int64)
+    v = max(len(vocab), 1)
+    grams_seq, grams_id, orders = [], [], []
+    offset = 0
+    prev = flat  # id of the order-k gram starting at each position (valid where pos + k <= end)
+    for k in range(1, n + 1):
+        valid = pos + k <= end_of_pos
+        if k == 1:
+            local, n_local = prev, len(vocab)
+            ids = local[valid]
+        else:
+            key = prev[valid] * v + flat[pos[valid] + k - 1]
+            uniq, ids = np.unique(key, return_inverse=True)
+            n_local = len(uniq)
+            local = np.full(len(flat), -1, dtype=np.int64)
+            local[valid] = ids
+        grams_seq.append(seq_of_pos[valid])
+        grams_id.append(ids.reshape(-1) + offset)
+        orders.append(np.full(n_local, k, dtype=np.int8))
+        offset += n_local
+        prev = local
+    g_total = offset
+    seq = np.concatenate(grams_seq) if grams_seq else np.zeros(0, np.int64)
+    gid = np.concatenate(grams_id) if grams_id else np.zeros(0, np.int64)
+    pair_key, count = np.unique(seq * max(g_total, 1) + gid, return_counts=True)
+    entry_seq = pair_key // max(g_total, 1)
+    ptr = np.zeros(n_seq + 1, dtype=np.int64)
+    np.cumsum(np.bincount(entry_seq, minlength=n_seq), out=ptr[1:])
+    return NgramCounts(ptr, pair_key % max(g_total, 1), count.astype(np.int64),
+                       np.concatenate(orders) if orders else np.zeros(0, np.int8), n_words)
+
+
+def _expand(ptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each row r in ``rows``, the indices ``ptr[r]:ptr[r+1]``: returns (index into ``rows``, entry index)."""
+    lo = ptr[rows]
+    lens = ptr[rows + 1] - lo
+    owner = np.repeat(np.arange(len(rows), dtype=np.int64), lens)
+    first = np.cumsum(lens) - lens
+    entry = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(first - lo, lens)
+    return owner, entry
+
+
+_HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
+
+
+@dataclass(frozen=True)
+class GroupedHash:
+    """A read-only open-addressing hash map from (group, key) to a value, built and queried with vectorised numpy.
+
+    Every group (here: an image) owns a small region of the table (a power of two at least twice its number of
+    keys, so the load is at most 1/2) with linear probing inside it: the lookups of one group's pairs stay in a few
+    cache lines, and a lookup costs a couple of gathers instead of a binary search's ~20.
+
+    Attributes:
+        offset: int64 ``(n_groups,)`` start of each group's region.
+        mask: int64 ``(n_groups,)`` region size − 1.
+        keys: int64 ``(T,)`` keys (-1 = empty slot).
+        values: int64 ``(T,)`` their values.
+    """
+
+    offset: np.ndarray
+    mask: np.ndarray
+    keys: np.ndarray
+    values: np.ndarray
+
+    @staticmethod
+    def hash(keys: np.ndarray) -> np.ndarray:
+        """int64 hash of int64 keys (a group's region uses its low bits)."""
+        return ((keys.astype(np.uint64) * _HASH_MUL) >> np.uint64(32)).astype(np.int64)
+
+    @classmethod
+    def build(cls, groups: np.ndarray, keys: np.ndarray, values: np.ndarray, n_groups: int) -> "GroupedHash":
+        """Map distinct pairs (``groups[k]``, ``keys[k]``) (int64, keys non-negative) to ``values[k]``."""
+        per_group = np.bincount(groups, minlength=n_groups)
+        # a power of two >= 2 * keys; an empty group gets one empty slot, so that its lookups end at once
+        size = np.left_shift(1, np.ceil(np.log2(np.maximum(2 * per_group, 1))).astype(np.int64))
+        offset = np.cumsum(size) - size
+        mask = np.maximum(size - 1, 0)
+        table_k = np.full(int(size.sum()), -1, dtype=np.int64)
+        table_v = np.full(int(size.sum()), -1, dtype=np.int64)
+        off, msk = offset[groups], mask[groups]
+        slot = off + (cls.hash(keys) & msk)
+        pending = np.arange(len(keys), dtype=np.int64)
+        while pending.size:  # each round: claim free slots; losers and blocked keys probe on
+            s = slot[pending]
+            free = table_k[s] == -1
+            table_k[s[free]] = keys[pending[free]]
+            placed = table_k[s] == keys[pending]
+            table_v[s[placed]] = values[pending[placed]]
+            pending = pending[~placed]
+            p_off = off[pending]
+            slot[pending] = p_off + ((slot[pending] - p_off + 1) & msk[pending])
+        return cls(offset, mask, table_k, table_v)
+
+    def get(self, groups: np.ndarray, keys: np.ndarray, home: np.ndarray | None = None) -> np.ndarray:
+        """int64 values of (``groups``, ``keys``) (int64 ``(Q,)`` each), -1 where absent; ``home``: the keys'
+        :meth:`hash` when already known."""
+        out = np.full(len(keys), -1, dtype=np.int64)
+        off, msk = self.offset[groups], self.mask[groups]
+        s = off + ((self.hash(keys) if home is None else home) & msk)
+        pending = np.arange(len(keys), dtype=np.int64)
+        keys_p = keys
+        while pending.size:
+            k = self.keys[s]
+            found = k == keys_p
+            out[pending[found]] = self.values[s[found]]
+            go_on = np.flatnonzero(~found & (k != -1))
+            pending, keys_p = pending[go_on], keys_p[go_on]
+            o, s = off[pending], s[go_on]
+            s = o + ((s - o + 1) & msk[pending])
+        return out
+
+
+@dataclass(frozen=True)
+class CiderTables:
+    """Per-corpus CIDEr-D statistics (see :func:`prepare_cider`).
+
+    Attributes:
+        n: highest n-gram order.
+        counts: :class:`NgramCounts` of the ``N`` captions (``E`` entries, ``G`` n-grams).
+        n_docs: number of reference sets (images with at least one caption): ``D``.
+        idf: float64 ``(G,)`` ``log(D) − log(max(1, df))`` per n-gram id.
+        norms: float64 ``(N, n)`` L2 norm of each caption's tf-idf vector per order.
+        length: int64 ``(N,)`` coco-caption's length (number of bigrams, ``max(words − 1, 0)``).
+        slot: int64 ``(N,)`` position of each caption in its image's row of ``refs``.
+        refs: int64 ``(n_images, M)`` the corpus's reference matrix (-1 padded).
+        image_of: int64 ``(N,)`` image position of each caption.
+        query_lo / query_hi: int64 ``(2, N)``: the candidate-side entries of caption c are
+            ``query_*[0, c]`` (scored against another image: only n-grams some other image holds, df ≥ 2) or
+            ``query_*[1, c]`` (against its own image: all its n-grams), ranges into the ``query_*`` arrays.
+        query_gram: int64 n-gram id of each candidate-side entry.
+        query_home: int64 its :meth:`GroupedHash.hash`.
+        query_value: float64 its tf-idf value ``tf · idf``.
+        ig_index: :class:`GroupedHash` from (image, gram) to u, for each (image, n-gram of one of its captions).
+        ig_ptr: int64 ``(U + 1,)``: the captions of (image, n-gram) u are ``ig_ptr[u]:ig_ptr[u+1]`` in
+            ``ig_caption`` / ``ig_value``.
+        ig_caption: int64 ``(E,)`` the caption holding that n-gram.
+        ig_value: float64 ``(E,)`` its tf-idf value ``tf · idf``.
+        seconds: time the preparation took.
+    """
+
+    n: int
+    counts: NgramCounts
+    n_docs: int
+    idf: np.ndarray
+    norms: np.ndarray
+    length: np.ndarray
+    slot: np.ndarray
+    refs: np.ndarray
+    image_of: np.ndarray
+    query_lo: np.ndarray
+    query_hi: np.ndarray
+    query_gram: np.ndarray
+    query_home: np.ndarray
+    query_value: np.ndarray
+    ig_index: GroupedHash
+    ig_ptr: np.ndarray
+    ig_caption: np.ndarray
+    ig_value: np.ndarray
+    seconds: float = 0.0
+
+    @property
+    def ref_len(self) -> float:
+        """coco-caption's ``ref_len``: ``log(D)``."""
+        return float(np.log(float(self.n_docs))) if self.n_docs else 0.0
+
+
+def prepare_cider(texts: Sequence[str], image_index: np.ndarray, refs: np.ndarray, n: int = 4,
+                  tokenize: bool = True) -> CiderTables:
+    """Tokenise the captions and compute everything CIDEr-D needs that does not depend on the pairs.
+
+    Args:
+        texts: ``(N,)`` captions.
+        image_index: int64 ``(N,)`` image position of each caption.
+        refs: int64 ``(n_images, M)`` caption positions of each image (-1 padded), as in ``LabelCorpus.refs``.
+        n: highest n-gram order.
+        tokenize: apply :func:`ptb_tokenize` (else split ``texts`` on whitespace as they are).
+    """
+    t0 = time.perf_counter()
+    image_of = np.asarray(image_index, dtype=np.int64)
+    refs = np.asarray(refs, dtype=np.int64)
+    tokens = [(ptb_tokenize(t) if tokenize else t).split() for t in texts]
+    counts = ngram_counts(tokens, n)
+    g = max(counts.n_grams, 1)
+    n_cap = len(tokens)
+    cap_of_entry = np.repeat(np.arange(n_cap, dtype=np.int64), np.diff(counts.ptr))
+    # document frequencies: distinct (image, gram) keys, each image's full caption set counted once
+    key = image_of[cap_of_entry] * g + counts.gram
+    order = np.lexsort((cap_of_entry, key))
+    key_sorted = key[order]
+    ig_keys, first = np.unique(key_sorted, return_index=True)
+    n_docs = int(np.count_nonzero((refs >= 0).any(axis=1))) if refs.size else 0
+    df = np.bincount(ig_keys % g, minlength=counts.n_grams).astype(np.float64)
+    ref_len = np.log(float(n_docs)) if n_docs else 0.0
+    idf = ref_len - np.log(np.maximum(1.0, df))
+    value = counts.count.astype(np.float64) * idf[counts.gram]
+    order_of_entry = counts.order[counts.gram].astype(np.int64) - 1
+    norms = np.sqrt(np.bincount(cap_of_entry * n + order_of_entry, weights=value * value,
+                                minlength=n_cap * n)).reshape(n_cap, n)
+    # candidate-side entries: all of them (own image), and those another image can share (df >= 2)
+    shared = np.flatnonzero(df[counts.gram] >= 2)
+    shared_ptr = np.zeros(n_cap + 1, dtype=np.int64)
+    np.cumsum(np.bincount(cap_of_entry[shared], minlength=n_cap), out=shared_ptr[1:])
+    e = len(counts.gram)
+    query_lo = np.stack([e + shared_ptr[:-1], counts.ptr[:-1]])
+    query_hi = np.stack([e + shared_ptr[1:], counts.ptr[1:]])
+    query_gram = np.concatenate([counts.gram, counts.gram[shared]])
+    slot = np.full(n_cap, -1, dtype=np.int64)
+    rr, ss = np.nonzero(refs >= 0)
+    slot[refs[rr, ss]] = ss
+    tables = CiderTables(
+        n=n, counts=counts, n_docs=n_docs, idf=idf, norms=norms, length=np.maximum(counts.n_words - 1, 0),
+        slot=slot, refs=refs, image_of=image_of, query_lo=query_lo, query_hi=query_hi,
+        query_gram=query_gram, query_home=GroupedHash.hash(query_gram),
+        query_value=np.concatenate([value, value[shared]]),
+        ig_index=GroupedHash.build(ig_keys // g, ig_keys % g, np.arange(len(ig_keys), dtype=np.int64),
+                                   len(refs)),
+        ig_ptr=np.append(first, len(key_sorted)).astype(np.int64), ig_caption=cap_of_entry[order],
+        ig_value=value[order], seconds=time.perf_counter() - t0)
+    log.info("cider: prepared %d captions of %d images (%d distinct 1..%d-grams) in %.2fs", n_cap, n_docs,
+             counts.n_grams, n, tables.seconds)
+    return tables
+
+
+def cider_d_scores(tables: CiderTables, image_pos: np.ndarray, caption_pos: np.ndarray, sigma: float = 6.0,
+                   chunk: int = 1 << 16) -> np.ndarray:
+    """CIDEr-D (×10) of caption ``caption_pos[p]`` against the captions of image ``image_pos[p]`` other than it.
+
+    Args:
+        tables: :func:`prepare_cider` output of the corpus.
+        image_pos: int ``(P,)`` image positions.
+        caption_pos: int ``(P,)`` caption positions.
+        sigma: standard deviation of the Gaussian length penalty.
+        chunk: pairs per vectorised block (bounds memory at about ``chunk · M · n`` floats plus the join).
+
+    Returns:
+        float64 ``(P,)``; NaN where the image has no caption besides the candidate.
+    """
+    image_pos = np.asarray(image_pos, dtype=np.int64)
+    caption_pos = np.asarray(caption_pos, dtype=np.int64)
+    if image_pos.shape != caption_pos.shape or image_pos.ndim != 1:
+        raise ConfigError(f"image_pos and caption_pos must be 1-D of one length, got {image_pos.shape} "
+                          f"and {caption_pos.shape}")
+    out = np.empty(len(image_pos), dtype=np.float64)
+    m = tables.refs.shape[1] if tables.refs.ndim == 2 else 0
+    step = max(1, min(chunk, (1 << 22) // max(m * tables.n, 1)))
+    for lo in range(0, len(image_pos), step):
+        out[lo:lo + step] = _score_block(tables, image_pos[lo:lo + step], caption_pos[lo:lo + step], sigma)
+    return out
+
+
+def _score_block(t: CiderTables, img: np.ndarray, cap: np.ndarray, sigma: float) -> np.ndarray:
+    n, p = t.n, len(img)
+    m = t.refs.shape[1]
+    # 1. the candidate's n-gram entries, joined with the (image, n-gram) index
+    own = (t.image_of[cap] == img).astype(np.int64)
+    lo, hi = t.query_lo[own, cap], t.query_hi[own, cap]
+    lens = hi - lo
+    owner = np.repeat(np.arange(p, dtype=np.int64), lens)
+    entry = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens - lo, lens)
+    gram = t.query_gram[entry]
+    u = t.ig_index.get(img[owner], gram, t.query_home[entry])
+    hit = np.flatnonzero(u >= 0)
+    owner, gram, u, v_hyp = owner[hit], gram[hit], u[hit], t.query_value[entry[hit]]
+    # 2. every caption of the pair's image that holds the n-gram
+    # (the candidate itself is among them for an own-image pair: its slot is masked out in step 3)
+    f, j = _expand(t.ig_ptr, u)
+    ref = t.ig_caption[j]
+    pair = owner[f]
+    v_ref = t.ig_value[j]
+    contrib = np.minimum(v_hyp[f], v_ref) * v_ref  # coco-caption: min(vec_hyp, vec_ref) * vec_ref
+    slot_idx = (pair * m + t.slot[ref]) * n + (t.counts.order[gram[f]].astype(np.int64) - 1)
+    num = np.bincount(slot_idx, weights=contrib, minlength=p * m * n).reshape(p, m, n)
+    # 3. cosine with unclipped norms, Gaussian length penalty, mean over orders, mean over references, ×10
+    refs = t.refs[img]
+    valid = (refs >= 0) & (refs != cap[:, None])
+    refs_c = np.where(valid, refs, 0)
+    den = t.norms[cap][:, None, :] * t.norms[refs_c]
+    val = np.divide(num, den, out=num.copy(), where=den != 0)
+    delta = (t.length[cap][:, None] - t.length[refs_c]).astype(np.float64)
+    val *= np.exp(-(delta ** 2) / (2.0 * sigma ** 2))[:, :, None]
+    val[~valid] = 0.0
+    n_refs = valid.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = val.sum(axis=1).mean(axis=1) / n_refs * 10.0
+    return np.where(n_refs > 0, score, np.nan)
+
+
+# ---- per-corpus cache -------------------------------------------------------------------------------------------
+
+_CACHE: dict[tuple[int, int], tuple[weakref.ref, CiderTables]] = {}
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 4
+
+
+def cider_tables(corpus: "LabelCorpus", n: int = 4) -> CiderTables:
+    """:func:`prepare_cider` of a :class:`~bcls.pipeline.sources.LabelCorpus`, cached per corpus object (and n).
+
+    The cache holds weak references (an entry dies with its corpus) and at most a few corpora, so scoring the
+    shards of one build tokenises and counts its captions once.
+    """
+    key = (id(corpus), n)
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None and hit[0]() is corpus:
+            return hit[1]
+    tables = prepare_cider(corpus.texts, corpus.image_index, corpus.refs, n)
+    with _CACHE_LOCK:
+        for k in [k for k, (ref, _) in _CACHE.items() if ref() is None]:
+            del _CACHE[k]
+        while len(_CACHE) >= _CACHE_SIZE:
+            del _CACHE[next(iter(_CACHE))]
+        _CACHE[key] = (weakref.ref(corpus), tables)
+    return tables
+
+
+@dataclass(frozen=True)
+class CiderSource:
+    """``cider``: CIDEr-D of caption c against image i's other reference captions (coco-caption's formula:
+    1..n-grams, tf-idf with document frequencies over the corpus's images, clipped numerator, Gaussian length
+    penalty σ, ×10). Raw values (not rescaled); NaN where i has no caption besides c. See the module docstring
+    for the document-frequency convention and the tokenizer.
+    """
+
+    sigma: float = 6.0
+    n: int = 4
+    name: str = field(default="cider", init=False)
+    needs_embeddings: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.n, int) and self.n >= 1):
+            raise ConfigError(f"cider n must be a positive integer, got {self.n!r}")
+        if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma) and self.sigma > 0):
+            raise ConfigError(f"cider sigma must be a positive number, got {self.sigma!r}")
+
+    def settings(self) -> dict[str, Any]:
+        return {"variant": "CIDEr-D (coco-caption)", "n": self.n, "sigma": float(self.sigma),
+                "df": "images of the corpus, each full caption set once", "references": "refs(i) without c",
+                "tokenizer": "PTB-like (lower-case, punctuation dropped)", "scale": "raw (x10)"}
+
+    def score(self, corpus: "LabelCorpus", image_pos: np.ndarray, caption_pos: np.ndarray) -> np.ndarray:
+        """Raw CIDEr-D, float32 ``(P,)``, of pairs (image_pos[p], caption_pos[p])."""
+        tables = cider_tables(corpus, self.n)
+        return cider_d_scores(tables, image_pos, caption_pos, self.sigma).astype(np.float32)
