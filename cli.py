@@ -58,10 +58,13 @@ def _run(fn: Callable[[], Any]) -> Any:
 
 def _metrics_table(rows: dict[str, dict[str, float]]) -> str:
     keys = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"]
-    head = f"{'model':<22}" + "".join(f"{k:>9}" for k in keys)
+    extra = [k for k in ("coco_1k_rsum", "rel_kendall_i2t", "rel_kendall_t2i", "ncs_i2t_5", "ncs_t2i_5")
+             if all(k in m for m in rows.values())]
+    head = f"{'model':<22}" + "".join(f"{k:>9}" for k in keys) + "".join(f"{k:>17}" for k in extra)
     lines = [head, "-" * len(head)]
     for name, m in rows.items():
-        lines.append(f"{name:<22}" + "".join(f"{m[k]:>9.2f}" for k in keys))
+        lines.append(f"{name:<22}" + "".join(f"{m[k]:>9.2f}" for k in keys) +
+                     "".join(f"{m[k]:>17.4f}" if k.startswith("rel") else f"{m[k]:>17.2f}" for k in extra))
     return "\n".join(lines)
 
 
@@ -79,19 +82,43 @@ def labels_build(
                                         "default train)."),
     model: str = typer.Option("all-MiniLM-L6-v2", "--model", help="sentence-transformers model name or path."),
     aggregate: str = typer.Option("max", "--aggregate", help="sbert aggregate over references: max or mean."),
+    file_scores: Optional[Path] = typer.Option(None, "--file-scores", help="(image_id, caption_id, score) table "
+                                               "(CSV/TSV/Parquet) read by the `file` source."),
     batch_size: int = typer.Option(256, "--batch-size", help="Sentence-embedding batch size."),
     images_per_shard: int = typer.Option(5000, "--images-per-shard", help="Images whose pairs go into one shard."),
     device: Optional[str] = typer.Option(None, "--device", help="Torch device for the sentence model."),
+    caption_k: Optional[int] = typer.Option(None, "--caption-k", help="Candidate images per caption (same "
+                                            "score) besides its own; default --k, 0 = image side only."),
+    index: str = typer.Option("exact", "--index", help="FAISS index for caption neighbours: exact, ivf or hnsw "
+                              "(approximate ones log and record their recall@K against exact)."),
+    nlist: Optional[int] = typer.Option(None, "--nlist", help="IVF lists [4*sqrt(N)]."),
+    nprobe: int = typer.Option(32, "--nprobe", help="IVF lists probed per query."),
+    hnsw_m: int = typer.Option(32, "--hnsw-m", help="HNSW links per node."),
+    ef_search: int = typer.Option(128, "--ef-search", help="HNSW search breadth."),
+    recall_queries: int = typer.Option(1000, "--recall-queries", help="Sampled captions for the recall@K of an "
+                                       "approximate index."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Embedding cache folder [$BCLS_CACHE_DIR or "
+                                         "~/.cache/bcls/embeddings]."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor fill the embedding cache."),
+    scheduler: str = typer.Option("threads", "--scheduler", help="dask scheduler for the shards: threads, "
+                                  "processes, sync, or a dask.distributed scheduler address (tcp://host:8786)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Local dask workers [one per CPU core]."),
     force: bool = typer.Option(False, "--force", help="Replace a build with different settings in --out."),
 ) -> None:
-    """Embed captions, find candidate (image, caption) pairs with FAISS and write continuous labels to shards."""
+    """Embed captions, find candidate (image, caption) pairs with FAISS and write continuous labels to shards.
+
+    Rerunning the same command after a crash or Ctrl-C resumes: finished shards are kept."""
     from bcls.pipeline.build import LabelBuildConfig, build_labels
 
     def go():
         config = LabelBuildConfig(captions=str(captions), out=str(out),
                                   sources=tuple(s.strip() for s in sources.split(",") if s.strip()), k=k,
-                                  format=fmt, split=split, model=model, aggregate=aggregate, batch_size=batch_size,
-                                  images_per_shard=images_per_shard, device=device, force=force)
+                                  format=fmt, split=split, model=model, aggregate=aggregate,
+                                  file_scores=str(file_scores) if file_scores else None, batch_size=batch_size,
+                                  images_per_shard=images_per_shard, device=device, caption_k=caption_k,
+                                  index=index, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
+                                  recall_queries=recall_queries, cache=str(cache) if cache else None,
+                                  use_cache=not no_cache, scheduler=scheduler, workers=workers, force=force)
         return build_labels(config)
 
     result = _run(go)
@@ -106,6 +133,37 @@ def labels_sources() -> None:
 
     for name, spec in sorted(LABEL_SOURCES.items()):
         typer.echo(f"{name:<10} {spec.description}")
+
+
+@labels_app.command("evaluate")
+def labels_evaluate(
+    captions: Path = typer.Option(..., "--captions", help="Caption table holding the judged captions (any format "
+                                  "`labels build` reads, or Flickr8k.token.txt)."),
+    judgments: Path = typer.Option(..., "--judgments", help="Human judgments: CxC sits_*.csv / sts_*.csv, Flickr8k "
+                                   "CrowdFlowerAnnotations.txt or ExpertAnnotations.txt."),
+    out: Path = typer.Option(..., "--out", help="Folder for agreement.json and agreement.md."),
+    sources: str = typer.Option("sbert,cider", "--sources", help="Comma-separated label sources to score."),
+    fmt: str = typer.Option("auto", "--format", help="Caption format (see `labels build`)."),
+    judgment_format: str = typer.Option("auto", "--judgment-format", help="auto, cxc-sits, cxc-sts, "
+                                        "flickr8k-crowdflower, flickr8k-expert."),
+    file_scores: Optional[Path] = typer.Option(None, "--file-scores", help="(image_id, caption_id, score) table "
+                                               "for the `file` source."),
+    device: Optional[str] = typer.Option(None, "--device", help="Torch device for the sentence model."),
+) -> None:
+    """Agreement of label sources with human relevance judgments (Spearman, Pearson, Kendall τ-b and τ-c)."""
+    from bcls.data.captions import read_captions
+    from bcls.data.judgments import read_judgments
+    from bcls.pipeline.agreement import evaluate_agreement
+
+    def go():
+        names = [s.strip() for s in sources.split(",") if s.strip()]
+        settings = {"file": {"path": str(file_scores)}} if file_scores else None
+        return evaluate_agreement(read_captions(captions, format=fmt),
+                                  read_judgments(judgments, format=judgment_format), names, out=out, device=device,
+                                  source_settings=settings)
+
+    _run(go)
+    typer.echo((out / "agreement.md").read_text())
 
 
 # ---------------------------------------------------------------- train
@@ -201,19 +259,41 @@ def train_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint (best.pt / last.pt) from `bcls train`."),
-    data: Path = typer.Option(..., "--data", help="Precomp folder holding the split to evaluate."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A checkpoint (best.pt / last.pt) from "
+                                              "`bcls train`."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Precomp folder holding the split to evaluate."),
     split: str = typer.Option("test", "--split", help="Split to evaluate."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for metrics.json."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for metrics.json, report.md and the plots."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    relevance: Optional[Path] = typer.Option(None, "--relevance", help="Graded relevance for NCS@K and rank "
+                                             "correlation: a .npy (n_images, n_captions) matrix or a label folder "
+                                             "built for this split [DATA/SPLIT_relevance.npy when present]."),
+    relevance_source: Optional[str] = typer.Option(None, "--relevance-source", help="Label column to use from a "
+                                                   "--relevance label folder [its first]."),
+    protocol: str = typer.Option("auto", "--protocol", help="auto, coco (5-fold 1K + 5K, ECCV/CxC), flickr (1K) "
+                                 "or full (one block)."),
+    eccv: bool = typer.Option(True, "--eccv/--no-eccv", help="On COCO, ECCV Caption and CxC metrics."),
+    compare: Optional[list[Path]] = typer.Option(None, "--compare", help="Instead of evaluating, compare the "
+                                                 "metrics.json of these eval folders (repeat the option)."),
 ) -> None:
-    """Evaluate image→text and text→image retrieval (R@1/5/10, rsum) on a split."""
+    """Evaluate retrieval (R@K, rsum; COCO 1K/5K), semantic metrics (NCS@K, rank correlation), ECCV/CxC."""
+    if compare:
+        from bcls.trainer.report import compare_runs
+
+        typer.echo(_run(lambda: compare_runs(compare, out)), nl=False)
+        return
     from bcls.trainer.evaluate import evaluate
 
-    result = _run(lambda: evaluate(checkpoint, data, split, out, device))
+    def go():
+        missing = [f"--{k}" for k, v in (("checkpoint", checkpoint), ("data", data)) if v is None]
+        if missing:
+            raise ConfigError(f"missing {' and '.join(missing)}")
+        return evaluate(checkpoint, data, split, out, device, relevance, relevance_source, protocol, eccv)
+
+    result = _run(go)
     typer.echo(_metrics_table({checkpoint.name: result["metrics"]}))
     if out is not None:
-        typer.echo(f"wrote {out / 'metrics.json'}")
+        typer.echo(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
 
 
 # ---------------------------------------------------------------- demo

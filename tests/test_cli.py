@@ -30,7 +30,8 @@ def test_labels_train_eval_end_to_end(tiny):
                "--out", str(tiny / "labels")])
     assert "labelled pairs" in out.output
     manifest = json.loads((tiny / "labels" / "manifest.json").read_text())
-    assert manifest["rows"] == 60 * 4 and manifest["provenance"]["sentence_model"] == "all-MiniLM-L6-v2"
+    # top-4 captions of each image, plus the top-4 images of each caption (union)
+    assert manifest["rows"] >= 60 * 4 and manifest["provenance"]["sentence_model"] == "all-MiniLM-L6-v2"
     config = tiny / "train.json"
     config.write_text(json.dumps({"epochs": 3, "batch_size": 16, "embed_dim": 32, "word_dim": 16}))
     _ok(["train", "--data", str(tiny / "data"), "--labels", str(tiny / "labels"), "--out", str(tiny / "run"),
@@ -77,3 +78,22 @@ def test_every_command_has_help():
     for cmd in (["labels", "build"], ["labels", "sources"], ["train"], ["eval"], ["demo"]):
         result = runner.invoke(app, [*cmd, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_labels_evaluate_agreement(tmp_path):
+    """Flickr8k layouts: captions `name.jpg#n<TAB>text`, CrowdFlower `image<TAB>caption key<TAB>fraction<TAB>yes<TAB>no`."""
+    texts = {"1_a.jpg": ["a dog runs on the beach", "a brown dog on sand", "dog playing near the sea"],
+             "2_b.jpg": ["a man rides a bike", "a cyclist on a road", "a person on a bicycle"],
+             "3_c.jpg": ["a dog on the grass", "a puppy in a park", "a dog sits on a lawn"]}
+    (tmp_path / "Flickr8k.token.txt").write_text(
+        "".join(f"{img}#{n}\t{t}\n" for img, caps in texts.items() for n, t in enumerate(caps)))
+    rows = [("1_a.jpg", "3_c.jpg#0", 2 / 3, 2, 1), ("1_a.jpg", "2_b.jpg#1", 0.0, 0, 3),
+            ("2_b.jpg", "2_b.jpg#2", 1.0, 3, 0), ("2_b.jpg", "1_a.jpg#0", 0.0, 0, 3),
+            ("3_c.jpg", "1_a.jpg#1", 1 / 3, 1, 2), ("3_c.jpg", "2_b.jpg#0", 0.0, 0, 3)]
+    (tmp_path / "CrowdFlowerAnnotations.txt").write_text("".join("\t".join(map(str, r)) + "\n" for r in rows))
+    out = _ok(["labels", "evaluate", "--captions", str(tmp_path / "Flickr8k.token.txt"), "--judgments",
+               str(tmp_path / "CrowdFlowerAnnotations.txt"), "--sources", "sbert,cider", "--out", str(tmp_path / "a")])
+    result = json.loads((tmp_path / "a" / "agreement.json").read_text())
+    assert result["overall"]["sbert"]["pairs"] == 6 and "kendall_c" in result["overall"]["cider"]
+    assert result["overall"]["sbert"]["spearman"] > 0.5  # dogs are judged like dogs
+    assert "sbert" in out.output

@@ -467,7 +467,7 @@ def test_real_precomp_laps_testall(tmp_path):
 
 
 def test_detection_and_override(tmp_path):
-    assert FORMATS == ("table", "coco", "karpathy", "precomp")
+    assert FORMATS == ("table", "coco", "karpathy", "precomp", "flickr8k")
     kpath = write_karpathy(tmp_path / "something.json", karpathy_images())
     assert detect_format(kpath) == "karpathy"
     # format override: a Karpathy file read as COCO fails on the missing annotations

@@ -28,9 +28,29 @@ def _table(path, n_images=9, cpi=5, seed=0):
     return path
 
 
+def _expected_pairs(emb, image_index, k, caption_k):
+    """Brute force: top-k captions per image ∪ top-caption_k images per caption ∪ positives (positions)."""
+    sims = emb @ emb.T
+    n_images = image_index.max() + 1
+    score = np.full((n_images, len(emb)), -np.inf)
+    for i in range(n_images):
+        refs = np.flatnonzero(image_index == i)
+        for c in range(len(emb)):
+            others = refs[refs != c]
+            if len(others):
+                score[i, c] = sims[c, others].max()
+    pairs = {(int(image_index[c]), c) for c in range(len(emb))} if caption_k else set()
+    for i in range(n_images):
+        pairs |= {(i, int(c)) for c in sorted(range(len(emb)), key=lambda c: (-score[i, c], c))[:k]}
+    for c in range(len(emb)):
+        pairs |= {(int(i), c) for i in sorted(range(n_images), key=lambda i: (-score[i, c], i))[:caption_k]}
+    return pairs
+
+
 def test_build_writes_shards_that_match_the_source(tmp_path, encoder):
     captions = _table(tmp_path / "caps.csv")
-    config = LabelBuildConfig(captions=str(captions), out=str(tmp_path / "labels"), k=4, images_per_shard=4)
+    config = LabelBuildConfig(captions=str(captions), out=str(tmp_path / "labels"), k=4, caption_k=2,
+                              images_per_shard=4, use_cache=False)
     labels = build_labels(config, encoder=encoder)
     assert len(labels.manifest["shards"]) == 3
     prov = labels.provenance
@@ -39,13 +59,14 @@ def test_build_writes_shards_that_match_the_source(tmp_path, encoder):
     assert prov["input"]["fingerprint"] == table.fingerprint()
     data = read_labels(labels)
     img, cap, val = (data.column(c).to_numpy() for c in ("image_id", "caption_id", "sbert"))
-    assert len(img) == 9 * 4
-    assert all((img == i).sum() == 4 for i in range(1000, 1009))
-    # values equal a direct evaluation of the source on the same pairs
     emb = encoder(table.texts)
-    corpus = LabelCorpus.from_groups(table.texts, table.image_index(), emb)
     img_pos = np.searchsorted(table.unique_images(), img)
     cap_pos = np.searchsorted(table.caption_ids, cap)
+    got = set(zip(img_pos.tolist(), cap_pos.tolist()))
+    assert len(got) == len(img)
+    assert got == _expected_pairs(emb, table.image_index(), 4, 2)
+    # values equal a direct evaluation of the source on the same pairs
+    corpus = LabelCorpus.from_groups(table.texts, table.image_index(), emb)
     np.testing.assert_allclose(val, SbertSource().score(corpus, img_pos, cap_pos), atol=1e-6)
     config_file = json.loads((tmp_path / "labels" / "build_config.json").read_text())
     assert config_file["k"] == 4
@@ -53,7 +74,7 @@ def test_build_writes_shards_that_match_the_source(tmp_path, encoder):
 
 def test_rebuild_is_a_no_op_and_other_settings_are_refused(tmp_path, encoder):
     captions = _table(tmp_path / "caps.csv")
-    config = LabelBuildConfig(captions=str(captions), out=str(tmp_path / "labels"), k=3)
+    config = LabelBuildConfig(captions=str(captions), out=str(tmp_path / "labels"), k=3, use_cache=False)
     first = build_labels(config, encoder=encoder).manifest
     again = build_labels(config, encoder=encoder).manifest
     assert first == again
@@ -80,3 +101,157 @@ def test_unknown_source_is_an_error_before_any_work(tmp_path, encoder):
         build_labels(LabelBuildConfig(captions=str(tmp_path / "none.csv"), out=str(tmp_path / "o"),
                                       sources=("bleu",)), encoder=encoder)
     assert not (tmp_path / "o").exists()
+
+
+def _files(folder):
+    """sha256 of the shards and the manifest of a label folder."""
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+            if p.name.startswith("shard-") or p.name == "manifest.json"}
+
+
+class _Counting:
+    def __init__(self, encoder):
+        self.encoder, self.seen = encoder, 0
+
+    def __call__(self, texts):
+        self.seen += len(texts)
+        return self.encoder(texts)
+
+
+def test_embedding_cache_makes_a_second_build_embed_nothing(tmp_path, encoder):
+    captions = _table(tmp_path / "caps.csv")
+    counting = _Counting(encoder)
+    common = dict(captions=str(captions), k=3, cache=str(tmp_path / "cache"), images_per_shard=4)
+    build_labels(LabelBuildConfig(out=str(tmp_path / "a"), **common), encoder=counting, encoder_id="hash-64")
+    table = read_captions(captions)
+    assert counting.seen == len(set(table.texts))  # each distinct caption once
+    build_labels(LabelBuildConfig(out=str(tmp_path / "b"), **common), encoder=counting, encoder_id="hash-64")
+    assert counting.seen == len(set(table.texts))  # nothing embedded the second time
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert a == b
+    # another model id is another cache entry; no cache id means no cache at all
+    build_labels(LabelBuildConfig(out=str(tmp_path / "c"), **common), encoder=counting, encoder_id="other")
+    assert counting.seen == 2 * len(set(table.texts))
+    assert not any(p.suffix == ".pkl" for p in (tmp_path / "cache").rglob("*"))
+
+
+def test_embedding_cache_fills_only_missing_texts(tmp_path, encoder):
+    from bcls.pipeline.embed import EmbeddingCache, cached_encoder
+
+    counting = _Counting(encoder)
+    enc = cached_encoder(EmbeddingCache(tmp_path, "m"), lambda: counting)
+    first = enc(["a dog", "a cat", "a dog"])
+    assert counting.seen == 2
+    second = enc(["a cat", "a red car", "a dog"])
+    assert counting.seen == 3
+    np.testing.assert_array_equal(second[[0, 2]], first[[1, 0]])
+    np.testing.assert_allclose(second[1], encoder(["a red car"])[0], atol=1e-6)
+    # a half-written part (no keys file) is ignored; a garbage keys file is skipped with a warning
+    folder = EmbeddingCache(tmp_path, "m").folder
+    (folder / "part-zz.keys.npy").write_bytes(b"garbage")
+    np.testing.assert_array_equal(cached_encoder(EmbeddingCache(tmp_path, "m"), lambda: counting)(["a dog"]),
+                                  first[:1])
+
+
+def test_distributed_scheduler_gives_the_same_shards(tmp_path, encoder):
+    distributed = pytest.importorskip("distributed")
+    captions = _table(tmp_path / "caps.csv", n_images=12)
+    common = dict(captions=str(captions), k=3, sources=("sbert", "cider"), images_per_shard=3, use_cache=False)
+    build_labels(LabelBuildConfig(out=str(tmp_path / "local"), **common), encoder=encoder)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as c:
+        build_labels(LabelBuildConfig(out=str(tmp_path / "dist"), scheduler=c.scheduler_address, **common),
+                     encoder=encoder)
+    build_labels(LabelBuildConfig(out=str(tmp_path / "sync"), scheduler="sync", **common), encoder=encoder)
+    assert _files(tmp_path / "local") == _files(tmp_path / "dist") == _files(tmp_path / "sync")
+    assert len(_files(tmp_path / "local")) == 5
+
+
+def test_unreachable_scheduler_is_a_config_error(tmp_path, encoder, monkeypatch):
+    pytest.importorskip("distributed")
+    monkeypatch.setattr("bcls.pipeline.build.CONNECT_TIMEOUT", "0.5s")
+    captions = _table(tmp_path / "caps.csv")
+    with pytest.raises(ConfigError, match="dask scheduler"):
+        build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "o"), k=2, use_cache=False,
+                                      scheduler="tcp://127.0.0.1:9"), encoder=encoder)
+
+
+def test_resume_reuses_complete_shards_and_equals_a_clean_build(tmp_path, encoder):
+    from bcls.data.shards import open_labels, write_shard
+    from bcls.data.errors import ShardError
+
+    captions = _table(tmp_path / "caps.csv", n_images=12)
+    common = dict(captions=str(captions), k=3, images_per_shard=3, use_cache=False)
+    build_labels(LabelBuildConfig(out=str(tmp_path / "clean"), **common), encoder=encoder)
+    clean = _files(tmp_path / "clean")
+    out = tmp_path / "crashed"
+    build_labels(LabelBuildConfig(out=str(out), **common), encoder=encoder)
+    # simulate a crash: no manifest, one shard missing, one from another build, a leftover temporary
+    (out / "manifest.json").unlink()
+    (out / "shard-00001.parquet").unlink()
+    write_shard(out, 2, np.array([1]), np.array([2]), {"sbert": np.array([0.5])}, {"config_hash": "x", "shard": 2})
+    (out / ".shard-00003.parquet.tmp-999999999").write_bytes(b"half")
+    with pytest.raises(ShardError, match="did not finish"):
+        open_labels(out)
+    mtime0 = (out / "shard-00000.parquet").stat().st_mtime_ns
+    build_labels(LabelBuildConfig(out=str(out), **common), encoder=encoder)
+    assert _files(out) == clean
+    assert (out / "shard-00000.parquet").stat().st_mtime_ns == mtime0  # reused, not rewritten
+    assert not any(".tmp-" in p.name for p in out.iterdir())
+
+
+def test_unfinished_build_with_other_settings_is_refused(tmp_path, encoder):
+    captions = _table(tmp_path / "caps.csv")
+    out = tmp_path / "labels"
+    build_labels(LabelBuildConfig(captions=str(captions), out=str(out), k=3, use_cache=False), encoder=encoder)
+    (out / "manifest.json").unlink()
+    with pytest.raises(ConfigError, match="unfinished label build with different settings.*--force"):
+        build_labels(LabelBuildConfig(captions=str(captions), out=str(out), k=4, use_cache=False), encoder=encoder)
+    done = build_labels(LabelBuildConfig(captions=str(captions), out=str(out), k=4, use_cache=False, force=True),
+                        encoder=encoder)
+    assert done.provenance["k"] == 4
+
+
+@pytest.mark.parametrize("index", ["ivf", "hnsw"])
+def test_approximate_index_records_its_recall(tmp_path, encoder, index):
+    captions = _table(tmp_path / "caps.csv", n_images=30)
+    labels = build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / index), k=3, index=index,
+                                           nlist=4, use_cache=False, recall_queries=50), encoder=encoder)
+    faiss_info = labels.provenance["faiss"]
+    assert faiss_info["index"]["kind"] == index
+    recall = faiss_info["recall"]
+    assert recall["queries"] == 50 and all(0.0 <= v <= 1.0 for v in recall["recall"].values())
+    assert labels.provenance["config"]["index"]["kind"] == index
+
+
+def test_bad_index_settings_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="unknown index"):
+        LabelBuildConfig(captions="x", out=str(tmp_path), index="lsh")
+    with pytest.raises(ConfigError, match="nprobe"):
+        LabelBuildConfig(captions="x", out=str(tmp_path), index="ivf", nprobe=0)
+
+
+def test_file_source_values_reach_the_shards(tmp_path, encoder):
+    captions = _table(tmp_path / "caps.csv")
+    first = read_labels(build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "l0"), k=4),
+                                     encoder=encoder))
+    # the user's scores for 20 of the candidate pairs (the other candidates stay unknown)
+    img, cap = first.column("image_id").to_numpy()[::3][:20], first.column("caption_id").to_numpy()[::3][:20]
+    scores = np.linspace(0.0, 1.0, 20)
+    pcsv.write_csv(pa.table({"image_id": img, "caption_id": cap, "score": scores}), tmp_path / "mine.csv")
+    labels = build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "l"), k=4,
+                                           sources=("sbert", "file"), file_scores=str(tmp_path / "mine.csv")),
+                          encoder=encoder)
+    data = read_labels(labels)
+    given = {(int(i), int(c)): float(s) for i, c, s in zip(img, cap, scores)}
+    assert int(np.sum(~np.isnan(data.column("file").to_numpy()))) == 20
+    got = zip(data.column("image_id").to_numpy(), data.column("caption_id").to_numpy(), data.column("file").to_numpy())
+    for i, c, value in got:
+        if (int(i), int(c)) in given:
+            assert value == pytest.approx(given[(int(i), int(c))])
+        else:
+            assert np.isnan(value)  # pairs the file does not list are unknown
+    with pytest.raises(ConfigError, match="--file-scores"):
+        build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "m"), sources=("file",)),
+                     encoder=encoder)

@@ -71,3 +71,59 @@ def test_registry_lists_sources_and_rejects_unknown():
         make_source("nope")
     with pytest.raises(ConfigError):
         SbertSource(aggregate="median")
+
+
+def _brute_union(emb, image_index, k, caption_k):
+    sims = emb @ emb.T
+    n_images = image_index.max() + 1
+    score = np.full((n_images, len(emb)), -np.inf)
+    for i in range(n_images):
+        refs = np.flatnonzero(image_index == i)
+        for c in range(len(emb)):
+            others = refs[refs != c]
+            if len(others):
+                score[i, c] = sims[c, others].max()
+    pairs = {(int(image_index[c]), c) for c in range(len(emb))} if caption_k else set()
+    for i in range(n_images):
+        pairs |= {(i, int(c)) for c in np.lexsort((np.arange(len(emb)), -score[i]))[:k]}
+    for c in range(len(emb)):
+        pairs |= {(int(i), c) for i in np.lexsort((np.arange(n_images), -score[:, c]))[:caption_k]
+                  if np.isfinite(score[i, c])}
+    return pairs
+
+
+@pytest.mark.parametrize("k,caption_k", [(2, 0), (3, 2), (1, 6)])
+def test_candidate_pairs_equal_the_brute_force_union(k, caption_k):
+    from bcls.pipeline.neighbours import candidate_pairs
+
+    emb, image_index = _random_corpus(n_images=15)
+    # uneven caption counts: images with 1, 2 and 9 captions (the deeper re-search must kick in)
+    image_index = np.r_[image_index, 15, 16, 16] + 0
+    image_index[:4] = 17
+    emb = np.vstack([emb, emb[:3] * -1.0])
+    got = candidate_pairs(emb, image_index, k, caption_k)
+    pairs = set(zip(got.image_pos.tolist(), got.caption_pos.tolist()))
+    assert len(pairs) == len(got.image_pos)
+    key = got.image_pos * len(emb) + got.caption_pos
+    assert (np.diff(key) > 0).all()  # sorted by image, then caption
+    assert pairs == _brute_union(emb, image_index, k, caption_k)
+    assert got.info["recall"] == {"exact": True}
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_indexes_find_most_exact_neighbours(kind):
+    from bcls.pipeline.neighbours import IndexSpec, build_index, knn, measure_recall, recall_at_k
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((20, 24)).astype(np.float32)
+    emb = centres[rng.integers(0, 20, 2000)] + 0.3 * rng.standard_normal((2000, 24)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    index, info = build_index(emb, IndexSpec(kind, nlist=16, nprobe=4), use_gpu=False)
+    assert info["device"] == "cpu"
+    result = measure_recall(index, emb, [1, 10], queries=200, use_gpu=False)
+    assert result["queries"] == 200 and result["recall"]["10"] > 0.8
+    _, got = knn(index, emb[:50], 10)
+    _, truth = exact_knn(emb[:50], emb, 10)
+    assert recall_at_k(got, truth) == pytest.approx(
+        np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth)]))
+    assert recall_at_k(truth, truth) == 1.0

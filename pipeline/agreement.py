@@ -1,0 +1,295 @@
+"""How well a label source agrees with human relevance judgments.
+
+:func:`evaluate_agreement` scores every human-rated pair with each requested label source and reports the rank and
+linear correlations (Spearman, Pearson, Kendall τ-b and τ-c, from :mod:`scipy.stats`) between the source's values
+and the human scores, over all pairs and per sampling method.
+
+How a pair is scored:
+
+* **caption–image** (CxC SITS; Flickr8k CrowdFlower / expert, query image first): the pair (caption c, image i)
+  gets the source's label of (image i, caption c) exactly as a label build defines it — c against refs(i) with c
+  itself left out (it matters only when c is one of i's own captions). The
+  :class:`~bcls.pipeline.sources.LabelCorpus` is the whole caption table (one image per caption-table image), so
+  corpus statistics such as CIDEr-D's document frequencies come from all of its images.
+* **caption–caption** (CxC STS, pair (c1, c2)): c1 is scored against the *single* reference c2. The corpus is the
+  caption table with every caption as its own one-caption "image" (image id = its caption id), and the pair is
+  scored as (image of c2, caption c1): sbert gives the clipped cosine of c1 and c2; CIDEr-D gives c1 against {c2},
+  with document frequencies counted over single captions (D = number of captions in the table). The direction
+  (c1 candidate, c2 reference) follows the file's column order; CIDEr-D is not symmetric.
+
+Pairs whose captions or images are not in the caption table are counted and skipped (logged); pairs a source
+cannot score (NaN, e.g. an image with no caption besides c) are left out of that source's correlations, and each
+result says how many pairs it used. Sentence embeddings are computed only for the captions the scored pairs need
+(candidates and the references of the judged images); the other rows of the corpus's embedding matrix are NaN.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from bcls.data.atomic import atomic_write_bytes, atomic_write_json
+from bcls.data.captions import CaptionTable
+from bcls.data.errors import ConfigError
+from bcls.data.judgments import Judgments
+
+from .embed import DEFAULT_MODEL, Encoder, sbert_encoder
+from .sources import LabelCorpus, LabelSource, make_source
+
+log = logging.getLogger(__name__)
+
+CORRELATIONS: tuple[str, ...] = ("spearman", "pearson", "kendall", "kendall_c")
+"""The statistics of each result: Spearman ρ, Pearson r, Kendall τ-b (``kendall``) and τ-c (``kendall_c``)."""
+
+JSON_FILE = "agreement.json"
+MARKDOWN_FILE = "agreement.md"
+
+
+def correlations(predicted: np.ndarray, human: np.ndarray) -> dict[str, float | int | None]:
+    """Correlations between source values and human scores over the pairs where the source value is finite.
+
+    Args:
+        predicted: ``(P,)`` source values (NaN = could not be scored).
+        human: ``(P,)`` human scores.
+
+    Returns:
+        ``{"spearman", "pearson", "kendall", "kendall_c", "pairs"}``; a statistic is ``None`` when it is undefined
+        (fewer than 2 pairs, or constant values on either side).
+    """
+    from scipy import stats
+
+    predicted = np.asarray(predicted, dtype=np.float64)
+    human = np.asarray(human, dtype=np.float64)
+    if predicted.shape != human.shape or predicted.ndim != 1:
+        raise ConfigError(f"predicted {predicted.shape} and human {human.shape} scores must be 1-D of one length")
+    ok = np.isfinite(predicted) & np.isfinite(human)
+    x, y = predicted[ok], human[ok]
+    out: dict[str, float | int | None] = {k: None for k in CORRELATIONS}
+    out["pairs"] = int(ok.sum())
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        values = {
+            "spearman": stats.spearmanr(x, y).statistic,
+            "pearson": stats.pearsonr(x, y).statistic,
+            "kendall": stats.kendalltau(x, y, variant="b").statistic,
+            "kendall_c": stats.kendalltau(x, y, variant="c").statistic,
+        }
+    for k, v in values.items():
+        out[k] = float(v) if v is not None and math.isfinite(float(v)) else None
+    return out
+
+
+def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Index in ``ids`` (distinct) of each of ``wanted``; -1 where absent."""
+    order = np.argsort(ids, kind="stable")
+    srt = ids[order]
+    if not len(srt):
+        return np.full(len(wanted), -1, dtype=np.int64)
+    at = np.minimum(np.searchsorted(srt, wanted), len(srt) - 1)
+    return np.where(srt[at] == wanted, order[at], -1).astype(np.int64)
+
+
+def _build_sources(sources: Sequence[str | LabelSource],
+                   source_settings: Mapping[str, Mapping[str, Any]] | None) -> list[LabelSource]:
+    built: list[LabelSource] = []
+    for s in sources:
+        built.append(make_source(s, **dict((source_settings or {}).get(s, {}))) if isinstance(s, str) else s)
+    names = [s.name for s in built]
+    if not names:
+        raise ConfigError("no label source to evaluate; name at least one (e.g. sbert, cider)")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"label source(s) {', '.join(dup)} given twice; each source is reported under its name")
+    return built
+
+
+def _embeddings(texts: Sequence[str], rows: np.ndarray, encoder: Encoder) -> np.ndarray:
+    """float32 ``(N, d)``: the encoder's embeddings at ``rows``, NaN elsewhere (never read by the sources)."""
+    rows = np.unique(rows)
+    emb_rows = np.asarray(encoder([texts[r] for r in rows.tolist()]), dtype=np.float32)
+    if emb_rows.ndim != 2 or emb_rows.shape[0] != len(rows):
+        raise ConfigError(f"the encoder returned shape {emb_rows.shape} for {len(rows)} captions; expected "
+                          f"({len(rows)}, d)")
+    emb = np.full((len(texts), emb_rows.shape[1]), np.nan, dtype=np.float32)
+    emb[rows] = emb_rows
+    return emb
+
+
+def score_judgments(
+    captions: CaptionTable,
+    judgments: Judgments,
+    sources: Sequence[str | LabelSource],
+    encoder: Encoder | None = None,
+    *,
+    source_settings: Mapping[str, Mapping[str, Any]] | None = None,
+    device: str | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, int]]:
+    """Score every judged pair with each source (see the module docstring for how).
+
+    Args:
+        captions: the caption table holding the judged captions (and the references of the judged images).
+        judgments: the human judgments.
+        sources: label source names (see ``LABEL_SOURCES``) or built sources.
+        encoder: caption → L2-normalised embedding function for sources that need embeddings; default:
+            :func:`~bcls.pipeline.embed.sbert_encoder` of the sbert source's model.
+        source_settings: keyword settings per source name, e.g. ``{"file": {"path": "scores.csv"}}``.
+        device: device of the default sentence model.
+
+    Returns:
+        ``(scored, values, counts)``: ``scored`` bool ``(P,)`` marks the pairs found in the caption table;
+        ``values[name]`` float32 ``(P,)`` holds each source's values (NaN where not scored); ``counts`` has
+        ``pairs``, ``scored``, ``missing_captions`` and ``missing_images`` (pairs skipped for each reason).
+    """
+    built = _build_sources(sources, source_settings)
+    n_pairs = len(judgments)
+    if judgments.kind == "caption-caption":
+        q = _positions(captions.caption_ids, judgments.query_ids)
+        c = _positions(captions.caption_ids, judgments.candidate_ids)
+        scored = (q >= 0) & (c >= 0)
+        counts = {"missing_captions": int((~scored).sum()), "missing_images": 0}
+        cap_pos, img_pos = q[scored], c[scored]  # c1 scored against the one-caption image of c2
+        image_index = np.arange(len(captions), dtype=np.int64)
+        image_ids = captions.caption_ids
+        needed = np.concatenate([cap_pos, img_pos])
+    else:
+        cap_ids, img_ids = judgments.caption_image_pairs()
+        cap = _positions(captions.caption_ids, cap_ids)
+        img = _positions(captions.unique_images(), img_ids)
+        scored = (cap >= 0) & (img >= 0)
+        counts = {"missing_captions": int((cap < 0).sum()), "missing_images": int(((cap >= 0) & (img < 0)).sum())}
+        cap_pos, img_pos = cap[scored], img[scored]
+        image_index = captions.image_index()
+        image_ids = captions.unique_images()
+        needed = None
+    counts = {"pairs": n_pairs, "scored": int(scored.sum()), **counts}
+    if counts["scored"] < n_pairs:
+        log.warning("%s: %d of %d judged pairs skipped (%d with a caption and %d with an image not in the caption "
+                    "table %s)", judgments.path, n_pairs - counts["scored"], n_pairs, counts["missing_captions"],
+                    counts["missing_images"], captions.path)
+    if counts["scored"] == 0:
+        raise ConfigError(f"none of the {n_pairs} judged pairs of {judgments.path} has its captions and images in "
+                          f"the caption table {captions.path}; give the caption file the judgments refer to")
+
+    corpus = LabelCorpus.from_groups(captions.texts, image_index, image_ids=image_ids,
+                                     caption_ids=captions.caption_ids)
+    if any(s.needs_embeddings for s in built):
+        if needed is None:
+            refs = corpus.refs[img_pos]
+            needed = np.concatenate([cap_pos, refs[refs >= 0]])
+        if encoder is None:
+            model = next((getattr(s, "model", DEFAULT_MODEL) for s in built if s.needs_embeddings), DEFAULT_MODEL)
+            encoder = sbert_encoder(model, device)
+        log.info("agreement: embedding %d of %d captions", len(np.unique(needed)), len(captions))
+        corpus = LabelCorpus(corpus.texts, corpus.image_index, corpus.refs,
+                             _embeddings(captions.texts, needed, encoder), corpus.image_ids, corpus.caption_ids)
+    values: dict[str, np.ndarray] = {}
+    for src in built:
+        full = np.full(n_pairs, np.nan, dtype=np.float32)
+        full[scored] = np.asarray(src.score(corpus, img_pos, cap_pos), dtype=np.float32)
+        unscored = int(np.isnan(full[scored]).sum())
+        if unscored:
+            log.info("agreement: source %s could not score %d of %d pairs (NaN)", src.name, unscored,
+                     counts["scored"])
+        values[src.name] = full
+    return scored, values, counts
+
+
+def evaluate_agreement(
+    captions: CaptionTable,
+    judgments: Judgments,
+    sources: Sequence[str | LabelSource],
+    encoder: Encoder | None = None,
+    out: str | os.PathLike | None = None,
+    *,
+    source_settings: Mapping[str, Mapping[str, Any]] | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Correlate each label source with human judgments, overall and per sampling method.
+
+    Args:
+        captions: the caption table the judgments refer to (read with
+            :func:`~bcls.data.captions.read_captions`).
+        judgments: human judgments (:func:`~bcls.data.judgments.read_judgments`).
+        sources: label source names (``"sbert"``, ``"cider"``, ``"file"``, …) or built sources.
+        encoder: embedding function for sources that need embeddings (default: the sbert source's sentence model).
+        out: folder to write ``agreement.json`` and ``agreement.md`` to (created); nothing is written when None.
+        source_settings: keyword settings per source name, e.g. ``{"file": {"path": "scores.csv"}}``.
+        device: device of the default sentence model.
+
+    Returns:
+        The JSON written to ``out/agreement.json``::
+
+            {"overall": {source: {"spearman", "pearson", "kendall", "kendall_c", "pairs"}},
+             "by_method": {method: {source: {...}}},
+             "judgments": {"path", "format", "kind", "pairs", "scored", "missing_captions", "missing_images"},
+             "captions": {"path", "format", "captions", "images", "fingerprint"},
+             "sources": {source: settings}, "pair_scoring": str}
+
+        A statistic is ``null`` where undefined; ``pairs`` counts the pairs it was computed on.
+
+    Raises:
+        ConfigError: unknown or duplicate source, or no judged pair is in the caption table.
+    """
+    built = _build_sources(sources, source_settings)
+    _, values, counts = score_judgments(captions, judgments, built, encoder, device=device)
+    human = judgments.scores
+    result: dict[str, Any] = {
+        "overall": {name: correlations(v, human) for name, v in values.items()},
+        "by_method": {},
+    }
+    for method in sorted(set(judgments.methods.tolist())):
+        mask = judgments.methods == method
+        result["by_method"][method] = {name: correlations(v[mask], human[mask]) for name, v in values.items()}
+    result["judgments"] = {"path": judgments.path, "format": judgments.format, "kind": judgments.kind, **counts}
+    result["captions"] = {"path": captions.path, "format": captions.format, "captions": len(captions),
+                          "images": len(captions.unique_images()), "fingerprint": captions.fingerprint()}
+    result["sources"] = {s.name: s.settings() for s in built}
+    result["pair_scoring"] = (
+        "caption-caption: c1 scored against the single reference c2 (every caption its own one-caption image)"
+        if judgments.kind == "caption-caption" else
+        "caption-image: the label of (image i, caption c), c against refs(i) without c")
+    for name, stats in result["overall"].items():
+        log.info("agreement %s vs %s: spearman %s, kendall %s over %d pairs", name, judgments.format,
+                 _fmt(stats["spearman"]), _fmt(stats["kendall"]), stats["pairs"])
+    if out is not None:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(folder / JSON_FILE, result)
+        atomic_write_bytes(folder / MARKDOWN_FILE, agreement_markdown(result).encode("utf-8"))
+        log.info("agreement written to %s", folder / JSON_FILE)
+    return result
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def agreement_markdown(result: Mapping[str, Any]) -> str:
+    """A markdown report of an :func:`evaluate_agreement` result: one table row per (subset, source)."""
+    j = result.get("judgments", {})
+    lines = ["# Agreement of label sources with human judgments", ""]
+    if j:
+        lines += [(f"Judgments: `{j['path']}` ({j['format']}, {j['kind']}): {j['pairs']} pairs, {j['scored']} "
+                   f"scored; skipped {j['missing_captions']} whose caption and {j['missing_images']} whose image "
+                   "is not in the caption table."), ""]
+    if "captions" in result:
+        c = result["captions"]
+        lines += [f"Captions: `{c['path']}` ({c['captions']} captions, {c['images']} images).", ""]
+    if "pair_scoring" in result:
+        lines += [f"Pair scoring: {result['pair_scoring']}.", ""]
+    lines += ["| subset | source | pairs | Spearman | Pearson | Kendall τ-b | Kendall τ-c |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    subsets = [("all", result["overall"])] + list(result["by_method"].items())
+    for subset, per_source in subsets:
+        for name, s in per_source.items():
+            lines.append(f"| {subset} | {name} | {s['pairs']} | {_fmt(s['spearman'])} | {_fmt(s['pearson'])} | "
+                         f"{_fmt(s['kendall'])} | {_fmt(s['kendall_c'])} |")
+    return "\n".join(lines) + "\n"

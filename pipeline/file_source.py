@@ -1,0 +1,327 @@
+"""``file``: user-supplied continuous labels, one score per (image_id, caption_id) pair.
+
+The scores come from a CSV (``,``), TSV (tab) or Parquet file with the columns ``image_id``, ``caption_id``
+(integers, the ids of the caption table the labels are built for) and ``score`` (a finite number); other columns
+are ignored. :func:`read_pair_scores` reads and checks the file; :class:`FileSource` holds the arrays it returned
+and does no file I/O itself (DESIGN.md, convention 3), so tests can hand it any arrays.
+
+A pair is looked up by ids, so the :class:`~bcls.pipeline.sources.LabelCorpus` must carry ``image_ids`` and
+``caption_ids``; a pair that is not in the file gets NaN (unknown), like a pair no other source can score.
+Scores are passed through unchanged (no rescaling): normalisation belongs to the trainer.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from bcls.data.errors import ConfigError, DataFormatError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .sources import LabelCorpus
+
+log = logging.getLogger(__name__)
+
+PAIR_SCORE_COLUMNS: tuple[str, ...] = ("image_id", "caption_id", "score")
+"""The columns a pair-score file must have."""
+
+PAIR_SCORE_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".parquet", ".pq")
+_MAX_SHOWN = 80
+
+
+def _fail(path: str | os.PathLike, what: str) -> DataFormatError:
+    return DataFormatError(f"{path}: {' '.join(what.split())}")
+
+
+def _shown(value: Any) -> str:
+    s = repr(value)
+    return s if len(s) <= _MAX_SHOWN else s[: _MAX_SHOWN - 3] + "..."
+
+
+def read_pair_scores(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read a pair-score file.
+
+    Args:
+        path: a ``.csv``, ``.tsv`` or ``.parquet`` (``.pq``) file with columns ``image_id``, ``caption_id``,
+            ``score`` (header row for CSV/TSV).
+
+    Returns:
+        ``(image_ids, caption_ids, scores)``: int64 ``(P,)``, int64 ``(P,)``, float32 ``(P,)``, in file order.
+
+    Raises:
+        DataFormatError: the file is missing or unreadable, a column is missing, an id is not an integer, a score is
+            empty or not finite (also after conversion to float32), or a pair appears twice — naming the file and
+            the line (CSV/TSV, the header is line 1) or row (Parquet, 1-based).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise _fail(p, "no such file; check the path of the pair-score file")
+    suffix = p.suffix.lower()
+    if suffix not in PAIR_SCORE_SUFFIXES:
+        raise _fail(p, f"cannot read pair scores from a {suffix or 'suffix-less'} file; "
+                       f"use one of {', '.join(PAIR_SCORE_SUFFIXES)} with columns {', '.join(PAIR_SCORE_COLUMNS)}")
+    if suffix in (".parquet", ".pq"):
+        tbl = _read_parquet(p)
+
+        def where(i: int) -> str:
+            return f"row {i + 1}"
+    else:
+        tbl = _read_delimited(p, "\t" if suffix == ".tsv" else ",")
+
+        def where(i: int) -> str:  # the header is line 1
+            return f"line {i + 2}"
+
+    if tbl.num_rows == 0:
+        raise _fail(p, "no rows; the pair-score file has a header but no (image_id, caption_id, score) rows")
+    image_ids = _int_column(p, tbl, "image_id", where)
+    caption_ids = _int_column(p, tbl, "caption_id", where)
+    scores = _score_column(p, tbl, where)
+    _check_unique_pairs(p, image_ids, caption_ids, where)
+    log.debug("read %d pair scores from %s", len(scores), p)
+    return image_ids, caption_ids, scores
+
+
+def _missing_columns(path: Path, present: list[str]) -> DataFormatError:
+    missing = [c for c in PAIR_SCORE_COLUMNS if c not in present]
+    return _fail(path, f"missing column(s) {', '.join(missing)} (header has: {', '.join(present) or 'nothing'}); "
+                       f"a pair-score file needs {', '.join(PAIR_SCORE_COLUMNS)}")
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except (pa.ArrowInvalid, OSError) as err:
+        raise _fail(path, f"not a readable Parquet file ({str(err).splitlines()[0]}); rewrite it") from None
+    if any(c not in names for c in PAIR_SCORE_COLUMNS):
+        raise _missing_columns(path, names)
+    try:
+        return pq.read_table(path, columns=list(PAIR_SCORE_COLUMNS))
+    except (pa.ArrowInvalid, OSError) as err:
+        raise _fail(path, f"cannot read Parquet data ({str(err).splitlines()[0]})") from None
+
+
+def _read_delimited(path: Path, delimiter: str) -> pa.Table:
+    import pyarrow.csv as pacsv
+
+    raw = path.read_bytes()
+    try:
+        first_line = raw.split(b"\n", 1)[0].decode("utf-8").lstrip("\ufeff").rstrip("\r")
+    except UnicodeDecodeError:
+        raise _fail(path, "line 1: the header is not valid UTF-8; re-save the file as UTF-8") from None
+    if not first_line.strip():
+        raise _fail(path, f"empty file or empty header line; the first line must name the columns "
+                          f"{', '.join(PAIR_SCORE_COLUMNS)}")
+    header = [h.strip() for h in next(csv.reader([first_line], delimiter=delimiter), [])]
+    if any(c not in header for c in PAIR_SCORE_COLUMNS):
+        raise _missing_columns(path, header)
+    bad_rows: list[Any] = []
+
+    def on_invalid(row: Any) -> str:
+        bad_rows.append(row)
+        return "error"
+
+    try:
+        return pacsv.read_csv(
+            pa.BufferReader(raw),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in PAIR_SCORE_COLUMNS},
+                include_columns=list(PAIR_SCORE_COLUMNS),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        if bad_rows:
+            row = bad_rows[0]
+            at = f"line {row.number}" if row.number is not None else _line_of(raw, row.text)
+            raise _fail(path, f"{at}: expected {row.expected_columns} fields, got {row.actual_columns} "
+                              f"({_shown(row.text)}); check the delimiter and quoting") from None
+        raise _fail(path, f"cannot parse the file ({str(err).splitlines()[0]}); check the delimiter, quoting "
+                          "and encoding (UTF-8)") from None
+
+
+def _line_of(raw: bytes, text: str) -> str:
+    """``"line N"`` of the first line of ``raw`` equal to ``text`` (pyarrow does not always number bad rows)."""
+    for i, line in enumerate(raw.decode("utf-8", errors="replace").split("\n")):
+        if line.rstrip("\r") == text:
+            return f"line {i + 1}"
+    return "a row"
+
+
+def _int_column(path: Path, tbl: pa.Table, name: str, where: Callable[[int], str]) -> np.ndarray:
+    col = tbl.column(name)
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        col = pc.utf8_trim_whitespace(col)
+    elif not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+        raise _fail(path, f"column {name!r} has type {col.type}; ids must be integers")
+    if col.null_count:
+        first = int(np.argmax(col.is_null().to_numpy(zero_copy_only=False)))
+        raise _fail(path, f"{where(first)}: {name} is empty; every row needs an integer {name}")
+    try:
+        return np.asarray(col.cast(pa.int64()).to_numpy(), dtype=np.int64)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OverflowError):
+        pass
+    for i, v in enumerate(col.to_pylist()):
+        if not _is_int64(v):
+            raise _fail(path, f"{where(i)}: {name} is {_shown(v)}, not an integer id; fix the row") from None
+    raise _fail(path, f"column {name!r} cannot be read as 64-bit integers")
+
+
+def _is_int64(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, float):
+        if not np.isfinite(v) or v != int(v):
+            return False
+        v = int(v)
+    if isinstance(v, str):
+        try:
+            v = int(v.strip())
+        except ValueError:
+            return False
+    return isinstance(v, int) and -(2**63) <= v < 2**63
+
+
+def _score_column(path: Path, tbl: pa.Table, where: Callable[[int], str]) -> np.ndarray:
+    col = tbl.column("score")
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        col = pc.utf8_trim_whitespace(col)
+        col = pc.if_else(pc.equal(col, ""), pa.scalar(None, col.type), col)
+    if col.null_count:
+        first = int(np.argmax(col.is_null().to_numpy(zero_copy_only=False)))
+        raise _fail(path, f"{where(first)}: score is empty; give every listed pair a finite score "
+                          "(leave unknown pairs out of the file)")
+    try:
+        values = np.asarray(col.cast(pa.float64()).to_numpy(), dtype=np.float64)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        for i, v in enumerate(col.to_pylist()):
+            try:
+                float(v)
+            except (TypeError, ValueError):
+                raise _fail(path, f"{where(i)}: score is {_shown(v)}, not a number; fix the row") from None
+        raise _fail(path, f"column 'score' has type {col.type}; scores must be numbers") from None
+    with np.errstate(over="ignore"):
+        scores = values.astype(np.float32)
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        i = int(np.argmax(bad))
+        what = "beyond the float32 range" if np.isfinite(values[i]) else "not finite"
+        raise _fail(path, f"{where(i)}: score {float(values[i])!r} is {what}; give a finite score or leave the pair out "
+                          f"({int(bad.sum())} such row(s))")
+    return scores
+
+
+def _check_unique_pairs(path: Path, image_ids: np.ndarray, caption_ids: np.ndarray,
+                        where: Callable[[int], str]) -> None:
+    order = np.lexsort((caption_ids, image_ids))
+    same = (image_ids[order][1:] == image_ids[order][:-1]) & (caption_ids[order][1:] == caption_ids[order][:-1])
+    if same.any():
+        k = np.flatnonzero(same)
+        second = order[k + 1]
+        j = int(np.argmin(second))
+        a, b = sorted((int(order[k[j]]), int(second[j])))
+        raise _fail(path, f"pair (image_id {int(image_ids[a])}, caption_id {int(caption_ids[a])}) appears at "
+                          f"{where(a)} and again at {where(b)} ({int(same.sum())} duplicate(s) in all); "
+                          "keep one score per pair")
+
+
+@dataclass(frozen=True, eq=False)
+class FileSource:
+    """``file``: scores read from a user's file, looked up by (image id, caption id).
+
+    Attributes:
+        image_ids: int64 ``(P,)`` image id of each listed pair.
+        caption_ids: int64 ``(P,)`` caption id of each listed pair.
+        scores: float32 ``(P,)`` finite score of each pair.
+        path: where the scores came from (recorded in :meth:`settings`; never opened here).
+
+    ``score`` needs a corpus with ``image_ids`` and ``caption_ids``; pairs absent from the file are NaN. Lookup
+    is vectorised: ids are coded by ``searchsorted`` into the sorted distinct ids of the file, the pair codes
+    combined into one int64 key and found by ``searchsorted`` in the sorted keys.
+    """
+
+    image_ids: np.ndarray
+    caption_ids: np.ndarray
+    scores: np.ndarray
+    path: str = ""
+    name: str = field(default="file", init=False)
+    needs_embeddings: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        for attr, dtype in (("image_ids", np.int64), ("caption_ids", np.int64), ("scores", np.float32)):
+            object.__setattr__(self, attr, np.asarray(getattr(self, attr), dtype=dtype))
+        n = len(self.scores)
+        if self.image_ids.shape != (n,) or self.caption_ids.shape != (n,) or self.scores.ndim != 1:
+            raise ConfigError(f"file source: image_ids {self.image_ids.shape}, caption_ids "
+                              f"{self.caption_ids.shape} and scores {self.scores.shape} must be 1-D of one length")
+        if not np.isfinite(self.scores).all():
+            raise ConfigError("file source: every score must be finite (leave unknown pairs out)")
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "FileSource":
+        """Read ``path`` with :func:`read_pair_scores` and hold its arrays."""
+        image_ids, caption_ids, scores = read_pair_scores(path)
+        log.info("file label source: %d pair scores from %s", len(scores), path)
+        return cls(image_ids, caption_ids, scores, str(path))
+
+    @cached_property
+    def _lookup(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        uniq_img = np.unique(self.image_ids)
+        uniq_cap = np.unique(self.caption_ids)
+        keys = (np.searchsorted(uniq_img, self.image_ids) * len(uniq_cap)
+                + np.searchsorted(uniq_cap, self.caption_ids))
+        order = np.argsort(keys, kind="stable")
+        return uniq_img, uniq_cap, keys[order], self.scores[order]
+
+    @cached_property
+    def _fingerprint(self) -> str:
+        h = hashlib.sha256(b"bcls-pair-scores-v1\0")
+        for a, dt in ((self.image_ids, "<i8"), (self.caption_ids, "<i8"), (self.scores, "<f4")):
+            h.update(np.ascontiguousarray(a, dtype=dt).tobytes())
+        return h.hexdigest()
+
+    def settings(self) -> dict[str, Any]:
+        """The file, its number of pairs and a SHA-256 of its (image_id, caption_id, score) arrays."""
+        return {"path": self.path, "pairs": int(len(self.scores)), "fingerprint": self._fingerprint,
+                "missing": "NaN", "scale": "as given"}
+
+    def score(self, corpus: "LabelCorpus", image_pos: np.ndarray, caption_pos: np.ndarray) -> np.ndarray:
+        """The file's score of each pair (image_pos[p], caption_pos[p]), float32 ``(P,)``; NaN where absent."""
+        if corpus.image_ids is None or corpus.caption_ids is None:
+            raise ConfigError("the file label source looks pairs up by id, but the corpus has no image_ids/"
+                              "caption_ids; build it with LabelCorpus.from_groups(..., image_ids=, caption_ids=)")
+        img = corpus.image_ids[np.asarray(image_pos, dtype=np.int64)]
+        cap = corpus.caption_ids[np.asarray(caption_pos, dtype=np.int64)]
+        uniq_img, uniq_cap, keys, values = self._lookup
+        out = np.full(len(img), np.nan, dtype=np.float32)
+        if not len(keys):
+            return out
+        ci = np.minimum(np.searchsorted(uniq_img, img), len(uniq_img) - 1)
+        cc = np.minimum(np.searchsorted(uniq_cap, cap), len(uniq_cap) - 1)
+        known = (uniq_img[ci] == img) & (uniq_cap[cc] == cap)
+        key = ci * len(uniq_cap) + cc
+        at = np.minimum(np.searchsorted(keys, key), len(keys) - 1)
+        found = known & (keys[at] == key)
+        out[found] = values[at[found]]
+        return out
+
+
+def file_source(path: str | os.PathLike | None = None) -> FileSource:
+    """Registry factory of the ``file`` source: read ``path`` (:func:`read_pair_scores`) into a :class:`FileSource`."""
+    if path is None or str(path) == "":
+        raise ConfigError("the file label source needs path= (a CSV/TSV/Parquet file with columns "
+                          f"{', '.join(PAIR_SCORE_COLUMNS)})")
+    return FileSource.from_file(path)

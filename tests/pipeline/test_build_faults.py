@@ -1,0 +1,98 @@
+"""`bcls labels build` killed with SIGKILL at random points, then rerun: the result equals an uninterrupted build.
+
+The real CLI runs in subprocesses with the real default model name; the embedding cache is filled beforehand
+(with the deterministic test encoder, under the packaged model's cache id), so no run loads the model.
+"""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pytest
+
+from bcls.data.captions import read_captions
+from bcls.data.errors import ShardError
+from bcls.data.shards import open_labels
+from bcls.pipeline.embed import DEFAULT_MODEL, EmbeddingCache, cached_encoder, model_cache_id
+from tests.conftest import hash_encoder
+
+WORDS = "dog cat man woman beach street red blue small large runs sits car ball tree park".split()
+
+
+def _captions(path, n_images, cpi=5, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = {"image_id": [], "caption_id": [], "text": []}
+    for i in range(n_images):
+        for j in range(cpi):
+            rows["image_id"].append(7000 + i)
+            rows["caption_id"].append(90_000 + i * cpi + j)
+            rows["text"].append("a " + " ".join(rng.choice(WORDS, 6)))
+    pcsv.write_csv(pa.table(rows), path)
+    return path
+
+
+def _files(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+            if p.name.startswith("shard-") or p.name == "manifest.json"}
+
+
+def _command(captions, out, cache):
+    return [sys.executable, "-m", "bcls.cli", "-q", "labels", "build", "--captions", str(captions), "--out",
+            str(out), "--cache", str(cache), "--k", "4", "--sources", "sbert,cider", "--images-per-shard", "1",
+            "--workers", "2"]
+
+
+def _env():
+    return os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def _kill_and_resume(tmp_path, n_images, kills, seed):
+    captions = _captions(tmp_path / "caps.csv", n_images)
+    cache = tmp_path / "cache"
+    table = read_captions(captions)
+    cached_encoder(EmbeddingCache(cache, model_cache_id(DEFAULT_MODEL)), lambda: hash_encoder())(table.texts)
+
+    t0 = time.perf_counter()
+    subprocess.run(_command(captions, tmp_path / "clean", cache), check=True, env=_env(), timeout=120)
+    duration = time.perf_counter() - t0
+    clean = _files(tmp_path / "clean")
+    assert len(clean) == n_images + 1
+
+    out = tmp_path / "killed"
+    rng = np.random.default_rng(seed)
+    killed_midway = 0
+    for delay in np.sort(rng.uniform(0.2 * duration, 1.1 * duration, kills)):
+        proc = subprocess.Popen(_command(captions, out, cache), env=_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            killed_midway += 1
+        if (out / "manifest.json").is_file():
+            assert _files(out) == clean  # a manifest only ever appears over a complete, correct build
+            continue
+        if out.is_dir():
+            with pytest.raises(ShardError):
+                open_labels(out)  # no reader accepts the half-written build
+    assert killed_midway >= 1
+    subprocess.run(_command(captions, out, cache), check=True, env=_env(), timeout=120)
+    assert _files(out) == clean
+    open_labels(out)
+    assert not any(".tmp-" in p.name for p in out.iterdir())
+
+
+def test_sigkill_at_random_points_then_rerun_equals_a_clean_build(tmp_path):
+    _kill_and_resume(tmp_path, n_images=40, kills=3, seed=1)
+
+
+@pytest.mark.slow
+def test_sigkill_many_times_on_a_bigger_build(tmp_path):
+    _kill_and_resume(tmp_path, n_images=300, kills=8, seed=2)

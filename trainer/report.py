@@ -1,0 +1,150 @@
+"""Human-readable evaluation outputs: ``report.md``, PNG plots, and side-by-side comparisons of runs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from bcls.data.atomic import atomic_path, atomic_write_bytes
+from bcls.data.errors import DataFormatError
+
+log = logging.getLogger(__name__)
+
+RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
+
+
+def recall_curve(ranks: torch.Tensor, max_k: int = 50) -> np.ndarray:
+    """R@K in percent for K = 1..max_k from 0-based ranks ``(Q,)``."""
+    ranks = ranks.cpu().numpy()
+    return np.array([100.0 * np.mean(ranks < k) for k in range(1, max_k + 1)])
+
+
+def plot_recall_curves(curves: dict[str, np.ndarray], path: str | os.PathLike) -> Path:
+    """R@K for K = 1..50, one line per direction; saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, curve in curves.items():
+        ax.plot(np.arange(1, len(curve) + 1), curve, label=name)
+    ax.set_xlabel("K")
+    ax.set_ylabel("R@K (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("Recall at K")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_similarity_vs_label(sims: torch.Tensor, relevance: torch.Tensor, known: torch.Tensor | None,
+                             path: str | os.PathLike, n: int = 5000, seed: int = 0) -> Path:
+    """Predicted similarity against label for a random sample of (known) pairs, with the per-label mean."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s, r = sims.flatten().numpy(), relevance.flatten().numpy()
+    idx = np.flatnonzero(known.flatten().numpy()) if known is not None else np.arange(len(s))
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(idx, size=min(n, len(idx)), replace=False)
+    # half the sample from pairs with a non-zero label, so graded pairs are visible among the many zeros
+    nonzero = idx[r[idx] > 0]
+    if len(nonzero):
+        pick = np.concatenate([pick[: n // 2], rng.choice(nonzero, size=min(n // 2, len(nonzero)), replace=False)])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.scatter(r[pick], s[pick], s=4, alpha=0.25, label="pairs (sample)")
+    levels = np.unique(np.round(r[pick], 2))
+    if len(levels) <= 30:
+        means = [s[pick][np.round(r[pick], 2) == v].mean() for v in levels]
+        ax.plot(levels, means, "o-", color="C3", label="mean per label")
+    ax.set_xlabel("label (relevance)")
+    ax.set_ylabel("predicted similarity")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("Predicted similarity vs label")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if np.isnan(value) else (f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}")
+    return str(value)
+
+
+def markdown_report(metrics: dict[str, Any], provenance: dict[str, Any], plots: Sequence[str]) -> str:
+    """``report.md``: recall per protocol, relevance metrics, ECCV/CxC, plots and provenance."""
+    lines = ["# bcls evaluation report", ""]
+    lines += [f"checkpoint `{provenance.get('checkpoint')}` on `{provenance.get('data')}` split "
+              f"`{provenance.get('split')}` ({provenance.get('images')} images, {provenance.get('captions')} "
+              f"captions), protocol `{provenance.get('protocol')}`", ""]
+    prefixes = [""] + sorted({k.split("_i2t")[0] + "_" for k in metrics if "_i2t_r1" in k and not
+                              k.startswith("i2t")})
+    lines += ["## Retrieval", "", "| block | " + " | ".join(RECALL_KEYS) + " |", "|---" * (len(RECALL_KEYS) + 1) + "|"]
+    for prefix in prefixes:
+        if all(f"{prefix}{k}" in metrics for k in RECALL_KEYS):
+            name = prefix.rstrip("_") or "whole split"
+            lines.append(f"| {name} | " + " | ".join(f"{metrics[prefix + k]:.2f}" for k in RECALL_KEYS) + " |")
+    rel = {k: v for k, v in metrics.items() if k.startswith(("rel_", "ncs_"))}
+    if rel:
+        lines += ["", f"## Relevance (`{provenance.get('relevance')}`)", "",
+                  "Mean per-query Kendall τ-b / Spearman ρ between predicted similarities and relevance, and NCS@K "
+                  "(%, ground truth excluded).", "", "| metric | i2t | t2i |", "|---|---|---|"]
+        names = sorted({k.replace("_i2t", "").replace("_t2i", "") for k in rel},
+                       key=lambda n: (not n.startswith("rel"), int(n.split("_")[-1]) if n[-1].isdigit() else 0, n))
+        for name in names:
+            i2t, t2i = (name.replace("rel_kendall", f"rel_kendall_{d}").replace("rel_spearman", f"rel_spearman_{d}")
+                        if name.startswith("rel") else name.replace("ncs_", f"ncs_{d}_") for d in ("i2t", "t2i"))
+            lines.append(f"| {name} | {_fmt(metrics.get(i2t))} | {_fmt(metrics.get(t2i))} |")
+    eccv = {k: v for k, v in metrics.items() if k.startswith(("eccv_", "cxc_"))}
+    if eccv:
+        lines += ["", "## ECCV Caption and CxC (eccv-caption package)", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(eccv.items())]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def compare_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None) -> str:
+    """A side-by-side markdown table of several ``metrics.json`` (files or eval folders), with differences to
+    the first; written to ``out/compare.md`` when ``out`` is given."""
+    runs = []
+    for p in paths:
+        p = Path(p)
+        path = p / "metrics.json" if p.is_dir() else p
+        if not path.is_file():
+            raise DataFormatError(f"{path}: no metrics.json; run `bcls eval --out` first")
+        try:
+            runs.append((p, json.loads(path.read_text())))
+        except json.JSONDecodeError as err:
+            raise DataFormatError(f"{path}: not valid JSON ({err})") from None
+    keys = [k for k, v in runs[0][1].items() if isinstance(v, (int, float)) and all(
+        isinstance(r.get(k), (int, float)) for _, r in runs[1:])]
+    head = "| metric | " + " | ".join(f"`{p}`" for p, _ in runs) + "".join(
+        f" | Δ {i + 1}−0" for i in range(1, len(runs))) + " |"
+    lines = [head, "|---" * (1 + len(runs) + len(runs) - 1) + "|"]
+    for k in keys:
+        vals = [r[k] for _, r in runs]
+        lines.append(f"| {k} | " + " | ".join(_fmt(float(v)) for v in vals) + "".join(
+            f" | {float(v) - float(vals[0]):+.4g}" for v in vals[1:]) + " |")
+    text = "\n".join(lines) + "\n"
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(Path(out) / "compare.md", text.encode())
+    return text
