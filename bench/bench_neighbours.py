@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from bcls.pipeline.embed import (DEFAULT_MODEL, EmbeddingCache, cached_encoder, default_cache_dir, model_cache_id,
                                  sbert_encoder)

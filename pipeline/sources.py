@@ -17,6 +17,7 @@ from bcls.data.errors import ConfigError
 from .cider import CiderSource
 from .embed import DEFAULT_MODEL
 from .file_source import file_source
+from .spice import SpiceSource
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,9 @@ LABEL_SOURCES: dict[str, SourceSpec] = {
                                      "and the image's other captions, clipped to [0, 1], max over references"),
     "cider": SourceSpec(CiderSource, "CIDEr-D (coco-caption formula, df over the corpus's images, sigma 6, x10, "
                                      "raw) of the caption against the image's other captions"),
+    "spice": SourceSpec(SpiceSource, "SPICE-like scene-graph F1 (spaCy objects/attributes/relations, lemma + "
+                                     "WordNet-synonym matching) of the caption against the union of the image's "
+                                     "other captions' tuples"),
     "file": SourceSpec(file_source, "user-supplied scores read from a CSV/TSV/Parquet file of (image_id, "
                                     "caption_id, score), looked up by id (path=); pairs absent from it are NaN"),
 }

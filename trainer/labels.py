@@ -91,6 +91,7 @@ class DenseSbertLabels:
 
     def __init__(self, corpus, source):
         self.corpus, self.source = corpus, source
+        self.embeddings = torch.from_numpy(np.ascontiguousarray(corpus.embeddings, dtype=np.float32))
 
     @classmethod
     def from_labels(cls, labels: LabelSet, table: CaptionTable) -> "DenseSbertLabels":
@@ -112,13 +113,24 @@ class DenseSbertLabels:
         return cls(LabelCorpus.from_groups(table.texts, table.image_index(), emb), source)
 
     def lookup(self, image_pos: torch.Tensor, caption_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Same contract as :meth:`PairLabels.lookup`; every pair is known unless its image has no other caption."""
+        """Same contract as :meth:`PairLabels.lookup`; every pair is known unless its image has no other caption.
+
+        The source's definition applied to all ``B_i × B_c`` pairs at once: one matrix product of the images'
+        reference embeddings ``(B_i·M, d)`` with the captions' ``(d, B_c)``, instead of ``B_i·B_c`` gathers.
+        """
         img = image_pos.cpu().numpy().astype(np.int64)
         cap = caption_pos.cpu().numpy().astype(np.int64)
-        values = self.source.score(self.corpus, np.repeat(img, len(cap)), np.tile(cap, len(img)))
-        values = torch.from_numpy(values.reshape(len(img), len(cap)))
-        known = ~torch.isnan(values)
-        return torch.nan_to_num(values, nan=0.0), known
+        refs = torch.from_numpy(self.corpus.refs[img])  # (B_i, M), -1 = padding
+        emb = self.embeddings
+        sims = torch.einsum("imd,jd->ijm", emb[refs.clamp(min=0)], emb[torch.from_numpy(cap)]).clamp(0.0, 1.0)
+        valid = (refs >= 0)[:, None, :] & (refs[:, None, :] != torch.from_numpy(cap)[None, :, None])
+        n_valid = valid.sum(-1)
+        if self.source.aggregate == "max":
+            values = sims.masked_fill(~valid, -1.0).amax(-1)
+        else:
+            values = (sims * valid).sum(-1) / n_valid.clamp(min=1)
+        known = n_valid > 0
+        return torch.where(known, values, torch.zeros(())), known
 
 
 class LabelNormalizer:

@@ -129,3 +129,23 @@ def test_label_normalizer():
     assert LabelNormalizer("none", np.array([0.0, 7.5], np.float32)).top == 7.5
     with pytest.raises(ConfigError, match="valid: none, minmax, percentile"):
         LabelNormalizer("zscore", train)
+
+
+@pytest.mark.parametrize("aggregate", ["max", "mean"])
+def test_dense_lookup_equals_the_source_on_every_pair(aggregate):
+    from bcls.pipeline.sources import LabelCorpus, SbertSource
+    from bcls.trainer.labels import DenseSbertLabels
+
+    rng = np.random.default_rng(2)
+    image_index = np.r_[np.repeat(np.arange(10), 4), 10]  # image 10 has a single caption: no reference left
+    emb = rng.standard_normal((len(image_index), 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    corpus = LabelCorpus.from_groups(tuple("t" * len(emb)), image_index, emb)
+    source = SbertSource(aggregate=aggregate)
+    dense = DenseSbertLabels(corpus, source)
+    images, captions = torch.tensor([0, 3, 10, 3]), torch.tensor([0, 1, 13, 40, 7])
+    values, known = dense.lookup(images, captions)
+    expected = source.score(corpus, np.repeat(images.numpy(), 5), np.tile(captions.numpy(), 4)).reshape(4, 5)
+    assert torch.equal(known, torch.from_numpy(~np.isnan(expected)))
+    torch.testing.assert_close(values, torch.from_numpy(np.nan_to_num(expected)), atol=1e-6, rtol=0)
+    assert not known[2, 3] and known[2, 2]  # (image 10, its only caption 40) is undefined

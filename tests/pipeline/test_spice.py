@@ -1,0 +1,175 @@
+"""The ``spice`` (SPICE-like) label source: tuple rules, synonym ids, F1 against naive sets, leave-one-out."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bcls.data.errors import ConfigError
+from bcls.pipeline.sources import LABEL_SOURCES, LabelCorpus, make_source
+from bcls.pipeline.spice import (SpiceSource, canonical_word_ids, load_spacy, load_synsets, prepare_spice,
+                                 scene_graph, spice_scores, spice_tables)
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+TSV = SHARED / "data" / "coco_karpathy" / "test5k_captions.tsv"
+
+
+@pytest.fixture(scope="module")
+def nlp():
+    pytest.importorskip("spacy")
+    try:
+        return load_spacy()
+    except ConfigError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def synsets():
+    pytest.importorskip("pycocoevalcap")
+    return load_synsets()
+
+
+@pytest.mark.parametrize("text, expected", [
+    # intransitive verb → attribute of its subject; its preposition → relation with the preposition as predicate
+    ("A brown dog runs on the beach.",
+     {("dog",), ("beach",), ("dog", "brown"), ("dog", "run"), ("dog", "on", "beach")}),
+    # acl verb: subject = the modified noun; "on top of" is one predicate, "top" no object; riding → ride
+    ("A man riding a wave on top of a surfboard.",
+     {("man",), ("wave",), ("surfboard",), ("man", "ride", "wave"), ("man", "on top of", "surfboard")}),
+    ("A cat sitting next to a dog in front of a car.",
+     {("cat",), ("dog",), ("car",), ("cat", "sit"), ("cat", "next to", "dog"), ("dog", "in front of", "car")}),
+    # quantity noun: "a group of people" is people
+    ("A group of people standing around a table with food.",
+     {("people",), ("table",), ("food",), ("people", "stand"), ("people", "around", "table"),
+      ("people", "with", "food")}),
+    # relative clause with "who": subject = the modified noun only (not its conjunct "bus"); conj adjectives
+    ("Two men who are playing frisbee and a red and white bus.",
+     {("man",), ("frisbee",), ("bus",), ("man", "two"), ("bus", "red"), ("bus", "white"),
+      ("man", "play", "frisbee")}),
+    # conjoined subjects share the predicate
+    ("A dog and a cat sleep on a bed.",
+     {("dog",), ("cat",), ("bed",), ("dog", "sleep"), ("cat", "sleep"), ("dog", "on", "bed"),
+      ("cat", "on", "bed")}),
+    ("The dog is brown.", {("dog",), ("dog", "brown")}),  # acomp; "be" is no attribute
+    ("There is a dog on the beach", {("dog",), ("beach",), ("dog", "on", "beach")}),
+    ("A man sits and reads a book.", {("man",), ("book",), ("man", "sit"), ("man", "read", "book")}),
+])
+def test_scene_graph_rules(nlp, text, expected):
+    assert scene_graph(nlp(text)) == expected
+
+
+def test_meteor_synonyms_and_canonical_ids(synsets):
+    # pairs that share a WordNet synset in Meteor's english.synsets; puppy/dog do not (puppy is a hyponym)
+    for a, b in [("couch", "sofa"), ("bike", "bicycle"), ("tv", "television"), ("two", "2")]:
+        assert set(synsets[a]) & set(synsets[b])
+    assert not set(synsets["puppy"]) & set(synsets["dog"])
+    ids = canonical_word_ids({"couch": 5, "sofa": 2, "dog": 9, "puppy": 1, "bike": 1, "bicycle": 1}, synsets)
+    assert ids["couch"] == ids["sofa"] and ids["bike"] == ids["bicycle"]
+    assert ids["dog"] != ids["puppy"] and ids["dog"] != ids["couch"]
+    assert ids["dog"] == 0  # heads are numbered by decreasing frequency
+    plain = canonical_word_ids({"couch": 5, "sofa": 2}, None)
+    assert plain["couch"] != plain["sofa"]
+
+
+def test_synonym_matching_end_to_end(nlp, synsets):
+    texts = ("A dog on a sofa.", "A dog on a sofa.", "A dog on a couch.")
+    corpus = LabelCorpus.from_groups(texts, np.array([0, 0, 1]))
+    img, cap = np.array([0]), np.array([2])  # "couch" caption against image 0's two "sofa" captions
+    assert SpiceSource().score(corpus, img, cap)[0] == pytest.approx(1.0)
+    # lemma only: objects dog match, sofa/couch and the relation do not: F1 = 2·1 / (3 + 3)
+    assert SpiceSource(synonyms=False).score(corpus, img, cap)[0] == pytest.approx(1 / 3)
+
+
+def _coco_corpus(n_images: int) -> LabelCorpus:
+    if not TSV.is_file():
+        pytest.skip(f"{TSV} not available")
+    seen: dict[str, int] = {}
+    texts, index = [], []
+    with open(TSV, newline="") as fh:
+        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        next(reader)
+        for _row, _ann, image, caption in reader:
+            if image not in seen:
+                if len(seen) == n_images:
+                    break
+                seen[image] = len(seen)
+            texts.append(caption)
+            index.append(seen[image])
+    return LabelCorpus.from_groups(tuple(texts), np.asarray(index))
+
+
+def _naive(graphs, word_ids, refs, img, cap):
+    canon = [{tuple(word_ids[w] for w in t) for t in g} for g in graphs]
+    out = []
+    for i, c in zip(img.tolist(), cap.tolist()):
+        others = [r for r in refs[i].tolist() if r >= 0 and r != c]
+        if not others:
+            out.append(float("nan"))
+            continue
+        union = set().union(*(canon[r] for r in others))
+        inter = len(canon[c] & union)
+        precision = inter / len(canon[c]) if canon[c] else 0.0
+        recall = inter / len(union) if union else 0.0
+        out.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    return np.asarray(out)
+
+
+def test_f1_equals_naive_sets_on_coco_captions(nlp):
+    corpus = _coco_corpus(6)  # ~30 real captions
+    graphs = [scene_graph(doc) for doc in nlp.pipe(corpus.texts)]
+    assert all(graphs) and sum(len(g) for g in graphs) > 5 * len(graphs)  # not vacuous
+    tables = prepare_spice(corpus.texts, corpus.image_index, len(corpus.refs), graphs=graphs)
+    rng = np.random.default_rng(0)
+    own_img, own_slot = np.nonzero(corpus.refs >= 0)
+    img = np.r_[own_img, rng.integers(0, len(corpus.refs), 200)]
+    cap = np.r_[corpus.refs[own_img, own_slot], rng.integers(0, len(corpus.texts), 200)]
+    got = spice_scores(tables, img, cap, chunk=64)
+    expected = _naive(graphs, tables.word_ids, corpus.refs, img, cap)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert np.isfinite(got).all() and got.max() > 0.3 and got.min() >= 0.0
+    # the source parses the corpus itself and gives the same values, as float32
+    np.testing.assert_allclose(SpiceSource().score(corpus, img, cap), expected, atol=1e-6)
+
+
+def test_leave_one_out_nan_and_empty():
+    graphs = [{("dog",), ("dog", "run")}, {("dog",), ("dog", "run")},  # image 0: two copies
+              {("cat",), ("cat", "on", "bed"), ("bed",)}, {("cat",)},  # image 1
+              {("bird",)},  # image 2: one caption
+              set(), set()]  # image 3: captions without tuples
+    texts = tuple(f"caption {k}" for k in range(len(graphs)))
+    image_index = np.array([0, 0, 1, 1, 2, 3, 3])
+    corpus = LabelCorpus.from_groups(texts, image_index)
+    tables = prepare_spice(texts, image_index, 4, synonyms=False, graphs=graphs)
+    img = np.array([0, 1, 1, 2, 1, 3, 2, 0])
+    cap = np.array([0, 2, 3, 4, 4, 5, 0, 3])
+    got = spice_scores(tables, img, cap)
+    assert got[0] == 1.0  # against its copy only (itself excluded)
+    assert got[1] == pytest.approx(2 * 1 / (3 + 1))  # {cat, cat-on-bed, bed} vs {cat}
+    assert got[2] == pytest.approx(2 * 1 / (1 + 3))  # {cat} vs caption 2's three tuples
+    assert np.isnan(got[3])  # image 2 has no caption besides the candidate
+    assert got[4] == 0.0  # "bird" vs image 1's full union (no overlap)
+    assert got[5] == 0.0  # both sets empty
+    assert got[6] == 0.0  # dog vs bird
+    assert got[7] == pytest.approx(0.0)  # {cat} vs {dog, dog-run}
+    np.testing.assert_allclose(got, _naive(graphs, tables.word_ids, corpus.refs, img, cap), atol=1e-12)
+
+
+def test_cache_registry_settings_and_errors(nlp):
+    texts = ("A dog on a sofa.", "A cat.", "A red bus.", "A bus on a street.")
+    corpus = LabelCorpus.from_groups(texts, np.array([0, 0, 1, 1]))
+    assert spice_tables(corpus) is spice_tables(corpus)
+    assert spice_tables(corpus, synonyms=False) is not spice_tables(corpus)
+    assert "spice" in LABEL_SOURCES and "SPICE-like" in LABEL_SOURCES["spice"].description
+    src = make_source("spice")
+    assert isinstance(src, SpiceSource) and src.name == "spice" and not src.needs_embeddings
+    assert "SPICE-like" in json.loads(json.dumps(src.settings()))["variant"]
+    values = src.score(corpus, np.array([1, 0]), np.array([2, 1]))
+    assert values.dtype == np.float32 and 0.0 < values[0] < 1.0
+    with pytest.raises(ConfigError):
+        SpiceSource(batch_size=0)
+    with pytest.raises(ConfigError):
+        spice_scores(spice_tables(corpus), np.array([0, 1]), np.array([0]))
+    with pytest.raises(ConfigError, match="not installed"):
+        load_spacy("no_such_spacy_model_xyz")
