@@ -37,7 +37,7 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _run(fn: Callable[[], Any]) -> Any:
+def _run(fn: Callable[[], Any], interrupted: str | None = None) -> Any:
     """Call ``fn``; known errors become one line on stderr and exit code 2 (tracebacks only with --debug)."""
     try:
         return fn()
@@ -46,8 +46,11 @@ def _run(fn: Callable[[], Any]) -> Any:
             traceback.print_exc()
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        typer.echo("interrupted: finished files were kept; partial files are temporary and are ignored", err=True)
+    except KeyboardInterrupt as err:
+        # library code may re-raise KeyboardInterrupt with a one-line account of what was kept
+        what = str(err.args[0]) if err.args else interrupted or ("finished files were kept; partial files are "
+                                                                 "temporary and are ignored")
+        typer.echo(f"interrupted: {what}", err=True)
         raise typer.Exit(130) from None
     except (OSError, MemoryError) as err:
         if _state["debug"]:
@@ -104,10 +107,15 @@ def labels_build(
                                   "processes, sync, or a dask.distributed scheduler address (tcp://host:8786)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Local dask workers [one per CPU core]."),
     force: bool = typer.Option(False, "--force", help="Replace a build with different settings in --out."),
+    skip_empty: bool = typer.Option(False, "--skip-empty", help="Leave out empty captions (their count is "
+                                    "logged) instead of refusing the caption file."),
+    allow_unknown_images: bool = typer.Option(False, "--allow-unknown-images", help="COCO JSON: keep annotations "
+                                              "whose image_id is not listed in 'images'."),
 ) -> None:
     """Embed captions, find candidate (image, caption) pairs with FAISS and write continuous labels to shards.
 
     Rerunning the same command after a crash or Ctrl-C resumes: finished shards are kept."""
+    interrupted = f"finished shards in {out} were kept; rerun the same command to resume"
     from bcls.pipeline.build import LabelBuildConfig, build_labels
 
     def go():
@@ -118,10 +126,11 @@ def labels_build(
                                   images_per_shard=images_per_shard, device=device, caption_k=caption_k,
                                   index=index, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
                                   recall_queries=recall_queries, cache=str(cache) if cache else None,
-                                  use_cache=not no_cache, scheduler=scheduler, workers=workers, force=force)
+                                  use_cache=not no_cache, scheduler=scheduler, workers=workers, force=force,
+                                  skip_empty=skip_empty, allow_unknown_images=allow_unknown_images)
         return build_labels(config)
 
-    result = _run(go)
+    result = _run(go, interrupted)
     typer.echo(f"{result.manifest['rows']} labelled pairs in {len(result.manifest['shards'])} shard(s), "
                f"sources {', '.join(result.sources)} -> {result.folder}")
 

@@ -7,10 +7,19 @@ file — never half of one. Temporary names start with ``.`` and contain ``.tmp-
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from .errors import DiskSpaceError
+
+logger = logging.getLogger(__name__)
+
+_TMP_RE = re.compile(r"^\..+\.tmp-(\d+)")
 
 
 @contextmanager
@@ -39,3 +48,63 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: Any, **dump_kw: Any) -> None:
     """Write ``obj`` as indented JSON (plus a newline) to ``path`` atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, **dump_kw) + "\n").encode("utf-8"))
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def ensure_free_space(path: str | os.PathLike, needed_bytes: int | float, what: str) -> None:
+    """Raise :class:`~bcls.data.errors.DiskSpaceError` when the file system of ``path`` has less than
+    ``needed_bytes`` free.
+
+    Call it before a long phase with an estimate of what that phase writes, so that a run fails at once with a
+    clear message instead of hours later with a half-written file. ``path`` need not exist yet: its nearest
+    existing parent folder is checked.
+    """
+    probe = Path(path).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError as err:  # an unusual file system: do not block the run on the check itself
+        logger.debug("cannot measure the free space of %s (%s)", probe, err)
+        return
+    needed = int(needed_bytes)
+    if free < needed:
+        raise DiskSpaceError(f"{path}: not enough disk space for {what}: about {_human(needed)} needed, "
+                             f"{_human(free)} free on {probe}; free some space or choose another folder")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Delete the temporary files (see :func:`atomic_path`) that dead processes left in ``folder``.
+
+    Returns the names removed. Temporaries of live processes (another run writing right now) are kept.
+    """
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TMP_RE.match(p.name)
+        if m and p.is_file() and not _pid_alive(int(m.group(1))):
+            logger.info("removing %s, left by an interrupted run", p.name)
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+    return removed

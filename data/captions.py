@@ -247,6 +247,7 @@ def read_captions(
     split: str | None = None,
     *,
     skip_empty: bool = False,
+    allow_unknown_images: bool = False,
 ) -> CaptionTable:
     """Read a caption file or folder into a :class:`CaptionTable`.
 
@@ -260,6 +261,9 @@ def read_captions(
             for ``"precomp"`` it names the split's files (default ``"train"``). ``"coco"`` files have no split.
         skip_empty: drop captions that are empty after stripping whitespace (and log how many) instead of
             raising.
+        allow_unknown_images: (``coco``) keep annotations whose ``image_id`` is not listed in the file's
+            ``images`` (and log how many) instead of raising. Images listed without any caption are left out
+            with a warning either way.
 
     Formats:
         * table: required columns ``image_id``, ``caption_id`` (integers) and ``text``; optional ``split``.
@@ -291,7 +295,7 @@ def read_captions(
     if fmt == "table":
         raw = _read_table(p)
     elif fmt == "coco":
-        raw = _read_coco(p)
+        raw = _read_coco(p, allow_unknown_images)
     elif fmt == "karpathy":
         raw = _read_karpathy(p)
     elif fmt == "flickr8k":
@@ -344,7 +348,8 @@ class _Raw:
             if not skip_empty:
                 raise _fail(
                     self.path,
-                    f"{n_empty} empty caption(s), first at {self.where(first)}; fix them or pass skip_empty=True",
+                    f"{n_empty} empty caption(s), first at {self.where(first)}; fix them or pass --skip-empty "
+                    "(skip_empty=True) to leave them out",
                 )
             logger.warning("%s: skipped %d empty caption(s) (first at %s)", self.path, n_empty, self.where(first))
             table = table.select(~empty)
@@ -436,7 +441,11 @@ def _read_delimited(path: Path, delimiter: str) -> pa.Table:
     raw = _read_bytes(path)
     text = _decode_utf8(path, raw)
     first_line = text.lstrip("\ufeff").split("\n", 1)[0].rstrip("\r")
-    header = next(csv.reader([first_line], delimiter=delimiter), [])
+    try:
+        header = next(csv.reader([first_line], delimiter=delimiter), [])
+    except csv.Error as err:
+        raise _fail(path, f"line 1: cannot read the header ({err}); the first line must name the columns "
+                          f"{', '.join(_REQUIRED_COLUMNS)}") from None
     missing = [c for c in _REQUIRED_COLUMNS if c not in header]
     if missing:
         raise _fail(
@@ -570,11 +579,15 @@ def _load_json(path: Path) -> Any:
 
 def _int_list(path: Path, values: list[Any], where: Callable[[int], str], field: str) -> np.ndarray:
     """Validate JSON ids (ints, not bools/floats/strings) and return them as int64."""
-    arr = np.array(values) if values else np.zeros(0, dtype=np.int64)
+    try:
+        arr = np.array(values) if values else np.zeros(0, dtype=np.int64)
+    except (ValueError, TypeError, OverflowError):  # ragged lists and the like
+        arr = np.zeros(0, dtype=object)
     if arr.dtype.kind not in "iu" or arr.dtype == bool or arr.ndim != 1:
         for i, v in enumerate(values):
             if isinstance(v, bool) or not isinstance(v, int) or not _is_int64(v):
                 raise _fail(path, f"{where(i)}: {field!r} is {_shown(v)}, not an integer id")
+        arr = np.array(values, dtype=np.int64)
     if arr.dtype.kind == "u" and arr.size and int(arr.max()) >= 2**63:
         i = int(np.argmax(arr >= 2**63))
         raise _fail(path, f"{where(i)}: {field!r} is {values[i]}, beyond 64-bit ids")
@@ -588,7 +601,7 @@ def _missing_key(path: Path, where: str, obj: Any, keys: Sequence[str]) -> DataF
     return _fail(path, f"{where} has no {', '.join(map(repr, absent))} (keys: {', '.join(obj) or 'none'})")
 
 
-def _read_coco(path: Path) -> _Raw:
+def _read_coco(path: Path, allow_unknown_images: bool = False) -> _Raw:
     data = _load_json(path)
     if not isinstance(data, dict) or "annotations" not in data:
         keys = ", ".join(data) if isinstance(data, dict) else type(data).__name__
@@ -624,11 +637,18 @@ def _read_coco(path: Path) -> _Raw:
         if known is not None:
             unknown = ~np.isin(raw.image_ids, known)
             if unknown.any():
-                logger.warning(
-                    "%s: %d annotation(s) refer to image ids not in 'images' (first: %s, image_id %d)",
-                    path, int(unknown.sum()), where(int(np.argmax(unknown))),
-                    int(raw.image_ids[int(np.argmax(unknown))]),
-                )
+                first = int(np.argmax(unknown))
+                what = (f"{int(unknown.sum())} annotation(s) refer to image ids not listed in 'images' (first: "
+                        f"{where(first)}, image_id {int(raw.image_ids[first])})")
+                if not allow_unknown_images:
+                    raise _fail(path, f"{what}; fix the file or pass --allow-unknown-images "
+                                      "(allow_unknown_images=True) to keep them")
+                logger.warning("%s: %s; kept them", path, what)
+            uncaptioned = ~np.isin(known, raw.image_ids)
+            if uncaptioned.any():
+                first = int(np.argmax(uncaptioned))
+                logger.warning("%s: %d image(s) listed in 'images' have no caption (first: images[%d], id %d); "
+                               "they are left out", path, int(uncaptioned.sum()), first, int(known[first]))
     return raw
 
 

@@ -24,3 +24,7 @@ class ShardError(BclsError, ValueError):
 
 class CheckpointError(BclsError, ValueError):
     """A checkpoint cannot be loaded (wrong model, version, or not a bcls checkpoint)."""
+
+
+class DiskSpaceError(BclsError):
+    """Not enough free disk space for the next write (checked before a long phase starts)."""

@@ -119,7 +119,8 @@ def _check_finite(path: Path, arr: np.ndarray, chunk: int) -> None:
     first_bad = -1
     axes = tuple(range(1, arr.ndim))
     for start in range(0, arr.shape[0], chunk):
-        block = np.asarray(arr[start : start + chunk])
+        with np.errstate(over="ignore"):  # float64 values beyond float32's range become Inf in batches
+            block = np.asarray(arr[start : start + chunk]).astype(np.float32, copy=False)
         bad = ~np.isfinite(block).all(axis=axes)
         if bad.any():
             if first_bad < 0:
@@ -127,6 +128,7 @@ def _check_finite(path: Path, arr: np.ndarray, chunk: int) -> None:
             n_bad += int(bad.sum())
     if n_bad:
         raise DataFormatError(
-            f"{path}: {n_bad} image(s) have NaN/Inf features, first at image index {first_bad}; "
+            f"{path}: {n_bad} image(s) have NaN/Inf features, first at image index {first_bad}"
+            f"{' (or values beyond the float32 range)' if arr.dtype.itemsize > 4 else ''}; "
             "regenerate the features or pass check_finite=False"
         )

@@ -212,7 +212,14 @@ def read_cxc(path: str | os.PathLike, which: str) -> Judgments:
     if which not in _CXC_HEADERS:
         raise ConfigError(f"CxC judgments are 'sits' or 'sts', got {which!r}")
     p = Path(path)
-    rows = list(csv.reader(io.StringIO(_read_text(p))))
+    reader = csv.reader(io.StringIO(_read_text(p)))
+    try:
+        rows = list(reader)
+    except csv.Error as err:
+        raise _fail(p, f"line {reader.line_num}: not readable as CSV ({err}); pass the right file or "
+                       "format") from None
+    if not rows:
+        raise _fail(p, "empty file; no judgments to read")
     header = [h.strip().lower() for h in rows[0]]
     want = _CXC_HEADERS[which]
     if header != want:

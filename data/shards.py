@@ -151,6 +151,30 @@ def _safe_shard_path(folder: Path, name: Any, manifest_path: Path) -> Path:
     return folder / name
 
 
+def _check_manifest_layout(manifest: dict[str, Any], path: Path) -> None:
+    """Refuse a manifest whose fields do not have the types a bcls build writes (edited or foreign)."""
+    def bad(field: str, what: str) -> ShardError:
+        return ShardError(f"{path}: field {field!r} {what}; the manifest was edited or damaged, rebuild the labels")
+
+    columns = manifest.get("columns")
+    if (not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)
+            or tuple(columns[:2]) != KEY_COLUMNS or len(set(columns)) != len(columns)):
+        raise bad("columns", f"must list {', '.join(KEY_COLUMNS)} and then distinct source names")
+    shards = manifest.get("shards")
+    if not isinstance(shards, list):
+        raise bad("shards", "is not a list")
+    for i, entry in enumerate(shards):
+        if (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
+                or not isinstance(entry.get("rows"), int) or isinstance(entry.get("rows"), bool)
+                or entry["rows"] < 0):
+            raise bad(f"shards[{i}]", "is not an entry {file, rows, sha256}")
+    rows = manifest.get("rows")
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows != sum(e["rows"] for e in shards):
+        raise bad("rows", "does not equal the sum of the shards' rows")
+    if not isinstance(manifest.get("provenance"), dict):
+        raise bad("provenance", "is not an object")
+
+
 def open_labels(folder: str | os.PathLike, verify: bool = True) -> LabelSet:
     """Open a finished label folder, checking its manifest (and, with ``verify``, every shard's checksum).
 
@@ -164,15 +188,17 @@ def open_labels(folder: str | os.PathLike, verify: bool = True) -> LabelSet:
     if not path.is_file():
         raise ShardError(f"{path}: no manifest, so the label build did not finish; rerun `bcls labels build`")
     try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ShardError(f"{path}: not valid JSON ({err}); rebuild the labels") from None
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        reason = " ".join(str(err).split())[:200] or type(err).__name__
+        raise ShardError(f"{path}: not valid JSON ({reason}); rebuild the labels") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise ShardError(f"{path}: not a bcls label manifest (format field is not {MANIFEST_FORMAT!r})")
     if manifest.get("format_version") != MANIFEST_VERSION:
         raise ShardError(f"{path}: manifest format_version {manifest.get('format_version')!r} is not "
                          f"{MANIFEST_VERSION}; rebuild the labels with this bcls")
-    for entry in manifest.get("shards", []):
+    _check_manifest_layout(manifest, path)
+    for entry in manifest["shards"]:
         shard = _safe_shard_path(folder, entry.get("file"), path)
         if not shard.is_file():
             raise ShardError(f"{shard}: listed in the manifest but missing; rebuild the labels")
@@ -181,12 +207,14 @@ def open_labels(folder: str | os.PathLike, verify: bool = True) -> LabelSet:
     return LabelSet(folder, manifest)
 
 
-def read_shard(path: Path, expected_columns: Sequence[str]) -> pa.Table:
-    """Read one shard and check it has exactly the declared schema."""
+def read_shard(path: Path, expected_columns: Sequence[str], config_hash: str | None = None) -> pa.Table:
+    """Read one shard and check it has exactly the declared schema (and, given ``config_hash``, that its
+    metadata names the build of the manifest)."""
     try:
         table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise ShardError(f"{path}: not a readable Parquet shard ({err}); rebuild the labels") from None
+    except (pa.ArrowException, OSError) as err:
+        reason = " ".join(str(err).split())[:200]
+        raise ShardError(f"{path}: not a readable Parquet shard ({reason}); rebuild the labels") from None
     names = table.schema.names
     if names != list(expected_columns):
         raise ShardError(f"{path}: columns {names} differ from the manifest's {list(expected_columns)}")
@@ -195,6 +223,15 @@ def read_shard(path: Path, expected_columns: Sequence[str]) -> pa.Table:
         if table.schema.field(field.name).type != field.type:
             raise ShardError(f"{path}: column {field.name!r} has type {table.schema.field(field.name).type}, "
                              f"expected {field.type}")
+    if config_hash is not None:
+        try:
+            meta = json.loads((table.schema.metadata or {}).get(_SCHEMA_META_KEY, b"{}"))
+        except (ValueError, UnicodeDecodeError):
+            meta = None
+        found = meta.get("config_hash") if isinstance(meta, dict) else None
+        if found != config_hash:
+            raise ShardError(f"{path}: written by another label build (config hash {found!r}, the manifest's is "
+                             f"{config_hash!r}); rebuild the labels")
     return table
 
 
@@ -204,7 +241,9 @@ def read_labels(labels: LabelSet, columns: Iterable[str] | None = None) -> pa.Ta
     missing = [c for c in wanted if c not in labels.manifest["columns"]]
     if missing:
         raise ShardError(f"{labels.folder}: label source(s) {missing} not in this build; it has {labels.sources}")
-    tables = [read_shard(p, labels.manifest["columns"]).select(wanted) for p in labels.shard_paths()]
+    build = labels.provenance.get("config_hash")
+    tables = [read_shard(p, labels.manifest["columns"], build if isinstance(build, str) else None).select(wanted)
+              for p in labels.shard_paths()]
     if not tables:
         return label_schema(wanted[2:]).empty_table()
     return pa.concat_tables(tables)

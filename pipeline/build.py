@@ -39,8 +39,8 @@ import pyarrow.parquet as pq
 
 import bcls
 from bcls.data.captions import CaptionTable, read_captions
-from bcls.data.errors import ConfigError, ShardError
-from bcls.data.atomic import atomic_path, atomic_write_json
+from bcls.data.errors import BclsError, ConfigError, ShardError
+from bcls.data.atomic import atomic_path, atomic_write_json, ensure_free_space
 from bcls.data.shards import (MANIFEST, LabelSet, config_hash, open_labels, sha256_file, shard_metadata,
                               shard_name, write_manifest, write_shard)
 
@@ -87,6 +87,8 @@ class LabelBuildConfig:
         workers: local dask workers (``None``: one per CPU core).
         file_scores: the (image_id, caption_id, score) table read by the ``file`` source.
         force: overwrite a folder that holds a build with different settings.
+        skip_empty: leave out empty captions (counted in a warning) instead of refusing the caption file.
+        allow_unknown_images: keep COCO annotations of image ids missing from the file's ``images``.
     """
 
     captions: str
@@ -114,6 +116,8 @@ class LabelBuildConfig:
     scheduler: str = "threads"
     workers: int | None = None
     force: bool = False
+    skip_empty: bool = False
+    allow_unknown_images: bool = False
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -417,10 +421,22 @@ def build_labels(config: LabelBuildConfig, encoder: Encoder | None = None,
     """
     sources = [make_source(name, **_source_settings(name, config)) for name in config.sources]
     if table is None:
-        table = read_captions(config.captions, format=config.format, split=config.split)
+        table = read_captions(config.captions, format=config.format, split=config.split,
+                              skip_empty=config.skip_empty, allow_unknown_images=config.allow_unknown_images)
     identity = config.identity() | {"input_fingerprint": table.fingerprint()}
     identity_hash = config_hash(identity)
     out = Path(config.out)
+    created = not out.exists()
+    try:
+        return _build_labels(config, encoder, table, encoder_id, sources, identity, identity_hash, out)
+    except BclsError:
+        if created and out.is_dir():  # a failed first build leaves no partial output
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _build_labels(config: LabelBuildConfig, encoder: Encoder | None, table: CaptionTable, encoder_id: str | None,
+                  sources: list[LabelSource], identity: dict[str, Any], identity_hash: str, out: Path) -> LabelSet:
     if _prepare_out(out, identity_hash, config.force):
         log.info("%s already holds this build (config hash %s); nothing to do", out, identity_hash)
         return open_labels(out)
@@ -488,6 +504,9 @@ def build_labels(config: LabelBuildConfig, encoder: Encoder | None = None,
     }
 
     # 3. scoring + writing
+    bytes_per_pair = 16 + 4 * len(sources)  # uncompressed keys + float32 values: an upper bound for zstd shards
+    ensure_free_space(out, len(img_pos) * bytes_per_pair + embeddings.shape[0] * embeddings.shape[1] * 2
+                      + (1 << 20), f"{len(img_pos)} labelled pairs in shards and the caption embeddings")
     n_shards = int(np.ceil(len(image_ids) / config.images_per_shard))
     bounds = np.searchsorted(img_pos, np.arange(n_shards + 1) * config.images_per_shard)
     plans = []

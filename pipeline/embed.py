@@ -199,6 +199,9 @@ def cached_encoder(cache: EmbeddingCache, make_encoder: Callable[[], Encoder]) -
             emb_uniq = np.empty((len(uniq), new.shape[1]), dtype=np.float32)
             emb_uniq[missing] = new
         if cached is not None and len(cached):
+            if emb_uniq is not None and cached.shape[1] != emb_uniq.shape[1]:
+                raise ConfigError(f"embedding cache {cache.folder}: holds {cached.shape[1]}-dim embeddings but the "
+                                  f"model gives {emb_uniq.shape[1]}-dim ones; delete that folder or pass --no-cache")
             if emb_uniq is None:
                 emb_uniq = np.empty((len(uniq), cached.shape[1]), dtype=np.float32)
             emb_uniq[found] = cached

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,9 @@ import torch
 
 import bcls
 from bcls.data.atomic import atomic_path
-from bcls.data.errors import CheckpointError
+from bcls.data.errors import CheckpointError, ConfigError
 
-from .model import Vocabulary, make_model
+from .model import MODELS, Vocabulary, make_model
 
 FORMAT = "bcls-checkpoint"
 FORMAT_VERSION = 1
@@ -34,23 +35,62 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: not a loadable bcls checkpoint: it holds pickled objects other than tensors and plain values, "
+                              "which are never loaded (weights_only=True); load only checkpoints written by "
+                              "`bcls train`") from None
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError … for foreign/truncated files
-        raise CheckpointError(f"{path}: not a loadable bcls checkpoint ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0][:200]})") from None
+        reason = " ".join(str(err).split())[:200] or "the file ends early"
+        raise CheckpointError(f"{path}: not a loadable bcls checkpoint ({type(err).__name__}: {reason})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a bcls checkpoint (no format field {FORMAT!r})")
     if ckpt.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format_version {ckpt.get('format_version')} was written by bcls "
-                              f"{ckpt.get('bcls_version')}; this bcls {bcls.__version__} reads version {FORMAT_VERSION}")
+        raise CheckpointError(f"{path}: checkpoint format_version {ckpt.get('format_version')!r} was written by bcls "
+                              f"{ckpt.get('bcls_version')}; this bcls {bcls.__version__} reads version {FORMAT_VERSION}: "
+                              f"load it with bcls {ckpt.get('bcls_version')} or retrain")
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu"):
-    """Rebuild ``(model, vocabulary)`` from a loaded checkpoint dict."""
-    model = make_model(ckpt["model_name"], **ckpt["model_settings"])
+_MODEL_KEYS = ("model_name", "model_settings", "state_dict", "vocab")
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cpu",
+                          path: str | os.PathLike | None = None):
+    """Rebuild ``(model, vocabulary)`` from a loaded checkpoint dict (``path`` names it in messages).
+
+    Raises:
+        CheckpointError: the checkpoint holds no model, names a model this bcls does not have, or its weights do
+            not fit that model (written by another model or bcls version).
+    """
+    where = f"{path}: " if path is not None else ""
+    absent = [k for k in _MODEL_KEYS if k not in ckpt]
+    if absent:
+        raise CheckpointError(f"{where}checkpoint holds no model ({', '.join(absent)} missing); pass a best.pt or "
+                              "last.pt written by `bcls train`")
+    name, settings = ckpt["model_name"], ckpt["model_settings"]
+    written_by = f"bcls {ckpt.get('bcls_version', '?')}"
+    if name not in MODELS:
+        raise CheckpointError(f"{where}checkpoint is of model {name!r}, which this bcls {bcls.__version__} does not "
+                              f"have (written by {written_by}; models: {', '.join(MODELS)})")
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"{where}checkpoint's model_settings is not a dict; not a bcls checkpoint")
     try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint weights do not fit model {ckpt['model_name']!r}: "
-                              f"{str(err).splitlines()[0]}") from None
+        model = make_model(name, **settings)
+    except ConfigError as err:
+        raise CheckpointError(f"{where}the settings of model {name!r} in this checkpoint (written by {written_by}) "
+                              f"do not fit this bcls {bcls.__version__}: {err}") from None
+    state = ckpt["state_dict"]
+    if isinstance(state, dict):
+        missing = [k for k in model.state_dict() if k not in state]
+        unexpected = [k for k in state if k not in model.state_dict()]
+        if missing or unexpected:
+            parts = [f"{len(v)} {what} (first: {v[0]})" for v, what in ((missing, "missing"),
+                                                                         (unexpected, "unexpected")) if v]
+            raise CheckpointError(f"{where}checkpoint weights (written by {written_by}) do not fit model {name!r}: "
+                                  f"{', '.join(parts)}; it was trained with another model or bcls version")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{where}checkpoint weights (written by {written_by}) do not fit model {name!r}: "
+                              f"{' '.join(str(err).split())[:300]}") from None
     return model.to(device).eval(), Vocabulary(ckpt["vocab"])

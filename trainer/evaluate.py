@@ -163,7 +163,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
     with a relevance; ``eccv_*``, ``cxc_*`` on COCO; ``_provenance``.
     """
     ckpt = load_checkpoint(checkpoint, device)
-    model, vocab = model_from_checkpoint(ckpt, device)
+    model, vocab = model_from_checkpoint(ckpt, device, checkpoint)
     table, feats = read_precomp_split(data, split)
     image_dim = ckpt["model_settings"].get("image_dim")
     if image_dim is not None and image_dim != feats.dim:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 import bcls
-from bcls.data.atomic import atomic_write_json
+from bcls.data.atomic import atomic_write_json, ensure_free_space, remove_stale_temporaries
 from bcls.data.errors import CheckpointError, ConfigError
 from bcls.data.precomp import precomp_paths, read_precomp_split
 from bcls.data.shards import open_labels
@@ -28,6 +28,8 @@ from .samplers import SAMPLERS, make_batches
 log = logging.getLogger(__name__)
 
 LOG_COLUMNS = ["epoch", "step", "loss", "binary", "continuous", "labelled_pairs", "lr"]
+RUN_FILES = ("init.pt", "best.pt", "last.pt", "train_config.json", "train_log.csv", "summary.json")
+"""The files a training run writes in its folder (other files there mean the folder holds something else)."""
 
 
 @dataclass(frozen=True)
@@ -271,20 +273,56 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
     """
     out = Path(config.out)
     last = out / "last.pt"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
     if last.exists() and not (resume or overwrite):
         raise ConfigError(f"{out}: holds a training run already; pass --resume to continue it or choose "
                           "another --out")
+    if out.is_dir() and not last.exists() and not overwrite:
+        foreign = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith(".")
+                         and p.name not in RUN_FILES)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise ConfigError(f"{out}: is not empty and holds no training run ({shown}); choose an empty --out "
+                              "or pass --overwrite")
+    state: dict[str, Any] = {"saved": last.exists() and resume, "best": None}
+    try:
+        return _train_run(config, resume, out, last, state)
+    except KeyboardInterrupt:
+        if state["saved"] is True:
+            kept = f"{last} is as the previous run left it; continue with the same command plus --resume"
+        elif state["saved"]:
+            best = f" (best so far: {out / 'best.pt'}, epoch {state['best']})" if state["best"] else ""
+            kept = (f"{last} holds epoch {state['saved']} of {config.epochs}{best}; continue with the same command "
+                    "plus --resume")
+        elif state.get("init"):
+            kept = (f"no epoch finished, so the run holds only {out / 'init.pt'} (the untrained model); rerun the "
+                    "command to start again")
+        else:
+            kept = "no checkpoint of this run was written; rerun the command to start"
+        raise KeyboardInterrupt(kept) from None
+
+
+def _train_run(config: TrainConfig, resume: bool, out: Path, last: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """The body of :func:`train`; ``state`` tells its caller what is on disk when Ctrl-C stops it."""
     run = _Run(config)
+    # a checkpoint holds the weights and Adam's two moments; init.pt, best.pt, last.pt and one temporary copy
+    ckpt_bytes = 3 * sum(t.numel() * t.element_size() for t in run.model.state_dict().values()) + (1 << 20)
+    ensure_free_space(out, ckpt_bytes * (2 if resume and last.exists() else 4),
+                      f"the checkpoints of a {config.model} model")
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
     first_epoch, history, best = 1, [], (-1.0, 0)
     if resume and last.exists():
         ckpt = load_checkpoint(last, "cpu")
         _check_resumable(config, ckpt, last)
         done, history, best = run.restore(ckpt)
         first_epoch = done + 1
+        state.update(saved=done, best=best[1])
         log.info("resuming %s after epoch %d", out, done)
     else:
         save_checkpoint(out / "init.pt", run.payload(0, [], best))  # the untrained model, for comparisons
+        state["init"] = True
     atomic_write_json(out / "train_config.json", asdict(config))
     log_path = out / "train_log.csv"
     kept = []
@@ -331,6 +369,7 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
             if improved:
                 save_checkpoint(out / "best.pt", payload)
             save_checkpoint(last, payload)  # written after best.pt: a resumed run never misses a best
+            state.update(saved=epoch, best=best[1])
             log.info("epoch %d done: loss %.4f%s", epoch, summary["loss"],
                      f", dev rsum {rsum:.1f}" if run.dev is not None else "")
     finally:

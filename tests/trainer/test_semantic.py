@@ -341,3 +341,19 @@ def test_eccv_metrics_equal_official_full_with_coco_1k() -> None:
         for k in ks:
             assert five_k[f"{d}_r{k}"] == pytest.approx(ours[f"coco_5k_{d}_r{k}"], abs=1e-9)
             assert one_k[f"{d}_r{k}"] == pytest.approx(ours[f"coco_1k_{d}_r{k}"], abs=1e-9)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_rank_correlation_pairwise_and_scipy_paths_agree(tied: bool) -> None:
+    g = torch.Generator().manual_seed(31 + tied)
+    sims = torch.rand(12, 40, generator=g)
+    labels = 0.3 * sims + torch.rand(12, 40, generator=g)
+    if tied:
+        sims, labels = (sims * 4).round(), (labels * 3).round()
+    mask = torch.rand(12, 40, generator=g) < 0.7
+    fast = rank_correlation(sims, labels, mask)  # every row short: pairwise path
+    slow = rank_correlation(sims, labels, mask, max_pairwise=0)  # every row through scipy
+    taus, rhos, skipped = _scipy_rows(sims, labels, mask)
+    assert fast["queries"] == slow["queries"] == len(taus) and fast["skipped"] == skipped
+    assert fast["kendall"] == pytest.approx(slow["kendall"], abs=1e-12)
+    assert fast["spearman"] == pytest.approx(slow["spearman"], abs=1e-12)
