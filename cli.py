@@ -205,7 +205,9 @@ def train_cmd(
     source: Optional[str] = typer.Option(None, "--source", help="Label column supervising the Kendall loss [sbert]."),
     model: Optional[str] = typer.Option(None, "--model", help="Model: vse-gru (regions, max pooling + GRU), "
                                         "vse-gpo (VSE∞: region MLP + GPO, GRU + GPO), vse-global (global "
-                                        "(N, D) features + GRU) [vse-gru]."),
+                                        "(N, D) features + GRU), vse-transformer (region MLP + GPO, pretrained "
+                                        "transformer text tower fine-tuned; config keys text_model, text_lr_mult) "
+                                        "[vse-gru]."),
     binary_loss: Optional[str] = typer.Option(None, "--binary-loss", help="triplet-hardest (VSE++), triplet-mean, "
                                               "triplet-sn-switch, triplet-sn-softmax or triplet-sn "
                                               "[triplet-hardest]."),

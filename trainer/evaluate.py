@@ -23,7 +23,7 @@ from .metrics import recall_metrics, retrieval_ranks
 from .protocols import COCO_TEST_IMAGES, FLICKR_TEST_IMAGES, coco_5fold_1k
 from .report import RECALL_KEYS, markdown_report, plot_recall_curves, plot_similarity_vs_label, recall_curve
 from .semantic import eccv_metrics_from_sims, load_coco_test_ids, ncs_at_k, rank_correlation
-from .model import Vocabulary
+from .model import Vocabulary, pad_batch, tokenize_texts
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def encode_split(model: torch.nn.Module, vocab: Vocabulary, table: CaptionTable,
         images.append(model.encode_images(torch.from_numpy(feats.batch(idx)).to(device)).float().cpu())
     captions = []
     for lo in range(0, len(table), batch_size):
-        ids, lengths = vocab.encode(table.texts[lo:lo + batch_size])
+        ids, lengths = pad_batch(tokenize_texts(model, vocab, table.texts[lo:lo + batch_size]))
         captions.append(model.encode_texts(ids.to(device), lengths).float().cpu())
     return torch.cat(images), torch.cat(captions)
 

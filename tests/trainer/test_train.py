@@ -114,3 +114,31 @@ def test_lr_schedules():
     assert [_lr_factor(step, e, 0, 10) for e in (1, 2, 3, 4)] == [1.0, 1.0, pytest.approx(0.1), pytest.approx(0.1)]
     warm = TrainConfig(**base, lr_warmup_steps=4)
     assert [_lr_factor(warm, 1, s, 10) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+
+
+def test_transformer_text_tower_trains_with_its_own_learning_rate(tiny):
+    """vse-transformer: the packaged MiniLM fine-tuned end to end, tokenized by its own tokenizer."""
+    from bcls.trainer.checkpoint import model_from_checkpoint
+    from bcls.trainer.evaluate import evaluate
+    from bcls.trainer.model import pad_batch, tokenize_texts
+
+    config = _config(tiny, "tf", epochs=1, model="vse-transformer", lam=0.5, text_lr_mult=0.5, lr=1e-3)
+    run = _Run(config)
+    assert [g["base_lr"] for g in run.optimizer.param_groups] == [1e-3, 5e-4]
+    before = {k: v.clone() for k, v in run.model.text.transformer.state_dict().items()}
+    record = run.step(torch.arange(16), 2, 0)
+    assert record["lr"] == 1e-3 and run.optimizer.param_groups[1]["lr"] == 5e-4
+    changed = [k for k, v in run.model.text.transformer.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed  # the pretrained tower is fine-tuned
+    ids, lengths = pad_batch(tokenize_texts(run.model, run.vocab, ["A dog on a beach."]))
+    assert ids[0, 0] == run.model.text.tokenizer.cls_token_id and lengths.tolist() == [ids.shape[1]]
+    train(config)
+    model, _ = model_from_checkpoint(load_checkpoint(tiny / "tf" / "last.pt"))
+    assert model.name == "vse-transformer"
+    assert evaluate(tiny / "tf" / "last.pt", tiny / "data", "test")["metrics"]["rsum"] >= 0
+
+
+def test_tensorboard_events_when_installed(tiny):
+    pytest.importorskip("tensorboard")
+    train(_config(tiny, "tb", epochs=1, lam=0))
+    assert list((tiny / "tb" / "tensorboard").glob("events.out.tfevents.*"))
