@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import logging
 import math
 import time
@@ -19,6 +20,8 @@ from bcls.data.precomp import precomp_paths, read_precomp_split
 from bcls.data.shards import open_labels
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import (DistInfo, barrier, gather_with_local_grad, init_distributed, local_rows, shutdown,
+                          sum_gradients)
 from .evaluate import evaluate_model
 from .labels import DenseSbertLabels, LabelNormalizer, PairLabels
 from .losses import BCLSLoss, KendallLoss, binary_loss_params, make_binary_loss
@@ -163,9 +166,12 @@ def _lr_factor(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int)
 class _Run:
     """Everything a training run holds: data, model, labels, losses, optimizer, sampler state."""
 
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: TrainConfig, dist_info: DistInfo = DistInfo()):
         self.config = config
+        self.dist = dist_info
         self.device = _device(config.device)
+        if self.device.type == "cuda" and dist_info.world > 1:
+            self.device = torch.device("cuda", dist_info.local_rank)
         torch.manual_seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.table, self.feats = read_precomp_split(config.data, config.train_split)
@@ -222,12 +228,14 @@ class _Run:
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         images = self.image_index[rows]
-        feats = torch.from_numpy(self.feats.batch(images.numpy())).to(device)
-        ids, lengths = pad_batch([self.token_ids[r] for r in rows.tolist()])
+        mine = local_rows(rows, self.dist)  # this process's slice of the global batch (all of it on one process)
+        feats = torch.from_numpy(self.feats.batch(self.image_index[mine].numpy())).to(device)
+        ids, lengths = pad_batch([self.token_ids[r] for r in mine.tolist()])
         ids = ids.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
-            sims = self.model.encode_images(feats) @ self.model.encode_texts(ids, lengths).T
-        sims = sims.float()
+            img = gather_with_local_grad(self.model.encode_images(feats).float(), len(rows), self.dist)
+            txt = gather_with_local_grad(self.model.encode_texts(ids, lengths).float(), len(rows), self.dist)
+        sims = (img @ txt.T).float()
         positive = images[:, None] == images[None, :]
         if self.batch_labels is not None:
             values, known = self.batch_labels.lookup(images, rows)
@@ -240,6 +248,7 @@ class _Run:
         terms = loss_fn(sims, values.to(device), known.to(device), positive.to(device))
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
+        sum_gradients(self.model, self.dist)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
         self.optimizer.step()
         record = {k: float(terms[k].detach()) for k in ("loss", "binary", "continuous")}
@@ -307,8 +316,10 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
             raise ConfigError(f"{out}: is not empty and holds no training run ({shown}); choose an empty --out "
                               "or pass --overwrite")
     state: dict[str, Any] = {"saved": last.exists() and resume, "best": None}
+    dist_info = init_distributed(config.device)
+    barrier(dist_info)  # every process has checked the folder before rank 0 writes into it
     try:
-        return _train_run(config, resume, out, last, state)
+        return _train_run(config, resume, out, last, state, dist_info)
     except KeyboardInterrupt:
         if state["saved"] is True:
             kept = f"{last} is as the previous run left it; continue with the same command plus --resume"
@@ -322,17 +333,23 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
         else:
             kept = "no checkpoint of this run was written; rerun the command to start"
         raise KeyboardInterrupt(kept) from None
+    finally:
+        shutdown(dist_info)
 
 
-def _train_run(config: TrainConfig, resume: bool, out: Path, last: Path, state: dict[str, Any]) -> dict[str, Any]:
-    """The body of :func:`train`; ``state`` tells its caller what is on disk when Ctrl-C stops it."""
-    run = _Run(config)
+def _train_run(config: TrainConfig, resume: bool, out: Path, last: Path, state: dict[str, Any],
+               dist_info: DistInfo) -> dict[str, Any]:
+    """The body of :func:`train`; ``state`` tells its caller what is on disk when Ctrl-C stops it. Only the main
+    process (rank 0) writes files."""
+    run = _Run(config, dist_info)
+    main = dist_info.main
     # a checkpoint holds the weights and Adam's two moments; init.pt, best.pt, last.pt and one temporary copy
     ckpt_bytes = 3 * sum(t.numel() * t.element_size() for t in run.model.state_dict().values()) + (1 << 20)
     ensure_free_space(out, ckpt_bytes * (2 if resume and last.exists() else 4),
                       f"the checkpoints of a {config.model} model")
     out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
+    if main:
+        remove_stale_temporaries(out)
     first_epoch, history, best = 1, [], (-1.0, 0)
     if resume and last.exists():
         ckpt = load_checkpoint(last, "cpu")
@@ -342,17 +359,19 @@ def _train_run(config: TrainConfig, resume: bool, out: Path, last: Path, state: 
         state.update(saved=done, best=best[1])
         log.info("resuming %s after epoch %d", out, done)
     else:
-        save_checkpoint(out / "init.pt", run.payload(0, [], best))  # the untrained model, for comparisons
+        if main:
+            save_checkpoint(out / "init.pt", run.payload(0, [], best))  # the untrained model, for comparisons
         state["init"] = True
-    atomic_write_json(out / "train_config.json", asdict(config))
+    if main:
+        atomic_write_json(out / "train_config.json", asdict(config))
     log_path = out / "train_log.csv"
     kept = []
     if first_epoch > 1 and log_path.exists():  # drop the rows of the epoch that was interrupted
         with open(log_path, newline="") as fh:
             kept = [row for row in csv.reader(fh)][1:]
         kept = [row for row in kept if row and int(row[0]) < first_epoch]
-    board = _tensorboard(out)
-    log_file = open(log_path, "w", newline="")
+    board = _tensorboard(out) if main else None
+    log_file = open(log_path if main else os.devnull, "w", newline="")
     writer = csv.writer(log_file)
     writer.writerow(LOG_COLUMNS)
     writer.writerows(kept)
@@ -396,8 +415,10 @@ def _train_run(config: TrainConfig, resume: bool, out: Path, last: Path, state: 
                 best = (rsum, epoch)
             payload = run.payload(epoch, history, best)
             if improved:
-                save_checkpoint(out / "best.pt", payload)
-            save_checkpoint(last, payload)  # written after best.pt: a resumed run never misses a best
+                if main:
+                    save_checkpoint(out / "best.pt", payload)
+            if main:
+                save_checkpoint(last, payload)  # written after best.pt: a resumed run never misses a best
             state.update(saved=epoch, best=best[1])
             log.info("epoch %d done: loss %.4f%s", epoch, summary["loss"],
                      f", dev rsum {rsum:.1f}" if run.dev is not None else "")
@@ -408,5 +429,6 @@ def _train_run(config: TrainConfig, resume: bool, out: Path, last: Path, state: 
     result = {"best_epoch": best[1], "best_dev_rsum": best[0] if run.dev is not None else None,
               "best_checkpoint": str(out / "best.pt"), "last_checkpoint": str(last),
               "history": history, "seconds": time.perf_counter() - start, "bcls_version": bcls.__version__}
-    atomic_write_json(out / "summary.json", result)
+    if main:
+        atomic_write_json(out / "summary.json", result)
     return result

@@ -142,3 +142,27 @@ def test_tensorboard_events_when_installed(tiny):
     pytest.importorskip("tensorboard")
     train(_config(tiny, "tb", epochs=1, lam=0))
     assert list((tiny / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_two_processes_follow_one_process_with_the_same_global_batch(tiny):
+    """torchrun, 2 CPU processes (gloo), each half of every batch, against one process with the whole batch."""
+    import subprocess
+    import sys
+
+    settings = tiny / "ddp.json"
+    settings.write_text(json.dumps(SMALL | {"epochs": 2, "lam": 0.5}))
+    common = ["--data", str(tiny / "data"), "--labels", str(tiny / "labels"), "--config", str(settings)]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "bcls.cli", "-q", "train", "--out", str(tiny / "one"), *common],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert single.returncode == 0, single.stderr
+    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                            "-m", "bcls.cli", "train", "--out", str(tiny / "two"), *common],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    assert "rank 0 of 2 (gloo)" in multi.stderr and "rank 1 of 2 (gloo)" in multi.stderr
+    one, two = _weights(tiny / "one" / "last.pt"), _weights(tiny / "two" / "last.pt")
+    for key in one:
+        torch.testing.assert_close(one[key], two[key], rtol=1e-4, atol=1e-5)
+    log_one, log_two = ((tiny / run / "train_log.csv").read_text().splitlines() for run in ("one", "two"))
+    assert len(log_one) == len(log_two)  # rank 0 alone logs, one row per global step
