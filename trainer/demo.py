@@ -18,12 +18,16 @@ log = logging.getLogger(__name__)
 
 
 def run_demo(out: str | os.PathLike, epochs: int = 12, lam: float = 1.0, k: int = 32, seed: int = 0,
-             n_train: int = 3000, encoder=None) -> dict[str, Any]:
+             n_train: int = 3000, encoder=None, demo: DemoConfig | None = None,
+             train_settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run every stage on generated demo data, keeping each stage's output under ``out``.
 
     Layout: ``out/data`` (precomp splits + ground truth), ``out/labels`` (shards), ``out/run`` (checkpoints,
     logs), ``out/eval/metrics.json`` (test metrics of the best checkpoint) and ``out/eval/untrained.json``
     (the same model before training, for comparison).
+
+    ``demo`` replaces the generator settings (``seed``, ``n_train``), ``train_settings`` adds training settings
+    (e.g. a smaller model), ``encoder`` replaces the sentence model (tests).
 
     Returns:
         ``{"untrained": metrics, "trained": metrics, "train": training summary}``.
@@ -31,13 +35,13 @@ def run_demo(out: str | os.PathLike, epochs: int = 12, lam: float = 1.0, k: int 
     out = Path(out)
     data = out / "data"
     log.info("demo 1/4: generating the demo dataset in %s", data)
-    generate_demo(data, DemoConfig(seed=seed, n_train=n_train))
+    generate_demo(data, demo or DemoConfig(seed=seed, n_train=n_train))
     log.info("demo 2/4: building sbert labels in %s", out / "labels")
     build_labels(LabelBuildConfig(captions=str(data), out=str(out / "labels"), split="train", k=k, force=True),
                  encoder=encoder)
     log.info("demo 3/4: training in %s", out / "run")
     summary = train(TrainConfig(data=str(data), labels=str(out / "labels"), out=str(out / "run"), epochs=epochs,
-                                lam=lam, seed=seed), overwrite=True)
+                                lam=lam, seed=seed, **(train_settings or {})), overwrite=True)
     log.info("demo 4/4: evaluating on the test split")
     untrained = evaluate(out / "run" / "init.pt", data, "test")
     trained = evaluate(out / "run" / "best.pt", data, "test", out / "eval")
