@@ -228,7 +228,8 @@ def train_cmd(
                                              "[sparse]."),
     label_norm: Optional[str] = typer.Option(None, "--label-norm", help="Label normalisation: none, minmax, "
                                              "percentile [none]."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="Batch sampler: random, or neighbours (seed "
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="Batch sampler: random, stream (pairs streamed from the "
+                                          "shards, bounded memory), or neighbours (seed "
                                           "captions plus label candidates of their images) [random]."),
     neighbour_fraction: Optional[float] = typer.Option(None, "--neighbour-fraction", help="Share of a neighbours "
                                                        "batch given to label candidates [0.5]."),

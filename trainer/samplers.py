@@ -73,14 +73,16 @@ def _unique_in_order(values: torch.Tensor) -> torch.Tensor:
 SAMPLERS: dict[str, str] = {
     "random": "uniformly random batches of captions",
     "neighbours": "seed captions plus one labelled candidate caption of each seed's image",
+    "stream": "labelled pairs streamed from the shards (bounded shuffle buffer, no label index in memory): "
+              "each brings a caption of its image and its caption",
 }
 
 
 def make_batches(name: str, n: int, batch_size: int, generator: torch.Generator, image_index: torch.Tensor,
                  labels: PairLabels | None, fraction: float) -> Iterator[torch.Tensor]:
     """The batches of one epoch from sampler ``name`` (an unknown name lists the valid ones)."""
-    if name not in SAMPLERS:
-        raise ConfigError(f"unknown batch sampler {name!r}; valid: {', '.join(SAMPLERS)}")
+    if name not in SAMPLERS or name == "stream":  # stream batches come from bcls.trainer.streaming
+        raise ConfigError(f"unknown batch sampler {name!r}; valid: {', '.join(s for s in SAMPLERS if s != 'stream')}")
     if name == "neighbours" and labels is not None and fraction > 0:
         return neighbour_batches(n, batch_size, generator, image_index, labels, fraction)
     return random_batches(n, batch_size, generator)

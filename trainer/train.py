@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import bcls
@@ -27,6 +28,7 @@ from .labels import DenseSbertLabels, LabelNormalizer, PairLabels
 from .losses import BCLSLoss, KendallLoss, binary_loss_params, make_binary_loss
 from .model import Vocabulary, make_model, model_setting_names, pad_batch, tokenize_texts
 from .samplers import SAMPLERS, make_batches
+from .streaming import ShardPairStream, StreamLabels, stream_batches
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,9 @@ class TrainConfig:
             the nearest caption neighbours (measured on the demo: see README).
         window, gap, surrogate, temperature, n_hard: Kendall / SW-HS settings (see :mod:`bcls.trainer.losses`).
         sampler: ``random`` or ``neighbours`` (seed captions plus label candidates of their images, a
-            ``neighbour_fraction`` share of each batch; see :mod:`bcls.trainer.samplers`).
+            ``neighbour_fraction`` share of each batch; see :mod:`bcls.trainer.samplers`) or ``stream`` (labelled
+            pairs streamed from the shards through a ``stream_buffer``-row shuffle buffer, no label index in
+            memory; see :mod:`bcls.trainer.streaming`).
         optimizer: ``adam`` or ``adamw`` (with ``weight_decay``).
         schedule: ``constant``, ``step`` (lr × 0.1 from epoch ``lr_step_epoch`` on) or ``cosine`` (per step, to 0),
             after ``lr_warmup_steps`` of linear warm-up.
@@ -97,6 +101,7 @@ class TrainConfig:
     n_hard: int = 1
     sampler: str = "random"
     neighbour_fraction: float = 0.5
+    stream_buffer: int = 65536
     optimizer: str = "adam"
     weight_decay: float = 0.0
     schedule: str = "constant"
@@ -127,6 +132,9 @@ class TrainConfig:
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
+        if self.sampler == "stream" and (not self.labels or self.label_norm != "none"):
+            raise ConfigError("the stream sampler needs --labels and label_norm none (it keeps no label index to "
+                              "fit a normalisation on)")
         if self.label_mode == "dense" and self.source != "sbert":
             raise ConfigError(f"dense labels exist for the sbert source only, not {self.source!r}; "
                               "use label_mode sparse")
@@ -189,16 +197,20 @@ class _Run:
             raise ConfigError(f"{self.feats.path}: model vse-global needs global (N, D) features, these are "
                               f"{self.feats.kind} {self.feats.array.shape}; use vse-gru or vse-gpo")
         self.model = make_model(config.model, **self.settings).to(self.device)
-        self.labels = self.batch_labels = self.norm = None
+        self.labels = self.batch_labels = self.norm = self.label_set = None
         if config.labels:  # also with lam = 0: the neighbours sampler and the labelled-pair counts use them
-            label_set = open_labels(config.labels)
-            self.labels = PairLabels.from_labels(label_set, config.source, self.table)
-            self.batch_labels = (DenseSbertLabels.from_labels(label_set, self.table)
-                                 if config.label_mode == "dense" else self.labels)
-            self.norm = LabelNormalizer(config.label_norm, self.labels.values.numpy())
-            log.info("continuous labels: %d stored pairs of source %r from %s, %s in-batch labels, normalisation "
-                     "%s, λ = %g", len(self.labels), config.source, config.labels, config.label_mode,
-                     self.norm.describe(), config.lam)
+            self.label_set = open_labels(config.labels)
+            if config.sampler == "stream":  # labels come with the streamed pairs: nothing held in memory
+                self.norm = LabelNormalizer("none", np.array([0.0, 1.0], dtype=np.float32))
+            else:
+                self.labels = PairLabels.from_labels(self.label_set, config.source, self.table)
+                self.batch_labels = self.labels
+                self.norm = LabelNormalizer(config.label_norm, self.labels.values.numpy())
+            if config.label_mode == "dense":
+                self.batch_labels = DenseSbertLabels.from_labels(self.label_set, self.table)
+            log.info("continuous labels: source %r from %s (%s), %s in-batch labels, normalisation %s, λ = %g",
+                     config.source, config.labels, f"{len(self.labels)} pairs in memory" if self.labels else
+                     "streamed", config.label_mode, self.norm.describe(), config.lam)
         kendall = KendallLoss(window=config.window, gap=config.gap, surrogate=config.surrogate,
                               temperature=config.temperature, n_hard=config.n_hard)
         hyper = {"margin": config.margin, "eps": config.triplet_eps, "tau": config.triplet_tau}
@@ -221,8 +233,22 @@ class _Run:
         self.steps_per_epoch = n // config.batch_size + (n % config.batch_size >= 2)  # every sampler gives this
         self.amp = config.amp and self.device.type == "cuda"
 
-    def step(self, rows: torch.Tensor, epoch: int, step: int) -> dict[str, float]:
-        """One optimisation step on the captions ``rows``; returns the loss terms and labelled-pair count."""
+    def batches(self, epoch: int):
+        """The caption-row batches of one epoch, and for the stream sampler the batch's streamed labels."""
+        config = self.config
+        if config.sampler == "stream":
+            stream = ShardPairStream(self.label_set, config.source, config.stream_buffer, seed=config.seed * 100003 +
+                                     epoch)
+            yield from stream_batches(stream, self.table, config.batch_size, self.steps_per_epoch, self.generator)
+            return
+        for rows in make_batches(config.sampler, len(self.table), config.batch_size, self.generator,
+                                 self.image_index, self.labels, config.neighbour_fraction):
+            yield rows, None
+
+    def step(self, rows: torch.Tensor, epoch: int, step: int,
+             streamed: dict[tuple[int, int], float] | None = None) -> dict[str, float]:
+        """One optimisation step on the captions ``rows`` (with the stream sampler, ``streamed`` holds the
+        batch's labels); returns the loss terms and labelled-pair count."""
         config, device = self.config, self.device
         factor = _lr_factor(config, epoch, step, self.steps_per_epoch)
         for group in self.optimizer.param_groups:
@@ -237,8 +263,10 @@ class _Run:
             txt = gather_with_local_grad(self.model.encode_texts(ids, lengths).float(), len(rows), self.dist)
         sims = (img @ txt.T).float()
         positive = images[:, None] == images[None, :]
-        if self.batch_labels is not None:
-            values, known = self.batch_labels.lookup(images, rows)
+        batch_labels = self.batch_labels if streamed is None or self.batch_labels is not None \
+            else StreamLabels(streamed)
+        if batch_labels is not None:
+            values, known = batch_labels.lookup(images, rows)
             labelled = int((known & ~positive).sum())
             values = torch.where(positive, torch.tensor(self.norm.top), self.norm(values))
             known = known | positive
@@ -380,11 +408,9 @@ def _train_run(config: TrainConfig, resume: bool, out: Path, last: Path, state: 
     try:
         for epoch in range(first_epoch, config.epochs + 1):
             run.model.train()
-            batches = make_batches(config.sampler, len(run.table), config.batch_size, run.generator,
-                                   run.image_index, run.labels, config.neighbour_fraction)
             sums = dict.fromkeys(("loss", "binary", "continuous", "labelled_pairs"), 0.0)
-            for step, rows in enumerate(batches):
-                record = run.step(rows, epoch, step)
+            for step, (rows, streamed) in enumerate(run.batches(epoch)):
+                record = run.step(rows, epoch, step, streamed)
                 for k in sums:
                     sums[k] += record[k]
                 writer.writerow([epoch, step] + [f"{record[k]:.6g}" for k in LOG_COLUMNS[2:]])

@@ -50,16 +50,17 @@ def _weights(path):
 
 
 @pytest.mark.parametrize("extra", [{}, {"sampler": "neighbours", "label_mode": "dense", "label_norm": "percentile",
-                                        "binary_loss": "triplet-mean", "schedule": "cosine", "optimizer": "adamw"}])
+                                        "binary_loss": "triplet-mean", "schedule": "cosine", "optimizer": "adamw"},
+                                   {"sampler": "stream", "stream_buffer": 16}])
 def test_resume_equals_an_uninterrupted_run(tiny, extra, monkeypatch):
-    name = "n" if extra else "p"
+    name = extra.get("sampler", "p")
     train(_config(tiny, f"full{name}", epochs=3, **extra))
     real_step = _Run.step
 
-    def crash_in_epoch_3(self, rows, epoch, step):
+    def crash_in_epoch_3(self, rows, epoch, step, streamed=None):
         if epoch == 3 and step == 1:
             raise KeyboardInterrupt  # a kill in the middle of epoch 3, after one logged step
-        return real_step(self, rows, epoch, step)
+        return real_step(self, rows, epoch, step, streamed)
 
     monkeypatch.setattr(_Run, "step", crash_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
@@ -166,3 +167,14 @@ def test_two_processes_follow_one_process_with_the_same_global_batch(tiny):
         torch.testing.assert_close(one[key], two[key], rtol=1e-4, atol=1e-5)
     log_one, log_two = ((tiny / run / "train_log.csv").read_text().splitlines() for run in ("one", "two"))
     assert len(log_one) == len(log_two)  # rank 0 alone logs, one row per global step
+
+
+def test_stream_sampler_sees_labelled_pairs_without_a_label_index(tiny):
+    run = _Run(_config(tiny, "st", epochs=1, sampler="stream", stream_buffer=32))
+    assert run.labels is None  # nothing loaded into memory
+    rows, streamed = next(iter(run.batches(1)))
+    assert len(rows) == 16 and len(set(rows.tolist())) == 16 and streamed
+    record = run.step(rows, 2, 0, streamed)
+    assert record["labelled_pairs"] > 0 and record["continuous"] > 0
+    with pytest.raises(ConfigError, match="stream sampler"):
+        _config(tiny, "st2", sampler="stream", label_norm="minmax")
