@@ -368,6 +368,13 @@ def _run_local(out: str, plans: list[ShardPlan], corpus: LabelCorpus, sources: S
             if isinstance(key, str) and key.startswith("bcls-shard-"):
                 progress.done(result)
 
+    if scheduler == "threads":
+        # Our own pool, joined before returning: dask's cached pools keep threads that have run native code
+        # (torch, faiss) alive until interpreter exit, where they can abort the process ("terminate called").
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool, _Log():
+            return list(dask.compute(*tasks, scheduler="threads", pool=pool))
     kwargs: dict[str, Any] = {"scheduler": scheduler}
     if workers is not None and scheduler != "sync":
         kwargs["num_workers"] = workers
