@@ -328,8 +328,27 @@ def demo_cmd(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    The process ends with ``os._exit`` once the command has finished and its output is flushed: native thread
+    pools (torch/OpenMP threads that ran inside dask worker threads) sometimes aborted the interpreter's final
+    teardown ("terminate called without an active exception", SIGABRT) after a label build had completed —
+    about one run in seven of the kill test — turning a success into a crash.
+    """
+    import os
+
+    code: int | str | None = 0
+    try:
+        app()
+    except SystemExit as exit_:
+        code = exit_.code
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":
