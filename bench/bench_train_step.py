@@ -12,7 +12,10 @@ time) in a temporary folder. For batch sizes 128, 256, 512 on CPU it times optim
 * ``bcls-neighbours``: λ = 1, sparse labels with the neighbour-aware sampler.
 
 Variants are interleaved round by round (this machine is noisy) and the median per variant is reported with its
-ratio to ``triplet``. The last line printed is one JSON object of the figures.
+ratio to ``triplet``, and samples/s. With ``--device cuda`` the steps run on the GPU with bf16 autocast, and
+before timing, one BCLS step's loss terms computed on CUDA are checked against the same step on the CPU (same
+initial weights and batch; the difference is printed and must stay below ``--tolerance``). The last line printed
+is one JSON object of the figures.
 """
 
 from __future__ import annotations
@@ -54,6 +57,22 @@ def _fake_encoder(texts):
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
+def _check_device(data: str, labels: str, tmp: str, device: str, tolerance: float) -> dict[str, float]:
+    """Loss terms of one BCLS step (dense labels) on ``device`` against the CPU, from the same weights."""
+    terms = {}
+    for dev in ("cpu", device):
+        config = TrainConfig(data=data, labels=labels, out=str(Path(tmp) / f"check-{dev}"), batch_size=128,
+                             warmup_epochs=0, label_mode="dense", device=dev, seed=0)
+        run = _Run(config)
+        terms[dev] = run.step(torch.arange(128), 2, 0)
+    diff = {k: abs(terms[device][k] - terms["cpu"][k]) for k in ("loss", "binary", "continuous")}
+    print(f"{device} vs cpu, one step: " + ", ".join(f"{k} {terms['cpu'][k]:.5f} / {terms[device][k]:.5f}"
+                                                     for k in diff))
+    if max(diff.values()) > tolerance:
+        raise SystemExit(f"{device} and cpu losses differ by {max(diff.values()):.4f} > {tolerance}")
+    return {f"max_abs_diff_{k}": round(v, 6) for k, v in diff.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data")
@@ -61,6 +80,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="128,256,512")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="steps per variant per round")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast)")
+    parser.add_argument("--tolerance", type=float, default=0.02, help="max |CUDA − CPU| of a loss term")
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory()
     data, labels = args.data, args.labels
@@ -72,13 +93,15 @@ def main() -> None:
         build_labels(LabelBuildConfig(captions=data, split="train", out=labels, k=32), encoder=_fake_encoder)
     sizes = [int(s) for s in args.sizes.split(",")]
     results: dict[str, dict[str, float]] = {}
+    if args.device != "cpu":
+        results["cuda_vs_cpu"] = _check_device(data, labels, tmp.name, args.device, args.tolerance)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     print(f"{'batch':>6} {'variant':<16} {'ms/step':>9} {'× triplet':>10} {'labelled pairs':>15}")
     for size in sizes:
         runs = {}
         for name, kw in VARIANTS.items():
             config = TrainConfig(data=data, labels=labels, out=str(Path(tmp.name) / name), batch_size=size,
-                                 warmup_epochs=0, **kw)
+                                 warmup_epochs=0, device=args.device, **kw)
             run = _Run(config)
             batches = list(make_batches(config.sampler, len(run.table), size, run.generator, run.image_index,
                                         run.labels, config.neighbour_fraction))
@@ -92,12 +115,15 @@ def main() -> None:
                     rows = batches[(1 + r * args.steps + s) % len(batches)]
                     start = time.perf_counter()
                     record = run.step(rows, 2, s)
+                    if args.device != "cpu":
+                        torch.cuda.synchronize()
                     times[name].append(time.perf_counter() - start)
                     pairs[name].append(record["labelled_pairs"])
         base = statistics.median(times["triplet"])
         for name in runs:
             med = statistics.median(times[name])
             results[f"{name}@{size}"] = {"ms_per_step": round(1000 * med, 2), "ratio": round(med / base, 3),
+                                         "samples_per_s": round(size / med, 1),
                                          "labelled_pairs": round(float(np.mean(pairs[name])), 1)}
             print(f"{size:>6} {name:<16} {1000 * med:>9.1f} {med / base:>10.2f} {np.mean(pairs[name]):>15.1f}")
         sys.stdout.flush()

@@ -2,7 +2,8 @@
 
 Run ``python bench/compare_bcls.py --out runs/compare [--seeds 0,1,2] [--epochs 8] [--variants a,b]``.
 It generates the default demo data (seed 0) and builds its sbert labels once, then trains every variant with every
-seed (an existing ``OUT/labels`` folder is reused) and evaluates the best-by-dev checkpoint on the test split: R@K / rsum, plus how well the predicted
+seed (an existing ``OUT/labels`` folder, finished runs and their evaluations are reused) and evaluates the
+best-by-dev checkpoint on the test split: R@K / rsum, plus how well the predicted
 similarities follow the demo's *ground-truth* relevance (mean per-query Kendall τ-b, NCS@K with the ground truth
 as relevance). It prints a markdown table of mean ± std over seeds; the last line is one JSON object of all runs.
 """
@@ -29,6 +30,7 @@ VARIANTS = {
     "triplet-sn-switch": {"lam": 0.0, "binary_loss": "triplet-sn-switch"},
     "triplet-sn-softmax": {"lam": 0.0, "binary_loss": "triplet-sn-softmax"},
     "triplet-mean": {"lam": 0.0, "binary_loss": "triplet-mean"},
+    "bcls-sn-switch": {"lam": 1.0, "binary_loss": "triplet-sn-switch"},
 }
 COLUMNS = ["rsum", "i2t_r1", "t2i_r1", "rel_kendall_i2t", "rel_kendall_t2i", "ncs_i2t_5", "ncs_t2i_5"]
 
@@ -56,7 +58,11 @@ def main() -> None:
                                  **VARIANTS[name])
             if not (run / "summary.json").is_file():
                 train(config, overwrite=True)
-            metrics = evaluate(run / "best.pt", data, "test", run / "eval")["metrics"]
+            done = run / "eval" / "metrics.json"
+            if done.is_file() and done.stat().st_mtime >= (run / "best.pt").stat().st_mtime:
+                metrics = json.loads(done.read_text())  # already evaluated: reuse
+            else:
+                metrics = evaluate(run / "best.pt", data, "test", run / "eval")["metrics"]
             results.setdefault(name, []).append(metrics)
             print(f"{name} seed {seed}: rsum {metrics['rsum']:.1f}, τ_i2t {metrics['rel_kendall_i2t']:.4f} "
                   f"({time.perf_counter() - start:.0f}s)", flush=True)
