@@ -209,8 +209,8 @@ def train_cmd(
                                         "transformer text tower fine-tuned; config keys text_model, text_lr_mult) "
                                         "[vse-gru]."),
     binary_loss: Optional[str] = typer.Option(None, "--binary-loss", help="triplet-hardest (VSE++), triplet-mean, "
-                                              "triplet-sn-switch, triplet-sn-softmax or triplet-sn "
-                                              "[triplet-hardest]."),
+                                              "triplet-sn-switch, triplet-sn-softmax or triplet-sn (= triplet-sn-switch) "
+                                              "[triplet-sn]."),
     triplet_eps: Optional[float] = typer.Option(None, "--eps", help="triplet-sn-switch: use the mean over "
                                                 "negatives when S_pos - S_hardest < eps [0.05]."),
     triplet_tau: Optional[float] = typer.Option(None, "--tau", help="triplet-sn-softmax: softmax temperature of "

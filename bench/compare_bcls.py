@@ -22,14 +22,15 @@ from bcls.pipeline.build import LabelBuildConfig, build_labels
 from bcls.trainer.evaluate import evaluate
 from bcls.trainer.train import TrainConfig, train
 
+HARD = {"binary_loss": "triplet-hardest"}
 VARIANTS = {
-    "triplet": {"lam": 0.0},
-    "bcls-sparse": {"lam": 1.0},
-    "bcls-dense": {"lam": 1.0, "label_mode": "dense"},
-    "bcls-neighbours": {"lam": 1.0, "sampler": "neighbours"},
+    "triplet": {"lam": 0.0, **HARD},
+    "bcls-sparse": {"lam": 1.0, **HARD},
+    "bcls-dense": {"lam": 1.0, "label_mode": "dense", **HARD},
+    "bcls-neighbours": {"lam": 1.0, "sampler": "neighbours", **HARD},
+    "triplet-mean": {"lam": 0.0, "binary_loss": "triplet-mean"},
     "triplet-sn-switch": {"lam": 0.0, "binary_loss": "triplet-sn-switch"},
     "triplet-sn-softmax": {"lam": 0.0, "binary_loss": "triplet-sn-softmax"},
-    "triplet-mean": {"lam": 0.0, "binary_loss": "triplet-mean"},
     "bcls-sn-switch": {"lam": 1.0, "binary_loss": "triplet-sn-switch"},
 }
 COLUMNS = ["rsum", "i2t_r1", "t2i_r1", "rel_kendall_i2t", "rel_kendall_t2i", "ncs_i2t_5", "ncs_t2i_5"]

@@ -53,8 +53,9 @@ class TrainConfig:
             (:class:`~bcls.trainer.labels.LabelNormalizer`), fitted on the training labels.
         model: registered model (``vse-gru``, ``vse-gpo``, ``vse-global``); ``pooling`` (image, ``vse-gru``) and
             ``text_pooling`` (``vse-gpo``/``vse-global``: ``mean`` or ``gpo``) apply where the model has them.
-        binary_loss: registered binary loss (``triplet-hardest`` = VSE++, ``triplet-mean``, the soft-negative
-            ``triplet-sn-switch`` (``triplet_eps``) and ``triplet-sn-softmax`` (``triplet_tau``), ``triplet-sn``).
+        binary_loss: registered binary loss: ``triplet-sn`` (default; the paper's Triplet-SN, our reading: an alias
+            of ``triplet-sn-switch``, which measured best), ``triplet-hardest`` (VSE++), ``triplet-mean``, the
+            soft-negative ``triplet-sn-switch`` (``triplet_eps``) and ``triplet-sn-softmax`` (``triplet_tau``).
         warmup_epochs: first epochs trained with the mean-over-negatives triplet loss alone, instead of
             ``binary_loss`` + λ·Kendall: hardest-negative mining from a random start collapses all embeddings
             together (VSE∞ warms up the same way), and so does the Kendall loss, whose labelled candidates are
@@ -89,7 +90,7 @@ class TrainConfig:
     word_dim: int = 300
     pooling: str = "max"
     text_pooling: str | None = None
-    binary_loss: str = "triplet-hardest"
+    binary_loss: str = "triplet-sn"
     warmup_epochs: int = 1
     margin: float = 0.2
     triplet_eps: float = 0.05
