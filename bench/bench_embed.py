@@ -1,0 +1,57 @@
+"""Benchmark: the label pipeline's caption embedding against a bare ``SentenceTransformer.encode``.
+
+Run ``python bench/bench_embed.py [--n 5000]``. Both embed the same real COCO captions
+(``../shared/data/coco_karpathy/test5k_captions.tsv``) with the packaged all-MiniLM-L6-v2, batch 256, normalised.
+The pipeline encoder (:func:`bcls.pipeline.embed.sbert_encoder`, no cache) sorts captions by length so padded
+batches are tight and logs progress. Rounds alternate between the two (this machine is noisy); the median
+throughput of each and their ratio are reported, and the embeddings are checked to agree. The last line is one
+JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bcls.pipeline.embed import load_sentence_model, sbert_encoder
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    rows = list(csv.DictReader(open(SHARED / "coco_karpathy" / "test5k_captions.tsv", newline=""), delimiter="\t"))
+    texts = [r["caption"] for r in rows[: args.n]]
+    model = load_sentence_model()
+    ours = sbert_encoder()
+    rates: dict[str, list[float]] = {"bare": [], "pipeline": []}
+    out = {}
+    for _ in range(args.rounds):
+        start = time.perf_counter()
+        out["bare"] = model.encode(texts, batch_size=256, normalize_embeddings=True, convert_to_numpy=True,
+                                   show_progress_bar=False)
+        rates["bare"].append(len(texts) / (time.perf_counter() - start))
+        start = time.perf_counter()
+        out["pipeline"] = ours(texts)
+        rates["pipeline"].append(len(texts) / (time.perf_counter() - start))
+    diff = float(np.abs(out["bare"] - out["pipeline"]).max())
+    bare, pipe = statistics.median(rates["bare"]), statistics.median(rates["pipeline"])
+    print(f"{len(texts)} captions, {args.rounds} rounds each")
+    print(f"bare SentenceTransformer.encode   {bare:8.0f} captions/s")
+    print(f"pipeline sbert_encoder            {pipe:8.0f} captions/s   ({100 * pipe / bare:.0f} % of bare)")
+    print(f"max |difference| of the embeddings {diff:.2e}")
+    print(json.dumps({"captions": len(texts), "bare_per_s": round(bare, 1), "pipeline_per_s": round(pipe, 1),
+                      "ratio": round(pipe / bare, 3), "max_abs_diff": diff}))
+
+
+if __name__ == "__main__":
+    main()
