@@ -19,7 +19,7 @@ from .errors import DiskSpaceError
 
 logger = logging.getLogger(__name__)
 
-_TMP_RE = re.compile(r"^\..+\.tmp-(\d+)")
+TEMPORARY_NAME = re.compile(r"^\..+\.tmp-(\d+)")
 
 
 @contextmanager
@@ -102,7 +102,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
     if not folder.is_dir():
         return removed
     for p in folder.iterdir():
-        m = _TMP_RE.match(p.name)
+        m = TEMPORARY_NAME.match(p.name)
         if m and p.is_file() and not _pid_alive(int(m.group(1))):
             logger.info("removing %s, left by an interrupted run", p.name)
             p.unlink(missing_ok=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -40,7 +39,8 @@ import pyarrow.parquet as pq
 import bcls
 from bcls.data.captions import CaptionTable, read_captions
 from bcls.data.errors import BclsError, ConfigError, ShardError
-from bcls.data.atomic import atomic_path, atomic_write_json, ensure_free_space
+from bcls.data.atomic import (TEMPORARY_NAME, atomic_path, atomic_write_json, ensure_free_space,
+                              remove_stale_temporaries)
 from bcls.data.shards import (MANIFEST, LabelSet, config_hash, open_labels, sha256_file, shard_metadata,
                               shard_name, write_manifest, write_shard)
 
@@ -57,7 +57,6 @@ CANDIDATES_FILE = "candidates.parquet"
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
 CONNECT_TIMEOUT = "20s"
 """How long to wait for a ``dask.distributed`` scheduler."""
-_TMP_RE = re.compile(r"^\..+\.tmp-(\d+)")
 
 
 @dataclass(frozen=True)
@@ -178,28 +177,7 @@ def _source_settings(name: str, config: LabelBuildConfig) -> dict[str, Any]:
 
 def _is_build_file(name: str) -> bool:
     return (name in (MANIFEST, EMBEDDINGS_FILE, CONFIG_FILE, CANDIDATES_FILE) or name.startswith("shard-")
-            or bool(_TMP_RE.match(name)))
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Delete temporary files that dead processes (a crashed or killed build) left in ``out``."""
-    for p in out.iterdir():
-        m = _TMP_RE.match(p.name)
-        if m and p.is_file() and not _pid_alive(int(m.group(1))):
-            log.info("removing %s, left by an interrupted build", p.name)
-            p.unlink(missing_ok=True)
+            or bool(TEMPORARY_NAME.match(name)))
 
 
 def _stored_hash(out: Path) -> str | None:
@@ -247,10 +225,10 @@ def _prepare_out(out: Path, identity_hash: str, force: bool) -> bool:
             replace = True
         elif stored is None and any(p.name.startswith("shard-") for p in out.iterdir()) and force:
             replace = True
-    _remove_stale_temporaries(out)
+    remove_stale_temporaries(out)
     if replace:
         for p in out.iterdir():
-            if _is_build_file(p.name) and not _TMP_RE.match(p.name):
+            if _is_build_file(p.name) and not TEMPORARY_NAME.match(p.name):
                 p.unlink() if p.is_file() else shutil.rmtree(p)
     return False
 
