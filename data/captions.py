@@ -415,13 +415,13 @@ def _read_table(path: Path) -> _Raw:
         def where(i: int) -> str:
             return f"row {i + 1}"
     else:
-        tbl = _read_delimited(path, "\t" if suffix == ".tsv" else ",")
+        tbl = read_delimited_strings(path, "\t" if suffix == ".tsv" else ",")
 
         def where(i: int) -> str:  # the header is line 1
             return f"line {i + 2}"
 
-    image_ids = _int_column(path, tbl, "image_id", where)
-    caption_ids = _int_column(path, tbl, "caption_id", where)
+    image_ids = int_column(path, tbl, "image_id", where)
+    caption_ids = int_column(path, tbl, "caption_id", where)
     text = tbl.column("text")
     if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
         try:
@@ -435,7 +435,13 @@ def _read_table(path: Path) -> _Raw:
     return _Raw(path, "table", image_ids, caption_ids, texts, splits, where)
 
 
-def _read_delimited(path: Path, delimiter: str) -> pa.Table:
+def read_delimited_strings(path: Path, delimiter: str, required: Sequence[str] = _REQUIRED_COLUMNS,
+                           optional: Sequence[str] = ("split",),
+                           needs: str = "a caption table needs image_id, caption_id, text and optionally split"
+                           ) -> pa.Table:
+    """The ``required`` (and present ``optional``) columns of a CSV/TSV file as strings, for the callers to
+    convert. One-line errors name the file and line: undecodable text, a missing column (``needs`` says what the
+    file must have), a row with the wrong number of fields."""
     import pyarrow.csv as pacsv
 
     raw = _read_bytes(path)
@@ -445,15 +451,13 @@ def _read_delimited(path: Path, delimiter: str) -> pa.Table:
         header = next(csv.reader([first_line], delimiter=delimiter), [])
     except csv.Error as err:
         raise _fail(path, f"line 1: cannot read the header ({err}); the first line must name the columns "
-                          f"{', '.join(_REQUIRED_COLUMNS)}") from None
-    missing = [c for c in _REQUIRED_COLUMNS if c not in header]
+                          f"{', '.join(required)}") from None
+    header = [h.strip() for h in header]
+    missing = [c for c in required if c not in header]
     if missing:
-        raise _fail(
-            path,
-            f"missing column(s) {', '.join(missing)} (header has: {', '.join(header) or 'nothing'}); "
-            f"a caption table needs {', '.join(_REQUIRED_COLUMNS)} and optionally split",
-        )
-    wanted = [c for c in (*_REQUIRED_COLUMNS, "split") if c in header]
+        raise _fail(path, f"missing column(s) {', '.join(missing)} (header has: {', '.join(header) or 'nothing'}); "
+                          f"{needs}")
+    wanted = [c for c in (*required, *optional) if c in header]
     bad_rows: list[Any] = []
 
     def on_invalid(row: Any) -> str:
@@ -515,7 +519,9 @@ def _read_parquet(path: Path) -> pa.Table:
         raise _fail(path, f"cannot read Parquet data ({str(err).splitlines()[0]})") from None
 
 
-def _int_column(path: Path, tbl: pa.Table, name: str, where: Callable[[int], str]) -> np.ndarray:
+def int_column(path: Path, tbl: pa.Table, name: str, where: Callable[[int], str]) -> np.ndarray:
+    """Column ``name`` of ``tbl`` as int64; a missing, non-integer or out-of-range value is a one-line error
+    naming the row (``where(i)``)."""
     col = tbl.column(name)
     typ = col.type
     if pa.types.is_string(typ) or pa.types.is_large_string(typ):

@@ -12,7 +12,6 @@ Scores are passed through unchanged (no rescaling): normalisation belongs to the
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import logging
 import os
@@ -25,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bcls.data.captions import int_column, read_delimited_strings
 from bcls.data.errors import ConfigError, DataFormatError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -76,15 +76,16 @@ def read_pair_scores(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, n
         def where(i: int) -> str:
             return f"row {i + 1}"
     else:
-        tbl = _read_delimited(p, "\t" if suffix == ".tsv" else ",")
+        tbl = read_delimited_strings(p, "\t" if suffix == ".tsv" else ",", PAIR_SCORE_COLUMNS, (),
+                                     "a pair-score file needs " + ", ".join(PAIR_SCORE_COLUMNS))
 
         def where(i: int) -> str:  # the header is line 1
             return f"line {i + 2}"
 
     if tbl.num_rows == 0:
         raise _fail(p, "no rows; the pair-score file has a header but no (image_id, caption_id, score) rows")
-    image_ids = _int_column(p, tbl, "image_id", where)
-    caption_ids = _int_column(p, tbl, "caption_id", where)
+    image_ids = int_column(p, tbl, "image_id", where)
+    caption_ids = int_column(p, tbl, "caption_id", where)
     scores = _score_column(p, tbl, where)
     _check_unique_pairs(p, image_ids, caption_ids, where)
     log.debug("read %d pair scores from %s", len(scores), p)
@@ -110,89 +111,6 @@ def _read_parquet(path: Path) -> pa.Table:
         return pq.read_table(path, columns=list(PAIR_SCORE_COLUMNS))
     except (pa.ArrowInvalid, OSError) as err:
         raise _fail(path, f"cannot read Parquet data ({str(err).splitlines()[0]})") from None
-
-
-def _read_delimited(path: Path, delimiter: str) -> pa.Table:
-    import pyarrow.csv as pacsv
-
-    raw = path.read_bytes()
-    try:
-        first_line = raw.split(b"\n", 1)[0].decode("utf-8").lstrip("\ufeff").rstrip("\r")
-    except UnicodeDecodeError:
-        raise _fail(path, "line 1: the header is not valid UTF-8; re-save the file as UTF-8") from None
-    if not first_line.strip():
-        raise _fail(path, f"empty file or empty header line; the first line must name the columns "
-                          f"{', '.join(PAIR_SCORE_COLUMNS)}")
-    header = [h.strip() for h in next(csv.reader([first_line], delimiter=delimiter), [])]
-    if any(c not in header for c in PAIR_SCORE_COLUMNS):
-        raise _missing_columns(path, header)
-    bad_rows: list[Any] = []
-
-    def on_invalid(row: Any) -> str:
-        bad_rows.append(row)
-        return "error"
-
-    try:
-        return pacsv.read_csv(
-            pa.BufferReader(raw),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in PAIR_SCORE_COLUMNS},
-                include_columns=list(PAIR_SCORE_COLUMNS),
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-        if bad_rows:
-            row = bad_rows[0]
-            at = f"line {row.number}" if row.number is not None else _line_of(raw, row.text)
-            raise _fail(path, f"{at}: expected {row.expected_columns} fields, got {row.actual_columns} "
-                              f"({_shown(row.text)}); check the delimiter and quoting") from None
-        raise _fail(path, f"cannot parse the file ({str(err).splitlines()[0]}); check the delimiter, quoting "
-                          "and encoding (UTF-8)") from None
-
-
-def _line_of(raw: bytes, text: str) -> str:
-    """``"line N"`` of the first line of ``raw`` equal to ``text`` (pyarrow does not always number bad rows)."""
-    for i, line in enumerate(raw.decode("utf-8", errors="replace").split("\n")):
-        if line.rstrip("\r") == text:
-            return f"line {i + 1}"
-    return "a row"
-
-
-def _int_column(path: Path, tbl: pa.Table, name: str, where: Callable[[int], str]) -> np.ndarray:
-    col = tbl.column(name)
-    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-        col = pc.utf8_trim_whitespace(col)
-    elif not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
-        raise _fail(path, f"column {name!r} has type {col.type}; ids must be integers")
-    if col.null_count:
-        first = int(np.argmax(col.is_null().to_numpy(zero_copy_only=False)))
-        raise _fail(path, f"{where(first)}: {name} is empty; every row needs an integer {name}")
-    try:
-        return np.asarray(col.cast(pa.int64()).to_numpy(), dtype=np.int64)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OverflowError):
-        pass
-    for i, v in enumerate(col.to_pylist()):
-        if not _is_int64(v):
-            raise _fail(path, f"{where(i)}: {name} is {_shown(v)}, not an integer id; fix the row") from None
-    raise _fail(path, f"column {name!r} cannot be read as 64-bit integers")
-
-
-def _is_int64(v: Any) -> bool:
-    if isinstance(v, bool):
-        return False
-    if isinstance(v, float):
-        if not np.isfinite(v) or v != int(v):
-            return False
-        v = int(v)
-    if isinstance(v, str):
-        try:
-            v = int(v.strip())
-        except ValueError:
-            return False
-    return isinstance(v, int) and -(2**63) <= v < 2**63
 
 
 def _score_column(path: Path, tbl: pa.Table, where: Callable[[int], str]) -> np.ndarray:

@@ -45,8 +45,8 @@ def test_read_formats_and_extra_columns(tmp_path, suffix):
 
 @pytest.mark.parametrize("rows, header, match", [
     ([(1, 2, 0.5)], "image_id,caption,score", r"missing column\(s\) caption_id \(header has: image_id, caption"),
-    ([(1, 2, 0.5), ("x", 3, 0.5)], None, r"line 3: image_id is 'x', not an integer id"),
-    ([(1, 2.5, 0.5)], None, r"line 2: caption_id is '2.5', not an integer id"),
+    ([(1, 2, 0.5), ("x", 3, 0.5)], None, r"line 3: column 'image_id' is 'x', not an integer id"),
+    ([(1, 2.5, 0.5)], None, r"line 2: column 'caption_id' is '2.5', not an integer id"),
     ([(1, 2, 0.5), (1, 3, "")], None, r"line 3: score is empty"),
     ([(1, 2, "inf")], None, r"line 2: score inf is not finite"),
     ([(1, 2, "nan")], None, r"line 2: score nan is not finite"),
@@ -75,7 +75,7 @@ def test_reader_file_errors(tmp_path):
         read_pair_scores(tmp_path / "s.parquet")
     pq.write_table(pa.table({"image_id": [1, None], "caption_id": [2, 3], "score": [0.1, 0.2]}),
                    tmp_path / "n.parquet")
-    with pytest.raises(DataFormatError, match=r"row 2: image_id is empty"):
+    with pytest.raises(DataFormatError, match=r"row 2: column 'image_id' is empty"):
         read_pair_scores(tmp_path / "n.parquet")
 
 
