@@ -42,15 +42,15 @@ from __future__ import annotations
 import logging
 import math
 import re
-import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from bcls.data.errors import ConfigError
+
+from .corpus_cache import CorpusCache
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sources import LabelCorpus
@@ -450,9 +450,7 @@ def _score_block(t: CiderTables, img: np.ndarray, cap: np.ndarray, sigma: float)
 
 # ---- per-corpus cache -------------------------------------------------------------------------------------------
 
-_CACHE: dict[tuple[int, int], tuple[weakref.ref, CiderTables]] = {}
-_CACHE_LOCK = threading.Lock()
-_CACHE_SIZE = 4
+_CACHE = CorpusCache(size=4)
 
 
 def cider_tables(corpus: "LabelCorpus", n: int = 4) -> CiderTables:
@@ -461,19 +459,7 @@ def cider_tables(corpus: "LabelCorpus", n: int = 4) -> CiderTables:
     The cache holds weak references (an entry dies with its corpus) and at most a few corpora, so scoring the
     shards of one build tokenises and counts its captions once.
     """
-    key = (id(corpus), n)
-    with _CACHE_LOCK:
-        hit = _CACHE.get(key)
-        if hit is not None and hit[0]() is corpus:
-            return hit[1]
-    tables = prepare_cider(corpus.texts, corpus.image_index, corpus.refs, n)
-    with _CACHE_LOCK:
-        for k in [k for k, (ref, _) in _CACHE.items() if ref() is None]:
-            del _CACHE[k]
-        while len(_CACHE) >= _CACHE_SIZE:
-            del _CACHE[next(iter(_CACHE))]
-        _CACHE[key] = (weakref.ref(corpus), tables)
-    return tables
+    return _CACHE.get(corpus, n, lambda: prepare_cider(corpus.texts, corpus.image_index, corpus.refs, n))
 
 
 @dataclass(frozen=True)

@@ -65,9 +65,7 @@ import functools
 import importlib
 import importlib.util
 import logging
-import threading
 import time
-import weakref
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -79,6 +77,7 @@ import numpy as np
 from bcls.data.errors import ConfigError
 
 from .cider import GroupedHash, _expand
+from .corpus_cache import CorpusCache
 
 if TYPE_CHECKING:  # pragma: no cover
     from spacy.language import Language
@@ -477,29 +476,15 @@ def spice_scores(tables: SpiceTables, image_pos: np.ndarray, caption_pos: np.nda
 
 # ---- per-corpus cache -------------------------------------------------------------------------------------------
 
-_CACHE: dict[tuple[int, bool, str], tuple[weakref.ref, SpiceTables]] = {}
-_CACHE_LOCK = threading.Lock()
-_CACHE_SIZE = 4
+_CACHE = CorpusCache(size=4)
 
 
 def spice_tables(corpus: "LabelCorpus", synonyms: bool = True, model: str = DEFAULT_SPACY_MODEL,
                  batch_size: int = 256) -> SpiceTables:
     """:func:`prepare_spice` of a :class:`~bcls.pipeline.sources.LabelCorpus`, cached per corpus object (weak
     references, at most a few corpora), so the shards of one build parse its captions once."""
-    key = (id(corpus), synonyms, model)
-    with _CACHE_LOCK:
-        hit = _CACHE.get(key)
-        if hit is not None and hit[0]() is corpus:
-            return hit[1]
-    tables = prepare_spice(corpus.texts, corpus.image_index, len(corpus.refs), synonyms, load_spacy(model),
-                           batch_size)
-    with _CACHE_LOCK:
-        for k in [k for k, (ref, _) in _CACHE.items() if ref() is None]:
-            del _CACHE[k]
-        while len(_CACHE) >= _CACHE_SIZE:
-            del _CACHE[next(iter(_CACHE))]
-        _CACHE[key] = (weakref.ref(corpus), tables)
-    return tables
+    return _CACHE.get(corpus, (synonyms, model), lambda: prepare_spice(
+        corpus.texts, corpus.image_index, len(corpus.refs), synonyms, load_spacy(model), batch_size))
 
 
 @dataclass(frozen=True)
