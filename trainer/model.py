@@ -423,22 +423,11 @@ class VSEGPOModel(RetrievalModel):
 
 
 @dataclass(frozen=True)
-class VSEGlobalConfig:
+class VSEGlobalConfig(VSEGPOConfig):
     """Settings of :class:`VSEGlobalModel` (``vse-global``); attributes as in :class:`VSEGPOConfig`, except that
     ``image_dim`` is the size of one global feature per image and ``text_pooling`` defaults to ``mean``."""
 
-    image_dim: int
-    vocab_size: int
-    embed_dim: int = 512
-    word_dim: int = 300
-    gru_layers: int = 1
-    mlp_hidden: int | None = None
     text_pooling: str = "mean"
-    gpo_pe_dim: int = 32
-    gpo_hidden: int = 32
-
-    def __post_init__(self) -> None:
-        VSEGPOConfig.__post_init__(self)  # type: ignore[arg-type]
 
 
 class VSEGlobalModel(RetrievalModel):

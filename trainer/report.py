@@ -25,22 +25,23 @@ def recall_curve(ranks: torch.Tensor, max_k: int = 50) -> np.ndarray:
     return np.array([100.0 * np.mean(ranks < k) for k in range(1, max_k + 1)])
 
 
-def plot_recall_curves(curves: dict[str, np.ndarray], path: str | os.PathLike) -> Path:
-    """R@K for K = 1..50, one line per direction; saved as a PNG."""
+def _figure():
+    """A fresh 6×4 inch figure and axes, drawn off-screen."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, curve in curves.items():
-        ax.plot(np.arange(1, len(curve) + 1), curve, label=name)
-    ax.set_xlabel("K")
-    ax.set_ylabel("R@K (%)")
-    ax.set_ylim(0, 100)
+    return plt.subplots(figsize=(6, 4))
+
+
+def _save(fig, ax, title: str, path: str | os.PathLike) -> Path:
+    """Grid, legend and title, then the PNG written atomically and the figure closed."""
+    import matplotlib.pyplot as plt
+
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title("Recall at K")
+    ax.set_title(title)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110)
@@ -48,14 +49,20 @@ def plot_recall_curves(curves: dict[str, np.ndarray], path: str | os.PathLike) -
     return Path(path)
 
 
+def plot_recall_curves(curves: dict[str, np.ndarray], path: str | os.PathLike) -> Path:
+    """R@K for K = 1..50, one line per direction; saved as a PNG."""
+    fig, ax = _figure()
+    for name, curve in curves.items():
+        ax.plot(np.arange(1, len(curve) + 1), curve, label=name)
+    ax.set_xlabel("K")
+    ax.set_ylabel("R@K (%)")
+    ax.set_ylim(0, 100)
+    return _save(fig, ax, "Recall at K", path)
+
+
 def plot_similarity_vs_label(sims: torch.Tensor, relevance: torch.Tensor, known: torch.Tensor | None,
                              path: str | os.PathLike, n: int = 5000, seed: int = 0) -> Path:
     """Predicted similarity against label for a random sample of (known) pairs, with the per-label mean."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     s, r = sims.flatten().numpy(), relevance.flatten().numpy()
     idx = np.flatnonzero(known.flatten().numpy()) if known is not None else np.arange(len(s))
     rng = np.random.default_rng(seed)
@@ -64,7 +71,7 @@ def plot_similarity_vs_label(sims: torch.Tensor, relevance: torch.Tensor, known:
     nonzero = idx[r[idx] > 0]
     if len(nonzero):
         pick = np.concatenate([pick[: n // 2], rng.choice(nonzero, size=min(n // 2, len(nonzero)), replace=False)])
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure()
     ax.scatter(r[pick], s[pick], s=4, alpha=0.25, label="pairs (sample)")
     levels = np.unique(np.round(r[pick], 2))
     if len(levels) <= 30:
@@ -72,14 +79,7 @@ def plot_similarity_vs_label(sims: torch.Tensor, relevance: torch.Tensor, known:
         ax.plot(levels, means, "o-", color="C3", label="mean per label")
     ax.set_xlabel("label (relevance)")
     ax.set_ylabel("predicted similarity")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title("Predicted similarity vs label")
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, ax, "Predicted similarity vs label", path)
 
 
 def _fmt(value: Any) -> str:
