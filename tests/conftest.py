@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import re
@@ -35,3 +36,31 @@ def hash_encoder(dim: int = 64):
 @pytest.fixture
 def encoder():
     return hash_encoder()
+
+
+@pytest.fixture
+def coco_corpus():
+    """``coco_corpus(n)``: a label corpus of the first ``n`` images of the real COCO Karpathy test captions
+    (``../shared``), or a skip where that data is absent."""
+    from bcls.pipeline.sources import LabelCorpus
+
+    tsv = SHARED / "data" / "coco_karpathy" / "test5k_captions.tsv"
+
+    def make(n_images: int) -> LabelCorpus:
+        if not tsv.is_file():
+            pytest.skip(f"{tsv} not available")
+        seen: dict[str, int] = {}
+        texts, index = [], []
+        with open(tsv, newline="") as fh:
+            reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+            next(reader)
+            for _row, _ann, image, caption in reader:
+                if image not in seen:
+                    if len(seen) == n_images:
+                        break
+                    seen[image] = len(seen)
+                texts.append(caption)
+                index.append(seen[image])
+        return LabelCorpus.from_groups(tuple(texts), np.asarray(index))
+
+    return make

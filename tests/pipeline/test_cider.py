@@ -1,10 +1,8 @@
 """The ``cider`` label source: CIDEr-D against coco-caption's CiderScorer, leave-one-out, tokenizer, hand examples."""
 
-import csv
 import json
 import math
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,26 +12,6 @@ from bcls.pipeline.cider import (CiderSource, GroupedHash, cider_d_scores, cider
                                  prepare_cider, ptb_tokenize)
 from bcls.pipeline.sources import LABEL_SOURCES, LabelCorpus, make_source
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-TSV = SHARED / "data" / "coco_karpathy" / "test5k_captions.tsv"
-
-
-def _coco_corpus(n_images: int) -> LabelCorpus:
-    if not TSV.is_file():
-        pytest.skip(f"{TSV} not available")
-    seen: dict[str, int] = {}
-    texts, index = [], []
-    with open(TSV, newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        next(reader)
-        for _row, _ann, image, caption in reader:
-            if image not in seen:
-                if len(seen) == n_images:
-                    break
-                seen[image] = len(seen)
-            texts.append(caption)
-            index.append(seen[image])
-    return LabelCorpus.from_groups(tuple(texts), np.asarray(index))
 
 
 def _pycoco(tokens, refs, img, cap):
@@ -59,8 +37,8 @@ def _pycoco(tokens, refs, img, cap):
     return np.asarray(out)
 
 
-def test_equals_pycocoevalcap_on_coco_captions():
-    corpus = _coco_corpus(50)
+def test_equals_pycocoevalcap_on_coco_captions(coco_corpus):
+    corpus = coco_corpus(50)
     tokens = [ptb_tokenize(t) for t in corpus.texts]
     rng = np.random.default_rng(0)
     own_img, own_slot = np.nonzero(corpus.refs >= 0)

@@ -1,8 +1,6 @@
 """The ``spice`` (SPICE-like) label source: tuple rules, synonym ids, F1 against naive sets, leave-one-out."""
 
-import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +10,6 @@ from bcls.pipeline.sources import LABEL_SOURCES, LabelCorpus, make_source
 from bcls.pipeline.spice import (SpiceSource, canonical_word_ids, load_spacy, load_synsets, prepare_spice,
                                  scene_graph, spice_scores, spice_tables)
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-TSV = SHARED / "data" / "coco_karpathy" / "test5k_captions.tsv"
 
 
 @pytest.fixture(scope="module")
@@ -82,24 +78,6 @@ def test_synonym_matching_end_to_end(nlp, synsets):
     assert SpiceSource(synonyms=False).score(corpus, img, cap)[0] == pytest.approx(1 / 3)
 
 
-def _coco_corpus(n_images: int) -> LabelCorpus:
-    if not TSV.is_file():
-        pytest.skip(f"{TSV} not available")
-    seen: dict[str, int] = {}
-    texts, index = [], []
-    with open(TSV, newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        next(reader)
-        for _row, _ann, image, caption in reader:
-            if image not in seen:
-                if len(seen) == n_images:
-                    break
-                seen[image] = len(seen)
-            texts.append(caption)
-            index.append(seen[image])
-    return LabelCorpus.from_groups(tuple(texts), np.asarray(index))
-
-
 def _naive(graphs, word_ids, refs, img, cap):
     canon = [{tuple(word_ids[w] for w in t) for t in g} for g in graphs]
     out = []
@@ -116,8 +94,8 @@ def _naive(graphs, word_ids, refs, img, cap):
     return np.asarray(out)
 
 
-def test_f1_equals_naive_sets_on_coco_captions(nlp):
-    corpus = _coco_corpus(6)  # ~30 real captions
+def test_f1_equals_naive_sets_on_coco_captions(nlp, coco_corpus):
+    corpus = coco_corpus(6)  # ~30 real captions
     graphs = [scene_graph(doc) for doc in nlp.pipe(corpus.texts)]
     assert all(graphs) and sum(len(g) for g in graphs) > 5 * len(graphs)  # not vacuous
     tables = prepare_spice(corpus.texts, corpus.image_index, len(corpus.refs), graphs=graphs)
