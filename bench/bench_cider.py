@@ -1,4 +1,4 @@
-"""Benchmark: the vectorised ``cider`` label source vs coco-caption's ``CiderScorer`` (pycocoevalcap), on CPU.
+"""Benchmark: the ``cider`` label source (numba kernel) vs coco-caption's ``CiderScorer`` (pycocoevalcap), on CPU.
 
 Run ``python bench/bench_cider.py`` (needs ``pip install pycocoevalcap``; reads
 ``../shared/data/coco_karpathy/test5k_captions.tsv``: 5,000 COCO images, 25,010 captions). Candidate pairs: for each

@@ -95,7 +95,9 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     if args.device != "cpu":
         results["cuda_vs_cpu"] = _check_device(data, labels, tmp.name, args.device, args.tolerance)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    where = (f"{torch.cuda.get_device_name()} (bf16 autocast)" if args.device.startswith("cuda")
+             else f"CPU, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {where}")
     print(f"{'batch':>6} {'variant':<16} {'ms/step':>9} {'× triplet':>10} {'labelled pairs':>15}")
     for size in sizes:
         runs = {}

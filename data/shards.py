@@ -204,6 +204,11 @@ def open_labels(folder: str | os.PathLike, verify: bool = True) -> LabelSet:
             raise ShardError(f"{shard}: listed in the manifest but missing; rebuild the labels")
         if verify and sha256_file(shard) != entry.get("sha256"):
             raise ShardError(f"{shard}: checksum differs from the manifest (changed or truncated); rebuild the labels")
+    listed = {entry.get("file") for entry in manifest["shards"]}
+    stray = sorted(p.name for p in folder.glob("shard-*.parquet") if p.name not in listed)
+    if stray:  # a shard copied in from another build would otherwise be silently ignored
+        raise ShardError(f"{folder / stray[0]}: a shard the manifest does not list ({len(stray)} such file(s)); "
+                         "move it out of the label folder or rebuild the labels")
     return LabelSet(folder, manifest)
 
 

@@ -5,6 +5,11 @@ Indexes (:class:`IndexSpec`): ``exact`` (``IndexFlatIP``), ``ivf`` (``IndexIVFFl
 clone; several: the base sharded over all of them) and on the CPU otherwise; faiss has no GPU HNSW, so ``hnsw``
 always runs on the CPU. Queries are searched in blocks so memory stays bounded, with a rate/ETA log.
 
+When faiss sees no GPU but torch does (a faiss-cpu install on a CUDA machine: the CUDA-12 faiss-gpu wheels need
+CUDA-12 runtime libraries that a CUDA-13 machine lacks), ``exact`` runs as :class:`TorchExactIndex` on the first
+CUDA device: fp32 matrix products (TF32 off) and ``torch.topk``, the same neighbours as ``IndexFlatIP`` up to float
+rounding and the order of ties (our choice; the tests compare it with faiss on the CPU).
+
 Candidates (:func:`candidate_pairs`) are the union of
 
 * for each image, its top-``k`` captions by ``max over r in refs(i), r != c of <e_c, e_r>``;
@@ -31,10 +36,57 @@ _GPU_RESOURCES: list[Any] = []
 
 
 def faiss_gpu_count() -> int:
-    """Number of GPUs faiss can use (0 with faiss-cpu)."""
-    import faiss
-
+    """Number of GPUs faiss can use (0 with faiss-cpu, or without faiss: a CUDA machine can search with torch)."""
+    try:
+        import faiss
+    except ImportError:
+        return 0
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+def torch_cuda_available() -> bool:
+    """Whether torch sees a CUDA device (False when torch is a CPU build)."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+class TorchExactIndex:
+    """Exact inner-product search with torch (``IndexFlatIP``'s ``search`` and ``ntotal``), for a CUDA device
+    that faiss cannot use.
+
+    The base lives on ``device`` as float32; each query block is cut into sub-blocks whose score matrix stays near
+    ``max_scores`` floats, multiplied with TF32 off, and reduced with ``torch.topk``.
+    """
+
+    def __init__(self, base: np.ndarray, device: str = "cuda", max_scores: int = 1 << 28) -> None:
+        import torch
+
+        self.device = torch.device(device)
+        self.base = torch.from_numpy(np.ascontiguousarray(base, dtype=np.float32)).to(self.device)
+        self.ntotal = int(self.base.shape[0])
+        self.max_scores = max_scores
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores float32 (Q, k), ids int64 (Q, k))``, best first (``k`` clipped to ``ntotal``)."""
+        import torch
+
+        k = min(k, self.ntotal)
+        step = max(1, self.max_scores // max(self.ntotal, 1))
+        scores = np.empty((queries.shape[0], k), dtype=np.float32)
+        ids = np.empty((queries.shape[0], k), dtype=np.int64)
+        tf32 = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            with torch.no_grad():
+                for lo in range(0, queries.shape[0], step):
+                    q = torch.from_numpy(np.ascontiguousarray(queries[lo:lo + step], dtype=np.float32))
+                    top = torch.topk(q.to(self.device) @ self.base.T, k, dim=1)
+                    scores[lo:lo + step] = top.values.cpu().numpy()
+                    ids[lo:lo + step] = top.indices.cpu().numpy()
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+        return scores, ids
 
 
 @dataclass(frozen=True)
@@ -105,13 +157,19 @@ def build_index(base: np.ndarray, spec: IndexSpec = IndexSpec(), use_gpu: bool |
     Returns:
         ``(index, info)``; ``info`` has the index description, its device, and the build time in seconds.
     """
-    import faiss
-
     base = np.ascontiguousarray(base, dtype=np.float32)
     n, d = base.shape
     t0 = time.perf_counter()
     n_gpus = faiss_gpu_count() if use_gpu is not False else 0
     info: dict[str, Any] = {"kind": spec.kind}
+    if spec.kind == "exact" and use_gpu is not False and not n_gpus and torch_cuda_available():
+        index = TorchExactIndex(base, "cuda")
+        info |= {"description": "exact inner product (torch fp32 matmul + topk)", "device": "1 GPU (torch)",
+                 "build_seconds": round(time.perf_counter() - t0, 3)}
+        log.info("exact search over %d vectors with torch on CUDA (faiss sees no GPU)", n)
+        return index, info
+    import faiss
+
     if spec.kind == "exact":
         index = faiss.IndexFlatIP(d)
         info["description"] = "IndexFlatIP (exact)"

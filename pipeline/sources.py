@@ -101,7 +101,7 @@ class SbertSource:
 
     aggregate: str = "max"
     model: str = DEFAULT_MODEL
-    chunk: int = 65536
+    chunk: int = 16384  # pairs per block: the gathered reference embeddings take chunk·M·d·4 bytes per thread
     name: str = field(default="sbert", init=False)
     needs_embeddings: bool = field(default=True, init=False)
 

@@ -49,6 +49,18 @@ def test_changed_shard_fails_checksum(tmp_path):
         open_labels(tmp_path)
 
 
+def test_unlisted_shard_is_refused_not_ignored(tmp_path):
+    _build(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    _build(other, seed=1)
+    (other / "shard-00000.parquet").rename(tmp_path / "shard-00001.parquet")  # a shard of another build
+    with pytest.raises(ShardError, match=r"shard-00001.parquet: a shard the manifest does not list \(1 such"):
+        open_labels(tmp_path)
+    (tmp_path / "shard-00001.parquet").unlink()
+    assert open_labels(tmp_path).sources == ["sbert", "cider"]
+
+
 def test_foreign_parquet_is_refused(tmp_path):
     _build(tmp_path)
     labels = open_labels(tmp_path)

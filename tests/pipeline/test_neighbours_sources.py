@@ -127,3 +127,34 @@ def test_approximate_indexes_find_most_exact_neighbours(kind):
     assert recall_at_k(got, truth) == pytest.approx(
         np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth)]))
     assert recall_at_k(truth, truth) == 1.0
+
+
+@pytest.mark.parametrize("max_scores", [1 << 28, 700])  # one block; sub-blocks of 1 query (700 // 600)
+def test_torch_exact_index_matches_faiss_flat(max_scores):
+    """The torch search used on CUDA machines without faiss-gpu returns faiss's exact neighbours (run on CPU)."""
+    from bcls.pipeline.neighbours import TorchExactIndex, knn
+
+    rng = np.random.default_rng(3)
+    emb = rng.standard_normal((600, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    index = TorchExactIndex(emb, device="cpu", max_scores=max_scores)
+    assert index.ntotal == 600
+    scores, ids = knn(index, emb[:40], 7, block=16)
+    truth_scores, truth_ids = exact_knn(emb[:40], emb, 7, use_gpu=False)
+    np.testing.assert_array_equal(ids, truth_ids)  # random floats: no ties
+    np.testing.assert_allclose(scores, truth_scores, atol=1e-5)
+    assert index.search(emb[:2], 10_000)[1].shape == (2, 600)  # k clipped to the base
+
+
+def test_exact_search_uses_torch_only_when_faiss_has_no_gpu_and_torch_has_cuda(monkeypatch):
+    from bcls.pipeline import neighbours
+
+    emb = np.eye(4, dtype=np.float32)
+    monkeypatch.setattr(neighbours, "torch_cuda_available", lambda: True)
+    monkeypatch.setattr(neighbours, "TorchExactIndex", lambda base, device: ("torch", device))
+    index, info = neighbours.build_index(emb, neighbours.IndexSpec("exact"))
+    assert index == ("torch", "cuda") and info["device"] == "1 GPU (torch)"
+    index, info = neighbours.build_index(emb, neighbours.IndexSpec("exact"), use_gpu=False)
+    assert info["device"] == "cpu" and index.ntotal == 4
+    _, info = neighbours.build_index(emb, neighbours.IndexSpec("hnsw"))
+    assert info["device"] == "cpu"
