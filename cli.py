@@ -106,6 +106,8 @@ def labels_build(
     scheduler: str = typer.Option("threads", "--scheduler", help="dask scheduler for the shards: threads, "
                                   "processes, sync, or a dask.distributed scheduler address (tcp://host:8786)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Local dask workers [one per CPU core]."),
+    parse_processes: int = typer.Option(1, "--parse-processes", help="spice: processes for the spaCy parse "
+                                        "(0 = one per CPU core; about 0.5 GiB each; same values)."),
     force: bool = typer.Option(False, "--force", help="Replace a build with different settings in --out."),
     skip_empty: bool = typer.Option(False, "--skip-empty", help="Leave out empty captions (their count is "
                                     "logged) instead of refusing the caption file."),
@@ -126,7 +128,8 @@ def labels_build(
                                   images_per_shard=images_per_shard, device=device, caption_k=caption_k,
                                   index=index, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
                                   recall_queries=recall_queries, cache=str(cache) if cache else None,
-                                  use_cache=not no_cache, scheduler=scheduler, workers=workers, force=force,
+                                  use_cache=not no_cache, scheduler=scheduler, workers=workers,
+                                  parse_processes=parse_processes, force=force,
                                   skip_empty=skip_empty, allow_unknown_images=allow_unknown_images)
         return build_labels(config)
 

@@ -11,8 +11,9 @@ Two steps:
   --k 32 --index ivf`` (exact search over 617k captions costs about 1.5e14 multiply-adds, 20+ minutes on two
   cores; IVF with nprobe 32 visits about 1 % of the lists and logs its recall against exact search).
 
-Peak memory is the largest sum of RSS over the process tree seen by the sampler (it can miss spikes shorter than
-0.5 s). The embedding cache is used as configured (``--cache``); pass a fresh folder for a cold run. The last line
+Peak memory is the largest sum over the process tree of each process's PSS (proportional set size: pages shared
+between processes, such as a freshly forked child's, count once; RSS where PSS cannot be read) seen by the sampler
+(it can miss spikes shorter than 0.5 s). The embedding cache is used as configured (``--cache``); pass a fresh folder for a cold run. The last line
 printed is one JSON object of the figures.
 """
 
@@ -71,7 +72,7 @@ def write_table(jar: Path, out: Path) -> dict[str, int]:
     return {"captions": len(texts), "images": len(set(image_ids))}
 
 
-def tree_rss(pid: int) -> int:
+def tree_memory(pid: int) -> int:
     import psutil
 
     try:
@@ -81,10 +82,13 @@ def tree_rss(pid: int) -> int:
         return 0
     total = 0
     for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
+        try:  # PSS: shared pages split between the processes that share them (RSS would count a forked
+            total += p.memory_full_info().pss  # child's copy-on-write pages twice)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, AttributeError):
+            try:
+                total += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
     return total
 
 
@@ -106,7 +110,7 @@ def run_build(captions: Path, out: Path, extra: list[str], log_path: Path) -> di
         def sample() -> None:
             nonlocal peak
             while not done.is_set():
-                peak = max(peak, tree_rss(proc.pid))
+                peak = max(peak, tree_memory(proc.pid))
                 done.wait(0.5)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -126,7 +130,7 @@ def run_build(captions: Path, out: Path, extra: list[str], log_path: Path) -> di
         done.set()
         sampler.join()
     figures |= {"returncode": rc, "wall_s": round(time.perf_counter() - start, 1),
-                "peak_rss_gib": round(peak / 2**30, 2)}
+                "peak_memory_gib": round(peak / 2**30, 2)}
     return figures
 
 
@@ -153,7 +157,7 @@ def main() -> None:
     for name in ("embedding", "search", "scoring_writing", "total"):
         if f"{name}_s" in figures:
             print(f"{name:<20} {figures[f'{name}_s']:>8.1f}")
-    print(f"peak RSS (process tree, sampled): {figures['peak_rss_gib']} GiB; wall {figures['wall_s']} s")
+    print(f"peak memory (PSS of the process tree, sampled): {figures['peak_memory_gib']} GiB; wall {figures['wall_s']} s")
     print(json.dumps(figures))
     sys.exit(int(figures["returncode"]))
 

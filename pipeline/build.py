@@ -84,6 +84,8 @@ class LabelBuildConfig:
         use_cache: read and fill the embedding cache.
         scheduler: ``threads`` (default), ``processes``, ``sync``, or a ``dask.distributed`` scheduler address.
         workers: local dask workers (``None``: one per CPU core).
+        parse_processes: processes of the ``spice`` source's spaCy parse (0: one per CPU core); about 0.5 GiB
+            each, and the values do not depend on it.
         file_scores: the (image_id, caption_id, score) table read by the ``file`` source.
         force: overwrite a folder that holds a build with different settings.
         skip_empty: leave out empty captions (counted in a warning) instead of refusing the caption file.
@@ -114,6 +116,7 @@ class LabelBuildConfig:
     use_cache: bool = True
     scheduler: str = "threads"
     workers: int | None = None
+    parse_processes: int = 1
     force: bool = False
     skip_empty: bool = False
     allow_unknown_images: bool = False
@@ -131,6 +134,8 @@ class LabelBuildConfig:
             raise ConfigError(f"label sources repeated: {list(self.sources)}")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        if self.parse_processes < 0:
+            raise ConfigError(f"parse_processes must be 0 (one per CPU core) or more, got {self.parse_processes}")
         if self.recall_queries < 0:
             raise ConfigError(f"recall_queries must be 0 or more, got {self.recall_queries}")
         self.index_spec()  # validates the index settings
@@ -172,6 +177,8 @@ def _source_settings(name: str, config: LabelBuildConfig) -> dict[str, Any]:
         if not config.file_scores:
             raise ConfigError("the file label source needs --file-scores TABLE (image_id, caption_id, score)")
         return {"path": config.file_scores}
+    if name == "spice":
+        return {"processes": config.parse_processes}
     return {}
 
 

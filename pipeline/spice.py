@@ -51,7 +51,7 @@ defines it), the score of (i, c) is the F1 ``2 |T(c) ∩ U| / (|T(c)| + |U|)`` (
 ``|∩|/|U|``), 0 when both sets are empty, NaN when image i has no caption besides c. Values lie in [0, 1].
 
 **Speed.** Per corpus, once (:func:`prepare_spice`, cached per corpus object by :func:`spice_tables`): the spaCy
-parse (the bulk of the time) and one Python pass over the tuples; then vectorised numpy: per-caption sorted tuple
+parse (the bulk of the time; optionally spread over spawned worker processes) and one Python pass over the tuples; then vectorised numpy: per-caption sorted tuple
 ids (CSR), per-image tuple counts (how many of the image's captions hold each tuple) in a
 :class:`~bcls.pipeline.cider.GroupedHash`. Per call (:func:`spice_scores`): each pair's candidate tuples are
 looked up in the (image, tuple) index; a tuple is in ``U`` when its count minus the candidate's own contribution is
@@ -65,10 +65,13 @@ import functools
 import importlib
 import importlib.util
 import logging
+import multiprocessing
+import os
 import sys
 import time
 import zipfile
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
@@ -283,23 +286,60 @@ def scene_graph(doc: "Doc") -> set[SceneTuple]:
     return tuples
 
 
-def parse_scene_graphs(texts: Sequence[str], nlp: "Language | None" = None,
-                       batch_size: int = 256) -> list[set[SceneTuple]]:
-    """:func:`scene_graph` of every text (each distinct text parsed once, ``nlp.pipe`` in one process), with a
-    rate/ETA log every 10 s."""
-    nlp = load_spacy() if nlp is None else nlp
+#: Fewest distinct captions per process before :func:`parse_scene_graphs` starts worker processes (each costs a
+#: few seconds to start and load spaCy, about what parsing 5,000 captions takes).
+MIN_CAPTIONS_PER_PROCESS = 5000
+
+
+def _parse_chunk(model: str, batch_size: int, texts: list[str]) -> list[set[SceneTuple]]:
+    """Worker of :func:`parse_scene_graphs`: the scene graphs of ``texts`` with the spaCy pipeline ``model``."""
+    return [scene_graph(doc) for doc in load_spacy(model).pipe(texts, batch_size=batch_size)]
+
+
+def parse_scene_graphs(texts: Sequence[str], nlp: "Language | None" = None, batch_size: int = 256,
+                       processes: int = 1, model: str = DEFAULT_SPACY_MODEL) -> list[set[SceneTuple]]:
+    """:func:`scene_graph` of every text, each distinct text parsed once, with a rate/ETA log every 10 s.
+
+    Args:
+        nlp: the pipeline for a parse in this process (default :func:`load_spacy` of ``model``).
+        processes: 1 parses here; more (0 = one per CPU core) spreads the distinct texts over that many spawned
+            worker processes, each loading ``model`` itself, when there are at least
+            :data:`MIN_CAPTIONS_PER_PROCESS` texts per process and this process may have children (a daemonic
+            dask worker may not). The graphs are the same either way: spaCy parses each text on its own.
+    """
     unique: dict[str, int] = {}
     index = [unique.setdefault(t.strip(), len(unique)) for t in texts]
+    distinct = list(unique)
+    n_proc = (os.cpu_count() or 1) if processes == 0 else processes
+    n_proc = min(n_proc, len(distinct) // MIN_CAPTIONS_PER_PROCESS)
+    if multiprocessing.current_process().daemon:
+        n_proc = 1
     graphs: list[set[SceneTuple]] = []
     start = last = time.perf_counter()
-    for doc in nlp.pipe(list(unique), batch_size=batch_size, n_process=1):
-        graphs.append(scene_graph(doc))
+
+    def progress(force: bool = False) -> None:
+        nonlocal last
         now = time.perf_counter()
-        if now - last > 10.0:
-            rate = len(graphs) / (now - start)
-            log.info("spice: parsed %d/%d distinct captions (%.0f/s, ETA %.0fs)", len(graphs), len(unique), rate,
-                     (len(unique) - len(graphs)) / rate)
+        if force or now - last > 10.0:
+            rate = len(graphs) / max(now - start, 1e-9)
+            log.info("spice: parsed %d/%d distinct captions (%.0f/s, ETA %.0fs)", len(graphs), len(distinct),
+                     rate, (len(distinct) - len(graphs)) / max(rate, 1e-9))
             last = now
+
+    if n_proc > 1:
+        bounds = np.linspace(0, len(distinct), 8 * n_proc + 1).astype(np.int64)
+        log.info("spice: parsing %d distinct captions in %d processes", len(distinct), n_proc)
+        with ProcessPoolExecutor(n_proc, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_parse_chunk, model, batch_size, distinct[lo:hi])
+                       for lo, hi in zip(bounds[:-1], bounds[1:])]
+            for future in futures:
+                graphs.extend(future.result())
+                progress()
+    else:
+        nlp = load_spacy(model) if nlp is None else nlp
+        for doc in nlp.pipe(distinct, batch_size=batch_size, n_process=1):
+            graphs.append(scene_graph(doc))
+            progress()
     return [graphs[i] for i in index]
 
 
@@ -413,7 +453,8 @@ def tuples_to_ids(graphs: Sequence[set[SceneTuple]], word_ids: Mapping[str, int]
 
 def prepare_spice(texts: Sequence[str], image_index: np.ndarray, n_images: int, synonyms: bool = True,
                   nlp: "Language | None" = None, batch_size: int = 256,
-                  graphs: Sequence[set[SceneTuple]] | None = None) -> SpiceTables:
+                  graphs: Sequence[set[SceneTuple]] | None = None, processes: int = 1,
+                  model: str = DEFAULT_SPACY_MODEL) -> SpiceTables:
     """Parse the captions and compute everything the score needs that does not depend on the pairs.
 
     Args:
@@ -421,14 +462,15 @@ def prepare_spice(texts: Sequence[str], image_index: np.ndarray, n_images: int, 
         image_index: int64 ``(N,)`` image position of each caption.
         n_images: number of image positions.
         synonyms: canonicalise words with WordNet synonyms (else lemma equality only).
-        nlp: a spaCy pipeline (default :func:`load_spacy`).
+        nlp: a spaCy pipeline (default :func:`load_spacy` of ``model``).
         batch_size: ``nlp.pipe`` batch size.
         graphs: already extracted scene graphs of ``texts`` (skips the parse).
+        processes / model: parse in worker processes that load ``model`` (see :func:`parse_scene_graphs`).
     """
     t0 = time.perf_counter()
     image_of = np.asarray(image_index, dtype=np.int64)
     if graphs is None:
-        graphs = parse_scene_graphs(texts, nlp, batch_size)
+        graphs = parse_scene_graphs(texts, nlp, batch_size, processes, model)
     t_parse = time.perf_counter() - t0
     frequency = Counter(w for g in graphs for w in {w for t in g for w in t})
     word_ids = canonical_word_ids(frequency, load_synsets() if synonyms else None)
@@ -492,11 +534,13 @@ _CACHE = CorpusCache(size=4)
 
 
 def spice_tables(corpus: "LabelCorpus", synonyms: bool = True, model: str = DEFAULT_SPACY_MODEL,
-                 batch_size: int = 256) -> SpiceTables:
+                 batch_size: int = 256, processes: int = 1) -> SpiceTables:
     """:func:`prepare_spice` of a :class:`~bcls.pipeline.sources.LabelCorpus`, cached per corpus object (weak
     references, at most a few corpora), so the shards of one build parse its captions once."""
+    load_spacy(model)  # a missing spaCy or model is reported here, before any worker starts
     return _CACHE.get(corpus, (synonyms, model), lambda: prepare_spice(
-        corpus.texts, corpus.image_index, len(corpus.refs), synonyms, load_spacy(model), batch_size))
+        corpus.texts, corpus.image_index, len(corpus.refs), synonyms, None, batch_size, processes=processes,
+        model=model))
 
 
 @dataclass(frozen=True)
@@ -510,6 +554,7 @@ class SpiceSource:
     synonyms: bool = True
     model: str = DEFAULT_SPACY_MODEL
     batch_size: int = 256
+    processes: int = 1  # parse processes (0: one per core; about 0.5 GiB each); the values do not depend on it
     name: str = field(default="spice", init=False)
     needs_embeddings: bool = field(default=False, init=False)
 
@@ -518,6 +563,8 @@ class SpiceSource:
             raise ConfigError(f"spice synonyms must be true or false, got {self.synonyms!r}")
         if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
             raise ConfigError(f"spice batch_size must be a positive integer, got {self.batch_size!r}")
+        if not (isinstance(self.processes, int) and self.processes >= 0):
+            raise ConfigError(f"spice processes must be 0 (one per core) or more, got {self.processes!r}")
 
     def settings(self) -> dict[str, Any]:
         return {"variant": "SPICE-like (spaCy dependency rules, not Stanford CoreNLP)", "model": self.model,
@@ -527,5 +574,5 @@ class SpiceSource:
 
     def score(self, corpus: "LabelCorpus", image_pos: np.ndarray, caption_pos: np.ndarray) -> np.ndarray:
         """SPICE-like F1, float32 ``(P,)``, of pairs (image_pos[p], caption_pos[p])."""
-        tables = spice_tables(corpus, self.synonyms, self.model, self.batch_size)
+        tables = spice_tables(corpus, self.synonyms, self.model, self.batch_size, self.processes)
         return spice_scores(tables, image_pos, caption_pos).astype(np.float32)

@@ -255,3 +255,16 @@ def test_file_source_values_reach_the_shards(tmp_path, encoder):
     with pytest.raises(ConfigError, match="--file-scores"):
         build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "m"), sources=("file",)),
                      encoder=encoder)
+
+
+
+def test_parse_processes_reach_the_spice_source_but_not_the_build_identity(tmp_path):
+    from bcls.data.errors import ConfigError
+    from bcls.pipeline.build import LabelBuildConfig, _source_settings
+
+    a = LabelBuildConfig(captions="caps.csv", out=str(tmp_path), sources=("spice",), parse_processes=3)
+    b = LabelBuildConfig(captions="caps.csv", out=str(tmp_path), sources=("spice",))
+    assert _source_settings("spice", a) == {"processes": 3} and b.parse_processes == 1
+    assert a.identity() == b.identity()  # how fast the parse runs does not change the labels
+    with pytest.raises(ConfigError, match="parse_processes must be 0"):
+        LabelBuildConfig(captions="caps.csv", out=str(tmp_path), parse_processes=-1)

@@ -151,3 +151,26 @@ def test_cache_registry_settings_and_errors(nlp):
         spice_scores(spice_tables(corpus), np.array([0, 1]), np.array([0]))
     with pytest.raises(ConfigError, match="not installed"):
         load_spacy("no_such_spacy_model_xyz")
+
+
+def test_parse_in_worker_processes_equals_one_process(nlp, coco_corpus, monkeypatch, caplog):
+    """The spawned-process parse returns the same graphs, in caption order, as the in-process one."""
+    from bcls.pipeline import spice
+
+    texts = list(coco_corpus(12).texts) + ["A dog.", "A dog."]  # a repeated text is parsed once
+    one = spice.parse_scene_graphs(texts, nlp, processes=1)
+    monkeypatch.setattr(spice, "MIN_CAPTIONS_PER_PROCESS", 10)
+    with caplog.at_level("INFO", logger="bcls.pipeline.spice"):
+        two = spice.parse_scene_graphs(texts, processes=2)
+    assert "in 2 processes" in caplog.text
+    assert two == one and len(two) == len(texts)
+    monkeypatch.setattr(spice, "MIN_CAPTIONS_PER_PROCESS", 5000)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="bcls.pipeline.spice"):
+        spice.parse_scene_graphs(texts[:20], nlp, processes=0)  # too few texts: stays in this process
+    assert "processes" not in caplog.text
+
+
+def test_spice_processes_setting_is_checked():
+    with pytest.raises(ConfigError, match="spice processes"):
+        SpiceSource(processes=-1)
