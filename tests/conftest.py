@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import os
 import re
@@ -33,14 +34,57 @@ def hash_encoder(dim: int = 64):
     return encode
 
 
+def write_caption_csv(path, n_images=9, cpi=5, seed=0, *, first_image=1000, first_caption=50_000,
+                      words=("dog", "cat", "man", "woman", "beach", "street", "red", "blue", "small", "large",
+                             "runs", "sits", "car", "ball"), n_words=5):
+    """A CSV caption table of ``n_images`` images × ``cpi`` captions of random words (ids from ``first_image`` and
+    ``first_caption``); returns ``path``."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    rng = np.random.default_rng(seed)
+    rows = {"image_id": [], "caption_id": [], "text": []}
+    for i in range(n_images):
+        for j in range(cpi):
+            rows["image_id"].append(first_image + i)
+            rows["caption_id"].append(first_caption + i * cpi + j)
+            rows["text"].append("a " + " ".join(rng.choice(list(words), n_words)))
+    pcsv.write_csv(pa.table(rows), path)
+    return path
+
+
+def brute_candidate_pairs(emb, image_index, k, caption_k):
+    """Brute-force candidates (positions): each image's top-``k`` captions ∪ each caption's top-``caption_k``
+    images (finite scores only) ∪, with ``caption_k``, every positive; score(i, c) = max over refs(i) \\ {c} of
+    <e_c, e_r>, ties to the lower position."""
+    sims = emb @ emb.T
+    n_images = image_index.max() + 1
+    score = np.full((n_images, len(emb)), -np.inf)
+    for i in range(n_images):
+        refs = np.flatnonzero(image_index == i)
+        for c in range(len(emb)):
+            others = refs[refs != c]
+            if len(others):
+                score[i, c] = sims[c, others].max()
+    pairs = {(int(image_index[c]), c) for c in range(len(emb))} if caption_k else set()
+    for i in range(n_images):
+        pairs |= {(i, int(c)) for c in np.lexsort((np.arange(len(emb)), -score[i]))[:k]}
+    for c in range(len(emb)):
+        pairs |= {(int(i), c) for i in np.lexsort((np.arange(n_images), -score[:, c]))[:caption_k]
+                  if np.isfinite(score[i, c])}
+    return pairs
+
+
 @pytest.fixture
 def encoder():
     return hash_encoder()
 
 
-def _coco_from_jar(n_images: int) -> tuple[list[str], list[int]] | None:
-    """The captions of the first ``n_images`` images of ``captions_val2014.json`` inside pycocoevalcap's
-    ``spice-1.0.jar`` (a test dependency, so real captions are there even without ``../shared``)."""
+@functools.lru_cache(maxsize=1)
+def _jar_annotations() -> tuple[tuple[int, str], ...] | None:
+    """(image_id, caption) of ``captions_val2014.json`` inside pycocoevalcap's ``spice-1.0.jar`` (a test
+    dependency, so real captions are there even without ``../shared``), sorted by image and annotation id; read
+    once per session."""
     import importlib.util
     import io
     import json
@@ -54,15 +98,24 @@ def _coco_from_jar(n_images: int) -> tuple[list[str], list[int]] | None:
         return None
     with zipfile.ZipFile(jar) as zf:
         data = json.load(io.TextIOWrapper(zf.open("coco/annotations/captions_val2014.json"), encoding="utf-8"))
+    anns = sorted(data["annotations"], key=lambda a: (a["image_id"], a["id"]))
+    return tuple((a["image_id"], a["caption"]) for a in anns)
+
+
+def _coco_from_jar(n_images: int) -> tuple[list[str], list[int]] | None:
+    """The captions of the first ``n_images`` images of :func:`_jar_annotations`."""
+    anns = _jar_annotations()
+    if anns is None:
+        return None
     seen: dict[int, int] = {}
     texts, index = [], []
-    for ann in sorted(data["annotations"], key=lambda a: (a["image_id"], a["id"])):
-        if ann["image_id"] not in seen:
+    for image_id, caption in anns:
+        if image_id not in seen:
             if len(seen) == n_images:
                 break
-            seen[ann["image_id"]] = len(seen)
-        texts.append(ann["caption"])
-        index.append(seen[ann["image_id"]])
+            seen[image_id] = len(seen)
+        texts.append(caption)
+        index.append(seen[image_id])
     return texts, index
 
 

@@ -12,43 +12,11 @@ from bcls.data.errors import ConfigError
 from bcls.data.shards import read_labels
 from bcls.pipeline.build import LabelBuildConfig, build_labels
 from bcls.pipeline.sources import LabelCorpus, SbertSource
-
-WORDS = "dog cat man woman beach street red blue small large runs sits car ball".split()
-
-
-def _table(path, n_images=9, cpi=5, seed=0):
-    rng = np.random.default_rng(seed)
-    rows = {"image_id": [], "caption_id": [], "text": []}
-    for i in range(n_images):
-        for j in range(cpi):
-            rows["image_id"].append(1000 + i)
-            rows["caption_id"].append(50_000 + i * cpi + j)
-            rows["text"].append("a " + " ".join(rng.choice(WORDS, 5)))
-    pcsv.write_csv(pa.table(rows), path)
-    return path
-
-
-def _expected_pairs(emb, image_index, k, caption_k):
-    """Brute force: top-k captions per image ∪ top-caption_k images per caption ∪ positives (positions)."""
-    sims = emb @ emb.T
-    n_images = image_index.max() + 1
-    score = np.full((n_images, len(emb)), -np.inf)
-    for i in range(n_images):
-        refs = np.flatnonzero(image_index == i)
-        for c in range(len(emb)):
-            others = refs[refs != c]
-            if len(others):
-                score[i, c] = sims[c, others].max()
-    pairs = {(int(image_index[c]), c) for c in range(len(emb))} if caption_k else set()
-    for i in range(n_images):
-        pairs |= {(i, int(c)) for c in sorted(range(len(emb)), key=lambda c: (-score[i, c], c))[:k]}
-    for c in range(len(emb)):
-        pairs |= {(int(i), c) for i in sorted(range(n_images), key=lambda i: (-score[i, c], i))[:caption_k]}
-    return pairs
+from tests.conftest import brute_candidate_pairs, write_caption_csv
 
 
 def test_build_writes_shards_that_match_the_source(tmp_path, encoder):
-    captions = _table(tmp_path / "caps.csv")
+    captions = write_caption_csv(tmp_path / "caps.csv")
     config = LabelBuildConfig(captions=str(captions), out=str(tmp_path / "labels"), k=4, caption_k=2,
                               images_per_shard=4, use_cache=False)
     labels = build_labels(config, encoder=encoder)
@@ -64,7 +32,7 @@ def test_build_writes_shards_that_match_the_source(tmp_path, encoder):
     cap_pos = np.searchsorted(table.caption_ids, cap)
     got = set(zip(img_pos.tolist(), cap_pos.tolist()))
     assert len(got) == len(img)
-    assert got == _expected_pairs(emb, table.image_index(), 4, 2)
+    assert got == brute_candidate_pairs(emb, table.image_index(), 4, 2)
     # values equal a direct evaluation of the source on the same pairs
     corpus = LabelCorpus.from_groups(table.texts, table.image_index(), emb)
     np.testing.assert_allclose(val, SbertSource().score(corpus, img_pos, cap_pos), atol=1e-6)
@@ -73,7 +41,7 @@ def test_build_writes_shards_that_match_the_source(tmp_path, encoder):
 
 
 def test_rebuild_is_a_no_op_and_other_settings_are_refused(tmp_path, encoder):
-    captions = _table(tmp_path / "caps.csv")
+    captions = write_caption_csv(tmp_path / "caps.csv")
     config = LabelBuildConfig(captions=str(captions), out=str(tmp_path / "labels"), k=3, use_cache=False)
     first = build_labels(config, encoder=encoder).manifest
     again = build_labels(config, encoder=encoder).manifest
@@ -87,7 +55,7 @@ def test_rebuild_is_a_no_op_and_other_settings_are_refused(tmp_path, encoder):
 
 
 def test_build_refuses_a_folder_with_foreign_files(tmp_path, encoder):
-    captions = _table(tmp_path / "caps.csv")
+    captions = write_caption_csv(tmp_path / "caps.csv")
     out = tmp_path / "labels"
     out.mkdir()
     (out / "precious.txt").write_text("mine")
@@ -121,7 +89,7 @@ class _Counting:
 
 
 def test_embedding_cache_makes_a_second_build_embed_nothing(tmp_path, encoder):
-    captions = _table(tmp_path / "caps.csv")
+    captions = write_caption_csv(tmp_path / "caps.csv")
     counting = _Counting(encoder)
     common = dict(captions=str(captions), k=3, cache=str(tmp_path / "cache"), images_per_shard=4)
     build_labels(LabelBuildConfig(out=str(tmp_path / "a"), **common), encoder=counting, encoder_id="hash-64")
@@ -157,7 +125,7 @@ def test_embedding_cache_fills_only_missing_texts(tmp_path, encoder):
 
 def test_distributed_scheduler_gives_the_same_shards(tmp_path, encoder):
     distributed = pytest.importorskip("distributed")
-    captions = _table(tmp_path / "caps.csv", n_images=12)
+    captions = write_caption_csv(tmp_path / "caps.csv", n_images=12)
     common = dict(captions=str(captions), k=3, sources=("sbert", "cider"), images_per_shard=3, use_cache=False)
     build_labels(LabelBuildConfig(out=str(tmp_path / "local"), **common), encoder=encoder)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as c:
@@ -171,7 +139,7 @@ def test_distributed_scheduler_gives_the_same_shards(tmp_path, encoder):
 def test_unreachable_scheduler_is_a_config_error(tmp_path, encoder, monkeypatch):
     pytest.importorskip("distributed")
     monkeypatch.setattr("bcls.pipeline.build.CONNECT_TIMEOUT", "0.5s")
-    captions = _table(tmp_path / "caps.csv")
+    captions = write_caption_csv(tmp_path / "caps.csv")
     with pytest.raises(ConfigError, match="dask scheduler"):
         build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "o"), k=2, use_cache=False,
                                       scheduler="tcp://127.0.0.1:9"), encoder=encoder)
@@ -181,7 +149,7 @@ def test_resume_reuses_complete_shards_and_equals_a_clean_build(tmp_path, encode
     from bcls.data.shards import open_labels, write_shard
     from bcls.data.errors import ShardError
 
-    captions = _table(tmp_path / "caps.csv", n_images=12)
+    captions = write_caption_csv(tmp_path / "caps.csv", n_images=12)
     common = dict(captions=str(captions), k=3, images_per_shard=3, use_cache=False)
     build_labels(LabelBuildConfig(out=str(tmp_path / "clean"), **common), encoder=encoder)
     clean = _files(tmp_path / "clean")
@@ -202,7 +170,7 @@ def test_resume_reuses_complete_shards_and_equals_a_clean_build(tmp_path, encode
 
 
 def test_unfinished_build_with_other_settings_is_refused(tmp_path, encoder):
-    captions = _table(tmp_path / "caps.csv")
+    captions = write_caption_csv(tmp_path / "caps.csv")
     out = tmp_path / "labels"
     build_labels(LabelBuildConfig(captions=str(captions), out=str(out), k=3, use_cache=False), encoder=encoder)
     (out / "manifest.json").unlink()
@@ -215,7 +183,7 @@ def test_unfinished_build_with_other_settings_is_refused(tmp_path, encoder):
 
 @pytest.mark.parametrize("index", ["ivf", "hnsw"])
 def test_approximate_index_records_its_recall(tmp_path, encoder, index):
-    captions = _table(tmp_path / "caps.csv", n_images=30)
+    captions = write_caption_csv(tmp_path / "caps.csv", n_images=30)
     labels = build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / index), k=3, index=index,
                                            nlist=4, use_cache=False, recall_queries=50), encoder=encoder)
     faiss_info = labels.provenance["faiss"]
@@ -233,7 +201,7 @@ def test_bad_index_settings_are_config_errors(tmp_path):
 
 
 def test_file_source_values_reach_the_shards(tmp_path, encoder):
-    captions = _table(tmp_path / "caps.csv")
+    captions = write_caption_csv(tmp_path / "caps.csv")
     first = read_labels(build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "l0"), k=4),
                                      encoder=encoder))
     # the user's scores for 20 of the candidate pairs (the other candidates stay unknown)

@@ -12,29 +12,19 @@ import sys
 import time
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pcsv
 import pytest
 
 from bcls.data.captions import read_captions
 from bcls.data.errors import ShardError
 from bcls.data.shards import open_labels
 from bcls.pipeline.embed import DEFAULT_MODEL, EmbeddingCache, cached_encoder, model_cache_id
-from tests.conftest import hash_encoder
+from tests.conftest import hash_encoder, write_caption_csv
 
 WORDS = "dog cat man woman beach street red blue small large runs sits car ball tree park".split()
 
 
-def _captions(path, n_images, cpi=5, seed=0):
-    rng = np.random.default_rng(seed)
-    rows = {"image_id": [], "caption_id": [], "text": []}
-    for i in range(n_images):
-        for j in range(cpi):
-            rows["image_id"].append(7000 + i)
-            rows["caption_id"].append(90_000 + i * cpi + j)
-            rows["text"].append("a " + " ".join(rng.choice(WORDS, 6)))
-    pcsv.write_csv(pa.table(rows), path)
-    return path
+def _captions(path, n_images):
+    return write_caption_csv(path, n_images, first_image=7000, first_caption=90_000, words=WORDS, n_words=6)
 
 
 def _files(folder):

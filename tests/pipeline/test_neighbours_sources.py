@@ -6,6 +6,7 @@ import pytest
 from bcls.data.errors import ConfigError
 from bcls.pipeline.neighbours import exact_knn, image_candidates
 from bcls.pipeline.sources import LABEL_SOURCES, LabelCorpus, SbertSource, make_source
+from tests.conftest import brute_candidate_pairs
 
 
 def _random_corpus(n_images=12, cpi=5, dim=16, seed=0):
@@ -73,25 +74,6 @@ def test_registry_lists_sources_and_rejects_unknown():
         SbertSource(aggregate="median")
 
 
-def _brute_union(emb, image_index, k, caption_k):
-    sims = emb @ emb.T
-    n_images = image_index.max() + 1
-    score = np.full((n_images, len(emb)), -np.inf)
-    for i in range(n_images):
-        refs = np.flatnonzero(image_index == i)
-        for c in range(len(emb)):
-            others = refs[refs != c]
-            if len(others):
-                score[i, c] = sims[c, others].max()
-    pairs = {(int(image_index[c]), c) for c in range(len(emb))} if caption_k else set()
-    for i in range(n_images):
-        pairs |= {(i, int(c)) for c in np.lexsort((np.arange(len(emb)), -score[i]))[:k]}
-    for c in range(len(emb)):
-        pairs |= {(int(i), c) for i in np.lexsort((np.arange(n_images), -score[:, c]))[:caption_k]
-                  if np.isfinite(score[i, c])}
-    return pairs
-
-
 @pytest.mark.parametrize("k,caption_k", [(2, 0), (3, 2), (1, 6)])
 def test_candidate_pairs_equal_the_brute_force_union(k, caption_k):
     from bcls.pipeline.neighbours import candidate_pairs
@@ -106,7 +88,7 @@ def test_candidate_pairs_equal_the_brute_force_union(k, caption_k):
     assert len(pairs) == len(got.image_pos)
     key = got.image_pos * len(emb) + got.caption_pos
     assert (np.diff(key) > 0).all()  # sorted by image, then caption
-    assert pairs == _brute_union(emb, image_index, k, caption_k)
+    assert pairs == brute_candidate_pairs(emb, image_index, k, caption_k)
     assert got.info["recall"] == {"exact": True}
 
 
