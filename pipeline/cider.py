@@ -34,7 +34,7 @@ counts, document frequencies, tf-idf norms, a hash index from (image, n-gram) to
 hold it) is vectorised numpy. Per call (:func:`cider_d_scores`): a numba-compiled loop over the pairs looks up each
 candidate n-gram in the (image, n-gram) index (an n-gram that only the candidate's own image holds is skipped for
 other images) and accumulates the clipped products per (reference, order) in one small buffer. It replaced a
-vectorised numpy join (gathers, ``bincount``) that was 3× slower (``bench/bench_cider.py``: 498× against
+vectorised numpy join (gathers, ``bincount``) that was about 3× slower (``bench/bench_cider.py``: 442× against
 pycocoevalcap with warm tables, against 166× for the numpy join); the parity tests hold it to coco-caption within
 1e-9. The kernel releases the GIL, so dask's threads score shards in parallel. float64 throughout;
 :class:`CiderSource` returns float32 as the label-source protocol asks.
@@ -42,6 +42,7 @@ pycocoevalcap with warm tables, against 166× for the numpy join); the parity te
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -49,7 +50,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
-import numba
 import numpy as np
 
 from bcls.data.errors import ConfigError
@@ -403,12 +403,20 @@ def cider_d_scores(tables: CiderTables, image_pos: np.ndarray, caption_pos: np.n
 
 def _score_block(t: CiderTables, img: np.ndarray, cap: np.ndarray, sigma: float) -> np.ndarray:
     ig = t.ig_index
-    return _cider_kernel(img, cap, t.image_of, t.counts.ptr, t.counts.gram, t.value, t.shared, t.shared_ptr,
+    return _compiled_kernel()(img, cap, t.image_of, t.counts.ptr, t.counts.gram, t.value, t.shared, t.shared_ptr,
                          ig.offset, ig.mask, ig.keys, ig.values, t.ig_ptr, t.ig_caption, t.ig_value,
                          t.counts.order, t.slot, t.refs, t.norms, t.length, float(sigma))
 
 
-@numba.njit(nogil=True, cache=True)
+@functools.cache
+def _compiled_kernel():
+    """:func:`_cider_kernel` compiled by numba (``nogil``, on-disk cache); numba is imported on first use, so
+    importing the label sources stays cheap."""
+    import numba
+
+    return numba.njit(nogil=True, cache=True)(_cider_kernel)
+
+
 def _cider_kernel(img, cap, image_of, entry_ptr, entry_gram, entry_value, shared, shared_ptr, ig_offset, ig_mask,
                   ig_keys, ig_values, ig_ptr, ig_caption, ig_value, order, slot, refs, norms, length,
                   sigma):  # pragma: no cover (compiled; its results are tested)
