@@ -96,17 +96,25 @@ def test_ctrl_c_during_training_exits_cleanly_saying_what_was_kept(demo, tmp_pat
     out = tmp_path / "run"
     args = ["train", "--data", str(demo / "data"), "--out", str(out), "--lambda", "0", "--config",
             str(demo / "small.json")]
+    # SIG_DFL in the child: a shell starts background jobs (a CI script run with `&`, say) with SIGINT ignored, and
+    # Python keeps an inherited SIG_IGN, so the Ctrl-C below would be lost and training would run on.
     proc = subprocess.Popen([sys.executable, "-m", "bcls.cli", "-q", *args, "--epochs", "10000"], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not (out / "init.pt").exists():  # training has started
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(delay)
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=20)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "init.pt").exists():  # training has started
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(delay)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:  # never leave a 10,000-epoch run behind
+            proc.kill()
+            proc.communicate()
     assert time.monotonic() - sent < 5, "Ctrl-C took too long"
     assert proc.returncode == 130, (stdout, stderr)
     assert "Traceback" not in stderr, stderr
