@@ -84,9 +84,14 @@ def labels_build(
     split: Optional[str] = typer.Option(None, "--split", help="Only captions of this split (precomp folders: "
                                         "default train)."),
     model: str = typer.Option("all-MiniLM-L6-v2", "--model", help="sentence-transformers model name or path."),
-    aggregate: str = typer.Option("max", "--aggregate", help="sbert aggregate over references: max or mean."),
-    file_scores: Optional[Path] = typer.Option(None, "--file-scores", help="(image_id, caption_id, score) table "
-                                               "(CSV/TSV/Parquet) read by the `file` source."),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="A label source's option, "
+                                               "SOURCE.KEY=VALUE (repeat it; `bcls labels sources` lists every "
+                                               "source's options), e.g. sbert.aggregate=mean."),
+    aggregate: Optional[str] = typer.Option(None, "--aggregate", help="Shortcut of -o sbert.aggregate=…: sbert "
+                                            "aggregate over references, max or mean [max]."),
+    file_scores: Optional[Path] = typer.Option(None, "--file-scores", help="Shortcut of -o file.path=…: the "
+                                               "(image_id, caption_id, score) table (CSV/TSV/Parquet) read by the "
+                                               "`file` source."),
     batch_size: int = typer.Option(256, "--batch-size", help="Sentence-embedding batch size."),
     images_per_shard: int = typer.Option(5000, "--images-per-shard", help="Images whose pairs go into one shard."),
     device: Optional[str] = typer.Option(None, "--device", help="Torch device for the sentence model."),
@@ -106,8 +111,9 @@ def labels_build(
     scheduler: str = typer.Option("threads", "--scheduler", help="dask scheduler for the shards: threads, "
                                   "processes, sync, or a dask.distributed scheduler address (tcp://host:8786)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Local dask workers [one per CPU core]."),
-    parse_processes: int = typer.Option(1, "--parse-processes", help="spice: processes for the spaCy parse "
-                                        "(0 = one per CPU core; about 0.5 GiB each; same values)."),
+    parse_processes: Optional[int] = typer.Option(None, "--parse-processes", help="Shortcut of -o "
+                                                  "spice.processes=…: processes of the spaCy parse (0 = one per "
+                                                  "CPU core; about 0.5 GiB each; same values) [1]."),
     force: bool = typer.Option(False, "--force", help="Replace a build with different settings in --out."),
     skip_empty: bool = typer.Option(False, "--skip-empty", help="Leave out empty captions (their count is "
                                     "logged) instead of refusing the caption file."),
@@ -121,15 +127,16 @@ def labels_build(
     from bcls.pipeline.build import LabelBuildConfig, build_labels
 
     def go():
+        shortcuts = {("sbert", "aggregate"): aggregate, ("file", "path"): str(file_scores) if file_scores else None,
+                     ("spice", "processes"): parse_processes}
         config = LabelBuildConfig(captions=str(captions), out=str(out),
                                   sources=tuple(s.strip() for s in sources.split(",") if s.strip()), k=k,
-                                  format=fmt, split=split, model=model, aggregate=aggregate,
-                                  file_scores=str(file_scores) if file_scores else None, batch_size=batch_size,
+                                  source_options=_source_options(option or [], shortcuts), format=fmt,
+                                  split=split, model=model, batch_size=batch_size,
                                   images_per_shard=images_per_shard, device=device, caption_k=caption_k,
                                   index=index, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
                                   recall_queries=recall_queries, cache=str(cache) if cache else None,
-                                  use_cache=not no_cache, scheduler=scheduler, workers=workers,
-                                  parse_processes=parse_processes, force=force,
+                                  use_cache=not no_cache, scheduler=scheduler, workers=workers, force=force,
                                   skip_empty=skip_empty, allow_unknown_images=allow_unknown_images)
         return build_labels(config)
 
@@ -138,13 +145,49 @@ def labels_build(
                f"sources {', '.join(result.sources)} -> {result.folder}")
 
 
-@labels_app.command("sources")
-def labels_sources() -> None:
-    """List the registered label sources."""
+def _option_value(source: str, key: str, text: str) -> Any:
+    """A ``--option`` value converted to the type of the option's default (bool, int, float; else the string)."""
     from bcls.pipeline.sources import LABEL_SOURCES
 
-    for name, spec in sorted(LABEL_SOURCES.items()):
-        typer.echo(f"{name:<10} {spec.description}")
+    default = LABEL_SOURCES.get(source).defaults.get(key)
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"--option {source}.{key}={text}: not a {type(default).__name__}") from None
+    return text
+
+
+def _source_options(items: list[str], shortcuts: dict[tuple[str, str], Any]) -> dict[str, dict[str, Any]]:
+    """``--option SOURCE.KEY=VALUE`` items (and the shortcut flags that were given) as per-source options."""
+    out: dict[str, dict[str, Any]] = {}
+    for (source, key), value in shortcuts.items():
+        if value is not None:
+            out.setdefault(source, {})[key] = value
+    for item in items:
+        name, eq, text = item.partition("=")
+        source, dot, key = name.partition(".")
+        if not (eq and dot and source and key):
+            raise ConfigError(f"--option {item!r}: write SOURCE.KEY=VALUE, e.g. sbert.aggregate=mean")
+        out.setdefault(source.strip(), {})[key.strip()] = _option_value(source.strip(), key.strip(), text.strip())
+    return out
+
+
+@labels_app.command("sources")
+def labels_sources() -> None:
+    """List the registered label sources and their options (set them with `labels build -o SOURCE.KEY=VALUE`)."""
+    from bcls.pipeline.sources import LABEL_SOURCES
+
+    for name, description in LABEL_SOURCES.describe().items():
+        defaults = LABEL_SOURCES.get(name).defaults
+        opts = ", ".join(f"{k}={defaults[k]!r}" if k in defaults else k for k in LABEL_SOURCES.options(name))
+        typer.echo(f"{name:<10} {description}\n{'':<10} options: {opts or 'none'}")
 
 
 @labels_app.command("evaluate")
@@ -226,6 +269,9 @@ def train_cmd(
     surrogate: Optional[str] = typer.Option(None, "--surrogate", help="Kendall sign surrogate: sigmoid, tanh, "
                                             "hinge [sigmoid]."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Surrogate temperature [1.0]."),
+    kendall_margin: Optional[float] = typer.Option(None, "--kendall-margin", help="Margin of the hinge surrogate "
+                                                   "[0.0]."),
+    n_hard: Optional[int] = typer.Option(None, "--n-hard", help="SW-HS: hardest partners kept per anchor [1]."),
     label_mode: Optional[str] = typer.Option(None, "--label-mode", help="sparse (pairs stored in the shards, any "
                                              "source) or dense (sbert: every in-batch pair scored on the fly) "
                                              "[sparse]."),
@@ -246,7 +292,8 @@ def train_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds a run."),
 ) -> None:
     """Train a retrieval model with the triplet loss plus λ × the Kendall ranking loss (SW-HS)."""
-    from bcls.trainer.train import TrainConfig, train
+    from bcls.trainer.config import TrainConfig
+    from bcls.trainer.train import train
 
     def go():
         values: dict[str, Any] = _load_config_file(config) if config else {}
@@ -254,6 +301,7 @@ def train_cmd(
                  "lam": lam, "seed": seed, "device": device, "source": source, "binary_loss": binary_loss,
                  "model": model, "triplet_eps": triplet_eps, "triplet_tau": triplet_tau,
                  "margin": margin, "window": window, "gap": gap, "surrogate": surrogate, "temperature": temperature,
+                 "kendall_margin": kendall_margin, "n_hard": n_hard,
                  "sampler": sampler, "neighbour_fraction": neighbour_fraction, "label_mode": label_mode,
                  "label_norm": label_norm, "optimizer": optimizer, "schedule": schedule}
         values.update({k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None})
@@ -293,11 +341,11 @@ def eval_cmd(
 ) -> None:
     """Evaluate retrieval (R@K, rsum; COCO 1K/5K), semantic metrics (NCS@K, rank correlation), ECCV/CxC."""
     if compare:
-        from bcls.trainer.report import compare_runs
+        from bcls.trainer.evaluation import compare_runs
 
         typer.echo(_run(lambda: compare_runs(compare, out)), nl=False)
         return
-    from bcls.trainer.evaluate import evaluate
+    from bcls.trainer.evaluation import evaluate
 
     def go():
         missing = [f"--{k}" for k, v in (("checkpoint", checkpoint), ("data", data)) if v is None]

@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bcls.pipeline.cider import cider_d_scores, prepare_cider, ptb_tokenize
-from bcls.pipeline.sources import LabelCorpus
+from bcls.pipeline.sources.cider import cider_d_scores, prepare_cider, ptb_tokenize
+from bcls.pipeline.corpus import LabelCorpus
 
 TSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco_karpathy" / "test5k_captions.tsv"
 

@@ -24,10 +24,10 @@ import torch
 
 from bcls.data.captions import CaptionTable
 from bcls.pipeline.build import LabelBuildConfig, build_labels
-from bcls.trainer.evaluate import load_relevance, relevance_metrics
-from bcls.trainer.metrics import recall_metrics
-from bcls.trainer.protocols import coco_5fold_1k
-from bcls.trainer.semantic import eccv_metrics_from_sims, load_coco_test_ids
+from bcls.trainer.evaluation.evaluate import load_relevance, relevance_metrics
+from bcls.trainer.evaluation.metrics import recall_metrics
+from bcls.trainer.evaluation.protocols import coco_5fold_1k
+from bcls.trainer.evaluation.eccv import eccv_metrics_from_sims, load_coco_test_ids
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

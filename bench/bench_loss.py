@@ -29,13 +29,13 @@ import time
 
 import torch
 
-from bcls.trainer.losses import TripletLoss, kendall_loss, kendall_naive
+from bcls.trainer.losses import KendallParams, TripletLoss, kendall_loss, kendall_naive
 
 SIZES = (128, 256, 512)
 MEM_B = 512
 VARIANTS = {
     "swhs": lambda S, R, M: kendall_loss(S, R, M),
-    "swhs_n2": lambda S, R, M: kendall_loss(S, R, M, n_hard=2),
+    "swhs_n2": lambda S, R, M: kendall_loss(S, R, M, KendallParams(n_hard=2)),
     "naive": lambda S, R, M: kendall_naive(S, R, M),
 }
 _TRIPLET = TripletLoss(0.2, "hardest")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bcls.pipeline.sources import LabelCorpus
-from bcls.pipeline.spice import load_spacy, load_synsets, prepare_spice, spice_scores
+from bcls.pipeline.corpus import LabelCorpus
+from bcls.pipeline.sources.spice import load_spacy, load_synsets, prepare_spice, spice_scores
 
 log = logging.getLogger("bench_spice")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

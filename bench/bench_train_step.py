@@ -33,8 +33,9 @@ import torch
 
 from bcls.data.demo import generate_demo
 from bcls.pipeline.build import LabelBuildConfig, build_labels
-from bcls.trainer.samplers import make_batches
-from bcls.trainer.train import TrainConfig, _Run
+from bcls.trainer.batches import Batch
+from bcls.trainer.config import TrainConfig
+from bcls.trainer.train import _Run
 
 VARIANTS = {
     "triplet": {"lam": 0.0},
@@ -64,7 +65,7 @@ def _check_device(data: str, labels: str, tmp: str, device: str, tolerance: floa
         config = TrainConfig(data=data, labels=labels, out=str(Path(tmp) / f"check-{dev}"), batch_size=128,
                              warmup_epochs=0, label_mode="dense", device=dev, seed=0)
         run = _Run(config)
-        terms[dev] = run.step(torch.arange(128), 2, 0)
+        terms[dev] = run.step(Batch(torch.arange(128)), 2, 0)
     diff = {k: abs(terms[device][k] - terms["cpu"][k]) for k in ("loss", "binary", "continuous")}
     print(f"{device} vs cpu, one step: " + ", ".join(f"{k} {terms['cpu'][k]:.5f} / {terms[device][k]:.5f}"
                                                      for k in diff))
@@ -105,8 +106,7 @@ def main() -> None:
             config = TrainConfig(data=data, labels=labels, out=str(Path(tmp.name) / name), batch_size=size,
                                  warmup_epochs=0, device=args.device, **kw)
             run = _Run(config)
-            batches = list(make_batches(config.sampler, len(run.table), size, run.generator, run.image_index,
-                                        run.labels, config.neighbour_fraction))
+            batches = list(run.batches(1))
             runs[name] = (run, batches)
             run.step(batches[0], 1, 0)  # warm-up
         times = {name: [] for name in runs}
@@ -114,9 +114,9 @@ def main() -> None:
         for r in range(args.rounds):
             for name, (run, batches) in runs.items():
                 for s in range(args.steps):
-                    rows = batches[(1 + r * args.steps + s) % len(batches)]
+                    batch = batches[(1 + r * args.steps + s) % len(batches)]
                     start = time.perf_counter()
-                    record = run.step(rows, 2, s)
+                    record = run.step(batch, 2, s)
                     if args.device != "cpu":
                         torch.cuda.synchronize()
                     times[name].append(time.perf_counter() - start)

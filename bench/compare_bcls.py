@@ -19,8 +19,9 @@ from pathlib import Path
 
 from bcls.data.demo import generate_demo
 from bcls.pipeline.build import LabelBuildConfig, build_labels
-from bcls.trainer.evaluate import evaluate
-from bcls.trainer.train import TrainConfig, train
+from bcls.trainer.evaluation.evaluate import evaluate
+from bcls.trainer.config import TrainConfig
+from bcls.trainer.train import train
 
 HARD = {"binary_loss": "triplet-hardest"}
 VARIANTS = {

@@ -36,8 +36,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from bcls.data.captions import flickr8k_ids
-from bcls.data.errors import ConfigError, DataFormatError
+from .captions import flickr8k_ids
+from .errors import ConfigError
+from .tables import fail as _fail, first_duplicate, shown as _shown
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ JUDGMENT_FORMATS: tuple[str, ...] = ("cxc-sits", "cxc-sts", "flickr8k-crowdflowe
 JUDGMENT_KINDS: tuple[str, ...] = ("caption-image", "image-caption", "caption-caption")
 """What the (query, candidate) ids of a :class:`Judgments` table are: ``caption-image`` = (caption id, image id),
 ``image-caption`` = (image id, caption id), ``caption-caption`` = (caption id, caption id)."""
-
-_MAX_SHOWN = 80
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,15 +98,6 @@ class Judgments:
         """The rows where the boolean ``mask`` ``(P,)`` is true (or the given integer rows)."""
         return Judgments(self.kind, self.query_ids[mask], self.candidate_ids[mask], self.scores[mask],
                          self.methods[mask], self.path, self.format)
-
-
-def _fail(path: str | os.PathLike, what: str) -> DataFormatError:
-    return DataFormatError(f"{path}: {' '.join(what.split())}")
-
-
-def _shown(value: object) -> str:
-    s = repr(value)
-    return s if len(s) <= _MAX_SHOWN else s[: _MAX_SHOWN - 3] + "..."
 
 
 def _read_text(path: Path) -> str:
@@ -270,13 +260,10 @@ def _score(path: Path, line: int, name: str, text: str, lo: float, hi: float) ->
 
 
 def _check_unique(table: Judgments, where: Callable[[int], str]) -> None:
-    order = np.lexsort((table.candidate_ids, table.query_ids))
-    q, c = table.query_ids[order], table.candidate_ids[order]
-    same = (q[1:] == q[:-1]) & (c[1:] == c[:-1])
-    if same.any():
-        k = int(np.flatnonzero(same)[0])
-        a, b = sorted((int(order[k]), int(order[k + 1])))
-        raise _fail(table.path, f"{where(b)}: the pair of {where(a)} is listed again ({int(same.sum())} "
+    dup = first_duplicate([table.query_ids, table.candidate_ids])
+    if dup is not None:
+        a, b = sorted(dup[:2])
+        raise _fail(table.path, f"{where(b)}: the pair of {where(a)} is listed again ({dup[2]} "
                                 "duplicate(s) in all); keep one judgment per pair")
 
 

@@ -13,27 +13,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .atomic import atomic_path, atomic_write_bytes
+from .captions import CaptionTable, read_captions
+from .captions.precomp import precomp_paths
+from .errors import DataFormatError
+from .features import ImageFeatures, load_features
 
-from bcls.data.errors import DataFormatError
-
-if TYPE_CHECKING:
-    from bcls.data.captions import CaptionTable
-    from bcls.data.features import ImageFeatures
-
-
-def precomp_paths(folder: str | os.PathLike, split: str) -> dict[str, Path]:
-    """Paths of the caption, id and feature files of ``split`` in a precomp ``folder``."""
-    folder = Path(folder)
-    return {
-        "caps": folder / f"{split}_caps.txt",
-        "ids": folder / f"{split}_ids.txt",
-        "ims": folder / f"{split}_ims.npy",
-    }
+__all__ = ["precomp_paths", "read_precomp_split", "write_precomp_split"]
 
 
 def write_precomp_split(
@@ -74,7 +64,7 @@ def write_precomp_split(
 
 def read_precomp_split(
     folder: str | os.PathLike, split: str, *, check_finite: bool = True
-) -> tuple["CaptionTable", "ImageFeatures"]:
+) -> tuple[CaptionTable, ImageFeatures]:
     """Read the captions and the memory-mapped image features of one precomp split.
 
     Caption line ``n`` belongs to feature row ``n // captions_per_image`` (``table.image_index()`` gives that
@@ -89,9 +79,6 @@ def read_precomp_split(
             :func:`~bcls.data.features.load_features`), or the caption count is not a positive multiple of the
             image count.
     """
-    from bcls.data.captions import read_captions
-    from bcls.data.features import load_features
-
     paths = precomp_paths(folder, split)
     features = load_features(paths["ims"], check_finite=check_finite)
     captions = read_captions(folder, format="precomp", split=split)

@@ -5,6 +5,8 @@ A label folder holds
 * ``shard-00000.parquet``, ``shard-00001.parquet``, … — one declared pyarrow schema (:func:`label_schema`):
   ``image_id`` (int64), ``caption_id`` (int64) and one float32 column per label source, named after the source
   and holding that source's raw value for the (image, caption) pair;
+* ``caption_embeddings.npy`` — the sentence embeddings of the captions, float16, in caption-table order (dense
+  in-batch ``sbert`` labels are computed from them);
 * ``manifest.json`` — written last: the shards with their row counts and sha256 checksums, the columns, and the
   provenance (sources and their settings, sentence model, K, input fingerprint, config hash, bcls version).
 
@@ -29,6 +31,8 @@ from .atomic import atomic_path, atomic_write_bytes
 from .errors import ShardError
 
 MANIFEST = "manifest.json"
+EMBEDDINGS_FILE = "caption_embeddings.npy"
+"""The label build's caption embeddings (float16, caption-table order), beside the shards."""
 MANIFEST_FORMAT = "bcls-labels"
 MANIFEST_VERSION = 1
 KEY_COLUMNS = ("image_id", "caption_id")
@@ -252,3 +256,23 @@ def read_labels(labels: LabelSet, columns: Iterable[str] | None = None) -> pa.Ta
     if not tables:
         return label_schema(wanted[2:]).empty_table()
     return pa.concat_tables(tables)
+
+
+def write_caption_embeddings(folder: str | os.PathLike, embeddings: np.ndarray) -> dict[str, Any]:
+    """Store ``(N, d)`` caption embeddings as float16 :data:`EMBEDDINGS_FILE` (atomically); returns the manifest's
+    provenance entry for them."""
+    with atomic_path(Path(folder) / EMBEDDINGS_FILE, suffix=".npy") as tmp:
+        np.save(tmp, np.asarray(embeddings).astype(np.float16), allow_pickle=False)
+    return {"file": EMBEDDINGS_FILE, "dtype": "float16", "rows": "caption table order"}
+
+
+def read_caption_embeddings(labels: LabelSet, n_captions: int) -> np.ndarray:
+    """The float32 ``(n_captions, d)`` caption embeddings a label build stored; missing or of another length is a
+    :class:`ShardError` that says to rebuild."""
+    path = labels.folder / EMBEDDINGS_FILE
+    if not path.is_file():
+        raise ShardError(f"{path}: caption embeddings missing; rebuild the labels")
+    emb = np.load(path, allow_pickle=False).astype(np.float32)
+    if emb.ndim != 2 or emb.shape[0] != n_captions:
+        raise ShardError(f"{path}: {emb.shape[0]} embeddings for {n_captions} captions; rebuild the labels")
+    return emb

@@ -1,1 +1,12 @@
-"""bcls.pipeline"""
+"""bcls.pipeline — stage 1, continuous pseudo labels: ``bcls labels build`` and ``bcls labels evaluate``.
+
+* :mod:`~.corpus` — :class:`LabelCorpus` and the :class:`LabelSource` protocol (the base types);
+* :mod:`~.sources` — the label sources (sbert, cider, spice, file) and their registry;
+* :mod:`~.embed` — sentence embeddings and their on-disk cache; :mod:`~.neighbours` — FAISS search and candidate
+  pairs;
+* :mod:`~.build` — the build's phases and its orchestrator, with :mod:`~.resume` (the output folder, resuming)
+  and :mod:`~.scheduling` (dask shard tasks);
+* :mod:`~.agreement` — agreement of label sources with human judgments.
+
+May import: :mod:`bcls.data` only (never :mod:`bcls.trainer` or the CLI).
+"""

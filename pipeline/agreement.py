@@ -9,7 +9,7 @@ How a pair is scored:
 * **caption–image** (CxC SITS; Flickr8k CrowdFlower / expert, query image first): the pair (caption c, image i)
   gets the source's label of (image i, caption c) exactly as a label build defines it — c against refs(i) with c
   itself left out (it matters only when c is one of i's own captions). The
-  :class:`~bcls.pipeline.sources.LabelCorpus` is the whole caption table (one image per caption-table image), so
+  :class:`~bcls.pipeline.corpus.LabelCorpus` is the whole caption table (one image per caption-table image), so
   corpus statistics such as CIDEr-D's document frequencies come from all of its images.
 * **caption–caption** (CxC STS, pair (c1, c2)): c1 is scored against the *single* reference c2. The corpus is the
   caption table with every caption as its own one-caption "image" (image id = its caption id), and the pair is
@@ -40,7 +40,8 @@ from bcls.data.errors import ConfigError
 from bcls.data.judgments import Judgments
 
 from .embed import DEFAULT_MODEL, Encoder, sbert_encoder
-from .sources import LabelCorpus, LabelSource, make_source
+from .corpus import LabelCorpus, LabelSource
+from .sources import make_source
 
 log = logging.getLogger(__name__)
 

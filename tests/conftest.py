@@ -123,7 +123,7 @@ def _coco_from_jar(n_images: int) -> tuple[list[str], list[int]] | None:
 def coco_corpus():
     """``coco_corpus(n)``: a label corpus of the first ``n`` images of the real COCO Karpathy test captions
     (``../shared``), else of COCO val2014 captions from pycocoevalcap's jar, or a skip where neither is there."""
-    from bcls.pipeline.sources import LabelCorpus
+    from bcls.pipeline.corpus import LabelCorpus
 
     tsv = SHARED / "data" / "coco_karpathy" / "test5k_captions.tsv"
 

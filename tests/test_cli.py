@@ -1,7 +1,10 @@
 """The command line end to end on tiny demo data: labels → train (1 epoch) → eval, and its error handling."""
 
 import json
+from dataclasses import dataclass, field
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -53,8 +56,45 @@ def test_sources_are_listed():
     from bcls.pipeline.sources import LABEL_SOURCES
 
     out = _ok(["labels", "sources"])
-    names = [line.split()[0] for line in out.output.strip().splitlines()]
-    assert "sbert" in names and names == sorted(LABEL_SOURCES)
+    lines = out.output.strip().splitlines()
+    names = [line.split()[0] for line in lines if not line.startswith(" ")]
+    assert "sbert" in names and names == list(LABEL_SOURCES)
+    assert any("options: aggregate='max', chunk=16384" in line for line in lines)
+
+
+@dataclass(frozen=True)
+class ConstSource:
+    """A test-only label source: the same value for every pair."""
+
+    value: float = 0.5
+    name: str = field(default="const", init=False)
+    needs_embeddings: bool = field(default=False, init=False)
+
+    def settings(self):
+        return {"value": self.value}
+
+    def score(self, corpus, image_pos, caption_pos):
+        return np.full(len(image_pos), self.value, dtype=np.float32)
+
+
+def test_a_new_source_is_one_class_and_one_registration(tiny):
+    """Registered here, without any edit to the build or the CLI: its option is set with -o NAME.KEY=VALUE."""
+    from bcls.pipeline.sources import LABEL_SOURCES
+
+    LABEL_SOURCES.register("const", ConstSource, "the same value for every pair (test only)")
+    try:
+        assert "const" in _ok(["labels", "sources"]).output
+        _ok(["labels", "build", "--captions", str(tiny / "data"), "--split", "train", "--k", "2",
+             "--sources", "sbert,const", "-o", "const.value=0.25", "--out", str(tiny / "const")])
+        table = pq.read_table(tiny / "const" / "shard-00000.parquet")
+        assert table.column_names == ["image_id", "caption_id", "sbert", "const"]
+        assert set(table.column("const").to_pylist()) == {0.25}
+        result = runner.invoke(app, ["labels", "build", "--captions", str(tiny / "data"), "--sources", "const",
+                                     "-o", "const.colour=red", "--out", str(tiny / "bad")])
+        assert result.exit_code == 2 and "label source 'const' has no option(s) colour; it takes: value" \
+            in result.output
+    finally:
+        LABEL_SOURCES.unregister("const")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -97,3 +137,29 @@ def test_labels_evaluate_agreement(tmp_path):
     assert result["overall"]["sbert"]["pairs"] == 6 and "kendall_c" in result["overall"]["cider"]
     assert result["overall"]["sbert"]["spearman"] > 0.5  # dogs are judged like dogs
     assert "sbert" in out.output
+
+
+def test_train_flag_defaults_are_the_config_defaults():
+    """Every `bcls train` flag that names its default in its help ("[value]") names TrainConfig's default."""
+    import dataclasses
+    import re
+
+    import typer.main
+
+    from bcls.trainer.config import TrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    command = typer.main.get_command(app).commands["train"]
+    checked = 0
+    for param in command.params:
+        found = re.search(r"\[([^\]]+)\]\.?$", param.help or "")
+        if not found or param.name not in (n := {"lam": "lam", "triplet_eps": "triplet_eps"} | {
+                k: k for k in defaults}):
+            continue
+        shown, want = found.group(1), defaults[n[param.name]]
+        if isinstance(want, (int, float)) and not isinstance(want, bool):
+            assert float(shown) == want, f"--{param.name}: help says {shown}, TrainConfig {want}"
+        else:
+            assert shown == str(want), f"--{param.name}: help says {shown}, TrainConfig {want}"
+        checked += 1
+    assert checked >= 20

@@ -9,11 +9,11 @@ from typing import Any
 
 import torch
 
-import bcls
 from bcls.data.atomic import atomic_path
 from bcls.data.errors import CheckpointError, ConfigError
+from bcls.data.version import __version__
 
-from .model import MODELS, Vocabulary, make_model
+from .models import MODELS, Vocabulary, make_model
 
 FORMAT = "bcls-checkpoint"
 FORMAT_VERSION = 1
@@ -22,7 +22,7 @@ FORMAT_VERSION = 1
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Save ``payload`` (plus format fields) to ``path`` through a temporary file and a rename."""
     path = Path(path)
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "bcls_version": bcls.__version__, **payload}
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "bcls_version": __version__, **payload}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
@@ -46,7 +46,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise CheckpointError(f"{path}: not a bcls checkpoint (no format field {FORMAT!r})")
     if ckpt.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format_version {ckpt.get('format_version')!r} was written by bcls "
-                              f"{ckpt.get('bcls_version')}; this bcls {bcls.__version__} reads version {FORMAT_VERSION}: "
+                              f"{ckpt.get('bcls_version')}; this bcls {__version__} reads version {FORMAT_VERSION}: "
                               f"load it with bcls {ckpt.get('bcls_version')} or retrain")
     return ckpt
 
@@ -70,7 +70,7 @@ def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cp
     name, settings = ckpt["model_name"], ckpt["model_settings"]
     written_by = f"bcls {ckpt.get('bcls_version', '?')}"
     if name not in MODELS:
-        raise CheckpointError(f"{where}checkpoint is of model {name!r}, which this bcls {bcls.__version__} does not "
+        raise CheckpointError(f"{where}checkpoint is of model {name!r}, which this bcls {__version__} does not "
                               f"have (written by {written_by}; models: {', '.join(MODELS)})")
     if not isinstance(settings, dict):
         raise CheckpointError(f"{where}checkpoint's model_settings is not a dict; not a bcls checkpoint")
@@ -78,7 +78,7 @@ def model_from_checkpoint(ckpt: dict[str, Any], device: str | torch.device = "cp
         model = make_model(name, **settings)
     except ConfigError as err:
         raise CheckpointError(f"{where}the settings of model {name!r} in this checkpoint (written by {written_by}) "
-                              f"do not fit this bcls {bcls.__version__}: {err}") from None
+                              f"do not fit this bcls {__version__}: {err}") from None
     state = ckpt["state_dict"]
     if isinstance(state, dict):
         missing = [k for k in model.state_dict() if k not in state]

@@ -11,8 +11,9 @@ from bcls.data.demo import DemoConfig, generate_demo
 from bcls.data.atomic import atomic_write_json
 from bcls.pipeline.build import LabelBuildConfig, build_labels
 
-from .evaluate import evaluate
-from .train import TrainConfig, train
+from .config import TrainConfig
+from .evaluation import evaluate
+from .train import train
 
 log = logging.getLogger(__name__)
 

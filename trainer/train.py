@@ -3,153 +3,37 @@
 from __future__ import annotations
 
 import csv
-import os
 import logging
 import math
+import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-import bcls
 from bcls.data.atomic import atomic_write_json, ensure_free_space, remove_stale_temporaries
 from bcls.data.errors import CheckpointError, ConfigError
 from bcls.data.precomp import precomp_paths, read_precomp_split
 from bcls.data.shards import open_labels
+from bcls.data.version import __version__
 
+from .batches import Batch, DenseSbertLabels, LabelNormalizer, PairLabels, StreamLabels, make_batches
 from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
 from .distributed import (DistInfo, barrier, gather_with_local_grad, init_distributed, local_rows, shutdown,
                           sum_gradients)
-from .evaluate import evaluate_model
-from .labels import DenseSbertLabels, LabelNormalizer, PairLabels
-from .losses import BCLSLoss, KendallLoss, binary_loss_params, make_binary_loss
-from .model import Vocabulary, make_model, model_setting_names, pad_batch, tokenize_texts
-from .samplers import SAMPLERS, make_batches
-from .streaming import ShardPairStream, StreamLabels, stream_batches
+from .evaluation import evaluate_model
+from .losses import BCLSLoss, KendallLoss, make_binary_loss
+from .models import Vocabulary, make_model, model_setting_names, pad_batch, tokenize_texts
 
 log = logging.getLogger(__name__)
 
 LOG_COLUMNS = ["epoch", "step", "loss", "binary", "continuous", "labelled_pairs", "lr"]
 RUN_FILES = ("init.pt", "best.pt", "last.pt", "train_config.json", "train_log.csv", "summary.json")
 """The files a training run writes in its folder (other files there mean the folder holds something else)."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Settings of one training run (saved as ``train_config.json`` in the run folder and in checkpoints).
-
-    Attributes:
-        data: precomp folder with ``train`` (and optionally ``dev``) splits.
-        labels: label folder from ``bcls labels build`` (needed when ``lam > 0``).
-        out: run folder (checkpoints, logs).
-        lam: weight λ of the continuous (Kendall) loss; 0 trains the binary triplet loss alone.
-        source: which label column of the shards supervises the continuous loss.
-        label_mode: ``sparse`` (pairs stored in the shards; any source) or ``dense`` (``sbert`` only: every
-            in-batch pair scored on the fly from the caption embeddings the label build stored).
-        label_norm: ``none``, ``minmax`` or ``percentile`` normalisation of the source's values
-            (:class:`~bcls.trainer.labels.LabelNormalizer`), fitted on the training labels.
-        model: registered model (``vse-gru``, ``vse-gpo``, ``vse-global``); ``pooling`` (image, ``vse-gru``) and
-            ``text_pooling`` (``vse-gpo``/``vse-global``: ``mean`` or ``gpo``) apply where the model has them.
-        binary_loss: registered binary loss: ``triplet-sn`` (default; the paper's Triplet-SN, our reading: an alias
-            of ``triplet-sn-switch``, which measured best), ``triplet-hardest`` (VSE++), ``triplet-mean``, the
-            soft-negative ``triplet-sn-switch`` (``triplet_eps``) and ``triplet-sn-softmax`` (``triplet_tau``).
-        warmup_epochs: first epochs trained with the mean-over-negatives triplet loss alone, instead of
-            ``binary_loss`` + λ·Kendall: hardest-negative mining from a random start collapses all embeddings
-            together (VSE∞ warms up the same way), and so does the Kendall loss, whose labelled candidates are
-            the nearest caption neighbours (measured on the demo: see README).
-        window, gap, surrogate, temperature, n_hard: Kendall / SW-HS settings (see :mod:`bcls.trainer.losses`).
-        sampler: ``random`` or ``neighbours`` (seed captions plus label candidates of their images, a
-            ``neighbour_fraction`` share of each batch; see :mod:`bcls.trainer.samplers`) or ``stream`` (labelled
-            pairs streamed from the shards through a ``stream_buffer``-row shuffle buffer, no label index in
-            memory; see :mod:`bcls.trainer.streaming`).
-        optimizer: ``adam`` or ``adamw`` (with ``weight_decay``).
-        schedule: ``constant``, ``step`` (lr × 0.1 from epoch ``lr_step_epoch`` on) or ``cosine`` (per step, to 0),
-            after ``lr_warmup_steps`` of linear warm-up.
-        text_lr_mult: learning-rate multiplier of a pretrained text tower (``vse-transformer``), ``text_model``
-            its transformers / sentence-transformers model (default all-MiniLM-L6-v2, offline).
-        amp: bfloat16 autocast on CUDA (ignored on CPU).
-    """
-
-    data: str
-    out: str
-    labels: str | None = None
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    lam: float = 1.0
-    seed: int = 0
-    device: str = "cpu"
-    source: str = "sbert"
-    label_mode: str = "sparse"
-    label_norm: str = "none"
-    model: str = "vse-gru"
-    embed_dim: int = 512
-    word_dim: int = 300
-    pooling: str = "max"
-    text_pooling: str | None = None
-    binary_loss: str = "triplet-sn"
-    warmup_epochs: int = 1
-    margin: float = 0.2
-    triplet_eps: float = 0.05
-    triplet_tau: float = 0.1
-    window: int = 1
-    gap: float = 0.0
-    surrogate: str = "sigmoid"
-    temperature: float = 1.0
-    n_hard: int = 1
-    sampler: str = "random"
-    neighbour_fraction: float = 0.5
-    stream_buffer: int = 65536
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    lr_step_epoch: int = 0
-    lr_warmup_steps: int = 0
-    text_lr_mult: float = 0.1
-    text_model: str | None = None
-    grad_clip: float = 2.0
-    amp: bool = True
-    train_split: str = "train"
-    dev_split: str = "dev"
-    log_every: int = 50
-
-    def __post_init__(self) -> None:
-        checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2,
-                  "warmup_epochs": self.warmup_epochs >= 0, "lr": self.lr > 0,
-                  "lam": self.lam >= 0 and math.isfinite(self.lam), "margin": self.margin >= 0,
-                  "grad_clip": self.grad_clip > 0, "embed_dim": self.embed_dim >= 1, "word_dim": self.word_dim >= 1,
-                  "weight_decay": self.weight_decay >= 0, "lr_step_epoch": self.lr_step_epoch >= 0,
-                  "lr_warmup_steps": self.lr_warmup_steps >= 0, "text_lr_mult": self.text_lr_mult > 0, "neighbour_fraction": 0 <= self.neighbour_fraction < 1,
-                  "log_every": self.log_every >= 1}
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ConfigError("out-of-range training setting(s): " +
-                              ", ".join(f"{b}={getattr(self, b)!r}" for b in bad))
-        choices = {"sampler": tuple(SAMPLERS), "label_mode": ("sparse", "dense"),
-                   "optimizer": ("adam", "adamw"), "schedule": ("constant", "step", "cosine")}
-        for name, valid in choices.items():
-            if getattr(self, name) not in valid:
-                raise ConfigError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
-        if self.sampler == "stream" and (not self.labels or self.label_norm != "none"):
-            raise ConfigError("the stream sampler needs --labels and label_norm none (it keeps no label index to "
-                              "fit a normalisation on)")
-        if self.label_mode == "dense" and self.source != "sbert":
-            raise ConfigError(f"dense labels exist for the sbert source only, not {self.source!r}; "
-                              "use label_mode sparse")
-        if self.lam > 0 and not self.labels:
-            raise ConfigError("lam > 0 needs --labels (a folder from `bcls labels build`); use --lambda 0 to "
-                              "train the triplet loss alone")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], origin: str = "config") -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"{origin}: unknown training setting(s) {unknown}; valid: {', '.join(sorted(known))}")
-        return cls(**values)
 
 
 def _device(name: str) -> torch.device:
@@ -212,11 +96,8 @@ class _Run:
             log.info("continuous labels: source %r from %s (%s), %s in-batch labels, normalisation %s, λ = %g",
                      config.source, config.labels, f"{len(self.labels)} pairs in memory" if self.labels else
                      "streamed", config.label_mode, self.norm.describe(), config.lam)
-        kendall = KendallLoss(window=config.window, gap=config.gap, surrogate=config.surrogate,
-                              temperature=config.temperature, n_hard=config.n_hard)
-        hyper = {"margin": config.margin, "eps": config.triplet_eps, "tau": config.triplet_tau}
-        binary = make_binary_loss(config.binary_loss,
-                                  **{k: hyper[k] for k in binary_loss_params(config.binary_loss)})
+        kendall = KendallLoss(config.kendall_params())
+        binary = make_binary_loss(config.binary_loss, **config.binary_params())
         self.criterion = BCLSLoss(binary, kendall, config.lam)
         # warm-up: mean over negatives and no continuous loss (see TrainConfig.warmup_epochs)
         self.warmup = BCLSLoss(make_binary_loss("triplet-mean", margin=config.margin), kendall, 0.0)
@@ -234,22 +115,19 @@ class _Run:
         self.steps_per_epoch = n // config.batch_size + (n % config.batch_size >= 2)  # every sampler gives this
         self.amp = config.amp and self.device.type == "cuda"
 
-    def batches(self, epoch: int):
-        """The caption-row batches of one epoch, and for the stream sampler the batch's streamed labels."""
+    def batches(self, epoch: int) -> Any:
+        """The batches of one epoch from the configured sampler (:func:`~bcls.trainer.batches.make_batches`)."""
         config = self.config
-        if config.sampler == "stream":
-            stream = ShardPairStream(self.label_set, config.source, config.stream_buffer, seed=config.seed * 100003 +
-                                     epoch)
-            yield from stream_batches(stream, self.table, config.batch_size, self.steps_per_epoch, self.generator)
-            return
-        for rows in make_batches(config.sampler, len(self.table), config.batch_size, self.generator,
-                                 self.image_index, self.labels, config.neighbour_fraction):
-            yield rows, None
+        return make_batches(config.sampler, n=len(self.table), batch_size=config.batch_size,
+                            generator=self.generator, image_index=self.image_index, labels=self.labels,
+                            fraction=config.neighbour_fraction, label_set=self.label_set, source=config.source,
+                            buffer_size=config.stream_buffer, seed=config.seed * 100003 + epoch, table=self.table,
+                            n_batches=self.steps_per_epoch)
 
-    def step(self, rows: torch.Tensor, epoch: int, step: int,
-             streamed: dict[tuple[int, int], float] | None = None) -> dict[str, float]:
-        """One optimisation step on the captions ``rows`` (with the stream sampler, ``streamed`` holds the
-        batch's labels); returns the loss terms and labelled-pair count."""
+    def step(self, batch: Batch, epoch: int, step: int) -> dict[str, float]:
+        """One optimisation step on the captions ``batch.rows`` (with the stream sampler, ``batch.labels`` holds
+        the batch's labels); returns the loss terms and labelled-pair count."""
+        rows, streamed = batch
         config, device = self.config, self.device
         factor = _lr_factor(config, epoch, step, self.steps_per_epoch)
         for group in self.optimizer.param_groups:
@@ -264,8 +142,8 @@ class _Run:
             txt = gather_with_local_grad(self.model.encode_texts(ids, lengths).float(), len(rows), self.dist)
         sims = (img @ txt.T).float()
         positive = images[:, None] == images[None, :]
-        batch_labels = self.batch_labels if streamed is None or self.batch_labels is not None \
-            else StreamLabels(streamed)
+        batch_labels: PairLabels | DenseSbertLabels | StreamLabels | None = \
+            self.batch_labels if streamed is None or self.batch_labels is not None else streamed
         if batch_labels is not None:
             values, known = batch_labels.lookup(images, rows)
             labelled = int((known & ~positive).sum())
@@ -410,8 +288,8 @@ def _train_run(config: TrainConfig, resume: bool, out: Path, last: Path, state: 
         for epoch in range(first_epoch, config.epochs + 1):
             run.model.train()
             sums = dict.fromkeys(("loss", "binary", "continuous", "labelled_pairs"), 0.0)
-            for step, (rows, streamed) in enumerate(run.batches(epoch)):
-                record = run.step(rows, epoch, step, streamed)
+            for step, batch in enumerate(run.batches(epoch)):
+                record = run.step(batch, epoch, step)
                 for k in sums:
                     sums[k] += record[k]
                 writer.writerow([epoch, step] + [f"{record[k]:.6g}" for k in LOG_COLUMNS[2:]])
@@ -455,7 +333,7 @@ def _train_run(config: TrainConfig, resume: bool, out: Path, last: Path, state: 
             board.close()
     result = {"best_epoch": best[1], "best_dev_rsum": best[0] if run.dev is not None else None,
               "best_checkpoint": str(out / "best.pt"), "last_checkpoint": str(last),
-              "history": history, "seconds": time.perf_counter() - start, "bcls_version": bcls.__version__}
+              "history": history, "seconds": time.perf_counter() - start, "bcls_version": __version__}
     if main:
         atomic_write_json(out / "summary.json", result)
     return result

@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bcls.data.captions import FORMATS, CaptionTable, detect_format, read_captions
+from bcls.data.captions import CAPTION_FORMATS, CaptionTable, detect_format, read_captions
 from bcls.data.errors import ConfigError, DataFormatError
 from bcls.data.precomp import write_precomp_split
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 
 ROWS = [
     # image_id, caption_id, text, split
@@ -467,7 +467,7 @@ def test_real_precomp_laps_testall(tmp_path):
 
 
 def test_detection_and_override(tmp_path):
-    assert FORMATS == ("table", "coco", "karpathy", "precomp", "flickr8k")
+    assert CAPTION_FORMATS.names() == ("table", "coco", "karpathy", "precomp", "flickr8k")
     kpath = write_karpathy(tmp_path / "something.json", karpathy_images())
     assert detect_format(kpath) == "karpathy"
     # format override: a Karpathy file read as COCO fails on the missing annotations

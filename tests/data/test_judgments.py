@@ -11,8 +11,8 @@ from bcls.data.captions import detect_format, flickr8k_ids, flickr8k_image_name,
 from bcls.data.errors import ConfigError, DataFormatError
 from bcls.data.judgments import (JUDGMENT_FORMATS, Judgments, cxc_caption_id, cxc_image_id, detect_judgment_format,
                                  read_judgments)
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 F8K = SHARED / "data" / "flickr8k"
 CXC = SHARED / "data" / "cxc"
 

@@ -14,10 +14,11 @@ from bcls.data.captions import CaptionTable, read_captions
 from bcls.data.errors import ConfigError
 from bcls.data.judgments import Judgments, read_judgments
 from bcls.pipeline.agreement import correlations, evaluate_agreement, score_judgments
-from bcls.pipeline.cider import CiderSource
-from bcls.pipeline.sources import LabelCorpus, SbertSource
+from bcls.pipeline.sources.cider import CiderSource
+from bcls.pipeline.corpus import LabelCorpus
+from bcls.pipeline.sources import SbertSource
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 F8K = SHARED / "data" / "flickr8k"
 CXC = SHARED / "data" / "cxc"
 VAL_TSV = SHARED / "data" / "coco_karpathy" / "val5k_captions_partial.tsv"

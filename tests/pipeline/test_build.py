@@ -11,7 +11,8 @@ from bcls.data.captions import read_captions
 from bcls.data.errors import ConfigError
 from bcls.data.shards import read_labels
 from bcls.pipeline.build import LabelBuildConfig, build_labels
-from bcls.pipeline.sources import LabelCorpus, SbertSource
+from bcls.pipeline.corpus import LabelCorpus
+from bcls.pipeline.sources import SbertSource
 from tests.conftest import brute_candidate_pairs, write_caption_csv
 
 
@@ -138,7 +139,7 @@ def test_distributed_scheduler_gives_the_same_shards(tmp_path, encoder):
 
 def test_unreachable_scheduler_is_a_config_error(tmp_path, encoder, monkeypatch):
     pytest.importorskip("distributed")
-    monkeypatch.setattr("bcls.pipeline.build.CONNECT_TIMEOUT", "0.5s")
+    monkeypatch.setattr("bcls.pipeline.scheduling.CONNECT_TIMEOUT", "0.5s")
     captions = write_caption_csv(tmp_path / "caps.csv")
     with pytest.raises(ConfigError, match="dask scheduler"):
         build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "o"), k=2, use_cache=False,
@@ -209,7 +210,8 @@ def test_file_source_values_reach_the_shards(tmp_path, encoder):
     scores = np.linspace(0.0, 1.0, 20)
     pcsv.write_csv(pa.table({"image_id": img, "caption_id": cap, "score": scores}), tmp_path / "mine.csv")
     labels = build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "l"), k=4,
-                                           sources=("sbert", "file"), file_scores=str(tmp_path / "mine.csv")),
+                                           sources=("sbert", "file"),
+                                           source_options={"file": {"path": str(tmp_path / "mine.csv")}}),
                           encoder=encoder)
     data = read_labels(labels)
     given = {(int(i), int(c)): float(s) for i, c, s in zip(img, cap, scores)}
@@ -220,7 +222,7 @@ def test_file_source_values_reach_the_shards(tmp_path, encoder):
             assert value == pytest.approx(given[(int(i), int(c))])
         else:
             assert np.isnan(value)  # pairs the file does not list are unknown
-    with pytest.raises(ConfigError, match="--file-scores"):
+    with pytest.raises(ConfigError, match="needs its path option"):
         build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "m"), sources=("file",)),
                      encoder=encoder)
 
@@ -228,11 +230,20 @@ def test_file_source_values_reach_the_shards(tmp_path, encoder):
 
 def test_parse_processes_reach_the_spice_source_but_not_the_build_identity(tmp_path):
     from bcls.data.errors import ConfigError
-    from bcls.pipeline.build import LabelBuildConfig, _source_settings
+    from bcls.pipeline.build import LabelBuildConfig, build_identity
 
-    a = LabelBuildConfig(captions="caps.csv", out=str(tmp_path), sources=("spice",), parse_processes=3)
+    table = read_captions(write_caption_csv(tmp_path / "caps.csv"))
+    a = LabelBuildConfig(captions="caps.csv", out=str(tmp_path), sources=("spice",),
+                         source_options={"spice": {"processes": 3}})
     b = LabelBuildConfig(captions="caps.csv", out=str(tmp_path), sources=("spice",))
-    assert _source_settings("spice", a) == {"processes": 3} and b.parse_processes == 1
-    assert a.identity() == b.identity()  # how fast the parse runs does not change the labels
-    with pytest.raises(ConfigError, match="parse_processes must be 0"):
-        LabelBuildConfig(captions="caps.csv", out=str(tmp_path), parse_processes=-1)
+    assert a.make_sources()[0].processes == 3 and b.make_sources()[0].processes == 1
+    # how fast the parse runs does not change the labels
+    assert build_identity(a, a.make_sources(), table) == build_identity(b, b.make_sources(), table)
+    with pytest.raises(ConfigError, match="processes must be 0"):
+        LabelBuildConfig(captions="caps.csv", out=str(tmp_path), sources=("spice",),
+                         source_options={"spice": {"processes": -1}}).make_sources()
+    with pytest.raises(ConfigError, match="label source 'spice' has no option.*threads.*it takes: synonyms"):
+        LabelBuildConfig(captions="caps.csv", out=str(tmp_path), sources=("spice",),
+                         source_options={"spice": {"threads": 2}})
+    with pytest.raises(ConfigError, match="options given for label source 'cider', which is not among"):
+        LabelBuildConfig(captions="caps.csv", out=str(tmp_path), sources=("spice",), source_options={"cider": {}})

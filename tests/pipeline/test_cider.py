@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from bcls.data.errors import ConfigError
-from bcls.pipeline.cider import (CiderSource, GroupedHash, cider_d_scores, cider_tables, ngram_counts,
+from bcls.pipeline.sources.cider import (CiderSource, GroupedHash, cider_d_scores, cider_tables, ngram_counts,
                                  prepare_cider, ptb_tokenize)
-from bcls.pipeline.sources import LABEL_SOURCES, LabelCorpus, make_source
+from bcls.pipeline.corpus import LabelCorpus
+from bcls.pipeline.sources import LABEL_SOURCES, make_source
 
 
 

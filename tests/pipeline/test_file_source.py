@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from bcls.data.errors import ConfigError, DataFormatError
-from bcls.pipeline.file_source import FileSource, file_source, read_pair_scores
-from bcls.pipeline.sources import LABEL_SOURCES, LabelCorpus, make_source
+from bcls.pipeline.sources.file import FileSource, file_source, read_pair_scores
+from bcls.pipeline.corpus import LabelCorpus
+from bcls.pipeline.sources import LABEL_SOURCES, make_source
 
 
 def _write(path, rows, header="image_id,caption_id,score", sep=","):
@@ -125,7 +126,7 @@ def test_registry_factory_settings_and_validation(tmp_path):
     assert settings["path"] == str(path) and settings["pairs"] == 2 and len(settings["fingerprint"]) == 64
     assert file_source(path).settings()["fingerprint"] == settings["fingerprint"]
     np.testing.assert_array_equal(src.score(_corpus(), np.array([0, 2]), np.array([2, 4])), [0.25, 1.0])
-    with pytest.raises(ConfigError, match="needs path="):
+    with pytest.raises(ConfigError, match="needs its path option"):
         make_source("file")
     with pytest.raises(ConfigError, match="valid: .*file"):
         make_source("files")

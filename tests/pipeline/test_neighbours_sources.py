@@ -5,7 +5,8 @@ import pytest
 
 from bcls.data.errors import ConfigError
 from bcls.pipeline.neighbours import exact_knn, image_candidates
-from bcls.pipeline.sources import LABEL_SOURCES, LabelCorpus, SbertSource, make_source
+from bcls.pipeline.corpus import LabelCorpus
+from bcls.pipeline.sources import LABEL_SOURCES, SbertSource, make_source
 from tests.conftest import brute_candidate_pairs
 
 

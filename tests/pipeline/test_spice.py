@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from bcls.data.errors import ConfigError
-from bcls.pipeline.sources import LABEL_SOURCES, LabelCorpus, make_source
-from bcls.pipeline.spice import (SpiceSource, canonical_word_ids, load_spacy, load_synsets, prepare_spice,
-                                 scene_graph, spice_scores, spice_tables)
+from bcls.pipeline.corpus import LabelCorpus
+from bcls.pipeline.sources import LABEL_SOURCES, make_source
+from bcls.pipeline.sources.spice import (SpiceSource, canonical_word_ids, load_synsets, prepare_spice, spice_scores,
+                                         spice_tables)
+from bcls.pipeline.sources.spice_graph import load_spacy, scene_graph
 
 
 
@@ -155,18 +157,18 @@ def test_cache_registry_settings_and_errors(nlp):
 
 def test_parse_in_worker_processes_equals_one_process(nlp, coco_corpus, monkeypatch, caplog):
     """The spawned-process parse returns the same graphs, in caption order, as the in-process one."""
-    from bcls.pipeline import spice
+    from bcls.pipeline.sources import spice_graph as spice
 
     texts = list(coco_corpus(12).texts) + ["A dog.", "A dog."]  # a repeated text is parsed once
     one = spice.parse_scene_graphs(texts, nlp, processes=1)
     monkeypatch.setattr(spice, "MIN_CAPTIONS_PER_PROCESS", 10)
-    with caplog.at_level("INFO", logger="bcls.pipeline.spice"):
+    with caplog.at_level("INFO", logger="bcls.pipeline.sources.spice_graph"):
         two = spice.parse_scene_graphs(texts, processes=2)
     assert "in 2 processes" in caplog.text
     assert two == one and len(two) == len(texts)
     monkeypatch.setattr(spice, "MIN_CAPTIONS_PER_PROCESS", 5000)
     caplog.clear()
-    with caplog.at_level("INFO", logger="bcls.pipeline.spice"):
+    with caplog.at_level("INFO", logger="bcls.pipeline.sources.spice_graph"):
         spice.parse_scene_graphs(texts[:20], nlp, processes=0)  # too few texts: stays in this process
     assert "processes" not in caplog.text
 

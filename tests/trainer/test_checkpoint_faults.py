@@ -28,7 +28,7 @@ from bcls.data.atomic import remove_stale_temporaries
 from bcls.data.demo import DemoConfig, generate_demo
 from bcls.data.errors import CheckpointError
 from bcls.trainer.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from bcls.trainer.model import Vocabulary, make_model
+from bcls.trainer.models import Vocabulary, make_model
 
 WRITER = """
 import sys, torch

@@ -6,8 +6,8 @@ import torch
 
 from bcls.data.errors import CheckpointError, ConfigError
 from bcls.trainer.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from bcls.trainer.labels import PairLabels
-from bcls.trainer.model import Vocabulary, make_model, tokenize
+from bcls.trainer.batches.labels import PairLabels
+from bcls.trainer.models import Vocabulary, make_model, tokenize
 
 
 def test_lookup_equals_a_dict():
@@ -95,7 +95,7 @@ def test_dense_sbert_labels_equal_the_shard_values(tmp_path, encoder):
     from bcls.data.captions import read_captions
     from bcls.data.shards import open_labels
     from bcls.pipeline.build import LabelBuildConfig, build_labels
-    from bcls.trainer.labels import DenseSbertLabels
+    from bcls.trainer.batches.labels import DenseSbertLabels
 
     rng = np.random.default_rng(0)
     words = "dog cat man woman beach street red blue small large runs sits".split()
@@ -118,7 +118,7 @@ def test_dense_sbert_labels_equal_the_shard_values(tmp_path, encoder):
 
 
 def test_label_normalizer():
-    from bcls.trainer.labels import LabelNormalizer
+    from bcls.trainer.batches.labels import LabelNormalizer
 
     train = np.array([0.2, 0.4, 0.4, 0.6, np.nan], dtype=np.float32)
     x = torch.tensor([0.2, 0.4, 0.5, 0.6])
@@ -133,8 +133,9 @@ def test_label_normalizer():
 
 @pytest.mark.parametrize("aggregate", ["max", "mean"])
 def test_dense_lookup_equals_the_source_on_every_pair(aggregate):
-    from bcls.pipeline.sources import LabelCorpus, SbertSource
-    from bcls.trainer.labels import DenseSbertLabels
+    from bcls.pipeline.corpus import LabelCorpus
+    from bcls.pipeline.sources import SbertSource
+    from bcls.trainer.batches.labels import DenseSbertLabels
 
     rng = np.random.default_rng(2)
     image_index = np.r_[np.repeat(np.arange(10), 4), 10]  # image 10 has a single caption: no reference left

@@ -14,10 +14,10 @@ from bcls.trainer.losses import (
     BCLSLoss,
     BinaryTripletLoss,
     KendallLoss,
+    KendallParams,
     TripletLoss,
     TripletSNSoftmaxLoss,
     TripletSNSwitchLoss,
-    binary_loss_alias,
     binary_loss_params,
     kendall_loss,
     kendall_loss_with_count,
@@ -286,14 +286,18 @@ def test_binary_registry_hyper_parameters() -> None:
         binary_loss_params("x")
 
 
-def test_binary_alias_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(BINARY_LOSSES, "triplet-sn", binary_loss_alias("triplet-sn-softmax"))
-    loss = make_binary_loss("triplet-sn", tau=0.3)
-    assert isinstance(loss, TripletSNSoftmaxLoss) and loss.tau == 0.3
-    assert BINARY_LOSSES["triplet-sn"].alias_of == "triplet-sn-softmax"
-    assert binary_loss_params("triplet-sn") == ("margin", "tau")
-    with pytest.raises(ConfigError):
-        make_binary_loss("triplet-sn", eps=0.1)
+def test_binary_alias_is_one_line() -> None:
+    assert BINARY_LOSSES["triplet-sn"].alias_of == "triplet-sn-switch"
+    BINARY_LOSSES.alias("triplet-sn-test", "triplet-sn-softmax")
+    try:
+        loss = make_binary_loss("triplet-sn-test", tau=0.3)
+        assert isinstance(loss, TripletSNSoftmaxLoss) and loss.tau == 0.3
+        assert BINARY_LOSSES["triplet-sn-test"].alias_of == "triplet-sn-softmax"
+        assert binary_loss_params("triplet-sn-test") == ("margin", "tau")
+        with pytest.raises(ConfigError):
+            make_binary_loss("triplet-sn-test", eps=0.1)
+    finally:
+        BINARY_LOSSES.unregister("triplet-sn-test")
 
 
 def test_bcls_loss_accepts_sn_binary_losses() -> None:
@@ -317,15 +321,15 @@ def test_kendall_fast_equals_naive_and_loop(B: int, surrogate: str) -> None:
         for window, gap, n_hard in itertools.product((1, 2, 3), (0.0, 0.1), (1, 2)):
             kw = dict(window=window, gap=gap, surrogate=surrogate, temperature=0.2, margin=0.1, n_hard=n_hard)
             for s, r, m in ((S, R, M), (S.t(), R.t(), M.t())):  # i2t and t2i
-                fast_t, fast_v = kendall_swhs_terms(s, r, m, **kw)
-                naive_t, naive_v = kendall_naive_terms(s, r, m, **kw)
+                fast_t, fast_v = kendall_swhs_terms(s, r, m, KendallParams(**kw))
+                naive_t, naive_v = kendall_naive_terms(s, r, m, KendallParams(**kw))
                 loop_t, loop_v = _loop_terms(s, r, m, **kw)
                 assert torch.equal(fast_v, loop_v) and torch.equal(naive_v, loop_v), kw
                 torch.testing.assert_close(fast_t, loop_t)
                 torch.testing.assert_close(naive_t, loop_t)
             ref = _loop_loss(S, R, M, **kw)
-            assert kendall_loss(S, R, M, **kw).item() == pytest.approx(ref, abs=1e-12)
-            assert kendall_naive(S, R, M, **kw).item() == pytest.approx(ref, abs=1e-12)
+            assert kendall_loss(S, R, M, KendallParams(**kw)).item() == pytest.approx(ref, abs=1e-12)
+            assert kendall_naive(S, R, M, KendallParams(**kw)).item() == pytest.approx(ref, abs=1e-12)
 
 
 @pytest.mark.parametrize("n_hard", [1, 2, 3])
@@ -335,8 +339,8 @@ def test_kendall_gradients_fast_equal_naive(surrogate: str, n_hard: int) -> None
     kw = dict(window=2, gap=0.1, surrogate=surrogate, temperature=0.3, margin=0.2, n_hard=n_hard)
     S1 = S0.clone().requires_grad_(True)
     S2 = S0.clone().requires_grad_(True)
-    (g1,) = torch.autograd.grad(kendall_loss(S1, R, M, **kw), S1)
-    (g2,) = torch.autograd.grad(kendall_naive(S2, R, M, **kw), S2)
+    (g1,) = torch.autograd.grad(kendall_loss(S1, R, M, KendallParams(**kw)), S1)
+    (g2,) = torch.autograd.grad(kendall_naive(S2, R, M, KendallParams(**kw)), S2)
     torch.testing.assert_close(g1, g2)
     assert g1.abs().sum() > 0
 
@@ -370,21 +374,21 @@ def test_kendall_hand_computed_example() -> None:
     # query 1: labels (.3, 1, .3) -> order 1,0,2 (tie by index). anchor 1 -> partners {0,2}, hardest col 2:
     #               relu(.1+.3-.8)=0; anchor 0 -> col 2 has the same label: no pair.
     # query 2: col 1 unknown; order 2,0. anchor 2 -> partner 0: relu(.1+.4-1.0)=0.
-    terms, valid = kendall_swhs_terms(S, R, M, **kw)
+    terms, valid = kendall_swhs_terms(S, R, M, KendallParams(**kw))
     torch.testing.assert_close(terms, torch.tensor([[0, 0.2, 0], [0, 0, 0], [0, 0, 0]], dtype=torch.float64))
     assert valid.tolist() == [[True, True, False], [False, True, False], [False, False, True]]
     # t2i (rows of S.T): caption 0: order 0,2,1: anchor 0 -> hardest col 2 (.4): 0; anchor 2 -> col 1: relu(.1+.2-.4)=0
     #   caption 1: known cols 0,1: anchor 1 -> col 0: relu(.1+.5-.8)=0
     #   caption 2: order 2,1,0: anchor 2 -> hardest col 0 (.6): relu(.1+.6-1)=0; anchor 1 -> col 0: relu(.1+.6-.3)=0.4
     # total: 9 valid anchor terms, sum 0.6 -> 0.6 / 9
-    loss, count = kendall_loss_with_count(S, R, M, **kw)
+    loss, count = kendall_loss_with_count(S, R, M, KendallParams(**kw))
     assert int(count) == 9
     assert loss.item() == pytest.approx(0.6 / 9)
     # window 2: only pairs two ranks apart survive; all of them are satisfied (4 terms, all 0)
-    loss2, count2 = kendall_loss_with_count(S, R, M, window=2, surrogate="hinge", margin=0.1)
+    loss2, count2 = kendall_loss_with_count(S, R, M, KendallParams(window=2, surrogate="hinge", margin=0.1))
     assert int(count2) == 4 and loss2.item() == pytest.approx(0.0)
     # sigmoid: the single pair of i2t query 2 (anchor 2, partner 0) -> sigmoid((0.4 - 1.0) / 0.1)
-    t, v = kendall_swhs_terms(S[2:], R[2:], M[2:], surrogate="sigmoid", temperature=0.1)
+    t, v = kendall_swhs_terms(S[2:], R[2:], M[2:], KendallParams(surrogate="sigmoid", temperature=0.1))
     assert t[0, 2].item() == pytest.approx(1 / (1 + math.exp(6.0)))
 
 
@@ -396,18 +400,19 @@ def test_kendall_ignores_unknown_label_values() -> None:
 
 def test_kendall_module_and_validation() -> None:
     S, R, M = _inputs(6, 1, tied=False)
-    mod = KendallLoss(window=2, gap=0.05, surrogate="tanh", temperature=0.5, n_hard=2)
-    assert mod(S, R, M).item() == kendall_loss(S, R, M, window=2, gap=0.05, surrogate="tanh",
-                                               temperature=0.5, n_hard=2).item()
+    params = KendallParams(window=2, gap=0.05, surrogate="tanh", temperature=0.5, n_hard=2)
+    mod = KendallLoss(params)
+    assert mod(S, R, M).item() == kendall_loss(S, R, M, params).item()
+    assert "window=2" in repr(mod) and mod.params is params
     bad = [
         dict(window=0), dict(window=1.5), dict(n_hard=0), dict(temperature=0.0), dict(gap=-0.1),
         dict(surrogate="logistic"),
     ]
     for kw in bad:
         with pytest.raises(ConfigError):
-            KendallLoss(**kw)  # type: ignore[arg-type]
-        with pytest.raises(ConfigError):
-            kendall_loss(S, R, M, **kw)  # type: ignore[arg-type]
+            KendallParams(**kw)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="takes a KendallParams"):
+        KendallLoss({"window": 2})  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------------------------- BCLS

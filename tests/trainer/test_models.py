@@ -1,4 +1,4 @@
-"""Tests of bcls.trainer.model: GPO pooling, VSE∞-style encoders, the model registry."""
+"""Tests of bcls.trainer.models: GPO pooling, VSE∞-style encoders, the model registry."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from bcls.data.errors import ConfigError
 from bcls.trainer.losses import make_binary_loss
-from bcls.trainer.model import (
+from bcls.trainer.models import (
     GPO,
     MODELS,
     GlobalImageAdapter,
@@ -180,7 +180,7 @@ def test_model_registry_errors() -> None:
         make_model("clip")
     with pytest.raises(ConfigError, match="unknown model"):
         model_setting_names("clip")
-    with pytest.raises(ConfigError, match="'vse-gpo'.*pooling.*settings: image_dim"):
+    with pytest.raises(ConfigError, match="'vse-gpo'.*pooling.*takes: image_dim"):
         make_model("vse-gpo", **SMALL, pooling="max")  # image pooling is GPO there
     with pytest.raises(ConfigError, match="vse-global"):
         make_model("vse-global", vocab_size=3)  # image_dim missing

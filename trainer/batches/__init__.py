@@ -1,0 +1,16 @@
+"""What each training step sees: which captions form a batch and the continuous labels of its pairs.
+
+* :mod:`~.labels` — in-batch label lookup from the shards (:class:`PairLabels`), dense on-the-fly sbert labels
+  (:class:`DenseSbertLabels`), label normalisation;
+* :mod:`~.samplers` — the batch samplers and their registry (:data:`SAMPLERS`, :func:`make_batches`);
+* :mod:`~.streaming` — labelled pairs streamed from the shards with bounded memory.
+
+May import: :mod:`bcls.data`, :mod:`bcls.pipeline`.
+"""
+
+from .labels import DenseSbertLabels, LabelNormalizer, PairLabels
+from .samplers import SAMPLERS, Batch, make_batches, neighbour_batches, random_batches
+from .streaming import ShardPairStream, StreamLabels, stream_batches
+
+__all__ = ["SAMPLERS", "Batch", "DenseSbertLabels", "LabelNormalizer", "PairLabels", "ShardPairStream",
+           "StreamLabels", "make_batches", "neighbour_batches", "random_batches", "stream_batches"]

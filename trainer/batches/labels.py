@@ -1,0 +1,164 @@
+"""In-batch continuous labels looked up from label shards.
+
+Shards hold a sparse set of (image_id, caption_id, value) pairs. :class:`PairLabels` keeps them as one sorted
+int64 key array (``image_pos * n_captions + caption_pos``) and answers a whole batch's ``B × B`` lookup with one
+``searchsorted`` — memory is 12 bytes per stored pair, never a dense N × 5N matrix.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from bcls.data.captions import CaptionTable
+from bcls.data.errors import ShardError
+from bcls.data.shards import LabelSet, read_caption_embeddings, read_labels
+from bcls.pipeline.corpus import LabelCorpus
+from bcls.pipeline.sources import SbertSource
+
+log = logging.getLogger(__name__)
+
+
+class PairLabels:
+    """Sparse continuous labels over (image position, caption position) of one training caption table.
+
+    Args:
+        image_pos, caption_pos: int64 ``(P,)`` positions (image in ``table.unique_images()``, caption row).
+        values: float32 ``(P,)`` label values; NaN values are dropped (unknown).
+        n_captions: number of captions (the key stride).
+    """
+
+    def __init__(self, image_pos: np.ndarray, caption_pos: np.ndarray, values: np.ndarray, n_captions: int):
+        keep = ~np.isnan(values)
+        keys = image_pos[keep].astype(np.int64) * n_captions + caption_pos[keep].astype(np.int64)
+        order = np.argsort(keys, kind="stable")
+        self.keys = torch.from_numpy(keys[order])
+        self.values = torch.from_numpy(values[keep][order].astype(np.float32))
+        self.n_captions = n_captions
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def from_labels(cls, labels: LabelSet, source: str, table: CaptionTable) -> "PairLabels":
+        """Load one source's column from a label folder and map its ids onto ``table``'s positions."""
+        if labels.provenance.get("input", {}).get("fingerprint") != table.fingerprint():
+            log.warning("%s: labels were built from a different caption table than %s; ids are matched, "
+                        "pairs on captions or images that are absent are an error", labels.folder, table.path)
+        data = read_labels(labels, [source])
+        img_ids = data.column("image_id").to_numpy()
+        cap_ids = data.column("caption_id").to_numpy()
+        values = data.column(source).to_numpy()
+        images = table.unique_images()
+        img_sorter = np.argsort(images)
+        img_pos = img_sorter[np.clip(np.searchsorted(images, img_ids, sorter=img_sorter), 0, len(images) - 1)]
+        cap_sorter = np.argsort(table.caption_ids)
+        cap_pos = cap_sorter[np.clip(np.searchsorted(table.caption_ids, cap_ids, sorter=cap_sorter), 0,
+                                     len(table) - 1)]
+        bad_img = images[img_pos] != img_ids
+        bad_cap = table.caption_ids[cap_pos] != cap_ids
+        if bad_img.any() or bad_cap.any():
+            what = (f"image_id {img_ids[bad_img][0]}" if bad_img.any() else f"caption_id {cap_ids[bad_cap][0]}")
+            raise ShardError(f"{labels.folder}: {int(bad_img.sum() + bad_cap.sum())} label pairs name ids absent "
+                             f"from {table.path} (first: {what}); build the labels from the training captions")
+        return cls(img_pos, cap_pos, values.astype(np.float32), len(table))
+
+    def lookup(self, image_pos: torch.Tensor, caption_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labels of every (image, caption) pair of a batch.
+
+        Args:
+            image_pos: int64 ``(B_i,)``; caption_pos: int64 ``(B_c,)``.
+
+        Returns:
+            ``(values float32 (B_i, B_c), known bool (B_i, B_c))``; unknown entries hold 0.
+        """
+        query = image_pos.cpu().to(torch.int64)[:, None] * self.n_captions + caption_pos.cpu().to(torch.int64)[None, :]
+        if len(self.keys) == 0:
+            return torch.zeros(query.shape), torch.zeros(query.shape, dtype=torch.bool)
+        idx = torch.searchsorted(self.keys, query).clamp(max=len(self.keys) - 1)
+        known = self.keys[idx] == query
+        values = torch.where(known, self.values[idx], torch.zeros(()))
+        return values, known
+
+
+class DenseSbertLabels:
+    """Dense in-batch ``sbert`` labels computed on the fly from the caption embeddings a label build stored.
+
+    Every (image, caption) pair of a batch gets a label — the paper's setting — by applying the very
+    :class:`~bcls.pipeline.sources.sbert.SbertSource` that wrote the shards to all ``B × B`` pairs, so values equal the
+    shard values wherever both exist.
+    """
+
+    def __init__(self, corpus, source):
+        self.corpus, self.source = corpus, source
+        self.embeddings = torch.from_numpy(np.ascontiguousarray(corpus.embeddings, dtype=np.float32))
+
+    @classmethod
+    def from_labels(cls, labels: LabelSet, table: CaptionTable) -> "DenseSbertLabels":
+        if labels.provenance.get("input", {}).get("fingerprint") != table.fingerprint():
+            raise ShardError(f"{labels.folder}: dense sbert labels need the label build's caption table, and "
+                             f"{table.path} differs from it; rebuild the labels from these captions or use "
+                             "sparse labels")
+        emb = read_caption_embeddings(labels, len(table))
+        settings = labels.provenance.get("sources", {}).get("sbert", {})
+        source = SbertSource(aggregate=settings.get("aggregate", "max"))
+        return cls(LabelCorpus.from_groups(table.texts, table.image_index(), emb), source)
+
+    def lookup(self, image_pos: torch.Tensor, caption_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Same contract as :meth:`PairLabels.lookup`; every pair is known unless its image has no other caption.
+
+        The source's definition applied to all ``B_i × B_c`` pairs at once: one matrix product of the images'
+        reference embeddings ``(B_i·M, d)`` with the captions' ``(d, B_c)``, instead of ``B_i·B_c`` gathers.
+        """
+        img = image_pos.cpu().numpy().astype(np.int64)
+        cap = caption_pos.cpu().numpy().astype(np.int64)
+        refs = torch.from_numpy(self.corpus.refs[img])  # (B_i, M), -1 = padding
+        emb = self.embeddings
+        sims = torch.einsum("imd,jd->ijm", emb[refs.clamp(min=0)], emb[torch.from_numpy(cap)]).clamp(0.0, 1.0)
+        valid = (refs >= 0)[:, None, :] & (refs[:, None, :] != torch.from_numpy(cap)[None, :, None])
+        n_valid = valid.sum(-1)
+        if self.source.aggregate == "max":
+            values = sims.masked_fill(~valid, -1.0).amax(-1)
+        else:
+            values = (sims * valid).sum(-1) / n_valid.clamp(min=1)
+        known = n_valid > 0
+        return torch.where(known, values, torch.zeros(())), known
+
+
+class LabelNormalizer:
+    """Per-source normalisation of raw label values, fitted on the training labels.
+
+    ``none`` keeps raw values; ``minmax`` maps [min, max] of the training labels to [0, 1]; ``percentile`` maps a
+    value to the fraction of training labels below it (robust to a source's scale and skew, e.g. CIDEr-D).
+    The Kendall loss only uses label *order* and label *differences* (its ``gap``), so normalisation decides what
+    a gap means, not which pairs are ordered.
+    """
+
+    KINDS = ("none", "minmax", "percentile")
+
+    def __init__(self, kind: str, values: np.ndarray):
+        if kind not in self.KINDS:
+            from bcls.data.errors import ConfigError
+            raise ConfigError(f"unknown label normalisation {kind!r}; valid: {', '.join(self.KINDS)}")
+        self.kind = kind
+        values = values[~np.isnan(values)]
+        self.sorted = torch.from_numpy(np.sort(values).astype(np.float32)) if kind == "percentile" else None
+        self.lo = float(values.min()) if len(values) else 0.0
+        self.hi = float(values.max()) if len(values) else 1.0
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        if self.kind == "minmax":
+            return (values - self.lo) / max(self.hi - self.lo, 1e-12)
+        if self.kind == "percentile":
+            return torch.searchsorted(self.sorted, values.contiguous()).float() / max(len(self.sorted), 1)
+        return values
+
+    @property
+    def top(self) -> float:
+        """The label given to ground-truth pairs: above every normalised label (1 for minmax / percentile)."""
+        return 1.0 if self.kind != "none" else max(self.hi, 1.0)
+
+    def describe(self) -> str:
+        return f"{self.kind} (training labels in [{self.lo:.4f}, {self.hi:.4f}])"

@@ -1,0 +1,127 @@
+"""Batch samplers: which training captions (rows of the caption table) form each batch.
+
+With top-K label candidates per image, a uniformly random batch of 128 out of 15k (demo) or 566k (COCO) captions
+holds few or almost no labelled off-diagonal pairs, so the continuous loss has little to learn from. The
+``neighbours`` sampler builds each batch from seed captions plus captions that are label candidates of the seeds'
+images, so every seed row has at least one labelled pair besides its own caption.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, NamedTuple
+
+import torch
+
+from bcls.data.captions import CaptionTable
+from bcls.data.errors import ConfigError
+from bcls.data.registry import Registry
+from bcls.data.shards import LabelSet
+
+from .labels import PairLabels
+from .streaming import ShardPairStream, StreamLabels, stream_batches
+
+
+def random_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """A random permutation of ``n`` caption rows cut into batches (a last batch of one row is dropped)."""
+    perm = torch.randperm(n, generator=generator)
+    for lo in range(0, n, batch_size):
+        if n - lo >= 2:
+            yield perm[lo:lo + batch_size]
+
+
+def neighbour_batches(n: int, batch_size: int, generator: torch.Generator, image_index: torch.Tensor,
+                      labels: PairLabels, fraction: float = 0.5) -> Iterator[torch.Tensor]:
+    """Batches of seed captions plus, for each seed, one random label candidate of the seed's image.
+
+    An epoch has as many batches as :func:`random_batches` gives (same compute per epoch). Each batch takes
+    ``round(batch_size * (1 - fraction))`` seeds from a random permutation, adds for each seed one caption drawn
+    uniformly from its image's labelled candidates (when it has any), drops repeats, and fills any remaining
+    places with further captions of the permutation.
+
+    Args:
+        n: number of captions; image_index: int64 ``(n,)`` image position of each caption.
+        labels: the sparse labels whose candidates are drawn.
+        fraction: share of each batch given to neighbours (0 gives random batches).
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"neighbour fraction must be in [0, 1), got {fraction}")
+    perm = torch.randperm(n, generator=generator)
+    n_seed = max(1, round(batch_size * (1.0 - fraction)))
+    n_batches = n // batch_size + (n % batch_size >= 2)
+    pos = 0
+    for _ in range(n_batches):
+        seeds = perm[pos:pos + n_seed]
+        pos += len(seeds)
+        images = image_index[seeds]
+        lo = torch.searchsorted(labels.keys, images * labels.n_captions)
+        hi = torch.searchsorted(labels.keys, (images + 1) * labels.n_captions)
+        pick = lo + (torch.rand(len(seeds), generator=generator) * (hi - lo)).long()
+        neighbours = labels.keys[pick[hi > lo]] % labels.n_captions
+        batch = _unique_in_order(torch.cat([seeds, neighbours]))[:batch_size]
+        while len(batch) < batch_size and pos < n:  # fill with further captions of the permutation
+            extra = perm[pos:pos + batch_size - len(batch)]
+            pos += len(extra)
+            batch = _unique_in_order(torch.cat([batch, extra]))
+        if len(batch) >= 2:
+            yield batch
+
+
+def _unique_in_order(values: torch.Tensor) -> torch.Tensor:
+    """``values`` without repeats, each kept at its first occurrence."""
+    uniq, inverse = torch.unique(values, return_inverse=True)
+    first = torch.full((len(uniq),), len(values), dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(len(values)), reduce="amin")
+    return values[first.sort().values]
+
+
+class Batch(NamedTuple):
+    """One training batch: caption rows ``(B,)`` int64 and, for a sampler that brings its own labels (``stream``),
+    their lookup (``None`` otherwise: the run's label index answers)."""
+
+    rows: torch.Tensor
+    labels: StreamLabels | None = None
+
+
+def _rows_only(batches: Iterator[torch.Tensor]) -> Iterator[Batch]:
+    return (Batch(rows) for rows in batches)
+
+
+def _random(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+    return _rows_only(random_batches(n, batch_size, generator))
+
+
+def _neighbours(n: int, batch_size: int, generator: torch.Generator, image_index: torch.Tensor,
+                labels: PairLabels | None, fraction: float) -> Iterator[Batch]:
+    if labels is None or fraction == 0:
+        return _random(n, batch_size, generator)
+    return _rows_only(neighbour_batches(n, batch_size, generator, image_index, labels, fraction))
+
+
+def _stream(label_set: LabelSet, source: str, buffer_size: int, seed: int, table: CaptionTable, batch_size: int,
+            n_batches: int, generator: torch.Generator) -> Iterator[Batch]:
+    stream = ShardPairStream(label_set, source, buffer_size, seed=seed)
+    return (Batch(rows, StreamLabels(known)) for rows, known in stream_batches(stream, table, batch_size, n_batches,
+                                                                                generator))
+
+
+SAMPLERS: Registry[Iterator[Batch]] = Registry("batch sampler")
+"""Batch samplers by name; each factory takes what it needs of the keyword context :func:`make_batches` gets."""
+SAMPLERS.register("random", _random, "uniformly random batches of captions")
+SAMPLERS.register("neighbours", _neighbours, "seed captions plus one labelled candidate caption of each seed's image")
+SAMPLERS.register("stream", _stream, "labelled pairs streamed from the shards (bounded shuffle buffer, no label "
+                  "index in memory): each brings a caption of its image and its caption")
+
+
+def make_batches(name: str, **context: Any) -> Iterator[Batch]:
+    """The batches of one epoch from sampler ``name`` (an unknown name lists the valid ones).
+
+    ``context`` holds everything any sampler may use — ``n`` (captions), ``batch_size``, ``generator``,
+    ``image_index`` (int64 ``(n,)`` image position of each caption), ``labels`` (:class:`PairLabels` or None),
+    ``fraction`` (neighbour share), and for ``stream`` ``label_set``, ``source``, ``buffer_size``, ``seed``,
+    ``table``, ``n_batches`` — and each sampler takes the keys it declares.
+    """
+    entry = SAMPLERS.get(name)
+    missing = [k for k in entry.options if k not in context]
+    if missing:
+        raise ConfigError(f"batch sampler {name!r} needs {', '.join(missing)}")
+    return entry.factory(**{k: context[k] for k in entry.options})

@@ -1,0 +1,145 @@
+"""The settings of one training run (:class:`TrainConfig`), saved as ``train_config.json`` and in checkpoints.
+
+One source of truth for defaults: the Kendall settings default to :class:`~bcls.trainer.losses.KendallParams`'s,
+and the CLI's ``bcls train`` flags default to these fields (a test checks both).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from bcls.data.errors import ConfigError
+
+from .batches import SAMPLERS
+from .losses import DEFAULT_KENDALL, KendallParams, binary_loss_params
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (saved as ``train_config.json`` in the run folder and in checkpoints).
+
+    Attributes:
+        data: precomp folder with ``train`` (and optionally ``dev``) splits.
+        labels: label folder from ``bcls labels build`` (needed when ``lam > 0``).
+        out: run folder (checkpoints, logs).
+        lam: weight λ of the continuous (Kendall) loss; 0 trains the binary triplet loss alone.
+        source: which label column of the shards supervises the continuous loss.
+        label_mode: ``sparse`` (pairs stored in the shards; any source) or ``dense`` (``sbert`` only: every
+            in-batch pair scored on the fly from the caption embeddings the label build stored).
+        label_norm: ``none``, ``minmax`` or ``percentile`` normalisation of the source's values
+            (:class:`~bcls.trainer.batches.labels.LabelNormalizer`), fitted on the training labels.
+        model: registered model (``vse-gru``, ``vse-gpo``, ``vse-global``); ``pooling`` (image, ``vse-gru``) and
+            ``text_pooling`` (``vse-gpo``/``vse-global``: ``mean`` or ``gpo``) apply where the model has them.
+        binary_loss: registered binary loss: ``triplet-sn`` (default; the paper's Triplet-SN, our reading: an alias
+            of ``triplet-sn-switch``, which measured best), ``triplet-hardest`` (VSE++), ``triplet-mean``, the
+            soft-negative ``triplet-sn-switch`` (``triplet_eps``) and ``triplet-sn-softmax`` (``triplet_tau``).
+        warmup_epochs: first epochs trained with the mean-over-negatives triplet loss alone, instead of
+            ``binary_loss`` + λ·Kendall: hardest-negative mining from a random start collapses all embeddings
+            together (VSE∞ warms up the same way), and so does the Kendall loss, whose labelled candidates are
+            the nearest caption neighbours (measured on the demo: see README).
+        window, gap, surrogate, temperature, kendall_margin, n_hard: the Kendall / SW-HS settings, with the
+            defaults of :class:`~bcls.trainer.losses.KendallParams` (``kendall_margin`` is its ``margin``, the hinge
+            surrogate's; ``margin`` is the triplet loss's); :meth:`kendall_params` carries them to the loss.
+        sampler: ``random`` or ``neighbours`` (seed captions plus label candidates of their images, a
+            ``neighbour_fraction`` share of each batch; see :mod:`bcls.trainer.batches.samplers`) or ``stream`` (labelled
+            pairs streamed from the shards through a ``stream_buffer``-row shuffle buffer, no label index in
+            memory; see :mod:`bcls.trainer.batches.streaming`).
+        optimizer: ``adam`` or ``adamw`` (with ``weight_decay``).
+        schedule: ``constant``, ``step`` (lr × 0.1 from epoch ``lr_step_epoch`` on) or ``cosine`` (per step, to 0),
+            after ``lr_warmup_steps`` of linear warm-up.
+        text_lr_mult: learning-rate multiplier of a pretrained text tower (``vse-transformer``), ``text_model``
+            its transformers / sentence-transformers model (default all-MiniLM-L6-v2, offline).
+        amp: bfloat16 autocast on CUDA (ignored on CPU).
+    """
+
+    data: str
+    out: str
+    labels: str | None = None
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    lam: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    source: str = "sbert"
+    label_mode: str = "sparse"
+    label_norm: str = "none"
+    model: str = "vse-gru"
+    embed_dim: int = 512
+    word_dim: int = 300
+    pooling: str = "max"
+    text_pooling: str | None = None
+    binary_loss: str = "triplet-sn"
+    warmup_epochs: int = 1
+    margin: float = 0.2
+    triplet_eps: float = 0.05
+    triplet_tau: float = 0.1
+    window: int = DEFAULT_KENDALL.window
+    gap: float = DEFAULT_KENDALL.gap
+    surrogate: str = DEFAULT_KENDALL.surrogate
+    temperature: float = DEFAULT_KENDALL.temperature
+    kendall_margin: float = DEFAULT_KENDALL.margin
+    n_hard: int = DEFAULT_KENDALL.n_hard
+    sampler: str = "random"
+    neighbour_fraction: float = 0.5
+    stream_buffer: int = 65536
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    lr_step_epoch: int = 0
+    lr_warmup_steps: int = 0
+    text_lr_mult: float = 0.1
+    text_model: str | None = None
+    grad_clip: float = 2.0
+    amp: bool = True
+    train_split: str = "train"
+    dev_split: str = "dev"
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2,
+                  "warmup_epochs": self.warmup_epochs >= 0, "lr": self.lr > 0,
+                  "lam": self.lam >= 0 and math.isfinite(self.lam), "margin": self.margin >= 0,
+                  "grad_clip": self.grad_clip > 0, "embed_dim": self.embed_dim >= 1, "word_dim": self.word_dim >= 1,
+                  "weight_decay": self.weight_decay >= 0, "lr_step_epoch": self.lr_step_epoch >= 0,
+                  "lr_warmup_steps": self.lr_warmup_steps >= 0, "text_lr_mult": self.text_lr_mult > 0, "neighbour_fraction": 0 <= self.neighbour_fraction < 1,
+                  "log_every": self.log_every >= 1}
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError("out-of-range training setting(s): " +
+                              ", ".join(f"{b}={getattr(self, b)!r}" for b in bad))
+        self.kendall_params()  # validates the Kendall settings
+        choices = {"sampler": SAMPLERS.names(), "label_mode": ("sparse", "dense"),
+                   "optimizer": ("adam", "adamw"), "schedule": ("constant", "step", "cosine")}
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ConfigError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
+        if self.sampler == "stream" and (not self.labels or self.label_norm != "none"):
+            raise ConfigError("the stream sampler needs --labels and label_norm none (it keeps no label index to "
+                              "fit a normalisation on)")
+        if self.label_mode == "dense" and self.source != "sbert":
+            raise ConfigError(f"dense labels exist for the sbert source only, not {self.source!r}; "
+                              "use label_mode sparse")
+        if self.lam > 0 and not self.labels:
+            raise ConfigError("lam > 0 needs --labels (a folder from `bcls labels build`); use --lambda 0 to "
+                              "train the triplet loss alone")
+
+    def kendall_params(self) -> KendallParams:
+        """The Kendall / SW-HS settings of this run, as the loss takes them."""
+        return KendallParams(window=self.window, gap=self.gap, surrogate=self.surrogate,
+                             temperature=self.temperature, margin=self.kendall_margin, n_hard=self.n_hard)
+
+    def binary_params(self) -> dict[str, float]:
+        """The hyper-parameters of :attr:`binary_loss` that it accepts (margin, eps, tau)."""
+        hyper = {"margin": self.margin, "eps": self.triplet_eps, "tau": self.triplet_tau}
+        return {k: hyper[k] for k in binary_loss_params(self.binary_loss)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], origin: str = "config") -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{origin}: unknown training setting(s) {unknown}; valid: {', '.join(sorted(known))}")
+        return cls(**values)

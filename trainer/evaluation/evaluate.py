@@ -1,0 +1,192 @@
+"""``bcls eval``: embed a split with a trained model and measure cross-modal retrieval."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bcls.data.atomic import atomic_write_bytes, atomic_write_json
+from bcls.data.captions import CaptionTable
+from bcls.data.errors import ConfigError, DataFormatError
+from bcls.data.features import ImageFeatures
+from bcls.data.precomp import read_precomp_split
+from bcls.data.shards import open_labels
+from bcls.data.version import __version__
+
+from ..batches.labels import PairLabels
+from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..models import Vocabulary, pad_batch, tokenize_texts
+from .eccv import eccv_metrics_from_sims
+from .metrics import recall_metrics, retrieval_ranks
+from .protocols import PROTOCOLS, coco_5fold_1k, detect_protocol
+from .report import RECALL_KEYS, markdown_report, plot_recall_curves, plot_similarity_vs_label, recall_curve
+from .semantic import ncs_at_k, rank_correlation
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def encode_split(model: torch.nn.Module, vocab: Vocabulary, table: CaptionTable, feats: ImageFeatures,
+                 device: str | torch.device = "cpu", batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embed every image and caption of a split.
+
+    Returns:
+        ``(images (n_images, E), captions (n_captions, E))`` float32 on CPU, L2-normalised.
+    """
+    model.eval()
+    images = []
+    for lo in range(0, feats.n_images, batch_size):
+        idx = np.arange(lo, min(lo + batch_size, feats.n_images))
+        images.append(model.encode_images(torch.from_numpy(feats.batch(idx)).to(device)).float().cpu())
+    captions = []
+    for lo in range(0, len(table), batch_size):
+        ids, lengths = pad_batch(tokenize_texts(model, vocab, table.texts[lo:lo + batch_size]))
+        captions.append(model.encode_texts(ids.to(device), lengths).float().cpu())
+    return torch.cat(images), torch.cat(captions)
+
+
+def relevance_metrics(sims: torch.Tensor, relevance: torch.Tensor, caption_to_image: torch.Tensor,
+                      known: torch.Tensor | None = None, ks: tuple[int, ...] = (1, 5, 10, 20, 30)
+                      ) -> dict[str, float]:
+    """How well the predicted similarities follow graded relevance (ground truth or a label source).
+
+    Args:
+        sims, relevance: ``(n_images, n_captions)``; caption_to_image: ``(n_captions,)``.
+        known: ``(n_images, n_captions)`` bool where the relevance is known (sparse labels); ``None`` = all.
+            Correlations use known pairs only; NCS treats unknown pairs as relevance 0.
+
+    Returns:
+        ``rel_kendall_{i2t,t2i}`` / ``rel_spearman_{i2t,t2i}``: mean per-query Kendall τ-b / Spearman ρ between
+        similarities and relevance; ``ncs_{i2t,t2i}_K``: NCS@K in percent, ground-truth pairs excluded
+        (Biten et al., WACV 2022).
+    """
+    gt = caption_to_image[None, :] == torch.arange(sims.shape[0])[:, None]
+    out: dict[str, float] = {}
+    views = (("i2t", sims, relevance, gt, known), ("t2i", sims.T, relevance.T, gt.T,
+                                                    known.T if known is not None else None))
+    for direction, s, rel, mask, kn in views:
+        corr = rank_correlation(s, rel, kn)
+        out[f"rel_kendall_{direction}"] = corr["kendall"]
+        out[f"rel_spearman_{direction}"] = corr["spearman"]
+        for k, value in ncs_at_k(s, rel, ks=ks, gt_mask=mask, exclude_gt=True).items():
+            out[f"ncs_{direction}_{k}"] = value
+    return out
+
+
+def evaluate_model(model: torch.nn.Module, vocab: Vocabulary, table: CaptionTable, feats: ImageFeatures,
+                   device: str | torch.device = "cpu", relevance: np.ndarray | None = None) -> dict[str, float]:
+    """Recall@K (i2t, t2i), rsum and ranks of ``model`` on one split (one block over the whole split), plus
+    :func:`relevance_metrics` when a ``(n_images, n_captions)`` relevance matrix is given."""
+    img, cap = encode_split(model, vocab, table, feats, device)
+    caption_to_image = torch.from_numpy(table.image_index().copy())
+    sims = img @ cap.T
+    metrics = recall_metrics(sims, caption_to_image)
+    if relevance is not None:
+        metrics |= relevance_metrics(sims, torch.from_numpy(np.asarray(relevance, dtype=np.float32)),
+                                     caption_to_image)
+    return metrics
+
+
+def load_relevance(path: str | os.PathLike, table: CaptionTable, source: str | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """Relevance of every (image, caption) pair of a split.
+
+    Args:
+        path: a ``.npy`` ``(n_images, n_captions)`` matrix (e.g. the demo's ground truth), or a label folder built
+            by ``bcls labels build`` for this split (sparse: unknown pairs are 0 and marked unknown).
+        source: the label column to use from a label folder (default: its first source).
+
+    Returns:
+        ``(relevance float32 (n_images, n_captions), known bool or None, description)``.
+    """
+    path = Path(path)
+    n_images, n_captions = len(table.unique_images()), len(table)
+    if path.is_dir():
+        labels = open_labels(path)
+        source = source or labels.sources[0]
+        pairs = PairLabels.from_labels(labels, source, table)
+        keys = pairs.keys.numpy()
+        rel = torch.zeros(n_images * n_captions)
+        known = torch.zeros(n_images * n_captions, dtype=torch.bool)
+        rel[keys] = pairs.values
+        known[keys] = True
+        return rel.view(n_images, n_captions), known.view(n_images, n_captions), f"{path} ({source})"
+    try:
+        rel = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise DataFormatError(f"{path}: not a readable .npy relevance matrix or label folder ({err})") from None
+    if rel.shape != (n_images, n_captions):
+        raise DataFormatError(f"{path}: relevance has shape {rel.shape}, the split has {n_images} images and "
+                              f"{n_captions} captions")
+    return torch.from_numpy(np.asarray(rel, dtype=np.float32)), None, str(path)
+
+
+def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str = "test",
+             out: str | os.PathLike | None = None, device: str = "cpu",
+             relevance: str | os.PathLike | None = None, relevance_source: str | None = None,
+             protocol: str = "auto", eccv: bool = True, plots: bool = True) -> dict[str, Any]:
+    """Evaluate a checkpoint on ``split`` of a precomp folder.
+
+    Args:
+        relevance: graded relevance for the relevance metrics (see :func:`load_relevance`); by default
+            ``{data}/{split}_relevance.npy`` when it exists (the demo writes its ground truth there).
+        protocol: ``auto`` (:func:`detect_protocol`), ``coco`` (5-fold 1K + 5K), ``flickr`` (1K) or ``full``.
+        eccv: on COCO, also ECCV Caption mAP@R / R-P / R@1 and CxC R@K (eccv-caption package).
+        out: folder for ``metrics.json``, ``report.md`` and the plots.
+
+    ``metrics.json`` keys: ``i2t_r{1,5,10}``, ``t2i_r{1,5,10}``, ``rsum``, ``{i2t,t2i}_{medr,meanr}`` over the whole
+    split; ``coco_1k_*`` (5-fold average) for COCO; ``rel_{kendall,spearman}_{i2t,t2i}`` and ``ncs_{i2t,t2i}_K``
+    with a relevance; ``eccv_*``, ``cxc_*`` on COCO; ``_provenance``.
+    """
+    ckpt = load_checkpoint(checkpoint, device)
+    model, vocab = model_from_checkpoint(ckpt, device, checkpoint)
+    table, feats = read_precomp_split(data, split)
+    image_dim = ckpt["model_settings"].get("image_dim")
+    if image_dim is not None and image_dim != feats.dim:
+        raise DataFormatError(f"{feats.path}: features have dimension {feats.dim}, the checkpoint's model expects "
+                              f"{image_dim}; evaluate on data with the training features' layout")
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+    detected, coco_captions = detect_protocol(table, data)
+    protocol = detected if protocol == "auto" else protocol
+    img, cap = encode_split(model, vocab, table, feats, device)
+    caption_to_image = torch.from_numpy(table.image_index().copy())
+    sims = img @ cap.T
+    metrics = recall_metrics(sims, caption_to_image)
+    if protocol == "coco":
+        fold = coco_5fold_1k(sims, caption_to_image)
+        metrics |= {f"coco_1k_{k}": v for k, v in fold.items()}
+        metrics |= {f"coco_5k_{k}": v for k, v in metrics.items() if k in RECALL_KEYS}
+        if eccv and coco_captions is not None:
+            metrics |= eccv_metrics_from_sims(sims, table.unique_images(), coco_captions)
+    default_rel = Path(data) / f"{split}_relevance.npy"
+    rel_path = relevance if relevance is not None else (default_rel if default_rel.is_file() else None)
+    rel_desc = None
+    rel = known = None
+    if rel_path is not None:
+        rel, known, rel_desc = load_relevance(rel_path, table, relevance_source)
+        metrics |= relevance_metrics(sims, rel, caption_to_image, known)
+    log.info("eval %s/%s: rsum %.1f", data, split, metrics["rsum"])
+    provenance = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "protocol": protocol,
+                  "images": feats.n_images, "captions": len(table), "relevance": rel_desc,
+                  "epoch": ckpt.get("epoch"), "bcls_version": __version__,
+                  "checkpoint_bcls_version": ckpt.get("bcls_version")}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        if plots:
+            i2t_ranks, t2i_ranks = retrieval_ranks(sims, caption_to_image)
+            written.append(plot_recall_curves({"image→text": recall_curve(i2t_ranks),
+                                               "text→image": recall_curve(t2i_ranks)}, out / "recall_at_k.png"))
+            if rel is not None:
+                written.append(plot_similarity_vs_label(sims, rel, known, out / "similarity_vs_label.png"))
+        atomic_write_json(out / "metrics.json", metrics | {"_provenance": provenance})
+        atomic_write_bytes(out / "report.md", markdown_report(metrics, provenance, [str(p) for p in written])
+                           .encode())
+    return {"metrics": metrics, "provenance": provenance}
