@@ -42,6 +42,16 @@ def _stored_hash(out: Path) -> str | None:
         return None
 
 
+def stored_source_options(folder: str | Path) -> dict[str, dict]:
+    """The per-source options a finished or unfinished build in ``folder`` was made with (``{}`` for a folder
+    from a bcls that did not record them)."""
+    try:
+        options = json.loads((Path(folder) / CONFIG_FILE).read_text()).get("source_options", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return options if isinstance(options, dict) else {}
+
+
 def prepare_out(out: Path, identity_hash: str, force: bool) -> bool:
     """Check the output folder; return True when it already holds this exact finished build.
 

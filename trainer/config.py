@@ -26,8 +26,9 @@ class TrainConfig:
         out: run folder (checkpoints, logs).
         lam: weight λ of the continuous (Kendall) loss; 0 trains the binary triplet loss alone.
         source: which label column of the shards supervises the continuous loss.
-        label_mode: ``sparse`` (pairs stored in the shards; any source) or ``dense`` (``sbert`` only: every
-            in-batch pair scored on the fly from the caption embeddings the label build stored).
+        label_mode: ``sparse`` (pairs stored in the shards; any source) or ``dense`` (every in-batch pair scored
+            on the fly by the source the build used — sbert from the caption embeddings it stored, cider / spice /
+            truth from their per-corpus tables; not ``file``).
         label_norm: ``none``, ``minmax`` or ``percentile`` normalisation of the source's values
             (:class:`~bcls.trainer.batches.labels.LabelNormalizer`), fitted on the training labels.
         model: registered model (``vse-gru``, ``vse-gpo``, ``vse-global``); ``pooling`` (image, ``vse-gru``) and
@@ -42,8 +43,9 @@ class TrainConfig:
         window, gap, surrogate, temperature, kendall_margin, n_hard: the Kendall / SW-HS settings, with the
             defaults of :class:`~bcls.trainer.losses.KendallParams` (``kendall_margin`` is its ``margin``, the hinge
             surrogate's; ``margin`` is the triplet loss's); :meth:`kendall_params` carries them to the loss.
-        sampler: ``random`` or ``neighbours`` (seed captions plus label candidates of their images, a
-            ``neighbour_fraction`` share of each batch; see :mod:`bcls.trainer.batches.samplers`) or ``stream`` (labelled
+        sampler: ``random``, ``neighbours`` (seed captions plus label candidates of their images, a
+            ``neighbour_fraction`` share of each batch), ``groups`` (a seed caption with ``group_size - 1``
+            labelled candidates of its image; see :mod:`bcls.trainer.batches.samplers`) or ``stream`` (labelled
             pairs streamed from the shards through a ``stream_buffer``-row shuffle buffer, no label index in
             memory; see :mod:`bcls.trainer.batches.streaming`).
         optimizer: ``adam`` or ``adamw`` (with ``weight_decay``).
@@ -84,6 +86,7 @@ class TrainConfig:
     n_hard: int = DEFAULT_KENDALL.n_hard
     sampler: str = "random"
     neighbour_fraction: float = 0.5
+    group_size: int = 4
     stream_buffer: int = 65536
     optimizer: str = "adam"
     weight_decay: float = 0.0
@@ -104,7 +107,8 @@ class TrainConfig:
                   "lam": self.lam >= 0 and math.isfinite(self.lam), "margin": self.margin >= 0,
                   "grad_clip": self.grad_clip > 0, "embed_dim": self.embed_dim >= 1, "word_dim": self.word_dim >= 1,
                   "weight_decay": self.weight_decay >= 0, "lr_step_epoch": self.lr_step_epoch >= 0,
-                  "lr_warmup_steps": self.lr_warmup_steps >= 0, "text_lr_mult": self.text_lr_mult > 0, "neighbour_fraction": 0 <= self.neighbour_fraction < 1,
+                  "lr_warmup_steps": self.lr_warmup_steps >= 0, "text_lr_mult": self.text_lr_mult > 0,
+                  "neighbour_fraction": 0 <= self.neighbour_fraction < 1, "group_size": self.group_size >= 2,
                   "log_every": self.log_every >= 1}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -119,9 +123,9 @@ class TrainConfig:
         if self.sampler == "stream" and (not self.labels or self.label_norm != "none"):
             raise ConfigError("the stream sampler needs --labels and label_norm none (it keeps no label index to "
                               "fit a normalisation on)")
-        if self.label_mode == "dense" and self.source != "sbert":
-            raise ConfigError(f"dense labels exist for the sbert source only, not {self.source!r}; "
-                              "use label_mode sparse")
+        if self.label_mode == "dense" and self.source == "file":
+            raise ConfigError("dense labels need a source that can score any pair; the file source only knows its "
+                              "listed pairs: use label_mode sparse")
         if self.lam > 0 and not self.labels:
             raise ConfigError("lam > 0 needs --labels (a folder from `bcls labels build`); use --lambda 0 to "
                               "train the triplet loss alone")

@@ -20,7 +20,7 @@ from bcls.data.precomp import precomp_paths, read_precomp_split
 from bcls.data.shards import open_labels
 from bcls.data.version import __version__
 
-from .batches import Batch, DenseSbertLabels, LabelNormalizer, PairLabels, StreamLabels, make_batches
+from .batches import Batch, LabelNormalizer, PairLabels, dense_labels, make_batches
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import (DistInfo, barrier, gather_with_local_grad, init_distributed, local_rows, shutdown,
@@ -31,7 +31,9 @@ from .models import Vocabulary, make_model, model_setting_names, pad_batch, toke
 
 log = logging.getLogger(__name__)
 
-LOG_COLUMNS = ["epoch", "step", "loss", "binary", "continuous", "labelled_pairs", "lr"]
+LOG_COLUMNS = ["epoch", "step", "loss", "binary", "continuous", "labelled_pairs", "compared", "lr"]
+"""Columns of ``train_log.csv``: per step, the loss terms, the labelled off-diagonal pairs of the batch, the
+Kendall anchor terms compared per query (both directions; 0 in the warm-up and with λ = 0) and the lr."""
 RUN_FILES = ("init.pt", "best.pt", "last.pt", "train_config.json", "train_log.csv", "summary.json")
 """The files a training run writes in its folder (other files there mean the folder holds something else)."""
 
@@ -92,7 +94,7 @@ class _Run:
                 self.batch_labels = self.labels
                 self.norm = LabelNormalizer(config.label_norm, self.labels.values.numpy())
             if config.label_mode == "dense":
-                self.batch_labels = DenseSbertLabels.from_labels(self.label_set, self.table)
+                self.batch_labels = dense_labels(self.label_set, config.source, self.table)
             log.info("continuous labels: source %r from %s (%s), %s in-batch labels, normalisation %s, λ = %g",
                      config.source, config.labels, f"{len(self.labels)} pairs in memory" if self.labels else
                      "streamed", config.label_mode, self.norm.describe(), config.lam)
@@ -120,7 +122,8 @@ class _Run:
         config = self.config
         return make_batches(config.sampler, n=len(self.table), batch_size=config.batch_size,
                             generator=self.generator, image_index=self.image_index, labels=self.labels,
-                            fraction=config.neighbour_fraction, label_set=self.label_set, source=config.source,
+                            fraction=config.neighbour_fraction, group_size=config.group_size,
+                            label_set=self.label_set, source=config.source,
                             buffer_size=config.stream_buffer, seed=config.seed * 100003 + epoch, table=self.table,
                             n_batches=self.steps_per_epoch)
 
@@ -142,7 +145,7 @@ class _Run:
             txt = gather_with_local_grad(self.model.encode_texts(ids, lengths).float(), len(rows), self.dist)
         sims = (img @ txt.T).float()
         positive = images[:, None] == images[None, :]
-        batch_labels: PairLabels | DenseSbertLabels | StreamLabels | None = \
+        batch_labels: Any = \
             self.batch_labels if streamed is None or self.batch_labels is not None else streamed
         if batch_labels is not None:
             values, known = batch_labels.lookup(images, rows)
@@ -159,7 +162,8 @@ class _Run:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
         self.optimizer.step()
         record = {k: float(terms[k].detach()) for k in ("loss", "binary", "continuous")}
-        return record | {"labelled_pairs": labelled, "lr": self.optimizer.param_groups[0]["lr"]}
+        compared = float(terms["valid_pairs"]) / (2 * len(rows))
+        return record | {"labelled_pairs": labelled, "compared": compared, "lr": self.optimizer.param_groups[0]["lr"]}
 
     def payload(self, epoch: int, history: list[dict[str, Any]], best: tuple[float, int]) -> dict[str, Any]:
         """The checkpoint of the state after ``epoch``: enough to evaluate, and to resume exactly."""
@@ -287,7 +291,7 @@ def _train_run(config: TrainConfig, resume: bool, out: Path, last: Path, state: 
     try:
         for epoch in range(first_epoch, config.epochs + 1):
             run.model.train()
-            sums = dict.fromkeys(("loss", "binary", "continuous", "labelled_pairs"), 0.0)
+            sums = dict.fromkeys(("loss", "binary", "continuous", "labelled_pairs", "compared"), 0.0)
             for step, batch in enumerate(run.batches(epoch)):
                 record = run.step(batch, epoch, step)
                 for k in sums:

@@ -40,7 +40,7 @@ features), :mod:`~.relevance` (:func:`demo_relevance`), :mod:`~.io` (:func:`gene
 from .config import DEMO_SPLITS, DemoConfig, DemoFacts
 from .features import DemoPrototypes, demo_prototypes
 from .io import FACTS_FORMAT, FACTS_VERSION, generate_demo, read_demo_facts
-from .relevance import demo_relevance
+from .relevance import demo_pair_relevance, demo_relevance
 
 __all__ = ["DEMO_SPLITS", "FACTS_FORMAT", "FACTS_VERSION", "DemoConfig", "DemoFacts", "DemoPrototypes",
-           "demo_prototypes", "demo_relevance", "generate_demo", "read_demo_facts"]
+           "demo_pair_relevance", "demo_prototypes", "demo_relevance", "generate_demo", "read_demo_facts"]

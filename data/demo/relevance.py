@@ -66,3 +66,33 @@ def demo_relevance(facts: DemoFacts, image_rows: Sequence[int] | np.ndarray | No
         out /= np.where(n_facts > 0, n_facts, np.float32(np.inf))[None, :]
     return out
 
+
+
+def demo_pair_relevance(facts: DemoFacts, image_rows: Sequence[int] | np.ndarray,
+                        caption_rows: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Ground-truth relevance of ``P`` (image, caption) pairs: ``demo_relevance(facts)[image_rows[p],
+    caption_rows[p]]`` without the matrix.
+
+    Each caption fact of each pair is looked up in a sorted array of ``image_row * n_facts + fact`` keys.
+
+    Args:
+        facts: the split's ground truth.
+        image_rows, caption_rows: int ``(P,)`` rows of the pairs.
+
+    Returns:
+        float32 ``(P,)`` in [0, 1].
+    """
+    img = _rows(image_rows, facts.n_images, "image")
+    cap = _rows(caption_rows, facts.n_captions, "caption")
+    if img.shape != cap.shape:
+        raise ValueError(f"image_rows {img.shape} and caption_rows {cap.shape} must have one length")
+    n_facts = max(len(facts.fact_names), 1)
+    img_owner = np.repeat(np.arange(facts.n_images, dtype=np.int64), np.diff(facts.image_fact_ptr))
+    keys = np.sort(img_owner * n_facts + facts.image_fact_ids)
+    pair, fact = _gather_csr(facts.caption_fact_ptr, facts.caption_fact_ids, cap)
+    want = img[pair] * n_facts + fact
+    at = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
+    hit = (keys[at] == want) if len(keys) else np.zeros(len(want), dtype=bool)
+    n_cap_facts = np.diff(facts.caption_fact_ptr)[cap].astype(np.float32)
+    hits = np.bincount(pair, weights=hit, minlength=len(cap)).astype(np.float32)
+    return np.divide(hits, n_cap_facts, out=np.zeros(len(cap), dtype=np.float32), where=n_cap_facts > 0)

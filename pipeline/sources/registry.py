@@ -16,6 +16,7 @@ from .cider import CiderSource
 from .file import file_source
 from .sbert import SbertSource
 from .spice import SpiceSource
+from .truth import truth_source
 
 LABEL_SOURCES: Registry[LabelSource] = Registry("label source")
 """Label sources by name; an entry's options are the keyword arguments of its factory."""
@@ -36,3 +37,5 @@ def make_source(name: str, **options: Any) -> LabelSource:
     """Build the registered label source ``name`` with its keyword ``options`` (an unknown name or option is a
     ``ConfigError`` that lists the valid ones)."""
     return LABEL_SOURCES.create(name, **options)
+LABEL_SOURCES.register("truth", truth_source, "the demo's ground-truth relevance (fraction of the caption's facts "
+                       "true of the image) from a demo data folder (path=, split=); for ceiling experiments")

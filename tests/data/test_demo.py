@@ -14,6 +14,7 @@ from bcls.data.demo import (
     DEMO_SPLITS,
     DemoConfig,
     DemoFacts,
+    demo_pair_relevance,
     demo_prototypes,
     demo_relevance,
     generate_demo,
@@ -110,6 +111,16 @@ def test_vectorised_relevance_matches_naive_loop(demo: tuple[Path, dict]) -> Non
     got = demo_relevance(facts, img_rows, cap_rows, max_block_elements=5)  # several caption blocks
     np.testing.assert_allclose(got, _naive_relevance(facts, img_rows, cap_rows), rtol=0, atol=1e-6)
     assert demo_relevance(facts, [], cap_rows).shape == (0, 6)
+
+
+def test_pair_relevance_equals_the_matrix(demo: tuple[Path, dict]) -> None:
+    out, _ = demo
+    facts = read_demo_facts(out, "dev")
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, facts.n_images, 500)
+    cap = rng.integers(0, facts.n_captions, 500)
+    np.testing.assert_array_equal(demo_pair_relevance(facts, img, cap), demo_relevance(facts)[img, cap])
+    assert demo_pair_relevance(facts, [], []).shape == (0,)
 
 
 def test_relevance_is_graded(demo: tuple[Path, dict]) -> None:

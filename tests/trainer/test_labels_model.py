@@ -117,6 +117,33 @@ def test_dense_sbert_labels_equal_the_shard_values(tmp_path, encoder):
     torch.testing.assert_close(d_val[s_known], s_val[s_known], atol=2e-3, rtol=0)
 
 
+@pytest.mark.parametrize("source", ["cider", "truth"])
+def test_dense_source_labels_equal_the_shard_values(tmp_path, encoder, source):
+    """Any source but file gives dense labels: itself, rebuilt with the build's options, on every in-batch pair."""
+    from bcls.data.captions import read_captions
+    from bcls.data.demo import DemoConfig, generate_demo
+    from bcls.data.errors import ConfigError
+    from bcls.data.shards import open_labels
+    from bcls.pipeline.build import LabelBuildConfig, build_labels
+    from bcls.trainer.batches.labels import DenseSourceLabels, dense_labels
+
+    generate_demo(tmp_path / "d", DemoConfig(seed=4, n_train=12, n_dev=5, n_test=5))
+    build_labels(LabelBuildConfig(captions=str(tmp_path / "d"), split="train", out=str(tmp_path / "l"), k=5,
+                                  sources=("cider", "truth"), source_options={"truth": {"path": str(tmp_path / "d")}}),
+                 encoder=encoder)
+    table = read_captions(tmp_path / "d", split="train")
+    label_set = open_labels(tmp_path / "l")
+    dense = dense_labels(label_set, source, table)
+    assert isinstance(dense, DenseSourceLabels)
+    images, captions = torch.arange(12), torch.arange(60)
+    d_val, d_known = dense.lookup(images, captions)
+    s_val, s_known = PairLabels.from_labels(label_set, source, table).lookup(images, captions)
+    assert d_known.all() and int(s_known.sum()) == label_set.manifest["rows"]
+    torch.testing.assert_close(d_val[s_known], s_val[s_known], atol=1e-6, rtol=0)
+    with pytest.raises(ConfigError, match="file source only knows its listed pairs"):
+        DenseSourceLabels.from_labels(label_set, "file", table)
+
+
 def test_label_normalizer():
     from bcls.trainer.batches.labels import LabelNormalizer
 

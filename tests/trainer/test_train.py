@@ -103,7 +103,8 @@ def test_lambda_zero_trains_without_labels(tiny):
 
 
 @pytest.mark.parametrize("bad", [{"lr": 0}, {"batch_size": 1}, {"sampler": "x"}, {"schedule": "poly"},
-                                 {"label_mode": "dense", "source": "cider"}, {"neighbour_fraction": 1.0}])
+                                 {"label_mode": "dense", "source": "file"}, {"neighbour_fraction": 1.0},
+                                 {"sampler": "groups", "group_size": 1}, {"window": 0}])
 def test_bad_settings_are_refused(tiny, bad):
     with pytest.raises(ConfigError):
         _config(tiny, "never", **bad)

@@ -8,9 +8,9 @@
 May import: :mod:`bcls.data`, :mod:`bcls.pipeline`.
 """
 
-from .labels import DenseSbertLabels, LabelNormalizer, PairLabels
-from .samplers import SAMPLERS, Batch, make_batches, neighbour_batches, random_batches
+from .labels import DenseSbertLabels, DenseSourceLabels, LabelNormalizer, PairLabels, dense_labels
+from .samplers import SAMPLERS, Batch, group_batches, make_batches, neighbour_batches, random_batches
 from .streaming import ShardPairStream, StreamLabels, stream_batches
 
-__all__ = ["SAMPLERS", "Batch", "DenseSbertLabels", "LabelNormalizer", "PairLabels", "ShardPairStream",
-           "StreamLabels", "make_batches", "neighbour_batches", "random_batches", "stream_batches"]
+__all__ = ["SAMPLERS", "Batch", "DenseSbertLabels", "DenseSourceLabels", "LabelNormalizer", "PairLabels", "ShardPairStream",
+           "StreamLabels", "dense_labels", "group_batches", "make_batches", "neighbour_batches", "random_batches", "stream_batches"]

@@ -1,4 +1,4 @@
-"""In-batch continuous labels looked up from label shards.
+"""In-batch continuous labels: looked up from label shards, or computed for every pair of a batch (dense).
 
 Shards hold a sparse set of (image_id, caption_id, value) pairs. :class:`PairLabels` keeps them as one sorted
 int64 key array (``image_pos * n_captions + caption_pos``) and answers a whole batch's ``B × B`` lookup with one
@@ -15,8 +15,10 @@ import torch
 from bcls.data.captions import CaptionTable
 from bcls.data.errors import ShardError
 from bcls.data.shards import LabelSet, read_caption_embeddings, read_labels
-from bcls.pipeline.corpus import LabelCorpus
-from bcls.pipeline.sources import SbertSource
+from bcls.data.errors import ConfigError
+from bcls.pipeline.corpus import LabelCorpus, LabelSource
+from bcls.pipeline.resume import stored_source_options
+from bcls.pipeline.sources import SbertSource, make_source
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +99,7 @@ class DenseSbertLabels:
 
     @classmethod
     def from_labels(cls, labels: LabelSet, table: CaptionTable) -> "DenseSbertLabels":
-        if labels.provenance.get("input", {}).get("fingerprint") != table.fingerprint():
-            raise ShardError(f"{labels.folder}: dense sbert labels need the label build's caption table, and "
-                             f"{table.path} differs from it; rebuild the labels from these captions or use "
-                             "sparse labels")
+        _same_table(labels, table, "sbert")
         emb = read_caption_embeddings(labels, len(table))
         settings = labels.provenance.get("sources", {}).get("sbert", {})
         source = SbertSource(aggregate=settings.get("aggregate", "max"))
@@ -127,6 +126,52 @@ class DenseSbertLabels:
         return torch.where(known, values, torch.zeros(())), known
 
 
+class DenseSourceLabels:
+    """Dense in-batch labels of any label source that can score arbitrary pairs (every source but ``file``):
+    the source the label build used, rebuilt with the build's options, scores all ``B_i × B_c`` pairs of a batch.
+
+    Values therefore equal the shard values wherever both exist. Per-corpus tables (CIDEr-D n-grams, spice scene
+    graphs) are prepared once, when the first batch is scored.
+    """
+
+    def __init__(self, corpus: LabelCorpus, source: LabelSource):
+        self.corpus, self.source = corpus, source
+
+    @classmethod
+    def from_labels(cls, labels: LabelSet, source: str, table: CaptionTable) -> "DenseSourceLabels":
+        if source == "file":
+            raise ConfigError("dense labels need a source that can score any pair; the file source only knows its "
+                              "listed pairs: use --label-mode sparse")
+        _same_table(labels, table, source)
+        built = make_source(source, **stored_source_options(labels.folder).get(source, {}))
+        emb = read_caption_embeddings(labels, len(table)) if built.needs_embeddings else None
+        corpus = LabelCorpus.from_groups(table.texts, table.image_index(), emb, image_ids=table.unique_images(),
+                                         caption_ids=table.caption_ids)
+        return cls(corpus, built)
+
+    def lookup(self, image_pos: torch.Tensor, caption_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Same contract as :meth:`PairLabels.lookup`; a pair the source cannot score (NaN) is unknown."""
+        img = image_pos.cpu().numpy().astype(np.int64)
+        cap = caption_pos.cpu().numpy().astype(np.int64)
+        values = self.source.score(self.corpus, np.repeat(img, len(cap)), np.tile(cap, len(img)))
+        values = torch.from_numpy(np.asarray(values, dtype=np.float32).reshape(len(img), len(cap)))
+        known = ~torch.isnan(values)
+        return torch.where(known, values, torch.zeros(())), known
+
+
+def _same_table(labels: LabelSet, table: CaptionTable, source: str) -> None:
+    if labels.provenance.get("input", {}).get("fingerprint") != table.fingerprint():
+        raise ShardError(f"{labels.folder}: dense {source} labels need the label build's caption table, and "
+                         f"{table.path} differs from it; rebuild the labels from these captions or use sparse labels")
+
+
+def dense_labels(labels: LabelSet, source: str, table: CaptionTable) -> "DenseSbertLabels | DenseSourceLabels":
+    """The dense in-batch labels of ``source``: the matrix-product path for ``sbert``, the source itself otherwise."""
+    if source == "sbert":
+        return DenseSbertLabels.from_labels(labels, table)
+    return DenseSourceLabels.from_labels(labels, source, table)
+
+
 class LabelNormalizer:
     """Per-source normalisation of raw label values, fitted on the training labels.
 
@@ -140,7 +185,6 @@ class LabelNormalizer:
 
     def __init__(self, kind: str, values: np.ndarray):
         if kind not in self.KINDS:
-            from bcls.data.errors import ConfigError
             raise ConfigError(f"unknown label normalisation {kind!r}; valid: {', '.join(self.KINDS)}")
         self.kind = kind
         values = values[~np.isnan(values)]

@@ -1,9 +1,10 @@
 """Batch samplers: which training captions (rows of the caption table) form each batch.
 
 With top-K label candidates per image, a uniformly random batch of 128 out of 15k (demo) or 566k (COCO) captions
-holds few or almost no labelled off-diagonal pairs, so the continuous loss has little to learn from. The
-``neighbours`` sampler builds each batch from seed captions plus captions that are label candidates of the seeds'
-images, so every seed row has at least one labelled pair besides its own caption.
+holds few or almost no labelled off-diagonal pairs, so sparse labels give the continuous loss little to learn
+from. The ``neighbours`` sampler builds each batch from seed captions plus one label candidate of each seed's
+image, so every seed row has at least one labelled pair besides its own caption; the ``groups`` sampler gives each
+seed ``group_size - 1`` candidates, so a seed image orders several labelled captions in every batch.
 """
 
 from __future__ import annotations
@@ -66,6 +67,48 @@ def neighbour_batches(n: int, batch_size: int, generator: torch.Generator, image
             yield batch
 
 
+def group_batches(n: int, batch_size: int, generator: torch.Generator, image_index: torch.Tensor,
+                  labels: PairLabels, group_size: int = 4) -> Iterator[torch.Tensor]:
+    """Batches of groups: a seed caption and ``group_size - 1`` distinct labelled candidate captions of the seed's
+    image (other images' captions), so that each seed image orders several labelled candidates in every batch.
+
+    An epoch has as many batches as :func:`random_batches` gives. Each batch takes ``batch_size // group_size``
+    seeds from a random permutation of the captions, draws for each seed up to ``group_size - 1`` of its image's
+    labelled candidates (uniformly, without replacement; the image's own captions are not drawn), lays the groups
+    out one after the other, drops repeats and fills the remaining places with further captions of the
+    permutation.
+
+    Args:
+        n: number of captions; image_index: int64 ``(n,)`` image position of each caption.
+        labels: the sparse labels whose candidates are drawn.
+        group_size: captions per group (>= 2).
+    """
+    if group_size < 2:
+        raise ConfigError(f"group size must be at least 2 (a seed and one candidate), got {group_size}")
+    perm = torch.randperm(n, generator=generator)
+    n_seed = max(1, batch_size // group_size)
+    n_batches = n // batch_size + (n % batch_size >= 2)
+    pos = 0
+    for _ in range(n_batches):
+        seeds = perm[pos:pos + n_seed]
+        pos += len(seeds)
+        images = image_index[seeds]
+        lo = torch.searchsorted(labels.keys, images * labels.n_captions).tolist()
+        hi = torch.searchsorted(labels.keys, (images + 1) * labels.n_captions).tolist()
+        members = []
+        for seed, img, a, b in zip(seeds.split(1), images.tolist(), lo, hi):
+            caps = labels.keys[a:b] % labels.n_captions
+            caps = caps[image_index[caps] != img]
+            members += [seed, caps[torch.randperm(len(caps), generator=generator)[:group_size - 1]]]
+        batch = _unique_in_order(torch.cat(members))[:batch_size]
+        while len(batch) < batch_size and pos < n:  # fill with further captions of the permutation
+            extra = perm[pos:pos + batch_size - len(batch)]
+            pos += len(extra)
+            batch = _unique_in_order(torch.cat([batch, extra]))
+        if len(batch) >= 2:
+            yield batch
+
+
 def _unique_in_order(values: torch.Tensor) -> torch.Tensor:
     """``values`` without repeats, each kept at its first occurrence."""
     uniq, inverse = torch.unique(values, return_inverse=True)
@@ -97,6 +140,13 @@ def _neighbours(n: int, batch_size: int, generator: torch.Generator, image_index
     return _rows_only(neighbour_batches(n, batch_size, generator, image_index, labels, fraction))
 
 
+def _groups(n: int, batch_size: int, generator: torch.Generator, image_index: torch.Tensor,
+            labels: PairLabels | None, group_size: int) -> Iterator[Batch]:
+    if labels is None:
+        raise ConfigError("the groups sampler draws labelled candidates: it needs --labels")
+    return _rows_only(group_batches(n, batch_size, generator, image_index, labels, group_size))
+
+
 def _stream(label_set: LabelSet, source: str, buffer_size: int, seed: int, table: CaptionTable, batch_size: int,
             n_batches: int, generator: torch.Generator) -> Iterator[Batch]:
     stream = ShardPairStream(label_set, source, buffer_size, seed=seed)
@@ -108,6 +158,8 @@ SAMPLERS: Registry[Iterator[Batch]] = Registry("batch sampler")
 """Batch samplers by name; each factory takes what it needs of the keyword context :func:`make_batches` gets."""
 SAMPLERS.register("random", _random, "uniformly random batches of captions")
 SAMPLERS.register("neighbours", _neighbours, "seed captions plus one labelled candidate caption of each seed's image")
+SAMPLERS.register("groups", _groups, "groups of a seed caption and group_size - 1 labelled candidate captions of "
+                  "the seed's image")
 SAMPLERS.register("stream", _stream, "labelled pairs streamed from the shards (bounded shuffle buffer, no label "
                   "index in memory): each brings a caption of its image and its caption")
 
@@ -117,7 +169,7 @@ def make_batches(name: str, **context: Any) -> Iterator[Batch]:
 
     ``context`` holds everything any sampler may use — ``n`` (captions), ``batch_size``, ``generator``,
     ``image_index`` (int64 ``(n,)`` image position of each caption), ``labels`` (:class:`PairLabels` or None),
-    ``fraction`` (neighbour share), and for ``stream`` ``label_set``, ``source``, ``buffer_size``, ``seed``,
+    ``fraction`` (neighbour share), ``group_size`` (``groups``), and for ``stream`` ``label_set``, ``source``, ``buffer_size``, ``seed``,
     ``table``, ``n_batches`` — and each sampler takes the keys it declares.
     """
     entry = SAMPLERS.get(name)

@@ -25,7 +25,7 @@ from .eccv import eccv_metrics_from_sims
 from .metrics import recall_metrics, retrieval_ranks
 from .protocols import PROTOCOLS, coco_5fold_1k, detect_protocol
 from .report import RECALL_KEYS, markdown_report, plot_recall_curves, plot_similarity_vs_label, recall_curve
-from .semantic import ncs_at_k, rank_correlation
+from .semantic import extended_precision_at_r, ncs_at_k, rank_correlation
 
 log = logging.getLogger(__name__)
 
@@ -51,19 +51,23 @@ def encode_split(model: torch.nn.Module, vocab: Vocabulary, table: CaptionTable,
 
 
 def relevance_metrics(sims: torch.Tensor, relevance: torch.Tensor, caption_to_image: torch.Tensor,
-                      known: torch.Tensor | None = None, ks: tuple[int, ...] = (1, 5, 10, 20, 30)
-                      ) -> dict[str, float]:
+                      known: torch.Tensor | None = None, ks: tuple[int, ...] = (1, 5, 10, 20, 30),
+                      positive_threshold: float = 1.0) -> dict[str, float]:
     """How well the predicted similarities follow graded relevance (ground truth or a label source).
 
     Args:
         sims, relevance: ``(n_images, n_captions)``; caption_to_image: ``(n_captions,)``.
         known: ``(n_images, n_captions)`` bool where the relevance is known (sparse labels); ``None`` = all.
             Correlations use known pairs only; NCS treats unknown pairs as relevance 0.
+        positive_threshold: with a full relevance matrix (``known`` None), the relevance that makes a pair a
+            positive of the extended mAP@R / R-Precision.
 
     Returns:
         ``rel_kendall_{i2t,t2i}`` / ``rel_spearman_{i2t,t2i}``: mean per-query Kendall τ-b / Spearman ρ between
         similarities and relevance; ``ncs_{i2t,t2i}_K``: NCS@K in percent, ground-truth pairs excluded
-        (Biten et al., WACV 2022).
+        (Biten et al., WACV 2022); with a full relevance matrix also ``rel_map_at_r_{i2t,t2i}`` and
+        ``rel_rprecision_{i2t,t2i}`` (ECCV-style, positives = relevance >= ``positive_threshold``;
+        :func:`~bcls.trainer.evaluation.semantic.extended_precision_at_r`).
     """
     gt = caption_to_image[None, :] == torch.arange(sims.shape[0])[:, None]
     out: dict[str, float] = {}
@@ -75,6 +79,10 @@ def relevance_metrics(sims: torch.Tensor, relevance: torch.Tensor, caption_to_im
         out[f"rel_spearman_{direction}"] = corr["spearman"]
         for k, value in ncs_at_k(s, rel, ks=ks, gt_mask=mask, exclude_gt=True).items():
             out[f"ncs_{direction}_{k}"] = value
+        if kn is None:
+            ext = extended_precision_at_r(s, rel, positive_threshold)
+            out[f"rel_map_at_r_{direction}"] = ext["map_at_r"]
+            out[f"rel_rprecision_{direction}"] = ext["rprecision"]
     return out
 
 
@@ -141,7 +149,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
 
     ``metrics.json`` keys: ``i2t_r{1,5,10}``, ``t2i_r{1,5,10}``, ``rsum``, ``{i2t,t2i}_{medr,meanr}`` over the whole
     split; ``coco_1k_*`` (5-fold average) for COCO; ``rel_{kendall,spearman}_{i2t,t2i}`` and ``ncs_{i2t,t2i}_K``
-    with a relevance; ``eccv_*``, ``cxc_*`` on COCO; ``_provenance``.
+    with a relevance, and ``rel_{map_at_r,rprecision}_{i2t,t2i}`` with a full one (the demo's ground truth); ``eccv_*``, ``cxc_*`` on COCO; ``_provenance``.
     """
     ckpt = load_checkpoint(checkpoint, device)
     model, vocab = model_from_checkpoint(ckpt, device, checkpoint)

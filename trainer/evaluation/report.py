@@ -104,13 +104,15 @@ def markdown_report(metrics: dict[str, Any], provenance: dict[str, Any], plots: 
     rel = {k: v for k, v in metrics.items() if k.startswith(("rel_", "ncs_"))}
     if rel:
         lines += ["", f"## Relevance (`{provenance.get('relevance')}`)", "",
-                  "Mean per-query Kendall τ-b / Spearman ρ between predicted similarities and relevance, and NCS@K "
-                  "(%, ground truth excluded).", "", "| metric | i2t | t2i |", "|---|---|---|"]
+                  "Mean per-query Kendall τ-b / Spearman ρ between predicted similarities and relevance, NCS@K "
+                  "(%, ground truth excluded) and, with a full relevance matrix, ECCV-style mAP@R / R-Precision (%) "
+                  "whose positives are every pair of relevance 1 (plain R@K counts a fully correct caption of "
+                  "another image as a miss; these count it as a hit).", "", "| metric | i2t | t2i |", "|---|---|---|"]
         names = sorted({k.replace("_i2t", "").replace("_t2i", "") for k in rel},
                        key=lambda n: (not n.startswith("rel"), int(n.split("_")[-1]) if n[-1].isdigit() else 0, n))
         for name in names:
-            i2t, t2i = (name.replace("rel_kendall", f"rel_kendall_{d}").replace("rel_spearman", f"rel_spearman_{d}")
-                        if name.startswith("rel") else name.replace("ncs_", f"ncs_{d}_") for d in ("i2t", "t2i"))
+            i2t, t2i = (f"{name}_{d}" if name.startswith("rel") else name.replace("ncs_", f"ncs_{d}_")
+                        for d in ("i2t", "t2i"))
             lines.append(f"| {name} | {_fmt(metrics.get(i2t))} | {_fmt(metrics.get(t2i))} |")
     eccv = {k: v for k, v in metrics.items() if k.startswith(("eccv_", "cxc_"))}
     if eccv:

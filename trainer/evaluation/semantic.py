@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ncs_at_k", "rank_correlation"]
+__all__ = ["extended_precision_at_r", "ncs_at_k", "rank_correlation"]
 
 log = logging.getLogger(__name__)
 
@@ -283,3 +283,56 @@ def rank_correlation(sims: Tensor, labels: Tensor, mask: Tensor | None = None,
         "queries": used,
         "skipped": skipped,
     }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ECCV-style mAP@R and R-Precision with relevance-extended positives
+# --------------------------------------------------------------------------------------------------------------
+
+
+def extended_precision_at_r(sims: Tensor, relevance: Tensor, threshold: float = 1.0,
+                            chunk: int = 256) -> dict[str, float]:
+    """ECCV Caption's mAP@R and R-Precision (Chun et al., ECCV 2022) with the positives of each query extended to
+    every candidate whose relevance reaches ``threshold`` (the annotated pairs, relevance 1, among them).
+
+    For query q with positives P_q = {c : relevance[q, c] >= threshold}, R = |P_q|, and the candidates ranked by
+    descending similarity (ties by lower index, as :func:`~bcls.trainer.evaluation.eccv.rankings_from_sims`
+    ranks them): R-Precision = |top-R ∩ P_q| / R and mAP@R = (1/R) Σ_{i ≤ R} P@i · [rank i ∈ P_q], the
+    definitions of ``eccv_caption``. Plain R@K counts a fully correct caption of another image ranked above an
+    image's own captions as a miss; these metrics count it as a hit, so they do not fall when the ranking gets
+    more correct. Queries without a positive are skipped.
+
+    Args:
+        sims, relevance: (Q, N); i2t passes ``(n_images, n_captions)``, t2i the transposes.
+        threshold: the relevance that makes a positive.
+        chunk: query rows per step.
+
+    Returns:
+        ``{"map_at_r": percent, "rprecision": percent, "queries": scored, "mean_r": mean R}``.
+    """
+    _check_pair("relevance", sims, relevance, chunk)
+    total_map = total_rp = total_r = 0.0
+    used = 0
+    for a in range(0, sims.shape[0], chunk):
+        s, rel = sims[a:a + chunk], relevance[a:a + chunk].to(sims.device)
+        positive = rel >= threshold
+        r = positive.sum(1)
+        keep = r > 0
+        if not bool(keep.any()):
+            continue
+        s, positive, r = s[keep], positive[keep], r[keep]
+        width = int(r.max())
+        order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :width]
+        hit = positive.gather(1, order).double()  # (q, width)
+        rank = torch.arange(1, width + 1, device=s.device, dtype=torch.float64)
+        inside = rank[None, :] <= r[:, None]  # the first R ranks of each query
+        cum = hit.cumsum(1)
+        rd = r.double()
+        total_map += float(((cum / rank) * hit * inside).sum(1).div(rd).sum())
+        total_rp += float(cum.gather(1, (r - 1)[:, None]).squeeze(1).div(rd).sum())
+        total_r += float(rd.sum())
+        used += int(keep.sum())
+    if not used:
+        return {"map_at_r": math.nan, "rprecision": math.nan, "queries": 0, "mean_r": math.nan}
+    return {"map_at_r": 100.0 * total_map / used, "rprecision": 100.0 * total_rp / used, "queries": used,
+            "mean_r": total_r / used}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -351,3 +350,29 @@ def test_rank_correlation_pairwise_and_scipy_paths_agree(tied: bool) -> None:
     assert fast["queries"] == slow["queries"] == len(taus) and fast["skipped"] == skipped
     assert fast["kendall"] == pytest.approx(slow["kendall"], abs=1e-12)
     assert fast["spearman"] == pytest.approx(slow["spearman"], abs=1e-12)
+
+
+def test_extended_precision_at_r_equals_the_official_eccv_code():
+    """mAP@R and R-Precision with positives = relevance >= 1, against eccv_caption's own per-query loop."""
+    from eccv_caption._metrics import compute_eccv_metrics
+
+    from bcls.trainer.evaluation.semantic import extended_precision_at_r
+
+    g = torch.Generator().manual_seed(0)
+    sims = torch.round(torch.randn(40, 60, generator=g), decimals=1)  # ties, broken by lower index
+    rel = torch.randint(0, 3, (40, 60), generator=g).float() / 2
+    rel[torch.arange(40), torch.arange(40)] = 1.0  # every query has a positive
+    rel[3] = 0.25
+    rel[3, 7] = 1.0  # a query with a single positive
+    order = torch.sort(sims, dim=1, descending=True, stable=True).indices
+    ours = extended_precision_at_r(sims, rel, threshold=1.0, chunk=7)
+    official = compute_eccv_metrics({q: order[q].tolist() for q in range(40)},
+                                    {q: torch.nonzero(rel[q] >= 1.0).flatten().tolist() for q in range(40)})
+    assert ours["queries"] == 40
+    assert ours["map_at_r"] == pytest.approx(100 * official["eccv_map_at_r"], abs=1e-9)
+    assert ours["rprecision"] == pytest.approx(100 * official["eccv_rprecision"], abs=1e-9)
+    # a perfect ranking scores 100; a query without positives is skipped
+    perfect = extended_precision_at_r(rel + 1e-3 * torch.rand(40, 60, generator=g), rel)
+    assert perfect["map_at_r"] == pytest.approx(100.0) and perfect["rprecision"] == pytest.approx(100.0)
+    none = extended_precision_at_r(sims[:2], torch.zeros(2, 60))
+    assert none["queries"] == 0 and math.isnan(none["map_at_r"])
