@@ -25,6 +25,7 @@ class TrainConfig:
         labels: label folder from ``bcls labels build`` (needed when ``lam > 0``).
         out: run folder (checkpoints, logs).
         lam: weight λ of the continuous (Kendall) loss; 0 trains the binary triplet loss alone.
+        lam_ramp_epochs: λ rises linearly from 0 to ``lam`` over this many epochs after the warm-up (0: at once).
         source: which label column of the shards supervises the continuous loss.
         label_mode: ``sparse`` (pairs stored in the shards; any source) or ``dense`` (every in-batch pair scored
             on the fly by the source the build used — sbert from the caption embeddings it stored, cider / spice /
@@ -63,6 +64,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     lam: float = 1.0
+    lam_ramp_epochs: int = 0
     seed: int = 0
     device: str = "cpu"
     source: str = "sbert"
@@ -104,7 +106,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2,
                   "warmup_epochs": self.warmup_epochs >= 0, "lr": self.lr > 0,
-                  "lam": self.lam >= 0 and math.isfinite(self.lam), "margin": self.margin >= 0,
+                  "lam": self.lam >= 0 and math.isfinite(self.lam), "lam_ramp_epochs": self.lam_ramp_epochs >= 0,
+                  "margin": self.margin >= 0,
                   "grad_clip": self.grad_clip > 0, "embed_dim": self.embed_dim >= 1, "word_dim": self.word_dim >= 1,
                   "weight_decay": self.weight_decay >= 0, "lr_step_epoch": self.lr_step_epoch >= 0,
                   "lr_warmup_steps": self.lr_warmup_steps >= 0, "text_lr_mult": self.text_lr_mult > 0,

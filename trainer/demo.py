@@ -23,9 +23,10 @@ def run_demo(out: str | os.PathLike, epochs: int = 12, lam: float = 1.0, k: int 
              train_settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run every stage on generated demo data, keeping each stage's output under ``out``.
 
-    Layout: ``out/data`` (precomp splits + ground truth), ``out/labels`` (shards), ``out/run`` (checkpoints,
-    logs), ``out/eval/metrics.json`` (test metrics of the best checkpoint) and ``out/eval/untrained.json``
-    (the same model before training, for comparison).
+    Layout: ``out/data`` (precomp splits + ground truth), ``out/labels`` (shards: the ``sbert`` pseudo labels the
+    run trains with, and the demo's ground truth as column ``truth``, for ``bcls train --source truth``),
+    ``out/run`` (checkpoints, logs), ``out/eval/metrics.json`` (test metrics of the best checkpoint) and
+    ``out/eval/untrained.json`` (the same model before training, for comparison).
 
     ``demo`` replaces the generator settings (``seed``, ``n_train``), ``train_settings`` adds training settings
     (e.g. a smaller model), ``encoder`` replaces the sentence model (tests).
@@ -37,8 +38,9 @@ def run_demo(out: str | os.PathLike, epochs: int = 12, lam: float = 1.0, k: int 
     data = out / "data"
     log.info("demo 1/4: generating the demo dataset in %s", data)
     generate_demo(data, demo or DemoConfig(seed=seed, n_train=n_train))
-    log.info("demo 2/4: building sbert labels in %s", out / "labels")
-    build_labels(LabelBuildConfig(captions=str(data), out=str(out / "labels"), split="train", k=k, force=True),
+    log.info("demo 2/4: building sbert labels (and the ground truth, column truth) in %s", out / "labels")
+    build_labels(LabelBuildConfig(captions=str(data), out=str(out / "labels"), split="train", k=k, force=True,
+                                  sources=("sbert", "truth"), source_options={"truth": {"path": str(data)}}),
                  encoder=encoder)
     log.info("demo 3/4: training in %s", out / "run")
     summary = train(TrainConfig(data=str(data), labels=str(out / "labels"), out=str(out / "run"), epochs=epochs,

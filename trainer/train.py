@@ -58,6 +58,13 @@ def _lr_factor(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int)
     return factor
 
 
+def _ramp(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """The share of λ at (1-based epoch, 0-based step): rising linearly from 0 over ``lam_ramp_epochs`` epochs
+    after the warm-up, then 1."""
+    done = (epoch - 1 - config.warmup_epochs) * steps_per_epoch + step + 1
+    return min(1.0, done / (config.lam_ramp_epochs * steps_per_epoch))
+
+
 class _Run:
     """Everything a training run holds: data, model, labels, losses, optimizer, sampler state."""
 
@@ -155,6 +162,8 @@ class _Run:
         else:
             values, known, labelled = positive.float(), positive, 0
         loss_fn = self.warmup if epoch <= config.warmup_epochs else self.criterion
+        if loss_fn is self.criterion and config.lam_ramp_epochs:
+            loss_fn.lam = config.lam * _ramp(config, epoch, step, self.steps_per_epoch)
         terms = loss_fn(sims, values.to(device), known.to(device), positive.to(device))
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()

@@ -204,3 +204,11 @@ def test_one_set_of_kendall_defaults():
 
     config = TrainConfig(data="d", out="o", lam=0.0)
     assert config.kendall_params() == KendallParams() == DEFAULT_KENDALL == KendallLoss().params
+
+
+def test_lambda_ramp():
+    from bcls.trainer.train import _ramp
+
+    config = TrainConfig(data="d", out="o", lam=0.0, warmup_epochs=1, lam_ramp_epochs=2)
+    shares = [_ramp(config, epoch, step, 4) for epoch in (2, 3, 4) for step in range(4)]
+    assert shares == [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.0, 1.0, 1.0, 1.0]

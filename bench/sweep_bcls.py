@@ -1,0 +1,200 @@
+"""The BCLS sweep on the demo: settings of the continuous loss against λ = 0, chosen on dev, reported on test.
+
+    python bench/sweep_bcls.py setup --out runs/sweep                 # demo data + labels (sbert, cider, spice, truth)
+    python bench/sweep_bcls.py teacher --out runs/sweep               # how well each source agrees with the truth
+    python bench/sweep_bcls.py run --out runs/sweep --queue bench/sweep_bcls.json [--only NAME,...]
+    python bench/sweep_bcls.py table --out runs/sweep --split dev     # mean ± sd over seeds, per-seed values
+    python bench/sweep_bcls.py plot --out runs/sweep                  # τ gain vs teacher quality, τ–rsum frontier
+
+``run`` is a worker: it takes the next job of the queue (a JSON list of ``{"name", "settings", "seeds",
+"epochs"}``, re-read before every job, so jobs can be appended while it runs) that has no result and no lock,
+trains it, evaluates the best-by-dev-rsum checkpoint on dev and test (with the demo's ground-truth relevance) and
+writes ``OUT/runs/NAME-sSEED-eEPOCHS/result.json``; several workers share one queue through lock folders (run at
+most two on 2 cores, each with ``OMP_NUM_THREADS=1``). ``settings`` are :class:`~bcls.trainer.config.TrainConfig`
+fields; the demo data, the default demo generator and the label build are shared by every job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import statistics
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from bcls.data.captions import read_captions
+from bcls.data.demo import generate_demo
+from bcls.data.shards import open_labels, read_labels
+from bcls.pipeline.build import LabelBuildConfig, build_labels
+from bcls.trainer.config import TrainConfig
+from bcls.trainer.evaluation import evaluate
+from bcls.trainer.train import train
+
+KEYS = ["rsum", "rel_kendall_i2t", "rel_kendall_t2i", "ncs_i2t_5", "ncs_t2i_5", "rel_map_at_r_i2t",
+        "rel_map_at_r_t2i"]
+SOURCES = ("sbert", "cider", "spice", "truth")
+
+
+def setup(out: Path) -> None:
+    """The default demo (seed 0) and one label build with every source on the same candidates (K = 32)."""
+    data, labels = out / "data", out / "labels"
+    if not (data / "demo.json").is_file():
+        generate_demo(data)
+    build_labels(LabelBuildConfig(captions=str(data), split="train", out=str(labels), k=32, sources=SOURCES,
+                                  source_options={"truth": {"path": str(data)}}))
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(values) / len(values)
+
+
+def teacher(out: Path) -> dict[str, float]:
+    """Mean per-image Kendall τ-b between each source and the ground truth over the image's candidate captions of
+    other images (and for a rank average of sbert, cider and spice)."""
+    from scipy.stats import kendalltau
+
+    data = read_labels(open_labels(out / "labels"))
+    img = data.column("image_id").to_numpy()
+    table = read_captions(out / "data", split="train")
+    image_of = dict(zip(table.caption_ids.tolist(), table.image_ids.tolist()))
+    own = np.array([image_of[c] for c in data.column("caption_id").to_numpy().tolist()]) == img
+    cols = {s: data.column(s).to_numpy() for s in SOURCES}
+    cols["rank-average"] = np.mean([_ranks(cols[s]) for s in ("sbert", "cider", "spice")], axis=0)
+    truth = cols["truth"]
+    order = np.argsort(img, kind="stable")
+    bounds = np.flatnonzero(np.diff(img[order])) + 1
+    result = {}
+    for name, values in cols.items():
+        if name == "truth":
+            continue
+        taus = []
+        for rows in np.split(order, bounds):
+            rows = rows[~own[rows]]
+            if len(rows) > 2 and np.ptp(truth[rows]) > 0 and np.ptp(values[rows]) > 0:
+                taus.append(kendalltau(values[rows], truth[rows]).statistic)
+        result[name] = float(np.mean(taus))
+    print(json.dumps(result))
+    return result
+
+
+def _jobs(queue: Path, only: set[str] | None) -> list[tuple[str, dict, int, int]]:
+    jobs = []
+    for item in json.loads(queue.read_text()):
+        if only is None or item["name"] in only:
+            jobs += [(item["name"], item.get("settings", {}), seed, item.get("epochs", 8)) for seed in item["seeds"]]
+    return jobs
+
+
+def run(out: Path, queue: Path, only: set[str] | None, poll: float) -> None:
+    """Work through the queue until it holds no job without a result or lock (``poll`` > 0: then wait for more)."""
+    data, labels = out / "data", out / "labels"
+    while True:
+        job = None
+        for name, settings, seed, epochs in _jobs(queue, only):
+            tag = f"{name}-s{seed}-e{epochs}"
+            lock = out / "locks" / tag
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            if (out / "runs" / tag / "result.json").is_file():
+                continue
+            try:
+                lock.mkdir()
+            except FileExistsError:
+                continue
+            job = (name, settings, seed, epochs, tag)
+            break
+        if job is None:
+            if poll <= 0 or (out / "STOP").exists():
+                return
+            time.sleep(poll)
+            continue
+        name, settings, seed, epochs, tag = job
+        run_dir, start = out / "runs" / tag, time.perf_counter()
+        try:
+            config = TrainConfig(data=str(data), labels=str(labels), out=str(run_dir), epochs=epochs, seed=seed,
+                                 **settings)
+            summary = train(config, overwrite=True)
+            metrics = {split: evaluate(run_dir / "best.pt", data, split, plots=False)["metrics"]
+                       for split in ("dev", "test")}
+            history = [{k: v for k, v in h.items() if k != "dev"} | {"dev_rsum": h.get("dev", {}).get("rsum")}
+                       for h in summary["history"]]
+            payload = {"name": name, "seed": seed, "epochs": epochs, "settings": settings,
+                       "best_epoch": summary["best_epoch"], **metrics, "history": history,
+                       "seconds": time.perf_counter() - start}
+            tmp = run_dir / "result.json.tmp"
+            tmp.write_text(json.dumps(payload, indent=1))
+            tmp.rename(run_dir / "result.json")
+            for ckpt in ("init.pt", "last.pt"):  # keep best.pt only
+                (run_dir / ckpt).unlink(missing_ok=True)
+            d = metrics["dev"]
+            print(f"{tag}: dev rsum {d['rsum']:.1f} τ {d['rel_kendall_i2t']:.4f}/{d['rel_kendall_t2i']:.4f} "
+                  f"NCS@5 {d['ncs_i2t_5']:.1f}/{d['ncs_t2i_5']:.1f}; test rsum {metrics['test']['rsum']:.1f} "
+                  f"({time.perf_counter() - start:.0f}s)", flush=True)
+        except Exception:  # keep the worker alive; the lock and the traceback stay for a look
+            (out / "locks" / f"{tag}.failed").write_text(traceback.format_exc())
+            traceback.print_exc()
+
+
+def results(out: Path) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = {}
+    for path in sorted((out / "runs").glob("*/result.json")):
+        r = json.loads(path.read_text())
+        rows.setdefault(f"{r['name']} e{r['epochs']}", []).append(r)
+    return rows
+
+
+def table(out: Path, split: str, match: str | None) -> None:
+    """A markdown table (mean ± sd over seeds) of ``split`` and, below it, every seed's values."""
+    rows = {k: v for k, v in results(out).items() if match is None or re.search(match, k)}
+    print(f"| variant ({split}) | seeds | " + " | ".join(KEYS) + " | compared / query |")
+    print("|---" * (len(KEYS) + 3) + "|")
+    for name, runs in rows.items():
+        cells = []
+        for key in KEYS:
+            vals = [r[split].get(key, float("nan")) for r in runs]
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            fmt = "{:.4f} ± {:.4f}" if key.startswith("rel_kendall") else "{:.2f} ± {:.2f}"
+            cells.append(fmt.format(statistics.mean(vals), sd) if len(vals) > 1 else fmt.split(" ±")[0].format(vals[0]))
+        compared = statistics.mean(r["history"][-1].get("compared", float("nan")) for r in runs)
+        print(f"| {name} | {len(runs)} | " + " | ".join(cells) + f" | {compared:.1f} |")
+    print()
+    for name, runs in rows.items():
+        per_seed = "; ".join(f"s{r['seed']}: rsum {r[split]['rsum']:.1f}, τ {r[split]['rel_kendall_i2t']:.4f}/"
+                             f"{r[split]['rel_kendall_t2i']:.4f}" for r in sorted(runs, key=lambda r: r["seed"]))
+        print(f"- {name}: {per_seed}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("setup", "teacher", "run", "table", "plot"))
+    parser.add_argument("--out", default="runs/sweep", type=Path)
+    parser.add_argument("--queue", default=Path(__file__).with_suffix(".json"), type=Path)
+    parser.add_argument("--only", default=None, help="comma-separated job names")
+    parser.add_argument("--poll", type=float, default=0.0, help="run: seconds between looks at an empty queue "
+                        "(0: stop when it is empty; a file OUT/STOP also stops the worker)")
+    parser.add_argument("--split", default="dev")
+    parser.add_argument("--match", default=None, help="table: only variants matching this regular expression")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.command == "setup":
+        setup(args.out)
+    elif args.command == "teacher":
+        teacher(args.out)
+    elif args.command == "run":
+        run(args.out, args.queue, set(args.only.split(",")) if args.only else None, args.poll)
+    elif args.command == "table":
+        table(args.out, args.split, args.match)
+    else:
+        from sweep_plots import plots  # bench/sweep_plots.py
+
+        plots(args.out)
+
+
+if __name__ == "__main__":
+    main()
