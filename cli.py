@@ -278,8 +278,11 @@ def train_cmd(
     label_norm: Optional[str] = typer.Option(None, "--label-norm", help="Label normalisation: none, minmax, "
                                              "percentile [none]."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Batch sampler: random, stream (pairs streamed from the "
-                                          "shards, bounded memory), or neighbours (seed "
-                                          "captions plus label candidates of their images) [random]."),
+                                          "shards, bounded memory), neighbours (seed captions plus label candidates "
+                                          "of their images) or groups (a seed caption with --group-size - 1 "
+                                          "labelled candidates of its image) [random]."),
+    group_size: Optional[int] = typer.Option(None, "--group-size", help="Captions per group of the groups sampler "
+                                             "[4]."),
     neighbour_fraction: Optional[float] = typer.Option(None, "--neighbour-fraction", help="Share of a neighbours "
                                                        "batch given to label candidates [0.5]."),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adam or adamw [adam]."),
@@ -301,8 +304,8 @@ def train_cmd(
                  "lam": lam, "seed": seed, "device": device, "source": source, "binary_loss": binary_loss,
                  "model": model, "triplet_eps": triplet_eps, "triplet_tau": triplet_tau,
                  "margin": margin, "window": window, "gap": gap, "surrogate": surrogate, "temperature": temperature,
-                 "kendall_margin": kendall_margin, "n_hard": n_hard,
-                 "sampler": sampler, "neighbour_fraction": neighbour_fraction, "label_mode": label_mode,
+                 "kendall_margin": kendall_margin, "n_hard": n_hard, "sampler": sampler,
+                 "neighbour_fraction": neighbour_fraction, "group_size": group_size, "label_mode": label_mode,
                  "label_norm": label_norm, "optimizer": optimizer, "schedule": schedule}
         values.update({k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None})
         missing = [f"--{k}" for k in ("data", "out") if not values.get(k)]

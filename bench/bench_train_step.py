@@ -9,7 +9,14 @@ time) in a temporary folder. For batch sizes 128, 256, 512 on CPU it times optim
 * ``bcls-sparse``: λ = 1, labels looked up from the shards;
 * ``bcls-dense``: λ = 1, every in-batch pair labelled on the fly from the stored caption embeddings (the paper's
   setting, and the most Kendall work);
-* ``bcls-neighbours``: λ = 1, sparse labels with the neighbour-aware sampler.
+* ``bcls-dense-g0.3``: the same with a label gap of 0.3 (fewer, cleaner compared pairs);
+* ``bcls-neighbours``: λ = 1, sparse labels with the neighbour-aware sampler;
+* ``bcls-groups``: λ = 1, sparse labels, batches of groups (a seed and 3 labelled candidates of its image).
+
+Besides time, it reports per step the labelled off-diagonal pairs of the batch, the labelled pairs per query
+(``labelled / B``: each labelled pair serves an image query and a caption query) and the Kendall anchor terms compared
+per query (after the
+window / gap filters; ``compared`` of the training log).
 
 Variants are interleaved round by round (this machine is noisy) and the median per variant is reported with its
 ratio to ``triplet``, and samples/s. With ``--device cuda`` the steps run on the GPU with bf16 autocast, and
@@ -39,9 +46,11 @@ from bcls.trainer.train import _Run
 
 VARIANTS = {
     "triplet": {"lam": 0.0},
-    "bcls-sparse": {"lam": 1.0},
-    "bcls-dense": {"lam": 1.0, "label_mode": "dense"},
-    "bcls-neighbours": {"lam": 1.0, "sampler": "neighbours"},
+    "bcls-sparse": {"lam": 1.0, "label_mode": "sparse", "sampler": "random", "gap": 0.0},
+    "bcls-dense": {"lam": 1.0, "label_mode": "dense", "sampler": "random", "gap": 0.0},
+    "bcls-dense-g0.3": {"lam": 1.0, "label_mode": "dense", "sampler": "random", "gap": 0.3},
+    "bcls-neighbours": {"lam": 1.0, "label_mode": "sparse", "sampler": "neighbours", "gap": 0.0},
+    "bcls-groups": {"lam": 1.0, "label_mode": "sparse", "sampler": "groups", "gap": 0.0},
 }
 
 
@@ -99,7 +108,8 @@ def main() -> None:
     where = (f"{torch.cuda.get_device_name()} (bf16 autocast)" if args.device.startswith("cuda")
              else f"CPU, {torch.get_num_threads()} threads")
     print(f"torch {torch.__version__}, {where}")
-    print(f"{'batch':>6} {'variant':<16} {'ms/step':>9} {'× triplet':>10} {'labelled pairs':>15}")
+    print(f"{'batch':>6} {'variant':<16} {'ms/step':>9} {'× triplet':>10} {'labelled pairs':>15} "
+          f"{'labelled/query':>15} {'compared/query':>15}")
     for size in sizes:
         runs = {}
         for name, kw in VARIANTS.items():
@@ -111,6 +121,7 @@ def main() -> None:
             run.step(batches[0], 1, 0)  # warm-up
         times = {name: [] for name in runs}
         pairs = {name: [] for name in runs}
+        compared = {name: [] for name in runs}
         for r in range(args.rounds):
             for name, (run, batches) in runs.items():
                 for s in range(args.steps):
@@ -121,13 +132,17 @@ def main() -> None:
                         torch.cuda.synchronize()
                     times[name].append(time.perf_counter() - start)
                     pairs[name].append(record["labelled_pairs"])
+                    compared[name].append(record["compared"])
         base = statistics.median(times["triplet"])
         for name in runs:
             med = statistics.median(times[name])
             results[f"{name}@{size}"] = {"ms_per_step": round(1000 * med, 2), "ratio": round(med / base, 3),
                                          "samples_per_s": round(size / med, 1),
-                                         "labelled_pairs": round(float(np.mean(pairs[name])), 1)}
-            print(f"{size:>6} {name:<16} {1000 * med:>9.1f} {med / base:>10.2f} {np.mean(pairs[name]):>15.1f}")
+                                         "labelled_pairs": round(float(np.mean(pairs[name])), 1),
+                                         "labelled_per_query": round(float(np.mean(pairs[name])) / size, 2),
+                                         "compared_per_query": round(float(np.mean(compared[name])), 2)}
+            print(f"{size:>6} {name:<16} {1000 * med:>9.1f} {med / base:>10.2f} {np.mean(pairs[name]):>15.1f} "
+                  f"{np.mean(pairs[name]) / size:>15.2f} {np.mean(compared[name]):>15.2f}")
         sys.stdout.flush()
     print(json.dumps(results))
 
