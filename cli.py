@@ -17,9 +17,9 @@ import typer
 
 from bcls.data.errors import BclsError, ConfigError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="bcls: image–text retrieval with Binary and Continuous Label Supervision.")
-labels_app = typer.Typer(no_args_is_help=True, help="Build and inspect continuous pseudo labels.")
+labels_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Build and inspect continuous pseudo labels.")
 app.add_typer(labels_app, name="labels")
 
 _state = {"debug": False}

@@ -150,6 +150,7 @@ def test_train_flag_defaults_are_the_config_defaults():
 
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
     command = typer.main.get_command(app).commands["train"]
+    rendered = " ".join(runner.invoke(app, ["train", "--help"]).output.split())
     checked = 0
     for param in command.params:
         found = re.search(r"\[([^\]]+)\]\.?$", param.help or "")
@@ -161,5 +162,6 @@ def test_train_flag_defaults_are_the_config_defaults():
             assert float(shown) == want, f"--{param.name}: help says {shown}, TrainConfig {want}"
         else:
             assert shown == str(want), f"--{param.name}: help says {shown}, TrainConfig {want}"
+        assert f"[{shown}]" in rendered, f"--{param.name}: the rendered help lost its default [{shown}]"
         checked += 1
     assert checked >= 20
