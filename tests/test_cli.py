@@ -50,6 +50,14 @@ def test_labels_train_eval_end_to_end(tiny):
     for key in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"):
         assert 0.0 <= metrics[key] <= 600.0
     assert "rsum" in out.output
+    report = (tiny / "eval" / "report.md").read_text()
+    assert "trained with model `vse-gru`" in report and "lam `0.5`" in report
+    assert "ECCV Caption and CxC metrics were not computed: not the COCO Karpathy 5K test split" in report
+    provenance = json.loads((tiny / "eval" / "metrics.json").read_text())["_provenance"]
+    assert provenance["recall_ties"].startswith("pessimistic") and provenance["ncs_empty_queries"].startswith("zero")
+    refused = runner.invoke(app, ["eval", "--checkpoint", str(tiny / "run" / "best.pt"), "--data", str(tiny / "data"),
+                                  "--split", "test", "--protocol", "coco"])
+    assert refused.exit_code == 2 and "--protocol coco needs the MS-COCO Karpathy 5K test split" in refused.output
 
 
 def test_sources_are_listed():

@@ -29,6 +29,9 @@ from .semantic import extended_precision_at_r, ncs_at_k, rank_correlation
 
 log = logging.getLogger(__name__)
 
+TRAIN_KEYS_SHOWN = ("model", "binary_loss", "lam", "source", "label_mode", "sampler", "gap", "epochs", "seed")
+"""The training settings of a checkpoint that ``metrics.json`` and ``report.md`` show, so runs are told apart."""
+
 
 @torch.no_grad()
 def encode_split(model: torch.nn.Module, vocab: Vocabulary, table: CaptionTable, feats: ImageFeatures,
@@ -161,7 +164,16 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
     detected, coco_captions = detect_protocol(table, data)
+    if protocol == "coco" and detected != "coco":
+        raise ConfigError(f"{data} split {split!r}: --protocol coco needs the MS-COCO Karpathy 5K test split (5,000 "
+                          f"images with the ECCV Caption ids), this split has {feats.n_images} images that are not "
+                          "it; use --protocol auto or full")
     protocol = detected if protocol == "auto" else protocol
+    eccv_skipped = None
+    if protocol != "coco":
+        eccv_skipped = "not the COCO Karpathy 5K test split"
+    elif not eccv:
+        eccv_skipped = "--no-eccv"
     img, cap = encode_split(model, vocab, table, feats, device)
     caption_to_image = torch.from_numpy(table.image_index().copy())
     sims = img @ cap.T
@@ -172,6 +184,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
         metrics |= {f"coco_5k_{k}": v for k, v in metrics.items() if k in RECALL_KEYS}
         if eccv and coco_captions is not None:
             metrics |= eccv_metrics_from_sims(sims, table.unique_images(), coco_captions)
+    if eccv_skipped:
+        log.info("ECCV Caption / CxC metrics skipped: %s", eccv_skipped)
     default_rel = Path(data) / f"{split}_relevance.npy"
     rel_path = relevance if relevance is not None else (default_rel if default_rel.is_file() else None)
     rel_desc = None
@@ -183,17 +197,24 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
     provenance = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "protocol": protocol,
                   "images": feats.n_images, "captions": len(table), "relevance": rel_desc,
                   "epoch": ckpt.get("epoch"), "bcls_version": __version__,
-                  "checkpoint_bcls_version": ckpt.get("bcls_version")}
+                  "checkpoint_bcls_version": ckpt.get("bcls_version"), "eccv_skipped": eccv_skipped,
+                  "recall_ties": "pessimistic (a negative tied with the ground truth ranks above it)",
+                  "ncs_empty_queries": "zero (a query without a relevant candidate scores 0, as ncs_metric does)",
+                  "train_config": {k: ckpt.get("train_config", {}).get(k) for k in TRAIN_KEYS_SHOWN}}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         written = []
         if plots:
+            tc = provenance["train_config"]
+            subtitle = f"{tc.get('model')}, λ {tc.get('lam')}, labels {tc.get('source')} ({tc.get('label_mode')})"
             i2t_ranks, t2i_ranks = retrieval_ranks(sims, caption_to_image)
             written.append(plot_recall_curves({"image→text": recall_curve(i2t_ranks),
-                                               "text→image": recall_curve(t2i_ranks)}, out / "recall_at_k.png"))
+                                               "text→image": recall_curve(t2i_ranks)}, out / "recall_at_k.png",
+                                              subtitle))
             if rel is not None:
-                written.append(plot_similarity_vs_label(sims, rel, known, out / "similarity_vs_label.png"))
+                written.append(plot_similarity_vs_label(sims, rel, known, out / "similarity_vs_label.png",
+                                                        subtitle=subtitle))
         atomic_write_json(out / "metrics.json", metrics | {"_provenance": provenance})
         atomic_write_bytes(out / "report.md", markdown_report(metrics, provenance, [str(p) for p in written])
                            .encode())

@@ -4,9 +4,10 @@ Pure, vectorised functions on a similarity matrix ``sims`` of shape (n_images, n
 ``caption_to_image`` (n_captions,) from each caption to its image (usually 5 captions per image). They follow the
 device of their inputs and work in chunks so that memory stays bounded by ``chunk * max(n_images, n_captions)``.
 
-Ties: a rank counts the candidates scoring **strictly greater** than the ground truth (an optimistic rank when the
-ground truth ties with a negative). This is our choice; the VSE++ evaluation code uses ``argsort``, whose
-placement of tied entries depends on the sort implementation. Without ties both agree.
+Ties are ranked **pessimistically**: a rank counts the negatives scoring *greater than or equal to* the ground truth,
+so a model cannot gain from ties (constant similarities give R@K = 0, not 100; heavily quantised similarities,
+e.g. bf16, score no better than their unquantised ranking could). This is our choice; the VSE++ evaluation code uses
+``argsort``, whose placement of tied entries depends on the sort implementation. Without ties both agree.
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ def retrieval_ranks(
 ) -> tuple[Tensor, Tensor]:
     """0-based ranks of the ground truth for both retrieval directions.
 
-    * i2t (image query): the best rank among the image's captions = the number of captions scoring strictly
-      greater than the image's best-scoring ground-truth caption (another ground-truth caption never scores
-      strictly greater than the best one, so it does not count).
-    * t2i (caption query): the number of images scoring strictly greater than the caption's image.
+    * i2t (image query): the best rank among the image's captions = the number of *other* images' captions
+      scoring at least as high as the image's best-scoring ground-truth caption (ties count against the model;
+      the image's other ground-truth captions never count).
+    * t2i (caption query): the number of other images scoring at least as high as the caption's image.
 
     Computed by counting, O(n_images * n_captions) time; never sorts. Rows (i2t) and columns (t2i) are processed
     ``chunk`` at a time, so the temporary boolean matrices hold at most ``chunk * n_captions`` and
@@ -76,14 +77,17 @@ def retrieval_ranks(
     best = torch.full((n_images,), -torch.inf, dtype=sims.dtype, device=sims.device)
     best = best.scatter_reduce(0, c2i, pos, reduce="amax", include_self=True)  # (n_images,)
 
+    # ground-truth captions tied with their image's best one: counted by the >= below, then taken off
+    own_at_best = torch.zeros(n_images, dtype=torch.long, device=sims.device)
+    own_at_best.index_add_(0, c2i, (pos == best[c2i]).long())
     i2t = torch.empty(n_images, dtype=torch.long, device=sims.device)
     for a in range(0, n_images, chunk):
         b = min(a + chunk, n_images)
-        i2t[a:b] = (sims[a:b] > best[a:b, None]).sum(dim=1)
+        i2t[a:b] = (sims[a:b] >= best[a:b, None]).sum(dim=1) - own_at_best[a:b]
     t2i = torch.empty(n_captions, dtype=torch.long, device=sims.device)
     for a in range(0, n_captions, chunk):
         b = min(a + chunk, n_captions)
-        t2i[a:b] = (sims[:, a:b] > pos[None, a:b]).sum(dim=0)
+        t2i[a:b] = (sims[:, a:b] >= pos[None, a:b]).sum(dim=0) - 1  # the caption's own image
     return i2t, t2i
 
 

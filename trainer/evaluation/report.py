@@ -49,7 +49,7 @@ def _save(fig, ax, title: str, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def plot_recall_curves(curves: dict[str, np.ndarray], path: str | os.PathLike) -> Path:
+def plot_recall_curves(curves: dict[str, np.ndarray], path: str | os.PathLike, subtitle: str = "") -> Path:
     """R@K for K = 1..50, one line per direction; saved as a PNG."""
     fig, ax = _figure()
     for name, curve in curves.items():
@@ -57,12 +57,13 @@ def plot_recall_curves(curves: dict[str, np.ndarray], path: str | os.PathLike) -
     ax.set_xlabel("K")
     ax.set_ylabel("R@K (%)")
     ax.set_ylim(0, 100)
-    return _save(fig, ax, "Recall at K", path)
+    return _save(fig, ax, "Recall at K" + (f"\n{subtitle}" if subtitle else ""), path)
 
 
 def plot_similarity_vs_label(sims: torch.Tensor, relevance: torch.Tensor, known: torch.Tensor | None,
-                             path: str | os.PathLike, n: int = 5000, seed: int = 0) -> Path:
-    """Predicted similarity against label for a random sample of (known) pairs, with the per-label mean."""
+                             path: str | os.PathLike, n: int = 5000, seed: int = 0, subtitle: str = "") -> Path:
+    """Predicted similarity against label for a random sample of (known) pairs, with the per-label mean;
+    ``subtitle`` (e.g. the run's model, λ and label source) goes under the title."""
     s, r = sims.flatten().numpy(), relevance.flatten().numpy()
     idx = np.flatnonzero(known.flatten().numpy()) if known is not None else np.arange(len(s))
     rng = np.random.default_rng(seed)
@@ -79,7 +80,7 @@ def plot_similarity_vs_label(sims: torch.Tensor, relevance: torch.Tensor, known:
         ax.plot(levels, means, "o-", color="C3", label="mean per label")
     ax.set_xlabel("label (relevance)")
     ax.set_ylabel("predicted similarity")
-    return _save(fig, ax, "Predicted similarity vs label", path)
+    return _save(fig, ax, "Predicted similarity vs label" + (f"\n{subtitle}" if subtitle else ""), path)
 
 
 def _fmt(value: Any) -> str:
@@ -114,7 +115,12 @@ def markdown_report(metrics: dict[str, Any], provenance: dict[str, Any], plots: 
             i2t, t2i = (f"{name}_{d}" if name.startswith("rel") else name.replace("ncs_", f"ncs_{d}_")
                         for d in ("i2t", "t2i"))
             lines.append(f"| {name} | {_fmt(metrics.get(i2t))} | {_fmt(metrics.get(t2i))} |")
+    train = provenance.get("train_config") or {}
+    if any(v is not None for v in train.values()):
+        lines[3:3] = ["trained with " + ", ".join(f"{k} `{v}`" for k, v in train.items() if v is not None), ""]
     eccv = {k: v for k, v in metrics.items() if k.startswith(("eccv_", "cxc_"))}
+    if provenance.get("eccv_skipped"):
+        lines += ["", f"ECCV Caption and CxC metrics were not computed: {provenance['eccv_skipped']}."]
     if eccv:
         lines += ["", "## ECCV Caption and CxC (eccv-caption package)", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(eccv.items())]

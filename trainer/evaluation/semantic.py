@@ -51,6 +51,7 @@ def ncs_at_k(
     exclude_gt: bool = True,
     chunk: int = 256,
     return_counts: bool = False,
+    empty_queries: str = "zero",
 ) -> dict[int, float] | tuple[dict[int, float], dict[str, int]]:
     """NCS@K (percent): retrieved relevance over ideal relevance at K, averaged over queries.
 
@@ -65,9 +66,12 @@ def ncs_at_k(
 
     * **Ties in sims** are broken by candidate index: among equal similarities the lower column index is retrieved
       first (as a stable descending sort would). Ties in relevance do not matter for the ideal sum.
-    * **Skipped queries**: when every candidate of C_q has relevance 0 (so the ideal top-K has zero relevance for
-      every K) the ratio is undefined; such queries (and those with an empty C_q) are skipped for all K and
-      counted (logged at INFO; returned with ``return_counts``). If every query is skipped the scores are NaN.
+    * **Queries without a relevant candidate** (every candidate of C_q has relevance 0, so the ratio is 0 / 0):
+      ``empty_queries="zero"`` (default) counts them with a score of 0, as the official ``ncs_metric`` code
+      does, so that numbers are comparable with published ones; ``"skip"`` leaves them out of the mean (which
+      raises NCS by the factor total / scored when relevance is sparse). Queries with an empty C_q are always
+      skipped. Both kinds are counted (logged at INFO; returned with ``return_counts``). If no query is left
+      the scores are NaN.
     * Relevance must be non-negative and finite on C_q, and sims finite on C_q (``ValueError`` otherwise);
       excluded entries may hold anything.
 
@@ -79,7 +83,9 @@ def ncs_at_k(
         exclude_gt: drop ground-truth candidates from both the retrieved and the ideal lists (default, as in the
             paper); False keeps them.
         chunk: query rows per step; temporary memory is about ``chunk * N`` values of each dtype.
-        return_counts: also return ``{"queries": scored, "skipped": skipped}``.
+        return_counts: also return ``{"queries": in the mean, "skipped": left out, "empty": without a relevant
+            candidate}``.
+        empty_queries: ``"zero"`` or ``"skip"`` (see above).
 
     Returns:
         ``{k: percent}`` for each k (Python floats), and with ``return_counts`` the counts as a second element.
@@ -92,11 +98,13 @@ def ncs_at_k(
     ks = [int(k) for k in ks]
     if not ks or min(ks) < 1:
         raise ValueError(f"ks must be non-empty and >= 1, got {ks}")
+    if empty_queries not in ("zero", "skip"):
+        raise ValueError(f"empty_queries must be 'zero' or 'skip', got {empty_queries!r}")
     n_q, n = sims.shape
     dev = sims.device
     k_max = min(max(ks), n)
     sums = torch.zeros(len(ks), dtype=torch.float64, device=dev)
-    used = 0
+    used = empty = 0
     for a in range(0, n_q, chunk):
         b = min(a + chunk, n_q)
         s = sims[a:b]
@@ -132,13 +140,16 @@ def ncs_at_k(
                 rows = tied.nonzero().squeeze(1)
                 num[rows] = _tie_broken_sum(s_m[rows], rel[rows], valid[rows], ke[rows], thr[rows])
             sums[j] += torch.where(scored, num / den.clamp_min(1e-300), torch.zeros_like(num)).sum()
-        used += int(scored.sum())
+        n_empty = int(((n_valid > 0) & ~scored).sum())
+        empty += n_empty
+        used += int(scored.sum()) + (n_empty if empty_queries == "zero" else 0)
     skipped = n_q - used
-    if skipped:
-        log.info("NCS@K: %d of %d queries skipped (no relevant candidate)", skipped, n_q)
+    if empty or skipped:
+        log.info("NCS@K: %d of %d queries without a relevant candidate (%s), %d skipped", empty, n_q,
+                 "scored 0" if empty_queries == "zero" else "skipped", skipped)
     scores = {k: (100.0 * float(sums[j]) / used if used else math.nan) for j, k in enumerate(ks)}
     if return_counts:
-        return scores, {"queries": used, "skipped": skipped}
+        return scores, {"queries": used, "skipped": skipped, "empty": empty}
     return scores
 
 

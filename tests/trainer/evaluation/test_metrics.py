@@ -35,12 +35,13 @@ def _naive_argsort(sims: torch.Tensor, c2i: torch.Tensor) -> tuple[np.ndarray, n
     return i2t, t2i
 
 
-def _naive_strict(sims: torch.Tensor, c2i: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Loop counting candidates strictly greater than the ground truth (the documented tie rule)."""
+def _naive_pessimistic(sims: torch.Tensor, c2i: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Loop counting the negatives that score at least as high as the ground truth (the documented tie rule)."""
     s, c = sims.tolist(), c2i.tolist()
     n_i, n_c = len(s), len(c)
-    i2t = [min(sum(1 for x in s[i] if x > s[i][j]) for j in range(n_c) if c[j] == i) for i in range(n_i)]
-    t2i = [sum(1 for i in range(n_i) if s[i][j] > s[c[j]][j]) for j in range(n_c)]
+    i2t = [min(sum(1 for k, x in enumerate(s[i]) if c[k] != i and x >= s[i][j]) for j in range(n_c) if c[j] == i)
+           for i in range(n_i)]
+    t2i = [sum(1 for i in range(n_i) if i != c[j] and s[i][j] >= s[c[j]][j]) for j in range(n_c)]
     return np.array(i2t), np.array(t2i)
 
 
@@ -53,11 +54,23 @@ def test_ranks_match_argsort_loop(chunk: int) -> None:
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 1024])
-def test_ranks_with_ties_count_strictly_greater(chunk: int) -> None:
+def test_ranks_with_ties_are_pessimistic(chunk: int) -> None:
     sims, c2i = _data(13, 5, seed=1, tied=True)
     i2t, t2i = retrieval_ranks(sims, c2i, chunk=chunk)
-    ref_i2t, ref_t2i = _naive_strict(sims, c2i)
+    ref_i2t, ref_t2i = _naive_pessimistic(sims, c2i)
     assert i2t.tolist() == ref_i2t.tolist() and t2i.tolist() == ref_t2i.tolist()
+
+
+def test_ties_cannot_flatter_a_model() -> None:
+    """Collapsed embeddings (every similarity equal) retrieve nothing; quantised ones no more than unquantised."""
+    c2i = torch.arange(50).repeat_interleave(5)
+    m = recall_metrics(torch.full((50, 250), 0.3), c2i)
+    assert m["rsum"] == 0.0 and m["i2t_medr"] == 246.0 and m["t2i_medr"] == 50.0
+    sims, c2i = _data(40, 5, seed=4, tied=False)
+    coarse = sims.to(torch.bfloat16).float()  # 8 bits of mantissa: many ties
+    fine, rough = retrieval_ranks(sims, c2i), retrieval_ranks(coarse, c2i)
+    assert int((coarse[:, None, :] == coarse[:, :, None]).sum()) > coarse.numel()  # ties exist
+    assert all(bool((r >= f).all()) for f, r in zip(fine, rough))
 
 
 def test_recall_metrics_values() -> None:

@@ -24,7 +24,7 @@ def _data(n_images: int, per_image: int, seed: int, tied: bool = False) -> tuple
 
 
 def _naive_5fold(sims: torch.Tensor, c2i: torch.Tensor, n_folds: int, ks=(1, 5, 10)) -> dict[str, float]:
-    """Python loops: per fold, ranks = number of in-fold candidates strictly above the ground truth."""
+    """Python loops: per fold, ranks = number of in-fold negatives at or above the ground truth (pessimistic ties)."""
     s, c = sims.tolist(), c2i.tolist()
     size = len(s) // n_folds
     folds = []
@@ -34,8 +34,8 @@ def _naive_5fold(sims: torch.Tensor, c2i: torch.Tensor, n_folds: int, ks=(1, 5, 
         i2t = []
         for i in imgs:
             best = max(s[i][j] for j in caps if c[j] == i)
-            i2t.append(sum(1 for j in caps if s[i][j] > best))
-        t2i = [sum(1 for i in imgs if s[i][j] > s[c[j]][j]) for j in caps]
+            i2t.append(sum(1 for j in caps if c[j] != i and s[i][j] >= best))
+        t2i = [sum(1 for i in imgs if i != c[j] and s[i][j] >= s[c[j]][j]) for j in caps]
         m = {}
         for name, r in (("i2t", i2t), ("t2i", t2i)):
             for k in ks:

@@ -51,10 +51,15 @@ def test_ncs_hand_computed() -> None:
     # Row 0, GT excluded: @1 0.2/0.5 = 40 %, @2 (0.2+0.5)/(0.5+0.4) = 77.78 %.
     # Row 1 (tie 0.5/0.5 broken by index: item 0 first): @1 0/1 = 0 %, @2 1/1 = 100 %.
     # Row 2: only the GT is relevant → skipped when it is excluded.
-    scores, counts = ncs_at_k(sims, rel, ks=(1, 2), gt_mask=gt, return_counts=True)
-    assert counts == {"queries": 2, "skipped": 1}
+    scores, counts = ncs_at_k(sims, rel, ks=(1, 2), gt_mask=gt, return_counts=True, empty_queries="skip")
+    assert counts == {"queries": 2, "skipped": 1, "empty": 1}
     assert scores[1] == pytest.approx((40.0 + 0.0) / 2)
     assert scores[2] == pytest.approx((100 * 0.7 / 0.9 + 100.0) / 2)
+    # the official convention (default): a query without a relevant candidate scores 0
+    zero, counts = ncs_at_k(sims, rel, ks=(1, 2), gt_mask=gt, return_counts=True)
+    assert counts == {"queries": 3, "skipped": 0, "empty": 1}
+    assert zero[1] == pytest.approx((40.0 + 0.0 + 0.0) / 3)
+    assert zero[2] == pytest.approx((100 * 0.7 / 0.9 + 100.0 + 0.0) / 3)
     # GT included: row 0 @1 = 1.0/1.0, row 2 @1 = 1.0/1.0.
     inc = ncs_at_k(sims, rel, ks=(1,), gt_mask=gt, exclude_gt=False)
     assert inc[1] == pytest.approx((100.0 + 0.0 + 100.0) / 3)
@@ -76,8 +81,9 @@ def test_ncs_matches_definition(exclude_gt: bool, levels: int) -> None:
     ks = (1, 2, 5, 16, 30)  # 16 and 30 exceed some candidate counts
     want, used = _naive_ncs(sims, rel, ks, gt, exclude_gt)
     for chunk in (1, 4, 100):
-        got, counts = ncs_at_k(sims, rel, ks, gt_mask=gt, exclude_gt=exclude_gt, chunk=chunk, return_counts=True)
-        assert counts == {"queries": used, "skipped": q - used}
+        got, counts = ncs_at_k(sims, rel, ks, gt_mask=gt, exclude_gt=exclude_gt, chunk=chunk, return_counts=True,
+                               empty_queries="skip")
+        assert counts["queries"] == used and counts["skipped"] == q - used
         for k in ks:
             assert got[k] == pytest.approx(want[k], rel=1e-12), (k, chunk)
 
@@ -86,7 +92,7 @@ def test_ncs_without_gt_and_errors() -> None:
     g = torch.Generator().manual_seed(2)
     sims, rel = torch.rand(6, 9, generator=g), torch.rand(6, 9, generator=g)
     want, _ = _naive_ncs(sims, rel, (1, 3))
-    got = ncs_at_k(sims, rel, (1, 3))
+    got = ncs_at_k(sims, rel, (1, 3), empty_queries="skip")
     assert got == pytest.approx(want)
     assert ncs_at_k(sims, rel, (9,))[9] == pytest.approx(100.0)  # K = N: same set retrieved and ideal
     with pytest.raises(ValueError, match="non-negative"):
@@ -95,7 +101,10 @@ def test_ncs_without_gt_and_errors() -> None:
         ncs_at_k(sims, rel[:, :-1])
     with pytest.raises(ValueError, match="ks"):
         ncs_at_k(sims, rel, ks=(0,))
-    assert math.isnan(ncs_at_k(sims, torch.zeros_like(rel), (1,))[1])
+    assert math.isnan(ncs_at_k(sims, torch.zeros_like(rel), (1,), empty_queries="skip")[1])
+    assert ncs_at_k(sims, torch.zeros_like(rel), (1,))[1] == 0.0
+    with pytest.raises(ValueError, match="empty_queries"):
+        ncs_at_k(sims, rel, empty_queries="ignore")
 
 
 # ---------------------------------------------------------------------------------------------- rank correlation
