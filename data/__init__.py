@@ -9,3 +9,32 @@
 
 May import: only :mod:`bcls.data` modules (never :mod:`bcls.pipeline`, :mod:`bcls.trainer` or the CLI).
 """
+
+from .lazy import lazy_exports as _lazy
+
+_EXPORTS = {
+    'BclsError': 'bcls.data.errors',
+    'ConfigError': 'bcls.data.errors',
+    'DataFormatError': 'bcls.data.errors',
+    'ShardError': 'bcls.data.errors',
+    'CheckpointError': 'bcls.data.errors',
+    'DiskSpaceError': 'bcls.data.errors',
+    'CaptionTable': 'bcls.data.captions',
+    'CAPTION_FORMATS': 'bcls.data.captions',
+    'read_captions': 'bcls.data.captions',
+    'ImageFeatures': 'bcls.data.features',
+    'load_features': 'bcls.data.features',
+    'read_precomp_split': 'bcls.data.precomp',
+    'write_precomp_split': 'bcls.data.precomp',
+    'Judgments': 'bcls.data.judgments',
+    'read_judgments': 'bcls.data.judgments',
+    'LabelSet': 'bcls.data.shards',
+    'open_labels': 'bcls.data.shards',
+    'read_labels': 'bcls.data.shards',
+    'DemoConfig': 'bcls.data.demo',
+    'generate_demo': 'bcls.data.demo',
+    'demo_relevance': 'bcls.data.demo',
+    'Registry': 'bcls.data.registry',
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = _lazy(__name__, globals(), _EXPORTS)

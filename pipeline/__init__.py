@@ -10,3 +10,18 @@
 
 May import: :mod:`bcls.data` only (never :mod:`bcls.trainer` or the CLI).
 """
+
+from bcls.data.lazy import lazy_exports as _lazy
+
+_EXPORTS = {
+    'LabelCorpus': 'bcls.pipeline.corpus',
+    'LabelSource': 'bcls.pipeline.corpus',
+    'LABEL_SOURCES': 'bcls.pipeline.sources',
+    'make_source': 'bcls.pipeline.sources',
+    'LabelBuildConfig': 'bcls.pipeline.build',
+    'build_labels': 'bcls.pipeline.build',
+    'evaluate_agreement': 'bcls.pipeline.agreement',
+    'sbert_encoder': 'bcls.pipeline.embed',
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = _lazy(__name__, globals(), _EXPORTS)

@@ -7,3 +7,23 @@ loop), :mod:`~.distributed` (torchrun), :mod:`~.checkpoint`; :mod:`~.demo` runs 
 
 May import: :mod:`bcls.data` and :mod:`bcls.pipeline` (never the CLI).
 """
+
+from bcls.data.lazy import lazy_exports as _lazy
+
+_EXPORTS = {
+    'KendallParams': 'bcls.trainer.losses',
+    'KendallLoss': 'bcls.trainer.losses',
+    'BCLSLoss': 'bcls.trainer.losses',
+    'BINARY_LOSSES': 'bcls.trainer.losses',
+    'make_binary_loss': 'bcls.trainer.losses',
+    'MODELS': 'bcls.trainer.models',
+    'make_model': 'bcls.trainer.models',
+    'SAMPLERS': 'bcls.trainer.batches',
+    'TrainConfig': 'bcls.trainer.config',
+    'evaluate': 'bcls.trainer.evaluation',
+    'load_checkpoint': 'bcls.trainer.checkpoint',
+    'model_from_checkpoint': 'bcls.trainer.checkpoint',
+    'run_demo': 'bcls.trainer.demo',
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = _lazy(__name__, globals(), _EXPORTS)

@@ -50,6 +50,20 @@ class CaptionTable:
         if self.splits is not None and self.splits.shape != (n,):
             raise ValueError(f"splits must be ({n},), got {self.splits.shape}")
 
+    @classmethod
+    def from_lists(cls, image_ids: Sequence[int], caption_ids: Sequence[int], texts: Sequence[str],
+                   splits: Sequence[str] | None = None, path: str = "(in memory)") -> "CaptionTable":
+        """A table built in memory, with the checks every reader applies (rows present, unique caption ids, no
+        empty caption), each a one-line error naming the row."""
+        n = len(texts)
+        for name, col in (("image_ids", image_ids), ("caption_ids", caption_ids), ("splits", splits)):
+            if col is not None and len(col) != n:
+                raise fail(path, f"{name} has {len(col)} entries for {n} texts; give one per caption")
+        raw = RawCaptions(Path(path), "table", np.asarray(image_ids, dtype=np.int64),
+                          np.asarray(caption_ids, dtype=np.int64), [str(t).strip() for t in texts],
+                          None if splits is None else np.asarray(splits, dtype=object), lambda i: f"row {i}")
+        return raw.finish(skip_empty=False)
+
     def __len__(self) -> int:
         return len(self.texts)
 
