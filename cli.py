@@ -77,7 +77,7 @@ def _metrics_table(rows: dict[str, dict[str, float]]) -> str:
 def labels_build(
     captions: Path = typer.Option(..., "--captions", help="Caption table: CSV/TSV/Parquet (image_id, caption_id, "
                                   "text[, split]), COCO captions_*.json, Karpathy dataset_*.json, or a precomp folder."),
-    out: Path = typer.Option(..., "--out", help="Output folder for the Parquet shards and manifest.json."),
+    out: Path = typer.Option(..., "--out", help="Output folder for the Parquet shards and _manifest.json."),
     sources: str = typer.Option("sbert", "--sources", help="Comma-separated label sources (see `bcls labels sources`)."),
     k: int = typer.Option(32, "--k", help="Candidate captions per image (top-K by max similarity to its references)."),
     fmt: str = typer.Option("auto", "--format", help="Caption format: auto, table, coco, karpathy, precomp."),

@@ -49,7 +49,7 @@ def main() -> None:
     data, labels = out / "data", out / "labels"
     if not (data / "demo.json").is_file():
         generate_demo(data)
-    if not (labels / "manifest.json").is_file():  # an existing label folder is reused as it is
+    if not (labels / "_manifest.json").is_file():  # an existing label folder is reused as it is
         build_labels(LabelBuildConfig(captions=str(data), split="train", out=str(labels), k=32))
     results: dict[str, list[dict[str, float]]] = {}
     for name in args.variants.split(","):

@@ -64,8 +64,8 @@ def main() -> None:
         build_labels(LabelBuildConfig(captions=str(data), out=str(out / name), split="train", k=8,
                                       sources=sources, force=True))
         fp[name] = {p.name: table_hash(p) for p in sorted((out / name).glob("shard-*.parquet"))}
-        fp[name]["embeddings"] = sha((out / name / "caption_embeddings.npy").read_bytes())
-        man = json.loads((out / name / "manifest.json").read_text())
+        fp[name]["embeddings"] = sha((out / name / "_caption_embeddings.npy").read_bytes())
+        man = json.loads((out / name / "_manifest.json").read_text())
         fp[name]["rows"] = man["rows"]
     runs = {
         "default": {},

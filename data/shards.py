@@ -1,13 +1,15 @@
 """Label shards: the files that join ``bcls labels build`` to ``bcls train``.
 
-A label folder holds
+A label folder holds (and is one Parquet dataset: ``pyarrow.dataset.dataset(DIR)``, ``pandas.read_parquet(DIR)``,
+``dask.dataframe.read_parquet(DIR)`` and ``DIR/*.parquet`` globs read exactly the labelled pairs, because every
+other file's name starts with ``_`` or ``.``, which those readers skip)
 
 * ``shard-00000.parquet``, ``shard-00001.parquet``, … — one declared pyarrow schema (:func:`label_schema`):
   ``image_id`` (int64), ``caption_id`` (int64) and one float32 column per label source, named after the source
   and holding that source's raw value for the (image, caption) pair;
-* ``caption_embeddings.npy`` — the sentence embeddings of the captions, float16, in caption-table order (dense
+* ``_caption_embeddings.npy`` — the sentence embeddings of the captions, float16, in caption-table order (dense
   in-batch ``sbert`` labels are computed from them);
-* ``manifest.json`` — written last: the shards with their row counts and sha256 checksums, the columns, and the
+* ``_manifest.json`` — written last: the shards with their row counts and sha256 checksums, the columns, and the
   provenance (sources and their settings, sentence model, K, input fingerprint, config hash, bcls version).
 
 Every file is written under a temporary name and renamed when complete, so a reader never sees half a file;
@@ -30,13 +32,22 @@ import pyarrow.parquet as pq
 from .atomic import atomic_path, atomic_write_bytes
 from .errors import ShardError
 
-MANIFEST = "manifest.json"
-EMBEDDINGS_FILE = "caption_embeddings.npy"
+MANIFEST = "_manifest.json"
+EMBEDDINGS_FILE = "_caption_embeddings.npy"
 """The label build's caption embeddings (float16, caption-table order), beside the shards."""
+LEGACY_NAMES = {MANIFEST: "manifest.json", EMBEDDINGS_FILE: "caption_embeddings.npy"}
+"""The names folders built by bcls before 0.1.0's dataset layout used (still read)."""
 MANIFEST_FORMAT = "bcls-labels"
 MANIFEST_VERSION = 1
 KEY_COLUMNS = ("image_id", "caption_id")
 _SCHEMA_META_KEY = b"bcls.provenance"
+
+
+def _existing(folder: Path, name: str) -> Path:
+    """``folder / name``, or the legacy name's path when only that file exists."""
+    path = folder / name
+    legacy = folder / LEGACY_NAMES.get(name, name)
+    return legacy if not path.exists() and legacy.exists() else path
 
 
 def label_schema(sources: Sequence[str], provenance: dict[str, Any] | None = None) -> pa.Schema:
@@ -186,7 +197,7 @@ def open_labels(folder: str | os.PathLike, verify: bool = True) -> LabelSet:
         ShardError: no manifest (unfinished build), a foreign manifest, a missing/changed shard.
     """
     folder = Path(folder)
-    path = folder / MANIFEST
+    path = _existing(folder, MANIFEST)
     if not folder.is_dir():
         raise ShardError(f"{folder}: label folder not found; build it with `bcls labels build`")
     if not path.is_file():
@@ -269,7 +280,7 @@ def write_caption_embeddings(folder: str | os.PathLike, embeddings: np.ndarray) 
 def read_caption_embeddings(labels: LabelSet, n_captions: int) -> np.ndarray:
     """The float32 ``(n_captions, d)`` caption embeddings a label build stored; missing or of another length is a
     :class:`ShardError` that says to rebuild."""
-    path = labels.folder / EMBEDDINGS_FILE
+    path = _existing(labels.folder, EMBEDDINGS_FILE)
     if not path.is_file():
         raise ShardError(f"{path}: caption embeddings missing; rebuild the labels")
     emb = np.load(path, allow_pickle=False).astype(np.float32)

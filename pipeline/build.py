@@ -36,7 +36,8 @@ from .corpus import LabelCorpus, LabelSource
 from .embed import DEFAULT_MODEL, EmbeddingCache, Encoder, cached_encoder, default_cache_dir, model_cache_id, \
     sbert_encoder
 from .neighbours import CandidateSet, IndexSpec, candidate_pairs, faiss_gpu_count
-from .resume import CANDIDATES_FILE, CONFIG_FILE, load_candidates, prepare_out, save_candidates
+from .resume import (CANDIDATES_FILE, CONFIG_FILE, finish_resume_state, load_candidates, prepare_out,
+                     save_candidates)
 from .scheduling import LOCAL_SCHEDULERS, Progress, ShardPlan, existing_entry, pairs_hash, run_distributed, \
     run_local, warm_sources
 from .sources import LABEL_SOURCES, make_source
@@ -312,6 +313,7 @@ def _build(config: LabelBuildConfig, encoder: Encoder | None, table: CaptionTabl
         "embeddings": write_caption_embeddings(out, embeddings),
     }
     write_manifest(out, shards, [s.name for s in sources], provenance)
+    finish_resume_state(out)
     log.info("label build done: %d pairs in %d shards in %.1fs; embed %.1fs, search %.1fs, score+write %.1fs",
              len(cands.image_pos), len(plans), time.perf_counter() - t0, t_embed - t0, t_search - t_embed,
              t_score - t_search)

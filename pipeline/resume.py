@@ -26,29 +26,36 @@ from .neighbours import CandidateSet
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "build_config.json"
-CANDIDATES_FILE = "candidates.parquet"
+CONFIG_FILE = "_build_config.json"
+RESUME_DIR = ".resume"
+"""What only a running or interrupted build needs (the candidate pairs); removed when the build succeeds."""
+CANDIDATES_FILE = f"{RESUME_DIR}/candidates.parquet"
+_LEGACY = ("manifest.json", "caption_embeddings.npy", "build_config.json", "candidates.parquet")
 
 
 def is_build_file(name: str) -> bool:
-    return (name in (MANIFEST, EMBEDDINGS_FILE, CONFIG_FILE, CANDIDATES_FILE) or name.startswith("shard-")
+    return (name in (MANIFEST, EMBEDDINGS_FILE, CONFIG_FILE, RESUME_DIR, *_LEGACY) or name.startswith("shard-")
             or bool(TEMPORARY_NAME.match(name)))
 
 
+def _build_config(folder: Path) -> dict:
+    for name in (CONFIG_FILE, "build_config.json"):
+        try:
+            found = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        return found if isinstance(found, dict) else {}
+    return {}
+
+
 def _stored_hash(out: Path) -> str | None:
-    try:
-        return json.loads((out / CONFIG_FILE).read_text()).get("config_hash")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return _build_config(out).get("config_hash")
 
 
 def stored_source_options(folder: str | Path) -> dict[str, dict]:
     """The per-source options a finished or unfinished build in ``folder`` was made with (``{}`` for a folder
     from a bcls that did not record them)."""
-    try:
-        options = json.loads((Path(folder) / CONFIG_FILE).read_text()).get("source_options", {})
-    except (OSError, ValueError, AttributeError):
-        return {}
+    options = _build_config(Path(folder)).get("source_options", {})
     return options if isinstance(options, dict) else {}
 
 
@@ -63,7 +70,8 @@ def prepare_out(out: Path, identity_hash: str, force: bool) -> bool:
         return False
     if not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
-    manifest = out / MANIFEST
+    manifest = out / MANIFEST if (out / MANIFEST).exists() or not (out / "manifest.json").exists() \
+        else out / "manifest.json"
     replace = False
     if manifest.is_file():
         try:
@@ -89,6 +97,8 @@ def prepare_out(out: Path, identity_hash: str, force: bool) -> bool:
         elif stored is None and any(p.name.startswith("shard-") for p in out.iterdir()) and force:
             replace = True
     remove_stale_temporaries(out)
+    if (out / RESUME_DIR).is_dir():
+        remove_stale_temporaries(out / RESUME_DIR)
     if replace:
         for p in out.iterdir():
             if is_build_file(p.name) and not TEMPORARY_NAME.match(p.name):
@@ -100,6 +110,7 @@ def save_candidates(path: Path, cands: CandidateSet, identity_hash: str) -> None
     meta = {b"bcls.candidates": json.dumps({"config_hash": identity_hash, "info": cands.info},
                                            sort_keys=True).encode()}
     table = pa.table({"image_pos": cands.image_pos, "caption_pos": cands.caption_pos}).replace_schema_metadata(meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 
@@ -118,3 +129,8 @@ def load_candidates(path: Path, identity_hash: str, n_captions: int) -> Candidat
     if meta.get("config_hash") != identity_hash or (len(caption_pos) and caption_pos.max() >= n_captions):
         return None
     return CandidateSet(image_pos, caption_pos, meta["info"])
+
+
+def finish_resume_state(out: Path) -> None:
+    """Remove what only resuming needed, once the manifest is written."""
+    shutil.rmtree(out / RESUME_DIR, ignore_errors=True)

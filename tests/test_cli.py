@@ -32,7 +32,7 @@ def test_labels_train_eval_end_to_end(tiny):
     out = _ok(["labels", "build", "--captions", str(tiny / "data"), "--split", "train", "--k", "4",
                "--out", str(tiny / "labels")])
     assert "labelled pairs" in out.output
-    manifest = json.loads((tiny / "labels" / "manifest.json").read_text())
+    manifest = json.loads((tiny / "labels" / "_manifest.json").read_text())
     # top-4 captions of each image, plus the top-4 images of each caption (union)
     assert manifest["rows"] >= 60 * 4 and manifest["provenance"]["sentence_model"] == "all-MiniLM-L6-v2"
     config = tiny / "train.json"

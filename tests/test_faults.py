@@ -124,7 +124,7 @@ def test_skip_empty_and_allow_unknown_images_build_with_a_count(tmp_path):
                       "--skip-empty", "--cache", cache])
     assert result.exit_code == 0, result.output
     assert "skipped 1 empty caption(s) (first at line 8)" in result.output
-    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["provenance"]["input"]["captions"] == 6
+    assert json.loads((tmp_path / "out" / "_manifest.json").read_text())["provenance"]["input"]["captions"] == 6
 
     coco = {"images": [{"id": 0}, {"id": 7}], "annotations": [
         {"image_id": a, "id": b, "caption": c} for a, b, c in rows]}
@@ -213,21 +213,21 @@ def test_truncated_or_foreign_shard_is_refused_by_train(tiny, tmp_path):
     # a foreign Parquet file in its place, its checksum even written into the manifest
     pq.write_table(pa.table({"a": [1, 2], "b": ["x", "y"]}), shard)
     _refused(_train_on(tiny, labels, tmp_path), "shard-00000.parquet: checksum differs")
-    manifest = json.loads((labels / "manifest.json").read_text())
+    manifest = json.loads((labels / "_manifest.json").read_text())
     from bcls.data.shards import sha256_file
 
     manifest["shards"][0]["sha256"] = sha256_file(shard)
-    (labels / "manifest.json").write_text(json.dumps(manifest))
+    (labels / "_manifest.json").write_text(json.dumps(manifest))
     _refused(_train_on(tiny, labels, tmp_path), "shard-00000.parquet: columns ['a', 'b'] differ from the manifest")
     # a truncated Parquet whose checksum was "fixed" too
     shard.write_bytes(good[:-100])
     manifest["shards"][0]["sha256"] = sha256_file(shard)
-    (labels / "manifest.json").write_text(json.dumps(manifest))
+    (labels / "_manifest.json").write_text(json.dumps(manifest))
     _refused(_train_on(tiny, labels, tmp_path), "shard-00000.parquet: not a readable Parquet shard")
     # a missing shard, and an unfinished build (no manifest)
     shard.unlink()
     _refused(_train_on(tiny, labels, tmp_path), "shard-00000.parquet: listed in the manifest but missing")
-    (labels / "manifest.json").unlink()
+    (labels / "_manifest.json").unlink()
     _refused(_train_on(tiny, labels, tmp_path), "manifest.json: no manifest, so the label build did not finish")
     assert not (tmp_path / "run").exists()
 
@@ -241,11 +241,11 @@ def test_shard_of_another_build_is_refused(tiny, tmp_path):
     from bcls.data.shards import sha256_file
 
     shutil.copy(other / "shard-00000.parquet", labels / "shard-00000.parquet")
-    manifest = json.loads((labels / "manifest.json").read_text())
+    manifest = json.loads((labels / "_manifest.json").read_text())
     manifest["shards"][0] |= {"sha256": sha256_file(labels / "shard-00000.parquet"),
                               "rows": pq.read_metadata(labels / "shard-00000.parquet").num_rows}
     manifest["rows"] = sum(s["rows"] for s in manifest["shards"])
-    (labels / "manifest.json").write_text(json.dumps(manifest))
+    (labels / "_manifest.json").write_text(json.dumps(manifest))
     _refused(_train_on(tiny, labels, tmp_path), "shard-00000.parquet: written by another label build")
 
 
@@ -268,8 +268,8 @@ MANIFEST_EDITS = {
 def test_edited_manifest_is_refused_by_train(tiny, tmp_path, edit):
     labels = _labels_copy(tiny, tmp_path)
     change, fragment = MANIFEST_EDITS[edit]
-    manifest = json.loads((labels / "manifest.json").read_text())
-    (labels / "manifest.json").write_text(change(manifest))
+    manifest = json.loads((labels / "_manifest.json").read_text())
+    (labels / "_manifest.json").write_text(change(manifest))
     _refused(_train_on(tiny, labels, tmp_path), fragment)
     assert not (tmp_path / "run").exists()
 

@@ -21,7 +21,8 @@ def precomp_paths(folder: str | os.PathLike, split: str) -> dict[str, Path]:
     """Paths of the caption, id and feature files of ``split`` in a precomp ``folder`` (layout:
     :mod:`bcls.data.precomp`)."""
     folder = Path(folder)
-    return {"caps": folder / f"{split}_caps.txt", "ids": folder / f"{split}_ids.txt", "ims": folder / f"{split}_ims.npy"}
+    return {"caps": folder / f"{split}_caps.txt", "ids": folder / f"{split}_ids.txt",
+            "ims": folder / f"{split}_ims.npy"}
 
 
 def split_of_file(path: Path) -> str | None:

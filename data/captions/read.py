@@ -72,7 +72,8 @@ def detect_format(path: str | os.PathLike) -> str:
     raise fail(
         p,
         f"cannot tell the caption format from the suffix {suffix!r}; use .csv/.tsv/.parquet, a COCO or Karpathy "
-        f".json, a precomp folder, a Flickr8k *.token.txt, or pass format= (one of {', '.join(CAPTION_FORMATS.names())})",
+        f".json, a precomp folder, a Flickr8k *.token.txt, or pass format= (one of "
+        f"{', '.join(CAPTION_FORMATS.names())})",
     )
 
 

@@ -105,7 +105,8 @@ def _score_column(path: Path, tbl: pa.Table, where: Callable[[int], str]) -> np.
     if bad.any():
         i = int(np.argmax(bad))
         what = "beyond the float32 range" if np.isfinite(values[i]) else "not finite"
-        raise _fail(path, f"{where(i)}: score {float(values[i])!r} is {what}; give a finite score or leave the pair out "
+        raise _fail(path, f"{where(i)}: score {float(values[i])!r} is {what}; give a finite score or leave the pair "
+                          "out "
                           f"({int(bad.sum())} such row(s))")
     return scores
 

@@ -51,8 +51,9 @@ defines it), the score of (i, c) is the F1 ``2 |T(c) ∩ U| / (|T(c)| + |U|)`` (
 ``|∩|/|U|``), 0 when both sets are empty, NaN when image i has no caption besides c. Values lie in [0, 1].
 
 **Speed.** Per corpus, once (:func:`prepare_spice`, cached per corpus object by :func:`spice_tables`): the spaCy
-parse (the bulk of the time; optionally spread over spawned worker processes) and one Python pass over the tuples; then vectorised numpy: per-caption sorted tuple
-ids (CSR), per-image tuple counts (how many of the image's captions hold each tuple) in a
+parse (the bulk of the time; optionally spread over spawned worker processes) and one Python pass over the tuples;
+then vectorised numpy: per-caption sorted tuple ids (CSR), per-image tuple counts (how many of the image's captions
+hold each tuple) in a
 :class:`~bcls.pipeline.sources.hashing.GroupedHash`. Per call (:func:`spice_scores`): each pair's candidate tuples are
 looked up in the (image, tuple) index; a tuple is in ``U`` when its count minus the candidate's own contribution is
 positive, and ``|U|`` is the image's union size minus the tuples only the candidate holds; no Python loop over

@@ -185,7 +185,7 @@ def test_open_labels_on_random_manifests(manifest, real_shard):
         folder, entry = _label_folder(tmp)
         if real_shard and isinstance(manifest, dict):
             manifest["shards"] = [entry]
-        (folder / "manifest.json").write_text(json.dumps(manifest))
+        (folder / "_manifest.json").write_text(json.dumps(manifest))
         _allowed(lambda: _open_and_read(folder))
 
 
@@ -198,10 +198,10 @@ def test_open_labels_on_random_bytes(payload, where):
                     "rows": 2, "shards": [entry], "provenance": {"config_hash": "abc"}}
         shard = folder / entry["file"]
         if where == "manifest":
-            (folder / "manifest.json").write_bytes(payload)
+            (folder / "_manifest.json").write_bytes(payload)
         else:
             raw = shard.read_bytes()
             shard.write_bytes(raw[: len(payload) % len(raw)] if where == "shard-truncated" else payload)
             entry["sha256"] = sha256_file(shard)  # the checksum matches: the reader must still refuse the data
-            (folder / "manifest.json").write_text(json.dumps(manifest))
+            (folder / "_manifest.json").write_text(json.dumps(manifest))
         _allowed(lambda: _open_and_read(folder))

@@ -71,9 +71,9 @@ def test_foreign_parquet_is_refused(tmp_path):
 
 def test_manifest_paths_cannot_leave_the_folder(tmp_path):
     _build(tmp_path)
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "_manifest.json").read_text())
     manifest["shards"][0]["file"] = "../outside.parquet"
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "_manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ShardError, match="not a plain file name"):
         open_labels(tmp_path)
 

@@ -37,7 +37,7 @@ def test_build_writes_shards_that_match_the_source(tmp_path, encoder):
     # values equal a direct evaluation of the source on the same pairs
     corpus = LabelCorpus.from_groups(table.texts, table.image_index(), emb)
     np.testing.assert_allclose(val, SbertSource().score(corpus, img_pos, cap_pos), atol=1e-6)
-    config_file = json.loads((tmp_path / "labels" / "build_config.json").read_text())
+    config_file = json.loads((tmp_path / "labels" / "_build_config.json").read_text())
     assert config_file["k"] == 4
 
 
@@ -77,7 +77,7 @@ def _files(folder):
     import hashlib
 
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
-            if p.name.startswith("shard-") or p.name == "manifest.json"}
+            if p.name.startswith("shard-") or p.name == "_manifest.json"}
 
 
 class _Counting:
@@ -157,7 +157,7 @@ def test_resume_reuses_complete_shards_and_equals_a_clean_build(tmp_path, encode
     out = tmp_path / "crashed"
     build_labels(LabelBuildConfig(out=str(out), **common), encoder=encoder)
     # simulate a crash: no manifest, one shard missing, one from another build, a leftover temporary
-    (out / "manifest.json").unlink()
+    (out / "_manifest.json").unlink()
     (out / "shard-00001.parquet").unlink()
     write_shard(out, 2, np.array([1]), np.array([2]), {"sbert": np.array([0.5])}, {"config_hash": "x", "shard": 2})
     (out / ".shard-00003.parquet.tmp-999999999").write_bytes(b"half")
@@ -174,7 +174,7 @@ def test_unfinished_build_with_other_settings_is_refused(tmp_path, encoder):
     captions = write_caption_csv(tmp_path / "caps.csv")
     out = tmp_path / "labels"
     build_labels(LabelBuildConfig(captions=str(captions), out=str(out), k=3, use_cache=False), encoder=encoder)
-    (out / "manifest.json").unlink()
+    (out / "_manifest.json").unlink()
     with pytest.raises(ConfigError, match="unfinished label build with different settings.*--force"):
         build_labels(LabelBuildConfig(captions=str(captions), out=str(out), k=4, use_cache=False), encoder=encoder)
     done = build_labels(LabelBuildConfig(captions=str(captions), out=str(out), k=4, use_cache=False, force=True),
@@ -247,3 +247,36 @@ def test_parse_processes_reach_the_spice_source_but_not_the_build_identity(tmp_p
                          source_options={"spice": {"threads": 2}})
     with pytest.raises(ConfigError, match="options given for label source 'cider', which is not among"):
         LabelBuildConfig(captions="caps.csv", out=str(tmp_path), sources=("spice",), source_options={"cider": {}})
+
+
+def test_a_label_folder_is_one_parquet_dataset(tmp_path, encoder):
+    """pyarrow, pandas and dask read a finished folder as exactly its labelled pairs; resume state is gone."""
+    import dask.dataframe as dd
+    import pandas as pd
+    import pyarrow.dataset as pads
+
+    captions = write_caption_csv(tmp_path / "caps.csv")
+    labels = build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "l"), k=4, images_per_shard=3,
+                                           sources=("sbert", "cider")), encoder=encoder)
+    want = read_labels(labels)
+    assert len(labels.manifest["shards"]) > 1 and not (tmp_path / "l" / ".resume").exists()
+    keys = ["image_id", "caption_id"]
+    got = pads.dataset(tmp_path / "l", format="parquet").to_table().sort_by([(k, "ascending") for k in keys])
+    assert got.equals(want.sort_by([(k, "ascending") for k in keys]))
+    frame = pd.read_parquet(tmp_path / "l").sort_values(keys).reset_index(drop=True)
+    expected = want.to_pandas().sort_values(keys).reset_index(drop=True)
+    pd.testing.assert_frame_equal(frame, expected)
+    lazy = dd.read_parquet(str(tmp_path / "l")).compute().sort_values(keys).reset_index(drop=True)
+    pd.testing.assert_frame_equal(lazy, expected)
+
+
+def test_folders_of_the_old_layout_still_open(tmp_path, encoder):
+    from bcls.data.shards import open_labels, read_caption_embeddings
+
+    captions = write_caption_csv(tmp_path / "caps.csv")
+    build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "l"), k=4), encoder=encoder)
+    for new, old in (("_manifest.json", "manifest.json"), ("_caption_embeddings.npy", "caption_embeddings.npy")):
+        (tmp_path / "l" / new).rename(tmp_path / "l" / old)
+    labels = open_labels(tmp_path / "l")
+    assert labels.manifest["rows"] == read_labels(labels).num_rows
+    assert read_caption_embeddings(labels, len(read_captions(captions))).shape[0] == len(read_captions(captions))

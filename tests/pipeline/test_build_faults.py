@@ -29,7 +29,7 @@ def _captions(path, n_images):
 
 def _files(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
-            if p.name.startswith("shard-") or p.name == "manifest.json"}
+            if p.name.startswith("shard-") or p.name == "_manifest.json"}
 
 
 def _command(captions, out, cache):
@@ -66,7 +66,7 @@ def _kill_and_resume(tmp_path, n_images, kills, seed):
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             killed_midway += 1
-        if (out / "manifest.json").is_file():
+        if (out / "_manifest.json").is_file():
             assert _files(out) == clean  # a manifest only ever appears over a complete, correct build
             continue
         if out.is_dir():

@@ -169,7 +169,7 @@ def test_pickled_code_is_never_run(tmp_path):
     from bcls.data.shards import open_labels
 
     (tmp_path / "labels").mkdir()
-    (tmp_path / "labels" / "manifest.json").write_bytes(pickle.dumps(_Evil()))
+    (tmp_path / "labels" / "_manifest.json").write_bytes(pickle.dumps(_Evil()))
     with pytest.raises(BclsError):
         open_labels(tmp_path / "labels")
     np.save(tmp_path / "feats.npy", np.array([_Evil(), _Evil()], dtype=object), allow_pickle=True)

@@ -11,7 +11,7 @@ def test_demo_keeps_every_stage_and_reports_ground_truth_metrics(tmp_path, encod
                       demo=DemoConfig(n_train=40, n_dev=10, n_test=12, seed=1),
                       train_settings={"batch_size": 16, "embed_dim": 16, "word_dim": 8})
     root = tmp_path / "demo"
-    for path in ("data/train_caps.txt", "data/test_relevance.npy", "labels/manifest.json", "run/best.pt",
+    for path in ("data/train_caps.txt", "data/test_relevance.npy", "labels/_manifest.json", "run/best.pt",
                  "run/init.pt", "eval/metrics.json", "eval/report.md", "eval/recall_at_k.png",
                  "eval/similarity_vs_label.png", "eval/untrained.json"):
         assert (root / path).is_file(), path

@@ -12,5 +12,6 @@ from .labels import DenseSbertLabels, DenseSourceLabels, LabelNormalizer, PairLa
 from .samplers import SAMPLERS, Batch, group_batches, make_batches, neighbour_batches, random_batches
 from .streaming import ShardPairStream, StreamLabels, stream_batches
 
-__all__ = ["SAMPLERS", "Batch", "DenseSbertLabels", "DenseSourceLabels", "LabelNormalizer", "PairLabels", "ShardPairStream",
-           "StreamLabels", "dense_labels", "group_batches", "make_batches", "neighbour_batches", "random_batches", "stream_batches"]
+__all__ = ["SAMPLERS", "Batch", "DenseSbertLabels", "DenseSourceLabels", "LabelNormalizer", "PairLabels",
+           "ShardPairStream", "StreamLabels", "dense_labels", "group_batches", "make_batches", "neighbour_batches",
+           "random_batches", "stream_batches"]

@@ -169,8 +169,8 @@ def make_batches(name: str, **context: Any) -> Iterator[Batch]:
 
     ``context`` holds everything any sampler may use — ``n`` (captions), ``batch_size``, ``generator``,
     ``image_index`` (int64 ``(n,)`` image position of each caption), ``labels`` (:class:`PairLabels` or None),
-    ``fraction`` (neighbour share), ``group_size`` (``groups``), and for ``stream`` ``label_set``, ``source``, ``buffer_size``, ``seed``,
-    ``table``, ``n_batches`` — and each sampler takes the keys it declares.
+    ``fraction`` (neighbour share), ``group_size`` (``groups``), and for ``stream`` ``label_set``, ``source``,
+    ``buffer_size``, ``seed``, ``table``, ``n_batches`` — and each sampler takes the keys it declares.
     """
     entry = SAMPLERS.get(name)
     missing = [k for k in entry.options if k not in context]

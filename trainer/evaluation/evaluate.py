@@ -152,7 +152,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
 
     ``metrics.json`` keys: ``i2t_r{1,5,10}``, ``t2i_r{1,5,10}``, ``rsum``, ``{i2t,t2i}_{medr,meanr}`` over the whole
     split; ``coco_1k_*`` (5-fold average) for COCO; ``rel_{kendall,spearman}_{i2t,t2i}`` and ``ncs_{i2t,t2i}_K``
-    with a relevance, and ``rel_{map_at_r,rprecision}_{i2t,t2i}`` with a full one (the demo's ground truth); ``eccv_*``, ``cxc_*`` on COCO; ``_provenance``.
+    with a relevance, and ``rel_{map_at_r,rprecision}_{i2t,t2i}`` with a full one (the demo's ground truth);
+    ``eccv_*``, ``cxc_*`` on COCO; ``_provenance``.
     """
     ckpt = load_checkpoint(checkpoint, device)
     model, vocab = model_from_checkpoint(ckpt, device, checkpoint)
