@@ -41,7 +41,7 @@ import os, numpy as np, pyarrow.parquet as pq
 from bcls.pipeline.embed import load_sentence_model
 data = os.environ.get("DATA", ".devdata")
 texts = pq.read_table(f"{data}/coco_full.parquet", columns=["text"]).column("text").to_pylist()[:5000]
-gpu = np.load("/tmp/labels_gpu/caption_embeddings.npy").astype(np.float32)[:5000]
+gpu = np.load("/tmp/labels_gpu/_caption_embeddings.npy").astype(np.float32)[:5000]
 model = load_sentence_model(f"{data}/minilm-fp16", "cpu").float()
 cpu = model.encode(texts, batch_size=256, normalize_embeddings=True, convert_to_numpy=True)
 cos = (gpu * cpu).sum(1) / np.linalg.norm(gpu, axis=1)
