@@ -26,9 +26,19 @@ _state = {"debug": False}
 log = logging.getLogger("bcls")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from bcls.data.version import __version__
+
+        typer.echo(f"bcls {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
-          quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr.")) -> None:
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr."),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the bcls version and exit.")) -> None:
     _state["debug"] = debug
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
@@ -372,11 +382,25 @@ def demo_cmd(
     k: int = typer.Option(32, "--k", help="Candidate captions per image for the labels."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data generator and of training."),
     n_train: int = typer.Option(3000, "--n-train", help="Training images to generate."),
+    n_dev: int = typer.Option(500, "--n-dev", help="Dev images to generate."),
+    n_test: int = typer.Option(1000, "--n-test", help="Test images to generate."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Training batch size."),
+    embed_dim: int = typer.Option(512, "--embed-dim", help="Joint-space size of the model."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Let the demo replace its outputs in an --out it did "
+                                   "not make."),
 ) -> None:
-    """Generate the demo dataset, build sbert labels, train with BCLS and evaluate — every stage kept under --out."""
+    """Generate the demo dataset, build sbert labels, train with BCLS and evaluate — every stage kept under --out.
+
+    A one-minute demo: --n-train 400 --n-dev 100 --n-test 200 --epochs 3 --embed-dim 128."""
+    from bcls.data.demo import DemoConfig
     from bcls.trainer.demo import run_demo
 
-    result = _run(lambda: run_demo(out, epochs=epochs, lam=lam, k=k, seed=seed, n_train=n_train))
+    def go():
+        demo = DemoConfig(seed=seed, n_train=n_train, n_dev=n_dev, n_test=n_test)
+        return run_demo(out, epochs=epochs, lam=lam, k=k, seed=seed, demo=demo, overwrite=overwrite,
+                        train_settings={"batch_size": batch_size, "embed_dim": embed_dim})
+
+    result = _run(go)
     typer.echo(_metrics_table({"untrained (test)": result["untrained"], "trained (test)": result["trained"]}))
     typer.echo(f"outputs in {out}: data/ labels/ run/ eval/metrics.json")
 

@@ -79,7 +79,15 @@ def read_precomp_split(
             :func:`~bcls.data.features.load_features`), or the caption count is not a positive multiple of the
             image count.
     """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DataFormatError(f"{folder}: is a file; pass the precomp folder that holds {split}_caps.txt and "
+                              f"{split}_ims.npy")
     paths = precomp_paths(folder, split)
+    if folder.is_dir() and not paths["caps"].exists():
+        present = sorted(p.name[: -len("_caps.txt")] for p in folder.glob("*_caps.txt"))
+        raise DataFormatError(f"{paths['caps']}: no split {split!r} in {folder}; splits present: "
+                              f"{', '.join(present) or 'none'}")
     features = load_features(paths["ims"], check_finite=check_finite)
     captions = read_captions(folder, format="precomp", split=split)
     n_caps, n_images = len(captions), features.n_images

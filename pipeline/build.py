@@ -28,13 +28,14 @@ import numpy as np
 
 from bcls.data.atomic import atomic_write_json, ensure_free_space
 from bcls.data.captions import CaptionTable, read_captions
+from bcls.data.configs import check_field_types
 from bcls.data.errors import BclsError, ConfigError
 from bcls.data.shards import LabelSet, config_hash, open_labels, write_caption_embeddings, write_manifest
 from bcls.data.version import __version__, package_versions
 
 from .corpus import LabelCorpus, LabelSource
-from .embed import DEFAULT_MODEL, EmbeddingCache, Encoder, cached_encoder, default_cache_dir, model_cache_id, \
-    sbert_encoder
+from .embed import DEFAULT_MODEL, EmbeddingCache, Encoder, cached_encoder, check_device, default_cache_dir, \
+    model_cache_id, sbert_encoder
 from .neighbours import CandidateSet, IndexSpec, candidate_pairs, faiss_gpu_count
 from .resume import (CANDIDATES_FILE, CONFIG_FILE, finish_resume_state, load_candidates, prepare_out,
                      save_candidates)
@@ -105,6 +106,7 @@ class LabelBuildConfig:
     allow_unknown_images: bool = False
 
     def __post_init__(self) -> None:
+        check_field_types(self, "label build setting")
         if self.k < 1:
             raise ConfigError(f"k must be at least 1, got {self.k}")
         if self.caption_k is not None and self.caption_k < 0:
@@ -254,6 +256,7 @@ def build_labels(config: LabelBuildConfig, encoder: Encoder | None = None,
         table: an already-read caption table (else ``config.captions`` is read).
         encoder_id: the cache key of a custom ``encoder``; a custom encoder without one bypasses the cache.
     """
+    check_device(config.device)
     sources = config.make_sources()
     if table is None:
         table = read_captions(config.captions, format=config.format, split=config.split,

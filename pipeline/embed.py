@@ -27,6 +27,16 @@ Encoder = Callable[[Sequence[str]], np.ndarray]
 """Anything that maps captions to an ``(N, d)`` float32 array of L2-normalised embeddings."""
 
 
+def check_device(device: str | None) -> None:
+    """Refuse a CUDA device when torch sees none (before any work is done), naming what to do."""
+    if device and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA device; use --device cpu or "
+                              "leave --device out")
+
+
 def resolve_model(name: str) -> str:
     """Map a model name to something loadable offline: the packaged MiniLM folder for its names, else as given."""
     if name.lower() in _PACKAGED:

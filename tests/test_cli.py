@@ -173,3 +173,26 @@ def test_train_flag_defaults_are_the_config_defaults():
         assert f"[{shown}]" in rendered, f"--{param.name}: the rendered help lost its default [{shown}]"
         checked += 1
     assert checked >= 20
+
+
+def test_version_and_friendly_pointers(tiny, tmp_path):
+    from bcls.data.version import __version__
+
+    assert _ok(["--version"]).output.strip() == f"bcls {__version__}"
+    run = tmp_path / "run"
+    _ok(["train", "--data", str(tiny / "data"), "--out", str(run), "--lambda", "0", "--epochs", "1", "--batch-size",
+         "32"])
+    cases = [
+        (["eval", "--checkpoint", str(run), "--data", str(tiny / "data")],
+         f"is a folder, not a checkpoint; pass {run / 'best.pt'}"),
+        (["eval", "--checkpoint", str(tiny / "data" / "train_caps.txt"), "--data", str(tiny / "data")],
+         "not a checkpoint (not a file written by torch.save)"),
+        (["eval", "--checkpoint", str(run / "best.pt"), "--data", str(tiny / "data"), "--split", "val"],
+         "no split 'val' in"),
+        (["eval", "--checkpoint", str(run / "best.pt"), "--data", str(tiny / "data" / "test_caps.txt")],
+         "is a file; pass the precomp folder"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert "splits present: dev, test, train" in runner.invoke(app, cases[2][0]).output

@@ -188,7 +188,7 @@ def test_unreadable_features_and_captions_are_refused_by_train(tiny, tmp_path):
     (data / "train_caps.txt").write_text("\n".join(lines[:4] + [" "] + lines[5:]) + "\n")
     _refused(_train(tiny, data, tmp_path / "run"), "train_caps.txt: 1 empty caption(s), first at line 5")
     (data / "train_caps.txt").unlink()
-    _refused(_train(tiny, data, tmp_path / "run"), "train_caps.txt: no such file")
+    _refused(_train(tiny, data, tmp_path / "run"), "train_caps.txt: no split 'train' in", "splits present: dev, test")
     _refused(_train(tiny, tmp_path / "nowhere", tmp_path / "run"), "nowhere/train_ims.npy: no such file")
     assert not (tmp_path / "run").exists()
 
@@ -332,6 +332,8 @@ def test_bad_config_file(tmp_path, tiny):
     _refused(base + [tmp_path / "bad.json"], "bad.json: cannot parse")
     _write(tmp_path / "typo.json", json.dumps({"epoch": 3}))
     _refused(base + [tmp_path / "typo.json"], "typo.json: unknown training setting(s) ['epoch']; valid: ")
+    _write(tmp_path / "type.json", json.dumps({"epochs": "two"}))
+    _refused(base + [tmp_path / "type.json"], "type.json: training setting epochs must be an integer, got 'two' (str)")
     assert not (tmp_path / "run").exists()
 
 

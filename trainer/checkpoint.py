@@ -31,8 +31,17 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely (no pickled code) and check it is a bcls checkpoint of a known format."""
     path = Path(path)
+    if path.is_dir():
+        found = [name for name in ("best.pt", "last.pt") if (path / name).is_file()]
+        hint = f"pass {path / found[0]}" if found else "pass a checkpoint file (best.pt or last.pt of a run folder)"
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint; {hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # torch.save writes a zip archive (old format: a pickle)
+        raise CheckpointError(f"{path}: not a checkpoint (not a file written by torch.save); pass a best.pt or "
+                              "last.pt written by `bcls train`")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from bcls.data.configs import check_field_types
 from bcls.data.errors import ConfigError
 
 from .batches import SAMPLERS
@@ -104,6 +105,7 @@ class TrainConfig:
     log_every: int = 50
 
     def __post_init__(self) -> None:
+        check_field_types(self, "training setting")
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2,
                   "warmup_epochs": self.warmup_epochs >= 0, "lr": self.lr > 0,
                   "lam": self.lam >= 0 and math.isfinite(self.lam), "lam_ramp_epochs": self.lam_ramp_epochs >= 0,
@@ -149,4 +151,7 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"{origin}: unknown training setting(s) {unknown}; valid: {', '.join(sorted(known))}")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ConfigError as err:
+            raise ConfigError(f"{origin}: {err}") from None

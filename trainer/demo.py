@@ -9,6 +9,7 @@ from typing import Any
 
 from bcls.data.demo import DemoConfig, generate_demo
 from bcls.data.atomic import atomic_write_json
+from bcls.data.errors import ConfigError
 from bcls.pipeline.build import LabelBuildConfig, build_labels
 
 from .config import TrainConfig
@@ -18,9 +19,25 @@ from .train import train
 log = logging.getLogger(__name__)
 
 
+MARKER = ".bcls-demo"
+"""The file that marks a folder as one ``bcls demo`` made (a rerun may replace what it holds)."""
+
+
+def _claim(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` that this command did not make, unless ``overwrite``; then mark it as ours."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
+    foreign = out.is_dir() and not (out / MARKER).is_file() and any(out.iterdir())
+    if foreign and not overwrite:
+        raise ConfigError(f"{out}: holds files that `bcls demo` did not write; choose another --out or pass "
+                          "--overwrite to let the demo replace its data/, labels/, run/ and eval/ there")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / MARKER, {"made_by": "bcls demo"})
+
+
 def run_demo(out: str | os.PathLike, epochs: int = 12, lam: float = 1.0, k: int = 32, seed: int = 0,
              n_train: int = 3000, encoder=None, demo: DemoConfig | None = None,
-             train_settings: dict[str, Any] | None = None) -> dict[str, Any]:
+             train_settings: dict[str, Any] | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Run every stage on generated demo data, keeping each stage's output under ``out``.
 
     Layout: ``out/data`` (precomp splits + ground truth), ``out/labels`` (shards: the ``sbert`` pseudo labels the
@@ -29,12 +46,14 @@ def run_demo(out: str | os.PathLike, epochs: int = 12, lam: float = 1.0, k: int 
     ``out/eval/untrained.json`` (the same model before training, for comparison).
 
     ``demo`` replaces the generator settings (``seed``, ``n_train``), ``train_settings`` adds training settings
-    (e.g. a smaller model), ``encoder`` replaces the sentence model (tests).
+    (e.g. a smaller model), ``encoder`` replaces the sentence model (tests). A non-empty ``out`` that an earlier
+    demo did not make is refused unless ``overwrite``.
 
     Returns:
         ``{"untrained": metrics, "trained": metrics, "train": training summary}``.
     """
     out = Path(out)
+    _claim(out, overwrite)
     data = out / "data"
     log.info("demo 1/4: generating the demo dataset in %s", data)
     generate_demo(data, demo or DemoConfig(seed=seed, n_train=n_train))

@@ -280,3 +280,16 @@ def test_folders_of_the_old_layout_still_open(tmp_path, encoder):
     labels = open_labels(tmp_path / "l")
     assert labels.manifest["rows"] == read_labels(labels).num_rows
     assert read_caption_embeddings(labels, len(read_captions(captions))).shape[0] == len(read_captions(captions))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the machine has a CUDA device")
+def test_cuda_without_a_gpu_is_refused_before_any_work(tmp_path, encoder):
+    from bcls.data.errors import ConfigError
+
+    captions = write_caption_csv(tmp_path / "caps.csv")
+    build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "warm"), k=4), encoder=encoder,
+                 encoder_id="hash")  # the cache now holds these captions
+    with pytest.raises(ConfigError, match="torch sees no CUDA device; use --device cpu"):
+        build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "l"), k=4, device="cuda"),
+                     encoder=encoder, encoder_id="hash")
+    assert not (tmp_path / "l").exists()

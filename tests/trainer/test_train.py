@@ -212,3 +212,25 @@ def test_lambda_ramp():
     config = TrainConfig(data="d", out="o", lam=0.0, warmup_epochs=1, lam_ramp_epochs=2)
     shares = [_ramp(config, epoch, step, 4) for epoch in (2, 3, 4) for step in range(4)]
     assert shares == [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_any_json_value_for_any_setting_is_a_config_error_or_fine():
+    """Property: a config file can hold anything JSON can; a bad value is a ConfigError, never a traceback."""
+    import dataclasses
+
+    from hypothesis import given, settings, strategies as st
+
+    json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats() | st.text(max_size=8),
+                               lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                                             max_size=3), max_leaves=5)
+    keys = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("data", "out")]
+
+    @settings(max_examples=400, deadline=None)
+    @given(key=st.sampled_from(keys), value=json_values)
+    def check(key, value):
+        try:
+            TrainConfig.from_dict({"data": "d", "out": "o", "lam": 0.0, key: value}, "cfg.json")
+        except ConfigError as err:
+            assert str(err).startswith("cfg.json: ") and "\n" not in str(err)
+
+    check()
