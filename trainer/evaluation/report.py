@@ -129,9 +129,16 @@ def markdown_report(metrics: dict[str, Any], provenance: dict[str, Any], plots: 
     return "\n".join(lines) + "\n"
 
 
+def _number(value: float) -> str:
+    """One format for every number of a comparison: 4 decimals below 1 in magnitude, else 2."""
+    return "nan" if np.isnan(value) else f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
+
+
 def compare_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None) -> str:
-    """A side-by-side markdown table of several ``metrics.json`` (files or eval folders), with differences to
-    the first; written to ``out/compare.md`` when ``out`` is given."""
+    """A side-by-side markdown table of several ``metrics.json`` (files or eval folders), runs numbered from 1,
+    with each run's difference to run 1; a metric one run lacks shows as ``—``. When the runs were evaluated on
+    different data or splits the table starts with a warning (and one is logged): their numbers are not
+    comparable. Written to ``out/compare.md`` when ``out`` is given."""
     runs = []
     for p in paths:
         p = Path(p)
@@ -142,15 +149,30 @@ def compare_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike | No
             runs.append((p, json.loads(path.read_text())))
         except json.JSONDecodeError as err:
             raise DataFormatError(f"{path}: not valid JSON ({err})") from None
-    keys = [k for k, v in runs[0][1].items() if isinstance(v, (int, float)) and all(
-        isinstance(r.get(k), (int, float)) for _, r in runs[1:])]
-    head = "| metric | " + " | ".join(f"`{p}`" for p, _ in runs) + "".join(
-        f" | Δ {i + 1}−0" for i in range(1, len(runs))) + " |"
-    lines = [head, "|---" * (1 + len(runs) + len(runs) - 1) + "|"]
+    keys: list[str] = []
+    for _, metrics in runs:
+        keys += [k for k, v in metrics.items() if isinstance(v, (int, float)) and k not in keys]
+    lines = []
+    where = {(r.get("_provenance", {}).get("data"), r.get("_provenance", {}).get("split")) for _, r in runs}
+    if len(where) > 1:
+        shown = "; ".join(f"run {i + 1}: {r.get('_provenance', {}).get('data')} split "
+                          f"{r.get('_provenance', {}).get('split')}" for i, (_, r) in enumerate(runs))
+        log.warning("the compared runs were evaluated on different data or splits (%s)", shown)
+        lines += [f"**Warning:** the runs were evaluated on different data or splits ({shown}); their numbers are "
+                  "not comparable.", ""]
+    lines += [" ".join(f"run {i + 1}: `{p}`" + (";" if i + 1 < len(runs) else "") for i, (p, _) in enumerate(runs)),
+              ""]
+    lines.append("| metric | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) +
+                 "".join(f" | run {i + 1} − run 1" for i in range(1, len(runs))) + " |")
+    lines.append("|---" * (2 * len(runs)) + "|")
     for k in keys:
-        vals = [r[k] for _, r in runs]
-        lines.append(f"| {k} | " + " | ".join(_fmt(float(v)) for v in vals) + "".join(
-            f" | {float(v) - float(vals[0]):+.4g}" for v in vals[1:]) + " |")
+        vals = [r.get(k) for _, r in runs]
+        cells = [_number(float(v)) if isinstance(v, (int, float)) else "—" for v in vals]
+        base = vals[0]
+        deltas = [_number(float(v) - float(base)) if isinstance(v, (int, float)) and isinstance(base, (int, float))
+                  else "—" for v in vals[1:]]
+        deltas = [d if d.startswith(("-", "—", "nan")) else f"+{d}" for d in deltas]
+        lines.append(f"| {k} | " + " | ".join(cells) + "".join(f" | {d}" for d in deltas) + " |")
     text = "\n".join(lines) + "\n"
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)

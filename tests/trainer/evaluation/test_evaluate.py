@@ -70,7 +70,14 @@ def test_compare_runs(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "metrics.json").write_text(json.dumps({"rsum": rsum, "_provenance": {}}))
     text = compare_runs([tmp_path / "a", tmp_path / "b"], tmp_path / "cmp")
-    assert "| rsum | 100.00 | 112.50 | +12.5 |" in text
+    assert "| metric | run 1 | run 2 | run 2 − run 1 |" in text and "| rsum | 100.00 | 112.50 | +12.50 |" in text
+    assert "Warning" not in text
     assert (tmp_path / "cmp" / "compare.md").read_text() == text
     with pytest.raises(DataFormatError, match="no metrics.json"):
         compare_runs([tmp_path / "a", tmp_path / "missing"])
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "metrics.json").write_text(json.dumps({"rsum": 90.0, "rel_kendall_i2t": 0.41234,
+                                                             "_provenance": {"data": "other", "split": "dev"}}))
+    text = compare_runs([tmp_path / "a", tmp_path / "c"])
+    assert "| rsum | 100.00 | 90.00 | -10.00 |" in text and "| rel_kendall_i2t | — | 0.4123 | — |" in text
+    assert text.startswith("**Warning:** the runs were evaluated on different data or splits")
