@@ -90,7 +90,8 @@ def labels_build(
     out: Path = typer.Option(..., "--out", help="Output folder for the Parquet shards and _manifest.json."),
     sources: str = typer.Option("sbert", "--sources", help="Comma-separated label sources (see `bcls labels sources`)."),
     k: int = typer.Option(32, "--k", help="Candidate captions per image (top-K by max similarity to its references)."),
-    fmt: str = typer.Option("auto", "--format", help="Caption format: auto, table, coco, karpathy, precomp."),
+    fmt: str = typer.Option("auto", "--format", help="Caption format: auto, table, coco, karpathy, precomp, "
+                            "flickr8k."),
     split: Optional[str] = typer.Option(None, "--split", help="Only captions of this split (precomp folders: "
                                         "default train)."),
     model: str = typer.Option("all-MiniLM-L6-v2", "--model", help="sentence-transformers model name or path."),

@@ -117,7 +117,9 @@ def detect_judgment_format(path: str | os.PathLike) -> str:
     """The format of a judgment file, one of :data:`JUDGMENT_FORMATS`.
 
     A CxC file is recognised by its header (``caption,image,…`` → ``cxc-sits``, ``caption1,caption2,…`` →
-    ``cxc-sts``); Flickr8k files by name (``*CrowdFlower*`` / ``*Expert*``).
+    ``cxc-sts``); a Flickr8k file by its rows (``image.jpg<TAB>key#n<TAB>a<TAB>b<TAB>c``: a fraction and two counts
+    → CrowdFlower, three grades 1..4 → expert), whatever its name; only when the rows are neither does the name
+    (``*CrowdFlower*`` / ``*Expert*``) decide.
 
     Raises:
         DataFormatError: the file is missing, is CxC SIS (image–image, which caption label sources cannot score),
@@ -136,13 +138,43 @@ def detect_judgment_format(path: str | os.PathLike) -> str:
     if cols[:2] == ["image1", "image2"]:
         raise _fail(p, "is CxC SIS (image–image ratings); caption label sources cannot score image pairs — use "
                        "sits_*.csv or sts_*.csv")
+    by_rows = _flickr8k_kind(p)
+    if by_rows is not None:
+        return by_rows
     name = p.name.lower()
     if "crowdflower" in name:
         return "flickr8k-crowdflower"
     if "expert" in name:
         return "flickr8k-expert"
-    raise _fail(p, "cannot tell the judgment format (not a CxC header, not a Flickr8k CrowdFlower/Expert file "
-                   f"name); pass format= (one of {', '.join(JUDGMENT_FORMATS)})")
+    raise _fail(p, "cannot tell the judgment format (not a CxC header, not Flickr8k CrowdFlower/Expert rows); pass "
+                   f"format= (one of {', '.join(JUDGMENT_FORMATS)})")
+
+
+_FLICKR8K_ROW = re.compile(r"^[^\t]+\.jpg\t[^\t]+#\d\t([^\t]+)\t([^\t]+)\t([^\t]+)$")
+
+
+def _flickr8k_kind(path: Path, rows: int = 50) -> str | None:
+    """``flickr8k-crowdflower`` or ``flickr8k-expert`` from the first ``rows`` rows (None when they are neither).
+
+    An expert row holds three grades 1..4; a CrowdFlower row a fraction and two counts, so one of its three values
+    is a decimal, a 0 (no "yes" or no "no") or a count above 4 — never three values in 1..4."""
+    expert = False
+    with open(path, "rb") as fh:
+        for raw in fh.readlines(1 << 16)[:rows]:
+            line = raw.decode("utf-8", errors="replace").strip("\r\n")
+            if not line.strip():
+                continue
+            m = _FLICKR8K_ROW.match(line)
+            if m is None:
+                return None
+            values = m.groups()
+            if all(v.isdigit() and 1 <= int(v) <= 4 for v in values):
+                expert = True
+            elif all(v.replace(".", "", 1).isdigit() for v in values):
+                return "flickr8k-crowdflower"
+            else:
+                return None
+    return "flickr8k-expert" if expert else None
 
 
 def read_judgments(path: str | os.PathLike, format: str = "auto") -> Judgments:

@@ -196,3 +196,13 @@ def test_version_and_friendly_pointers(tiny, tmp_path):
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and message in result.output, result.output
     assert "splits present: dev, test, train" in runner.invoke(app, cases[2][0]).output
+
+
+def test_every_format_is_listed_in_help():
+    from bcls.data.captions import CAPTION_FORMATS
+    from bcls.data.judgments import JUDGMENT_FORMATS
+
+    build = " ".join(runner.invoke(app, ["labels", "build", "--help"]).output.split())
+    evaluate = " ".join(runner.invoke(app, ["labels", "evaluate", "--help"]).output.split())
+    assert all(name in build for name in CAPTION_FORMATS.names())
+    assert all(name in evaluate for name in JUDGMENT_FORMATS)

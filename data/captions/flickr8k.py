@@ -22,6 +22,17 @@ _FLICKR8K_NAME = r"(\d+)(?:_[0-9A-Za-z]+)?\.jpg(?:\.\d+)?"
 _FLICKR8K_RE = re.compile(rf"({_FLICKR8K_NAME})(?:#(\d+))?\Z", re.IGNORECASE)
 
 
+_TOKEN_LINE = re.compile(rf"{_FLICKR8K_NAME}#\d+\t\S", re.IGNORECASE)
+
+
+def looks_like_tokens(path: Path, lines: int = 5) -> bool:
+    """Whether the first non-blank lines of ``path`` read ``<name>.jpg#<n><TAB><caption>``."""
+    with open(path, "rb") as fh:
+        head = [raw.decode("utf-8", errors="replace").strip("\r\n") for raw in fh.readlines(1 << 14)]
+    rows = [line for line in head if line.strip()][:lines]
+    return bool(rows) and all(_TOKEN_LINE.match(line.strip()) for line in rows)
+
+
 def flickr8k_image_name(key: str) -> str:
     """The canonical image file name of a Flickr8k image name or caption key (``X.jpg#2`` and ``X.jpg.1#0`` →
     ``X.jpg``); the text is returned unchanged when it is not a Flickr8k name."""

@@ -32,7 +32,8 @@ def detect_format(path: str | os.PathLike) -> str:
     """The caption format of ``path``: a name in :data:`CAPTION_FORMATS`.
 
     A folder (or a ``{split}_caps.txt`` file) is ``"precomp"``; ``.csv``/``.tsv``/``.parquet`` is ``"table"``;
-    a ``*.token.txt`` file is ``"flickr8k"``;
+    a ``.txt`` file whose lines read ``<name>.jpg#<n><TAB><caption>`` (``Flickr8k.token.txt``, whatever its name)
+    is ``"flickr8k"``;
     a ``.json`` is ``"karpathy"`` when its images carry ``sentences`` and ``"coco"`` when it has
     ``annotations``.
 
@@ -51,7 +52,7 @@ def detect_format(path: str | os.PathLike) -> str:
         return "table"
     if split_of_file(p) is not None:
         return "precomp"
-    if p.name.lower().endswith(".token.txt"):
+    if p.name.lower().endswith(".token.txt") or (suffix == ".txt" and flickr8k.looks_like_tokens(p)):
         return "flickr8k"
     if suffix == ".json":
         with open(p, "rb") as fh:

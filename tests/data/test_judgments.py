@@ -199,3 +199,18 @@ def test_real_cxc_counts():
     assert (sits.methods == "c2i_original").sum() == 25000 and (sts.methods == "c2c_cocaption").sum() == 25000
     assert len(np.unique(sits.query_ids)) == 25000 and len(np.unique(sits.candidate_ids)) == 5000
     assert sits.scores.min() >= 0 and sits.scores.max() <= 5
+
+
+def test_flickr8k_files_are_told_apart_by_their_rows_not_their_names(tmp_path):
+    from bcls.data.captions import detect_format
+    from bcls.data.judgments import detect_judgment_format
+
+    (tmp_path / "ratings_a.txt").write_text("1_a.jpg\t2_b.jpg#1\t0.333333\t1\t2\n1_a.jpg\t1_a.jpg#0\t1\t3\t0\n")
+    (tmp_path / "ratings_b.txt").write_text("1_a.jpg\t2_b.jpg#1\t1\t2\t1\n1_a.jpg\t1_a.jpg#0\t4\t4\t3\n")
+    (tmp_path / "captions.txt").write_text("1_a.jpg#0\tA dog on a beach.\n1_a.jpg#1\tA brown dog.\n")
+    assert detect_judgment_format(tmp_path / "ratings_a.txt") == "flickr8k-crowdflower"
+    assert detect_judgment_format(tmp_path / "ratings_b.txt") == "flickr8k-expert"
+    assert detect_format(tmp_path / "captions.txt") == "flickr8k"
+    (tmp_path / "notes.txt").write_text("just some notes\n")
+    with pytest.raises(DataFormatError, match="cannot tell the caption format"):
+        detect_format(tmp_path / "notes.txt")
