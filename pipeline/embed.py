@@ -186,10 +186,12 @@ class EmbeddingCache:
             np.save(tmp, np.asarray(keys, dtype="S32"), allow_pickle=False)
 
 
-def cached_encoder(cache: EmbeddingCache, make_encoder: Callable[[], Encoder]) -> Encoder:
+def cached_encoder(cache: EmbeddingCache, make_encoder: Callable[[], Encoder], block: int = 16384) -> Encoder:
     """An :data:`Encoder` that embeds only texts missing from ``cache`` (each distinct text once) and stores them.
 
-    ``make_encoder`` is called only when something is missing, so a warm cache never loads the model.
+    ``make_encoder`` is called only when something is missing, so a warm cache never loads the model. Missing
+    texts are embedded in blocks of ``block`` (shortest first) and each block is stored as soon as it is done, so
+    Ctrl-C or a crash keeps what was embedded and a rerun embeds only the rest.
     """
 
     def encode(texts: Sequence[str]) -> np.ndarray:
@@ -204,10 +206,20 @@ def cached_encoder(cache: EmbeddingCache, make_encoder: Callable[[], Encoder]) -
         emb_uniq: np.ndarray | None = None
         if n_missing:
             missing = np.flatnonzero(~found)
-            new = np.ascontiguousarray(make_encoder()([texts[first[i]] for i in missing]), dtype=np.float32)
-            cache.add(uniq[missing], new)
-            emb_uniq = np.empty((len(uniq), new.shape[1]), dtype=np.float32)
-            emb_uniq[missing] = new
+            missing = missing[np.argsort([len(texts[first[i]]) for i in missing], kind="stable")]
+            encoder = make_encoder()
+            start = time.perf_counter()
+            for lo in range(0, n_missing, block):
+                rows = missing[lo:lo + block]
+                new = np.ascontiguousarray(encoder([texts[first[i]] for i in rows]), dtype=np.float32)
+                cache.add(uniq[rows], new)  # kept even if a later block is interrupted
+                if emb_uniq is None:
+                    emb_uniq = np.empty((len(uniq), new.shape[1]), dtype=np.float32)
+                emb_uniq[rows] = new
+                done = min(lo + block, n_missing)
+                rate = done / max(time.perf_counter() - start, 1e-9)
+                log.info("embedding: %d/%d new captions cached (%.0f/s, ETA %.0fs)", done, n_missing, rate,
+                         (n_missing - done) / rate)
         if cached is not None and len(cached):
             if emb_uniq is not None and cached.shape[1] != emb_uniq.shape[1]:
                 raise ConfigError(f"embedding cache {cache.folder}: holds {cached.shape[1]}-dim embeddings but the "

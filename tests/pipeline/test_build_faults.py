@@ -86,3 +86,30 @@ def test_sigkill_at_random_points_then_rerun_equals_a_clean_build(tmp_path):
 @pytest.mark.slow
 def test_sigkill_many_times_on_a_bigger_build(tmp_path):
     _kill_and_resume(tmp_path, n_images=300, kills=8, seed=2)
+
+
+def test_interrupted_embedding_keeps_what_was_embedded(tmp_path):
+    """Ctrl-C in the third block of new captions: the two finished blocks are cached, a rerun embeds the rest."""
+    texts = [f"caption number {i} " + "word " * (i % 7) for i in range(50)]
+    base = hash_encoder()
+    seen: list[str] = []
+
+    def failing(batch):
+        if len(seen) >= 20:
+            raise KeyboardInterrupt
+        seen.extend(batch)
+        return base(batch)
+
+    cache = EmbeddingCache(tmp_path / "cache", "hash")
+    with pytest.raises(KeyboardInterrupt):
+        cached_encoder(cache, lambda: failing, block=10)(texts)
+    assert len(seen) == 20
+    again: list[str] = []
+
+    def counting(batch):
+        again.extend(batch)
+        return base(batch)
+
+    out = cached_encoder(EmbeddingCache(tmp_path / "cache", "hash"), lambda: counting, block=10)(texts)
+    assert len(again) == 30 and not set(again) & set(seen)  # only what was not embedded before
+    np.testing.assert_allclose(out, base(texts), atol=1e-6)
