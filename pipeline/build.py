@@ -39,8 +39,8 @@ from .embed import DEFAULT_MODEL, EmbeddingCache, Encoder, cached_encoder, check
 from .neighbours import CandidateSet, IndexSpec, candidate_pairs, faiss_gpu_count
 from .resume import (CANDIDATES_FILE, CONFIG_FILE, finish_resume_state, load_candidates, prepare_out,
                      save_candidates)
-from .scheduling import LOCAL_SCHEDULERS, Progress, ShardPlan, existing_entry, pairs_hash, run_distributed, \
-    run_local, warm_sources
+from .scheduling import LOCAL_SCHEDULERS, ShardPlan, ShardProgress, existing_entry, pairs_hash, \
+    run_distributed, run_local, warm_sources
 from .sources import LABEL_SOURCES, make_source
 
 log = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ def score_shards(config: LabelBuildConfig, out: Path, plans: list[ShardPlan], co
     if entries:
         log.info("resuming: %d of %d shards already complete", len(entries), len(plans))
     todo = [p for p in plans if p.index not in entries]
-    progress = Progress(len(todo), int(sum(len(p.image_ids) for p in todo)))
+    progress = ShardProgress(len(todo), int(sum(len(p.image_ids) for p in todo)))
     if todo:
         if config.scheduler in LOCAL_SCHEDULERS:
             if config.scheduler != "processes":
@@ -241,6 +241,7 @@ def score_shards(config: LabelBuildConfig, out: Path, plans: list[ShardPlan], co
             results = run_distributed(config.scheduler, str(out), todo, corpus, sources, progress)
         for plan, entry in zip(todo, results):
             entries[plan.index] = {key: entry[key] for key in ("file", "rows", "sha256")}
+        progress.close()
     log.info("phase scoring+writing: %d shards (%d built) in %.1fs; task time scoring %.1fs, writing %.1fs",
              len(plans), len(todo), time.perf_counter() - t0, progress.score, progress.write)
     return [entries[p.index] for p in plans]

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from bcls.data.errors import ConfigError
+from bcls.data.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ def load_sentence_model(name: str = DEFAULT_MODEL, device: str | None = None):
 
 
 def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 256) -> Encoder:
-    """An :data:`Encoder` backed by a sentence-transformers model, with a progress log (rate, ETA)."""
+    """An :data:`Encoder` backed by a sentence-transformers model (each call shows its progress: a bar on a
+    terminal, log lines with rate and ETA otherwise)."""
     model = load_sentence_model(name, device)
 
     def encode(texts: Sequence[str]) -> np.ndarray:
@@ -75,15 +77,12 @@ def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_si
         dim_of = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         out = np.empty((len(texts), dim_of()), dtype=np.float32)
         chunk = batch_size * 16
-        start = time.perf_counter()
-        for lo in range(0, len(texts), chunk):
-            idx = order[lo:lo + chunk]
-            out[idx] = model.encode([texts[i] for i in idx], batch_size=batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=False)
-            done = min(lo + chunk, len(texts))
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            log.info("embedding captions: %d/%d (%.0f/s, ETA %.0fs)", done, len(texts), rate,
-                     (len(texts) - done) / rate)
+        with Progress(len(texts), "embedding captions", "captions", log) as progress:
+            for lo in range(0, len(texts), chunk):
+                idx = order[lo:lo + chunk]
+                out[idx] = model.encode([texts[i] for i in idx], batch_size=batch_size, normalize_embeddings=True,
+                                        convert_to_numpy=True, show_progress_bar=False)
+                progress.update(len(idx))
         return out
 
     return encode
@@ -208,7 +207,8 @@ def cached_encoder(cache: EmbeddingCache, make_encoder: Callable[[], Encoder], b
             missing = np.flatnonzero(~found)
             missing = missing[np.argsort([len(texts[first[i]]) for i in missing], kind="stable")]
             encoder = make_encoder()
-            start = time.perf_counter()
+            log.info("embedding %d new captions in %d block(s), each cached when done", n_missing,
+                     -(-n_missing // block))
             for lo in range(0, n_missing, block):
                 rows = missing[lo:lo + block]
                 new = np.ascontiguousarray(encoder([texts[first[i]] for i in rows]), dtype=np.float32)
@@ -216,10 +216,6 @@ def cached_encoder(cache: EmbeddingCache, make_encoder: Callable[[], Encoder], b
                 if emb_uniq is None:
                     emb_uniq = np.empty((len(uniq), new.shape[1]), dtype=np.float32)
                 emb_uniq[rows] = new
-                done = min(lo + block, n_missing)
-                rate = done / max(time.perf_counter() - start, 1e-9)
-                log.info("embedding: %d/%d new captions cached (%.0f/s, ETA %.0fs)", done, n_missing, rate,
-                         (n_missing - done) / rate)
         if cached is not None and len(cached):
             if emb_uniq is not None and cached.shape[1] != emb_uniq.shape[1]:
                 raise ConfigError(f"embedding cache {cache.folder}: holds {cached.shape[1]}-dim embeddings but the "

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from bcls.data.errors import ConfigError
+from bcls.data.progress import Progress
 from bcls.data.shards import sha256_file, shard_metadata, shard_name, write_shard
 
 from .corpus import LabelCorpus, LabelSource
@@ -72,29 +73,27 @@ def existing_entry(out: Path, plan: ShardPlan) -> dict[str, Any] | None:
     return {"file": path.name, "rows": rows, "sha256": sha256_file(path)}
 
 
-class Progress:
-    """Rate/ETA log of the scoring + writing phase."""
+class ShardProgress:
+    """Progress of the scoring + writing phase (pairs done, rate, ETA; :class:`~bcls.data.progress.Progress`)
+    and the task time spent scoring and writing."""
 
     def __init__(self, total_shards: int, total_pairs: int) -> None:
-        self.total_shards, self.total_pairs = total_shards, total_pairs
-        self.shards = self.pairs = 0
+        self.total_shards, self.shards = total_shards, 0
         self.score = self.write = 0.0
-        self.start = time.perf_counter()
+        self.report = Progress(total_pairs, "scoring+writing", "pairs", log)
 
     def done(self, entry: dict[str, Any]) -> None:
         self.shards += 1
-        self.pairs += entry["rows"]
         self.score += entry.get("score_seconds", 0.0)
         self.write += entry.get("write_seconds", 0.0)
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        rate = self.pairs / elapsed
-        log.info("scoring+writing: %s done, %d/%d shards, %d/%d pairs (%.0f pairs/s, ETA %.0fs)", entry["file"],
-                 self.shards, self.total_shards, self.pairs, self.total_pairs, rate,
-                 (self.total_pairs - self.pairs) / max(rate, 1e-9))
+        self.report.update(entry["rows"], f"{self.shards}/{self.total_shards} shards")
+
+    def close(self) -> None:
+        self.report.close(f"{self.shards}/{self.total_shards} shards")
 
 
 def run_local(out: str, plans: list[ShardPlan], corpus: LabelCorpus, sources: Sequence[LabelSource],
-               scheduler: str, workers: int | None, progress: Progress) -> list[dict[str, Any]]:
+               scheduler: str, workers: int | None, progress: ShardProgress) -> list[dict[str, Any]]:
     import dask
     from dask.callbacks import Callback
 
@@ -124,7 +123,7 @@ def run_local(out: str, plans: list[ShardPlan], corpus: LabelCorpus, sources: Se
 
 
 def run_distributed(address: str, out: str, plans: list[ShardPlan], corpus: LabelCorpus,
-                     sources: Sequence[LabelSource], progress: Progress) -> list[dict[str, Any]]:
+                     sources: Sequence[LabelSource], progress: ShardProgress) -> list[dict[str, Any]]:
     try:
         from distributed import Client, as_completed
     except ImportError:

@@ -17,6 +17,7 @@ import torch
 from bcls.data.atomic import atomic_write_json, ensure_free_space, remove_stale_temporaries
 from bcls.data.errors import CheckpointError, ConfigError
 from bcls.data.precomp import precomp_paths, read_precomp_split
+from bcls.data.progress import Progress
 from bcls.data.shards import open_labels
 from bcls.data.version import __version__
 
@@ -297,9 +298,15 @@ def _train_run(config: TrainConfig, resume: bool, out: Path, last: Path, state: 
     writer.writerows(kept)
     start = time.perf_counter()
     total = (config.epochs - first_epoch + 1) * run.steps_per_epoch
+    progress = Progress(total, "training", "steps", log, enabled=main)
+    if run.dev is None and main:
+        log.info("no %r split in %s: best.pt will be the last epoch", config.dev_split, config.data)
     try:
         for epoch in range(first_epoch, config.epochs + 1):
             run.model.train()
+            if main and epoch <= config.warmup_epochs:
+                log.info("epoch %d is a warm-up epoch: the mean-over-negatives triplet loss alone (no Kendall term)",
+                         epoch)
             sums = dict.fromkeys(("loss", "binary", "continuous", "labelled_pairs", "compared"), 0.0)
             for step, batch in enumerate(run.batches(epoch)):
                 record = run.step(batch, epoch, step)
@@ -310,13 +317,12 @@ def _train_run(config: TrainConfig, resume: bool, out: Path, last: Path, state: 
                     global_step = (epoch - 1) * run.steps_per_epoch + step
                     for k in LOG_COLUMNS[2:]:
                         board.add_scalar(f"train/{k}", record[k], global_step)
+                note = (f"epoch {epoch} loss {record['loss']:.4f} (bin {record['binary']:.4f} cont "
+                        f"{record['continuous']:.4f}, {record['labelled_pairs']:.0f} labelled pairs)")
+                progress.update(1, note)
                 done = (epoch - first_epoch) * run.steps_per_epoch + step + 1
-                if done % config.log_every == 0:
-                    rate = done / (time.perf_counter() - start)
-                    log.info("epoch %d step %d/%d loss %.4f (bin %.4f cont %.4f, %d labelled pairs) "
-                             "%.1f steps/s ETA %.0fs", epoch, step + 1, run.steps_per_epoch, record["loss"],
-                             record["binary"], record["continuous"], record["labelled_pairs"], rate,
-                             (total - done) / rate)
+                if main and done % config.log_every == 0 and not progress.bar_shown:
+                    log.info("epoch %d step %d/%d: %s", epoch, step + 1, run.steps_per_epoch, note)
             log_file.flush()
             summary = {"epoch": epoch, **{k: v / run.steps_per_epoch for k, v in sums.items()}}
             if run.dev is not None:
@@ -341,6 +347,7 @@ def _train_run(config: TrainConfig, resume: bool, out: Path, last: Path, state: 
             log.info("epoch %d done: loss %.4f%s", epoch, summary["loss"],
                      f", dev rsum {rsum:.1f}" if run.dev is not None else "")
     finally:
+        progress.close()
         log_file.close()
         if board is not None:
             board.close()
