@@ -1,7 +1,7 @@
 """Benchmark: the ``cider`` label source (numba kernel) vs coco-caption's ``CiderScorer`` (pycocoevalcap), on CPU.
 
 Run ``python bench/bench_cider.py`` (needs ``pip install pycocoevalcap``; reads
-``../shared/data/coco_karpathy/test5k_captions.tsv``: 5,000 COCO images, 25,010 captions). Candidate pairs: for each
+``bench/coco_test5k.py``, or ``--captions TSV``: 5,000 COCO images, 25,010 captions). Candidate pairs: for each
 image, its own captions (scored leave-one-out) plus ``--neighbours`` captions of other images that share the most
 idf-weighted words with the image's captions (what a label build's neighbour search hands the source) plus
 ``--random`` random captions of other images: 5,000 × (5 + 15 + 5) ≈ 125k pairs by default.
@@ -28,36 +28,33 @@ The last line printed is one JSON object with all figures.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+import coco_test5k  # bench/coco_test5k.py: where the COCO test captions come from
 from bcls.pipeline.sources.cider import cider_d_scores, prepare_cider, ptb_tokenize
 from bcls.pipeline.corpus import LabelCorpus
 
-TSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco_karpathy" / "test5k_captions.tsv"
 
 
-def load_corpus(path: Path, n_images: int) -> LabelCorpus:
-    """The first ``n_images`` images of the caption table (all their captions)."""
+def load_corpus(path: Path | None, n_images: int) -> LabelCorpus:
+    """The first ``n_images`` images of the COCO Karpathy test captions (all their captions; see
+    ``bench/coco_test5k.py`` for where they come from)."""
     seen: dict[str, int] = {}
     texts, index = [], []
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        next(reader)
-        for _row, _ann, image, caption in reader:
-            if image not in seen:
-                if len(seen) >= n_images:
-                    continue
-                seen[image] = len(seen)
-            texts.append(caption)
-            index.append(seen[image])
+    for row in coco_test5k.rows(path):
+        image = row["coco_image_id"]
+        if image not in seen:
+            if len(seen) >= n_images:
+                continue
+            seen[image] = len(seen)
+        texts.append(row["caption"])
+        index.append(seen[image])
     return LabelCorpus.from_groups(tuple(texts), np.asarray(index))
 
 
@@ -130,12 +127,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--neighbours", type=int, default=15)
     ap.add_argument("--random", type=int, default=5)
     ap.add_argument("--ref-pairs", type=int, default=0, help="pairs coco-caption scores (0 = all)")
-    ap.add_argument("--tsv", type=Path, default=TSV)
+    coco_test5k.add_argument(ap)
     args = ap.parse_args(argv)
-    if not args.tsv.is_file():
-        sys.exit(f"{args.tsv}: not found")
 
-    corpus = load_corpus(args.tsv, args.images)
+    corpus = load_corpus(args.captions, args.images)
     tokens = [ptb_tokenize(t) for t in corpus.texts]
     img, cap = candidate_pairs(corpus, [t.split() for t in tokens], args.neighbours, args.random)
     n_pairs = len(img)

@@ -1,7 +1,7 @@
 """Benchmark: the label pipeline's caption embedding against a bare ``SentenceTransformer.encode``.
 
 Run ``python bench/bench_embed.py [--n 5000]``. Both embed the same real COCO captions
-(``../shared/data/coco_karpathy/test5k_captions.tsv``) with the packaged all-MiniLM-L6-v2, batch 256, normalised.
+(``bench/coco_test5k.py``, or ``--captions TSV``) with the packaged all-MiniLM-L6-v2, batch 256, normalised.
 The pipeline encoder (:func:`bcls.pipeline.embed.sbert_encoder`, no cache) sorts captions by length so padded
 batches are tight and logs progress. Rounds alternate between the two (this machine is noisy); the median
 throughput of each and their ratio are reported, and the embeddings are checked to agree. The last line is one
@@ -11,25 +11,24 @@ JSON object of the figures.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
+import coco_test5k  # bench/coco_test5k.py: where the COCO test captions come from
 from bcls.pipeline.embed import load_sentence_model, sbert_encoder
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
+    coco_test5k.add_argument(parser)
     args = parser.parse_args()
-    rows = list(csv.DictReader(open(SHARED / "coco_karpathy" / "test5k_captions.tsv", newline=""), delimiter="\t"))
+    rows = coco_test5k.rows(args.captions)
     texts = [r["caption"] for r in rows[: args.n]]
     model = load_sentence_model()
     ours = sbert_encoder()

@@ -1,7 +1,7 @@
 """Benchmark: every evaluation metric on a COCO-sized problem (5,000 images × 25,000 captions).
 
 Run ``python bench/bench_eval_coco.py [--out runs/eval_coco] [--cache DIR]``. It reads the real Karpathy COCO 5K
-test captions (``../shared/data/coco_karpathy/test5k_captions.tsv``, keyed by COCO ids in the order of ECCV
+test captions (``bench/coco_test5k.py``, or ``--captions TSV``, keyed by COCO ids in the order of ECCV
 Caption's ``coco_test_ids.npy``), builds their ``sbert`` labels with the label pipeline (the relevance for NCS and
 rank correlation), draws random embeddings with some structure (each caption = its image's embedding + noise, so
 recall is neither 0 nor 100), and times each metric of ``bcls eval`` on the full 5K × 25K similarity matrix:
@@ -13,7 +13,6 @@ one JSON object of the figures.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import resource
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import coco_test5k  # bench/coco_test5k.py: where the COCO test captions come from
 from bcls.data.captions import CaptionTable
 from bcls.pipeline.build import LabelBuildConfig, build_labels
 from bcls.trainer.evaluation.evaluate import load_relevance, relevance_metrics
@@ -29,7 +29,6 @@ from bcls.trainer.evaluation.metrics import recall_metrics
 from bcls.trainer.evaluation.protocols import coco_5fold_1k
 from bcls.trainer.evaluation.eccv import eccv_metrics_from_sims, load_coco_test_ids
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def _peak_mib() -> float:
@@ -42,8 +41,9 @@ def main() -> None:
     parser.add_argument("--cache", default=None, help="embedding cache folder for the label build")
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--noise", type=float, default=1.6)
+    coco_test5k.add_argument(parser)
     args = parser.parse_args()
-    rows = list(csv.DictReader(open(SHARED / "coco_karpathy" / "test5k_captions.tsv", newline=""), delimiter="\t"))
+    rows = coco_test5k.rows(args.captions)
     table = CaptionTable(np.array([int(r["coco_image_id"]) for r in rows], dtype=np.int64),
                          np.array([int(r["coco_ann_id"]) for r in rows], dtype=np.int64),
                          tuple(r["caption"].strip() for r in rows), None, "test5k_captions.tsv", "table")

@@ -10,7 +10,6 @@ the exact search. The last line printed is a JSON object with every figure.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import sys
@@ -18,18 +17,16 @@ import time
 from pathlib import Path
 
 
+import coco_test5k  # bench/coco_test5k.py: where the COCO test captions come from
 from bcls.pipeline.embed import (DEFAULT_MODEL, EmbeddingCache, cached_encoder, default_cache_dir, model_cache_id,
                                  sbert_encoder)
 from bcls.pipeline.neighbours import IndexSpec, build_index, faiss_gpu_count, knn, recall_at_k
 
 log = logging.getLogger("bench_neighbours")
-DEFAULT_CAPTIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_karpathy" / "test5k_captions.tsv"
-
-
-def read_texts(path: Path) -> list[str]:
-    """The ``caption`` column of the Karpathy test TSV (or ``text`` of a bcls caption table)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
+def read_texts(path: Path | None) -> list[str]:
+    """The ``caption`` column of the Karpathy test captions (``bench/coco_test5k.py``; or ``text`` of a bcls
+    caption table given as a TSV)."""
+    rows = coco_test5k.rows(path)
     column = "caption" if "caption" in rows[0] else "text"
     return [r[column].strip() for r in rows]
 
@@ -37,7 +34,7 @@ def read_texts(path: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; return (and print last) the JSON result."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--captions", type=Path, default=DEFAULT_CAPTIONS)
+    coco_test5k.add_argument(parser)
     parser.add_argument("--k", type=int, default=33, help="neighbours per caption (K + 1 of a build with K=32)")
     parser.add_argument("--cache", type=Path, default=None, help="embedding cache folder")
     parser.add_argument("--nprobe", type=int, nargs="*", default=[8, 32])

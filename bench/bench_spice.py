@@ -1,16 +1,16 @@
 """Benchmark of the ``spice`` (SPICE-like) label source: parse speed and scoring speed on real COCO captions, and
 optionally its agreement with the Flickr8k CrowdFlower human judgments.
 
-    OMP_NUM_THREADS=1 python bench/bench_spice.py [--captions 5000] [--agreement]
+    OMP_NUM_THREADS=1 python bench/bench_spice.py [--n-captions 5000] [--captions TSV] [--agreement FOLDER]
 
-Reads ``../shared/data/coco_karpathy/test5k_captions.tsv`` (and ``../shared/data/flickr8k/`` with
-``--agreement``); logs captions/s of the parse, pairs/s of the vectorised F1, and the correlations.
+Reads the COCO Karpathy test captions (``bench/coco_test5k.py``, or ``--captions TSV``) and, with ``--agreement
+FOLDER``, the Flickr8k captions and CrowdFlower judgments; logs captions/s of the parse, pairs/s of the vectorised
+F1, and the correlations.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import tempfile
 import time
@@ -18,42 +18,41 @@ from pathlib import Path
 
 import numpy as np
 
+import coco_test5k  # bench/coco_test5k.py: where the COCO test captions come from
 from bcls.pipeline.corpus import LabelCorpus
 from bcls.pipeline.sources.spice import load_spacy, load_synsets, prepare_spice, spice_scores
 
 log = logging.getLogger("bench_spice")
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def _coco(n_captions: int) -> LabelCorpus:
+def _coco(n_captions: int, path: Path | None) -> LabelCorpus:
     """The first ``n_captions`` captions of the COCO Karpathy test split, grouped by image."""
     seen: dict[str, int] = {}
     texts: list[str] = []
     index: list[int] = []
-    with open(SHARED / "coco_karpathy" / "test5k_captions.tsv", newline="") as fh:
-        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
-        next(reader)
-        for _row, _ann, image, caption in reader:
-            if len(texts) == n_captions:
-                break
-            texts.append(caption)
-            index.append(seen.setdefault(image, len(seen)))
+    for row in coco_test5k.rows(path)[:n_captions]:
+        texts.append(row["caption"])
+        index.append(seen.setdefault(row["coco_image_id"], len(seen)))
     return LabelCorpus.from_groups(tuple(texts), np.asarray(index))
 
 
 def main() -> None:
     """Run the benchmark (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--captions", type=int, default=5000)
+    parser.add_argument("--n-captions", type=int, default=5000)
+    coco_test5k.add_argument(parser)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--pairs", type=int, default=1_000_000)
-    parser.add_argument("--agreement", action="store_true", help="also correlate with Flickr8k CrowdFlower")
+    parser.add_argument("--agreement", type=Path, default=None, metavar="FLICKR8K_FOLDER",
+                        help="also correlate with the Flickr8k CrowdFlower judgments: the folder holding "
+                        "Flickr8k.token.txt and CrowdFlowerAnnotations.txt (from the Flickr8k dataset's "
+                        "Flickr8k_text.zip)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     nlp = load_spacy()
     load_synsets()
-    corpus = _coco(args.captions)
+    corpus = _coco(args.n_captions, args.captions)
     t0 = time.perf_counter()
     tables = prepare_spice(corpus.texts, corpus.image_index, len(corpus.refs), nlp=nlp, batch_size=args.batch_size)
     seconds = time.perf_counter() - t0
@@ -73,7 +72,7 @@ def main() -> None:
         from bcls.data.judgments import read_judgments
         from bcls.pipeline.agreement import evaluate_agreement
 
-        folder = SHARED / "flickr8k"
+        folder = args.agreement
         with tempfile.TemporaryDirectory() as out:
             result = evaluate_agreement(read_captions(folder / "Flickr8k.token.txt"),
                                         read_judgments(folder / "CrowdFlowerAnnotations.txt"), ["spice"], out=out)

@@ -3,7 +3,7 @@
 The scores come from a CSV (``,``), TSV (tab) or Parquet file with the columns ``image_id``, ``caption_id``
 (integers, the ids of the caption table the labels are built for) and ``score`` (a finite number); other columns
 are ignored. :func:`read_pair_scores` reads and checks the file; :class:`FileSource` holds the arrays it returned
-and does no file I/O itself (DESIGN.md, convention 3), so tests can hand it any arrays.
+and does no file I/O itself (a label source never reads files), so tests can hand it any arrays.
 
 A pair is looked up by ids, so the :class:`~bcls.pipeline.corpus.LabelCorpus` must carry ``image_ids`` and
 ``caption_ids``; a pair that is not in the file gets NaN (unknown), like a pair no other source can score.

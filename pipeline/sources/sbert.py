@@ -23,7 +23,7 @@ class SbertSource:
     clipped to [0, 1] and aggregated over the references by ``max`` (default) or ``mean``.
 
     The paper uses SBERT similarity between a caption and an image's reference captions; the clipping and the
-    choice of aggregate are our reading (DESIGN.md). A pair whose image has no reference besides c gets NaN
+    choice of aggregate are our reading (docs/design.md). A pair whose image has no reference besides c gets NaN
     (undefined); the trainer treats such a pair as unknown.
     """
 

@@ -4,7 +4,7 @@ Notation: ``S`` the ``(B, B)`` predicted similarities, ``R`` the ``(B, B)`` cont
 the ``(B, B)`` bool matrix of the entries that are known (labels from sparse shards leave most off-diagonal
 entries unknown). What the paper states: a Kendall ranking loss makes the order of the predicted similarities
 agree with the order of the continuous labels, and SW-HS makes it robust to label noise and as cheap as the
-triplet loss. The exact formulas are our reading (DESIGN.md, "Definitions to implement"): see
+triplet loss. The exact formulas are our reading (docs/design.md, "The losses"): see
 :func:`kendall_swhs_terms`. The O(B³) reference the tests and benchmarks compare against is
 :mod:`bcls.trainer.losses.reference`.
 """
@@ -128,7 +128,7 @@ def kendall_swhs_terms(
 ) -> tuple[Tensor, Tensor]:
     """Per-anchor Kendall ranking terms with SW-HS, one direction (rows are queries), vectorised.
 
-    Semantics (our reading of BCLS, DESIGN.md "Kendall ranking loss" / "SW-HS"). For query ``q`` (row ``q``):
+    Semantics (our reading of BCLS, docs/design.md "The losses"). For query ``q`` (row ``q``):
 
     1. The known candidates (``label_mask[q]``) are ranked by label ``R[q]`` descending; ties are broken by
        column index (stable sort), giving ``rank(k)`` in ``0 .. n_known-1``. Unknown candidates have no rank and
