@@ -47,14 +47,43 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _run(fn: Callable[[], Any], interrupted: str | None = None) -> Any:
-    """Call ``fn``; known errors become one line on stderr and exit code 2 (tracebacks only with --debug)."""
+def _cli_words(text: str, ctx: typer.Context | None = None) -> str:
+    """A library message in the words of the command line: the setting names of the running command become its
+    flags (``lam=-1`` → ``--lambda -1``, ``k must`` → ``--k must``, ``pass format=`` → ``pass --format``), and
+    the Python spellings next to a flag (``(skip_empty=True)``) go."""
+    import re
+
+    config = ctx.params.get("config") if ctx is not None else None
+    if config is not None and text.startswith(f"{config}: "):  # a config file's message: its keys are the words
+        return text
+    text = text.removeprefix("command line: ")
+    flags = {"format": "--format", "synonyms": "-o spice.synonyms"}
+    if ctx is not None:
+        for param in ctx.command.params:
+            longs = [o for o in param.opts if o.startswith("--")]
+            if longs and param.name:
+                flags[param.name] = longs[0]
+    for name, flag in sorted(flags.items(), key=lambda kv: -len(kv[0])):
+        text = re.sub(rf"\(\s*{name}=\w+\s*\)", "", text)
+        if flag.startswith("-o "):
+            text = re.sub(rf"(?<![\w.-]){name}=(\w+)", lambda m: f"{flag}={m.group(1).lower()}", text)
+            continue
+        text = re.sub(rf"(?<![\w.-]){name}=(?=[^\s,;)])", f"{flag} ", text)
+        text = re.sub(rf"(?<![\w.-]){name}=", flag, text)
+        text = re.sub(rf"(?<![\w.-]){name} must\b", f"{flag} must", text)
+    text = re.sub(r"\bkendall (?=--)", "", text)
+    return " ".join(text.split())
+
+
+def _run(fn: Callable[[], Any], interrupted: str | None = None, ctx: typer.Context | None = None) -> Any:
+    """Call ``fn``; known errors become one line on stderr (in the words of the command line, :func:`_cli_words`)
+    and exit code 2 (tracebacks only with --debug)."""
     try:
         return fn()
     except BclsError as err:
         if _state["debug"]:
             traceback.print_exc()
-        typer.echo(f"error: {err}", err=True)
+        typer.echo(f"error: {_cli_words(str(err), ctx)}", err=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt as err:
         # library code may re-raise KeyboardInterrupt with a one-line account of what was kept
@@ -85,6 +114,7 @@ def _metrics_table(rows: dict[str, dict[str, float]]) -> str:
 
 @labels_app.command("build")
 def labels_build(
+    ctx: typer.Context,
     captions: Path = typer.Option(..., "--captions", help="Caption table: CSV/TSV/Parquet (image_id, caption_id, "
                                   "text[, split]), COCO captions_*.json, Karpathy dataset_*.json, or a precomp folder."),
     out: Path = typer.Option(..., "--out", help="Output folder for the Parquet shards and _manifest.json."),
@@ -151,7 +181,7 @@ def labels_build(
                                   skip_empty=skip_empty, allow_unknown_images=allow_unknown_images)
         return build_labels(config)
 
-    result = _run(go, interrupted)
+    result = _run(go, interrupted, ctx)
     typer.echo(f"{result.manifest['rows']} labelled pairs in {len(result.manifest['shards'])} shard(s), "
                f"sources {', '.join(result.sources)} -> {result.folder}")
 
@@ -203,6 +233,7 @@ def labels_sources() -> None:
 
 @labels_app.command("evaluate")
 def labels_evaluate(
+    ctx: typer.Context,
     captions: Path = typer.Option(..., "--captions", help="Caption table holding the judged captions (any format "
                                   "`labels build` reads, or Flickr8k.token.txt)."),
     judgments: Path = typer.Option(..., "--judgments", help="Human judgments: CxC sits_*.csv / sts_*.csv, Flickr8k "
@@ -228,7 +259,7 @@ def labels_evaluate(
                                   read_judgments(judgments, format=judgment_format), names, out=out, device=device,
                                   source_settings=settings)
 
-    _run(go)
+    _run(go, ctx=ctx)
     typer.echo((out / "agreement.md").read_text())
 
 
@@ -249,6 +280,7 @@ def _load_config_file(path: Path) -> dict[str, Any]:
 
 @app.command("train")
 def train_cmd(
+    ctx: typer.Context,
     data: Optional[Path] = typer.Option(None, "--data", help="Precomp folder with train (and dev) splits."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Label folder from `bcls labels build`."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder for checkpoints and logs."),
@@ -322,10 +354,10 @@ def train_cmd(
         missing = [f"--{k}" for k in ("data", "out") if not values.get(k)]
         if missing:
             raise ConfigError(f"missing {' and '.join(missing)} (give them as flags or in --config)")
-        return train(TrainConfig.from_dict(values, str(config) if config else "flags"), resume=resume,
+        return train(TrainConfig.from_dict(values, str(config) if config else "command line"), resume=resume,
                      overwrite=overwrite)
 
-    summary = _run(go)
+    summary = _run(go, ctx=ctx)
     best = summary["best_dev_rsum"]
     typer.echo(f"trained {len(summary['history'])} epoch(s) in {summary['seconds']:.0f}s; best epoch "
                f"{summary['best_epoch']}" + (f" (dev rsum {best:.2f})" if best is not None else "") +
@@ -336,6 +368,7 @@ def train_cmd(
 
 @app.command("eval")
 def eval_cmd(
+    ctx: typer.Context,
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A checkpoint (best.pt / last.pt) from "
                                               "`bcls train`."),
     data: Optional[Path] = typer.Option(None, "--data", help="Precomp folder holding the split to evaluate."),
@@ -357,7 +390,7 @@ def eval_cmd(
     if compare:
         from bcls.trainer.evaluation import compare_runs
 
-        typer.echo(_run(lambda: compare_runs(compare, out)), nl=False)
+        typer.echo(_run(lambda: compare_runs(compare, out), ctx=ctx), nl=False)
         return
     from bcls.trainer.evaluation import evaluate
 
@@ -367,7 +400,7 @@ def eval_cmd(
             raise ConfigError(f"missing {' and '.join(missing)}")
         return evaluate(checkpoint, data, split, out, device, relevance, relevance_source, protocol, eccv)
 
-    result = _run(go)
+    result = _run(go, ctx=ctx)
     typer.echo(_metrics_table({checkpoint.name: result["metrics"]}))
     if out is not None:
         typer.echo(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
@@ -377,6 +410,7 @@ def eval_cmd(
 
 @app.command("demo")
 def demo_cmd(
+    ctx: typer.Context,
     out: Path = typer.Option(Path("bcls-demo"), "--out", help="Folder for every stage's output."),
     epochs: int = typer.Option(12, "--epochs", help="Training epochs."),
     lam: float = typer.Option(1.0, "--lambda", help="Weight of the continuous loss (0 = triplet only)."),
@@ -401,7 +435,7 @@ def demo_cmd(
         return run_demo(out, epochs=epochs, lam=lam, k=k, seed=seed, demo=demo, overwrite=overwrite,
                         train_settings={"batch_size": batch_size, "embed_dim": embed_dim})
 
-    result = _run(go)
+    result = _run(go, ctx=ctx)
     typer.echo(_metrics_table({"untrained (test)": result["untrained"], "trained (test)": result["trained"]}))
     typer.echo(f"outputs in {out}: data/ labels/ run/ eval/metrics.json")
 

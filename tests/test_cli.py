@@ -108,7 +108,7 @@ def test_a_new_source_is_one_class_and_one_registration(tiny):
 @pytest.mark.parametrize("args, message", [
     (["labels", "build", "--captions", "/nonexistent/caps.csv", "--out", "OUT"], "caps.csv"),
     (["labels", "build", "--captions", "x.csv", "--out", "OUT", "--sources", "bleu"], "unknown label source 'bleu'"),
-    (["train", "--data", "DATA", "--out", "OUT", "--lambda", "-1"], "lam=-1"),
+    (["train", "--data", "DATA", "--out", "OUT", "--lambda", "-1"], "--lambda -1"),
     (["train", "--data", "DATA", "--out", "OUT", "--lambda", "1"], "needs --labels"),
     (["eval", "--checkpoint", "/nonexistent.pt", "--data", "DATA"], "checkpoint not found"),
 ])
@@ -206,3 +206,19 @@ def test_every_format_is_listed_in_help():
     evaluate = " ".join(runner.invoke(app, ["labels", "evaluate", "--help"]).output.split())
     assert all(name in build for name in CAPTION_FORMATS.names())
     assert all(name in evaluate for name in JUDGMENT_FORMATS)
+
+
+def test_messages_name_the_flags_of_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.json").write_text("{}")
+    out = runner.invoke(app, ["labels", "build", "--captions", "c.json", "--out", "o"]).output
+    assert "pass --format explicitly" in out and "format=" not in out
+    (tmp_path / "caps.csv").write_text("image_id,caption_id,text\n1,1,a dog\n1,2, \n")
+    out = runner.invoke(app, ["labels", "build", "--captions", "caps.csv", "--out", "o"]).output
+    assert "pass --skip-empty to leave them out" in out and "skip_empty" not in out
+    (tmp_path / "ok.csv").write_text("image_id,caption_id,text\n1,1,a dog\n1,2,a cat\n")
+    out = runner.invoke(app, ["labels", "build", "--captions", "ok.csv", "--out", "o", "--split", "x"]).output
+    assert "omit --split" in out
+    (tmp_path / "cfg.json").write_text('{"epochs": "two"}')
+    out = runner.invoke(app, ["train", "--data", "d", "--out", "o", "--config", "cfg.json"]).output
+    assert "cfg.json: training setting epochs must be an integer" in out  # a config file keeps its own keys
