@@ -28,6 +28,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from bcls.data.errors import ConfigError
+from bcls.data.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ def _prepare_search(index: Any, k: int) -> None:
 
 def search_blocks(index: Any, queries: np.ndarray, k: int, block: int = 8192,
                   phase: str = "neighbour search") -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
-    """Search ``queries`` (float32 ``(Q, d)``) block by block, logging rate and ETA.
+    """Search ``queries`` (float32 ``(Q, d)``) block by block, showing progress (rate, ETA).
 
     Yields:
         ``(lo, hi, scores float32 (hi-lo, k), ids int64 (hi-lo, k))``, best first; ``ids`` is -1 where an
@@ -221,16 +222,13 @@ def search_blocks(index: Any, queries: np.ndarray, k: int, block: int = 8192,
     k = min(k, index.ntotal)
     _prepare_search(index, k)
     total = queries.shape[0]
-    start = last = time.perf_counter()
+    progress = Progress(total, phase, "queries", log)
     for lo in range(0, total, block):
         hi = min(lo + block, total)
         scores, ids = index.search(np.ascontiguousarray(queries[lo:hi], dtype=np.float32), k)
-        now = time.perf_counter()
-        if now - last > 5.0 or hi == total:
-            rate = hi / max(now - start, 1e-9)
-            log.info("%s: %d/%d queries (%.0f/s, ETA %.0fs)", phase, hi, total, rate, (total - hi) / rate)
-            last = now
+        progress.update(hi - lo)
         yield lo, hi, scores, ids
+    progress.close()
 
 
 def knn(index: Any, queries: np.ndarray, k: int, block: int = 8192,

@@ -222,3 +222,34 @@ def test_messages_name_the_flags_of_the_command_line(tmp_path, monkeypatch):
     (tmp_path / "cfg.json").write_text('{"epochs": "two"}')
     out = runner.invoke(app, ["train", "--data", "d", "--out", "o", "--config", "cfg.json"]).output
     assert "cfg.json: training setting epochs must be an integer" in out  # a config file keeps its own keys
+
+
+def test_every_command_shows_every_default_in_its_rendered_help():
+    """Each option's default — named in its help text as "[x]" or kept by click as "[default: x]" — survives the
+    rendering of --help (rich markup once ate "[sbert]", "[cpu]", "[adam]" …); bool flags show no placeholder."""
+    import re
+
+    import typer.main
+
+    root = typer.main.get_command(app)
+    commands = {("train",): root.commands["train"], ("eval",): root.commands["eval"],
+                ("demo",): root.commands["demo"]}
+    commands |= {("labels", name): cmd for name, cmd in root.commands["labels"].commands.items()}
+    checked = 0
+    for path, command in commands.items():
+        rendered = " ".join(runner.invoke(app, [*path, "--help"]).output.split())
+        for param in command.params:
+            if not getattr(param, "help", None):
+                continue
+            found = re.search(r"\[([^\]]+)\]\.?$", param.help)
+            if found:
+                assert f"[{found.group(1)}]" in rendered, (path, param.name)
+                checked += 1
+            elif getattr(param, "show_default", True) is not False and param.default not in (None, False, True, ()) \
+                    and not callable(param.default):
+                assert f"[default: {param.default}" in rendered, (path, param.name)
+                checked += 1
+            if getattr(param, "is_flag", False):
+                flag = param.opts[0]
+                assert re.search(rf"{re.escape(flag)}(\s*/\s*--\S+)?\s+(?!<)", rendered), (path, flag)
+    assert checked >= 40

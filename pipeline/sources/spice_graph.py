@@ -14,13 +14,13 @@ import logging
 import multiprocessing
 import os
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from bcls.data.errors import ConfigError
+from bcls.data.progress import Progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from spacy.language import Language
@@ -252,17 +252,7 @@ def parse_scene_graphs(texts: Sequence[str], nlp: "Language | None" = None, batc
     if multiprocessing.current_process().daemon:
         n_proc = 1
     graphs: list[set[SceneTuple]] = []
-    start = last = time.perf_counter()
-
-    def progress(force: bool = False) -> None:
-        nonlocal last
-        now = time.perf_counter()
-        if force or now - last > 10.0:
-            rate = len(graphs) / max(now - start, 1e-9)
-            log.info("spice: parsed %d/%d distinct captions (%.0f/s, ETA %.0fs)", len(graphs), len(distinct),
-                     rate, (len(distinct) - len(graphs)) / max(rate, 1e-9))
-            last = now
-
+    progress = Progress(len(distinct), "spice: parsing distinct captions", "captions", log)
     if n_proc > 1:
         bounds = np.linspace(0, len(distinct), 8 * n_proc + 1).astype(np.int64)
         log.info("spice: parsing %d distinct captions in %d processes", len(distinct), n_proc)
@@ -270,11 +260,13 @@ def parse_scene_graphs(texts: Sequence[str], nlp: "Language | None" = None, batc
             futures = [pool.submit(_parse_chunk, model, batch_size, distinct[lo:hi])
                        for lo, hi in zip(bounds[:-1], bounds[1:])]
             for future in futures:
-                graphs.extend(future.result())
-                progress()
+                done = future.result()
+                graphs.extend(done)
+                progress.update(len(done))
     else:
         nlp = load_spacy(model) if nlp is None else nlp
         for doc in nlp.pipe(distinct, batch_size=batch_size, n_process=1):
             graphs.append(scene_graph(doc))
-            progress()
+            progress.update(1)
+    progress.close()
     return [graphs[i] for i in index]
