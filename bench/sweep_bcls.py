@@ -3,6 +3,7 @@
     python bench/sweep_bcls.py setup --out runs/sweep                 # demo data + labels (sbert, cider, spice, truth)
     python bench/sweep_bcls.py teacher --out runs/sweep               # how well each source agrees with the truth
     python bench/sweep_bcls.py run --out runs/sweep --queue bench/sweep_bcls.json [--only NAME,...]
+    python bench/sweep_bcls.py reevaluate --out runs/sweep            # every best.pt again, with this bcls's metrics
     python bench/sweep_bcls.py table --out runs/sweep --split dev     # mean ± sd over seeds, per-seed values
     python bench/sweep_bcls.py plot --out runs/sweep                  # τ gain vs teacher quality, τ–rsum frontier
 
@@ -141,6 +142,21 @@ def run(out: Path, queue: Path, only: set[str] | None, poll: float) -> None:
             traceback.print_exc()
 
 
+def reevaluate(out: Path) -> None:
+    """Evaluate every finished run's best.pt again with this bcls (after a change to the metrics), in place."""
+    from bcls.data.version import __version__
+
+    for path in sorted((out / "runs").glob("*/result.json")):
+        result = json.loads(path.read_text())
+        for split in ("dev", "test"):
+            result[split] = evaluate(path.parent / "best.pt", out / "data", split, plots=False)["metrics"]
+        result["evaluated_by"] = f"bcls {__version__}"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.rename(path)
+        print(f"{path.parent.name}: dev rsum {result['dev']['rsum']:.1f}", flush=True)
+
+
 def results(out: Path) -> dict[str, list[dict]]:
     rows: dict[str, list[dict]] = {}
     for path in sorted((out / "runs").glob("*/result.json")):
@@ -172,7 +188,7 @@ def table(out: Path, split: str, match: str | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("setup", "teacher", "run", "table", "plot"))
+    parser.add_argument("command", choices=("setup", "teacher", "run", "reevaluate", "table", "plot"))
     parser.add_argument("--out", default="runs/sweep", type=Path)
     parser.add_argument("--queue", default=Path(__file__).with_suffix(".json"), type=Path)
     parser.add_argument("--only", default=None, help="comma-separated job names")
@@ -188,6 +204,8 @@ def main() -> None:
         teacher(args.out)
     elif args.command == "run":
         run(args.out, args.queue, set(args.only.split(",")) if args.only else None, args.poll)
+    elif args.command == "reevaluate":
+        reevaluate(args.out)
     elif args.command == "table":
         table(args.out, args.split, args.match)
     else:
