@@ -315,9 +315,9 @@ def train_cmd(
     kendall_margin: Optional[float] = typer.Option(None, "--kendall-margin", help="Margin of the hinge surrogate "
                                                    "[0.0]."),
     n_hard: Optional[int] = typer.Option(None, "--n-hard", help="SW-HS: hardest partners kept per anchor [1]."),
-    label_mode: Optional[str] = typer.Option(None, "--label-mode", help="sparse (pairs stored in the shards, any "
-                                             "source) or dense (sbert: every in-batch pair scored on the fly) "
-                                             "[sparse]."),
+    label_mode: Optional[str] = typer.Option(None, "--label-mode", help="sparse (the pairs stored in the shards, "
+                                             "any source), dense (every in-batch pair scored on the fly by the "
+                                             "source; not file) or auto (dense but for file) [sparse]."),
     label_norm: Optional[str] = typer.Option(None, "--label-norm", help="Label normalisation: none, minmax, "
                                              "percentile [none]."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Batch sampler: random, stream (pairs streamed from the "

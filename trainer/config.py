@@ -28,9 +28,10 @@ class TrainConfig:
         lam: weight λ of the continuous (Kendall) loss; 0 trains the binary triplet loss alone.
         lam_ramp_epochs: λ rises linearly from 0 to ``lam`` over this many epochs after the warm-up (0: at once).
         source: which label column of the shards supervises the continuous loss.
-        label_mode: ``sparse`` (pairs stored in the shards; any source) or ``dense`` (every in-batch pair scored
+        label_mode: ``sparse`` (pairs stored in the shards; any source), ``dense`` (every in-batch pair scored
             on the fly by the source the build used — sbert from the caption embeddings it stored, cider / spice /
-            truth from their per-corpus tables; not ``file``).
+            truth from their per-corpus tables; not ``file``) or ``auto`` (dense for every source but ``file``);
+            :attr:`resolved_label_mode` says which.
         label_norm: ``none``, ``minmax`` or ``percentile`` normalisation of the source's values
             (:class:`~bcls.trainer.batches.labels.LabelNormalizer`), fitted on the training labels.
         model: registered model (``vse-gru``, ``vse-gpo``, ``vse-global``); ``pooling`` (image, ``vse-gru``) and
@@ -120,7 +121,7 @@ class TrainConfig:
             raise ConfigError("out-of-range training setting(s): " +
                               ", ".join(f"{b}={getattr(self, b)!r}" for b in bad))
         self.kendall_params()  # validates the Kendall settings
-        choices = {"sampler": SAMPLERS.names(), "label_mode": ("sparse", "dense"),
+        choices = {"sampler": SAMPLERS.names(), "label_mode": ("auto", "sparse", "dense"),
                    "optimizer": ("adam", "adamw"), "schedule": ("constant", "step", "cosine")}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
@@ -134,6 +135,13 @@ class TrainConfig:
         if self.lam > 0 and not self.labels:
             raise ConfigError("lam > 0 needs --labels (a folder from `bcls labels build`); use --lambda 0 to "
                               "train the triplet loss alone")
+
+    @property
+    def resolved_label_mode(self) -> str:
+        """``sparse`` or ``dense``: ``auto`` is dense for every source that can score any pair (all but ``file``)."""
+        if self.label_mode != "auto":
+            return self.label_mode
+        return "sparse" if self.source == "file" else "dense"
 
     def kendall_params(self) -> KendallParams:
         """The Kendall / SW-HS settings of this run, as the loss takes them."""

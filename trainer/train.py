@@ -101,11 +101,11 @@ class _Run:
                 self.labels = PairLabels.from_labels(self.label_set, config.source, self.table)
                 self.batch_labels = self.labels
                 self.norm = LabelNormalizer(config.label_norm, self.labels.values.numpy())
-            if config.label_mode == "dense":
+            if config.resolved_label_mode == "dense":
                 self.batch_labels = dense_labels(self.label_set, config.source, self.table)
             log.info("continuous labels: source %r from %s (%s), %s in-batch labels, normalisation %s, λ = %g",
                      config.source, config.labels, f"{len(self.labels)} pairs in memory" if self.labels else
-                     "streamed", config.label_mode, self.norm.describe(), config.lam)
+                     "streamed", config.resolved_label_mode, self.norm.describe(), config.lam)
         kendall = KendallLoss(config.kendall_params())
         binary = make_binary_loss(config.binary_loss, **config.binary_params())
         self.criterion = BCLSLoss(binary, kendall, config.lam)
