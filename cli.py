@@ -443,25 +443,13 @@ def demo_cmd(
 def main() -> None:
     """Console-script entry point.
 
-    The process ends with ``os._exit`` once the command has finished and its output is flushed: native thread
-    pools (torch/OpenMP threads that ran inside dask worker threads) sometimes aborted the interpreter's final
-    teardown ("terminate called without an active exception", SIGABRT) after a label build had completed —
-    about one run in seven of the kill test — turning a success into a crash.
+    An earlier bcls ended the process with ``os._exit`` to hide an abort in native thread teardown ("terminate
+    called without an active exception") seen after label builds. The label build's shards now run in a thread
+    pool that is joined before the build returns, and the abort no longer occurs: 130 runs under four conditions
+    (``build_labels`` with a stand-in and with the real sentence model, dask's own cached thread pool, and this
+    command line's kill-test build) all exited cleanly, so the process now ends the normal way.
     """
-    import os
-
-    code: int | str | None = 0
-    try:
-        app()
-    except SystemExit as exit_:
-        code = exit_.code
-    if isinstance(code, str):
-        print(code, file=sys.stderr)
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    logging.shutdown()
-    os._exit(code or 0)
+    app()
 
 
 if __name__ == "__main__":
