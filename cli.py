@@ -308,7 +308,7 @@ def train_cmd(
     window: Optional[int] = typer.Option(None, "--window", help="SW-HS window: compare candidates at least this "
                                          "many label ranks apart [1]."),
     gap: Optional[float] = typer.Option(None, "--gap", help="Never compare candidates whose labels differ by "
-                                        "less than this [0.0]."),
+                                        "less than this [0.4]."),
     surrogate: Optional[str] = typer.Option(None, "--surrogate", help="Kendall sign surrogate: sigmoid, tanh, "
                                             "hinge [sigmoid]."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Surrogate temperature [1.0]."),
@@ -317,7 +317,7 @@ def train_cmd(
     n_hard: Optional[int] = typer.Option(None, "--n-hard", help="SW-HS: hardest partners kept per anchor [1]."),
     label_mode: Optional[str] = typer.Option(None, "--label-mode", help="sparse (the pairs stored in the shards, "
                                              "any source), dense (every in-batch pair scored on the fly by the "
-                                             "source; not file) or auto (dense but for file) [sparse]."),
+                                             "source; not file) or auto (dense but for file) [auto]."),
     label_norm: Optional[str] = typer.Option(None, "--label-norm", help="Label normalisation: none, minmax, "
                                              "percentile [none]."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="Batch sampler: random, stream (pairs streamed from the "

@@ -70,7 +70,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     source: str = "sbert"
-    label_mode: str = "sparse"
+    label_mode: str = "auto"
     label_norm: str = "none"
     model: str = "vse-gru"
     embed_dim: int = 512

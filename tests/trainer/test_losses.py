@@ -385,10 +385,10 @@ def test_kendall_hand_computed_example() -> None:
     assert int(count) == 9
     assert loss.item() == pytest.approx(0.6 / 9)
     # window 2: only pairs two ranks apart survive; all of them are satisfied (4 terms, all 0)
-    loss2, count2 = kendall_loss_with_count(S, R, M, KendallParams(window=2, surrogate="hinge", margin=0.1))
+    loss2, count2 = kendall_loss_with_count(S, R, M, KendallParams(window=2, gap=0.0, surrogate="hinge", margin=0.1))
     assert int(count2) == 4 and loss2.item() == pytest.approx(0.0)
     # sigmoid: the single pair of i2t query 2 (anchor 2, partner 0) -> sigmoid((0.4 - 1.0) / 0.1)
-    t, v = kendall_swhs_terms(S[2:], R[2:], M[2:], KendallParams(surrogate="sigmoid", temperature=0.1))
+    t, v = kendall_swhs_terms(S[2:], R[2:], M[2:], KendallParams(gap=0.0, surrogate="sigmoid", temperature=0.1))
     assert t[0, 2].item() == pytest.approx(1 / (1 + math.exp(6.0)))
 
 

@@ -32,6 +32,11 @@ class KendallParams:
     """The settings of the Kendall ranking loss with SW-HS, carried as one value from the training config to the
     loss (:meth:`bcls.trainer.config.TrainConfig.kendall_params`); the defaults here are the defaults everywhere.
 
+    The defaults were chosen by the sweep on the demo (``bench/sweep_bcls.py``, ``docs/results.md``): a ``gap`` of
+    0.4 — compare only pairs whose labels differ by more than 0.4, the noise filter that made the Kendall term help
+    — with the sigmoid surrogate at temperature 1. The gap is in label units: 0.4 suits sbert's clipped cosines
+    (the demo's ground truth too); a source on another scale needs its own (or ``label_norm``).
+
     Attributes:
         window: minimum label-rank distance of a compared pair (>= 1; 1 compares every ordered pair).
         gap: minimum label difference of a compared pair (>= 0).
@@ -42,7 +47,7 @@ class KendallParams:
     """
 
     window: int = 1
-    gap: float = 0.0
+    gap: float = 0.4
     surrogate: str = "sigmoid"
     temperature: float = 1.0
     margin: float = 0.0
