@@ -58,7 +58,7 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 def teacher(out: Path) -> dict[str, float]:
     """Mean per-image Kendall τ-b between each source and the ground truth over the image's candidate captions of
-    other images (and for a rank average of sbert, cider and spice)."""
+    other images (and for a rank average of sbert, cider and spice); printed with the same over random pairs."""
     from scipy.stats import kendalltau
 
     data = read_labels(open_labels(out / "labels"))
@@ -81,8 +81,33 @@ def teacher(out: Path) -> dict[str, float]:
             if len(rows) > 2 and np.ptp(truth[rows]) > 0 and np.ptp(values[rows]) > 0:
                 taus.append(kendalltau(values[rows], truth[rows]).statistic)
         result[name] = float(np.mean(taus))
-    print(json.dumps(result))
+    print(json.dumps({"candidates": result, "random_pairs": _dense_teacher(out, table)}))
     return result
+
+
+def _dense_teacher(out: Path, table, n_images: int = 150, n_captions: int = 800) -> dict[str, float]:
+    """The same τ over random pairs (what dense in-batch labels see): ``n_images`` images against ``n_captions``
+    random captions, each source scoring every pair."""
+    from scipy.stats import kendalltau
+
+    from bcls.data.shards import read_caption_embeddings
+    from bcls.pipeline.corpus import LabelCorpus
+    from bcls.pipeline.sources import make_source
+
+    labels = open_labels(out / "labels")
+    corpus = LabelCorpus.from_groups(table.texts, table.image_index(), read_caption_embeddings(labels, len(table)),
+                                     image_ids=table.unique_images(), caption_ids=table.caption_ids)
+    rng = np.random.default_rng(0)
+    img = rng.choice(len(table.unique_images()), n_images, replace=False)
+    cap = rng.choice(len(table), n_captions, replace=False)
+    pairs_i, pairs_c = np.repeat(img, len(cap)), np.tile(cap, len(img))
+    own = (table.image_index()[pairs_c] == pairs_i).reshape(len(img), len(cap))
+    options = {"truth": {"path": str(out / "data")}}
+    values = {name: make_source(name, **options.get(name, {})).score(corpus, pairs_i, pairs_c).reshape(own.shape)
+              for name in SOURCES}
+    truth = values.pop("truth")
+    return {name: float(np.nanmean([kendalltau(v[i][~own[i]], truth[i][~own[i]]).statistic
+                                    for i in range(len(img))])) for name, v in values.items()}
 
 
 def _jobs(queue: Path, only: set[str] | None) -> list[tuple[str, dict, int, int]]:
