@@ -67,6 +67,16 @@ class LabelCorpus:
                    None if caption_ids is None else np.asarray(caption_ids, dtype=np.int64))
 
 
+    def ids_of(self, image_pos: np.ndarray, caption_pos: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+        """The image ids and caption ids of pairs given by position, for a ``source`` that looks pairs up by id;
+        a corpus without ids is a :class:`ConfigError` naming the source."""
+        if self.image_ids is None or self.caption_ids is None:
+            raise ConfigError(f"the {source} label source looks pairs up by id, but the corpus has no image_ids/"
+                              "caption_ids; build it with LabelCorpus.from_groups(..., image_ids=, caption_ids=)")
+        return (self.image_ids[np.asarray(image_pos, dtype=np.int64)],
+                self.caption_ids[np.asarray(caption_pos, dtype=np.int64)])
+
+
 class LabelSource(Protocol):
     """What every label source offers."""
 

@@ -184,11 +184,7 @@ class FileSource:
 
     def score(self, corpus: LabelCorpus, image_pos: np.ndarray, caption_pos: np.ndarray) -> np.ndarray:
         """The file's score of each pair (image_pos[p], caption_pos[p]), float32 ``(P,)``; NaN where absent."""
-        if corpus.image_ids is None or corpus.caption_ids is None:
-            raise ConfigError("the file label source looks pairs up by id, but the corpus has no image_ids/"
-                              "caption_ids; build it with LabelCorpus.from_groups(..., image_ids=, caption_ids=)")
-        img = corpus.image_ids[np.asarray(image_pos, dtype=np.int64)]
-        cap = corpus.caption_ids[np.asarray(caption_pos, dtype=np.int64)]
+        img, cap = corpus.ids_of(image_pos, caption_pos, "file")
         uniq_img, uniq_cap, keys, values = self._lookup
         out = np.full(len(img), np.nan, dtype=np.float32)
         if not len(keys):

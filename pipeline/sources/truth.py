@@ -55,11 +55,7 @@ class TruthSource:
 
     def score(self, corpus: LabelCorpus, image_pos: np.ndarray, caption_pos: np.ndarray) -> np.ndarray:
         """Ground-truth relevance, float32 ``(P,)``, of pairs (image_pos[p], caption_pos[p])."""
-        if corpus.image_ids is None or corpus.caption_ids is None:
-            raise ConfigError("the truth label source looks pairs up by id, but the corpus has no image_ids/"
-                              "caption_ids; build it with LabelCorpus.from_groups(..., image_ids=, caption_ids=)")
-        img_ids = corpus.image_ids[np.asarray(image_pos, dtype=np.int64)]
-        cap_rows = corpus.caption_ids[np.asarray(caption_pos, dtype=np.int64)]
+        img_ids, cap_rows = corpus.ids_of(image_pos, caption_pos, "truth")
         order = np.argsort(self.facts.image_ids)
         at = np.minimum(np.searchsorted(self.facts.image_ids, img_ids, sorter=order), len(order) - 1)
         img_rows = order[at]

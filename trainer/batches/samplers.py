@@ -9,7 +9,7 @@ seed ``group_size - 1`` candidates, so a seed image orders several labelled capt
 
 from __future__ import annotations
 
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import torch
 
@@ -30,6 +30,32 @@ def random_batches(n: int, batch_size: int, generator: torch.Generator) -> Itera
             yield perm[lo:lo + batch_size]
 
 
+def _seeded_batches(n: int, batch_size: int, generator: torch.Generator, n_seed: int,
+                    members: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[torch.Tensor]:
+    """The epoch skeleton of the label-aware samplers: as many batches as :func:`random_batches` gives, each made
+    of ``n_seed`` seed captions from a random permutation and ``members(seeds)`` (the seeds and what they bring,
+    in order), repeats dropped, cut to ``batch_size`` and filled with further captions of the permutation."""
+    perm = torch.randperm(n, generator=generator)
+    n_batches = n // batch_size + (n % batch_size >= 2)
+    pos = 0
+    for _ in range(n_batches):
+        seeds = perm[pos:pos + n_seed]
+        pos += len(seeds)
+        batch = _unique_in_order(members(seeds))[:batch_size]
+        while len(batch) < batch_size and pos < n:  # fill with further captions of the permutation
+            extra = perm[pos:pos + batch_size - len(batch)]
+            pos += len(extra)
+            batch = _unique_in_order(torch.cat([batch, extra]))
+        if len(batch) >= 2:
+            yield batch
+
+
+def _candidate_ranges(labels: PairLabels, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lo, hi)``: the labelled candidates of each image are ``labels.keys[lo[k]:hi[k]]``."""
+    return (torch.searchsorted(labels.keys, images * labels.n_captions),
+            torch.searchsorted(labels.keys, (images + 1) * labels.n_captions))
+
+
 def neighbour_batches(n: int, batch_size: int, generator: torch.Generator, image_index: torch.Tensor,
                       labels: PairLabels, fraction: float = 0.5) -> Iterator[torch.Tensor]:
     """Batches of seed captions plus, for each seed, one random label candidate of the seed's image.
@@ -46,25 +72,13 @@ def neighbour_batches(n: int, batch_size: int, generator: torch.Generator, image
     """
     if not 0.0 <= fraction < 1.0:
         raise ConfigError(f"neighbour fraction must be in [0, 1), got {fraction}")
-    perm = torch.randperm(n, generator=generator)
-    n_seed = max(1, round(batch_size * (1.0 - fraction)))
-    n_batches = n // batch_size + (n % batch_size >= 2)
-    pos = 0
-    for _ in range(n_batches):
-        seeds = perm[pos:pos + n_seed]
-        pos += len(seeds)
-        images = image_index[seeds]
-        lo = torch.searchsorted(labels.keys, images * labels.n_captions)
-        hi = torch.searchsorted(labels.keys, (images + 1) * labels.n_captions)
+
+    def members(seeds: torch.Tensor) -> torch.Tensor:
+        lo, hi = _candidate_ranges(labels, image_index[seeds])
         pick = lo + (torch.rand(len(seeds), generator=generator) * (hi - lo)).long()
-        neighbours = labels.keys[pick[hi > lo]] % labels.n_captions
-        batch = _unique_in_order(torch.cat([seeds, neighbours]))[:batch_size]
-        while len(batch) < batch_size and pos < n:  # fill with further captions of the permutation
-            extra = perm[pos:pos + batch_size - len(batch)]
-            pos += len(extra)
-            batch = _unique_in_order(torch.cat([batch, extra]))
-        if len(batch) >= 2:
-            yield batch
+        return torch.cat([seeds, labels.keys[pick[hi > lo]] % labels.n_captions])
+
+    return _seeded_batches(n, batch_size, generator, max(1, round(batch_size * (1.0 - fraction))), members)
 
 
 def group_batches(n: int, batch_size: int, generator: torch.Generator, image_index: torch.Tensor,
@@ -85,28 +99,18 @@ def group_batches(n: int, batch_size: int, generator: torch.Generator, image_ind
     """
     if group_size < 2:
         raise ConfigError(f"group size must be at least 2 (a seed and one candidate), got {group_size}")
-    perm = torch.randperm(n, generator=generator)
-    n_seed = max(1, batch_size // group_size)
-    n_batches = n // batch_size + (n % batch_size >= 2)
-    pos = 0
-    for _ in range(n_batches):
-        seeds = perm[pos:pos + n_seed]
-        pos += len(seeds)
+
+    def members(seeds: torch.Tensor) -> torch.Tensor:
         images = image_index[seeds]
-        lo = torch.searchsorted(labels.keys, images * labels.n_captions).tolist()
-        hi = torch.searchsorted(labels.keys, (images + 1) * labels.n_captions).tolist()
-        members = []
-        for seed, img, a, b in zip(seeds.split(1), images.tolist(), lo, hi):
+        lo, hi = _candidate_ranges(labels, images)
+        out = []
+        for seed, img, a, b in zip(seeds.split(1), images.tolist(), lo.tolist(), hi.tolist()):
             caps = labels.keys[a:b] % labels.n_captions
             caps = caps[image_index[caps] != img]
-            members += [seed, caps[torch.randperm(len(caps), generator=generator)[:group_size - 1]]]
-        batch = _unique_in_order(torch.cat(members))[:batch_size]
-        while len(batch) < batch_size and pos < n:  # fill with further captions of the permutation
-            extra = perm[pos:pos + batch_size - len(batch)]
-            pos += len(extra)
-            batch = _unique_in_order(torch.cat([batch, extra]))
-        if len(batch) >= 2:
-            yield batch
+            out += [seed, caps[torch.randperm(len(caps), generator=generator)[:group_size - 1]]]
+        return torch.cat(out)
+
+    return _seeded_batches(n, batch_size, generator, max(1, batch_size // group_size), members)
 
 
 def _unique_in_order(values: torch.Tensor) -> torch.Tensor:
