@@ -70,7 +70,8 @@ def _cli_words(text: str, ctx: typer.Context | None = None) -> str:
             continue
         text = re.sub(rf"(?<![\w.-]){name}=(?=[^\s,;)])", f"{flag} ", text)
         text = re.sub(rf"(?<![\w.-]){name}=", flag, text)
-        text = re.sub(rf"(?<![\w.-]){name} must\b", f"{flag} must", text)
+        text = re.sub(rf"(?<![\w.-]){name} (must\b|[<>]=? )", rf"{flag} \1", text)
+        text = re.sub(rf"\bunknown {name} (?=')", f"unknown {flag} ", text)
     text = re.sub(r"\bkendall (?=--)", "", text)
     return " ".join(text.split())
 

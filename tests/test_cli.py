@@ -222,6 +222,13 @@ def test_messages_name_the_flags_of_the_command_line(tmp_path, monkeypatch):
     (tmp_path / "cfg.json").write_text('{"epochs": "two"}')
     out = runner.invoke(app, ["train", "--data", "d", "--out", "o", "--config", "cfg.json"]).output
     assert "cfg.json: training setting epochs must be an integer" in out  # a config file keeps its own keys
+    out = runner.invoke(app, ["train", "--data", "d", "--out", "o", "--label-mode", "foo"]).output
+    assert "unknown --label-mode 'foo'" in out and "label_mode" not in out
+    out = runner.invoke(app, ["train", "--data", "d", "--out", "o"]).output
+    assert "--lambda > 0 needs --labels" in out and "lam " not in out
+    out = runner.invoke(app, ["train", "--data", "d", "--out", "o", "--labels", "l", "--label-mode", "dense",
+                              "--source", "file"]).output
+    assert "use --label-mode sparse" in out
 
 
 def test_every_command_shows_every_default_in_its_rendered_help():

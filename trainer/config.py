@@ -127,11 +127,11 @@ class TrainConfig:
             if getattr(self, name) not in valid:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
         if self.sampler == "stream" and (not self.labels or self.label_norm != "none"):
-            raise ConfigError("the stream sampler needs --labels and label_norm none (it keeps no label index to "
+            raise ConfigError("the stream sampler needs --labels and label_norm=none (it keeps no label index to "
                               "fit a normalisation on)")
         if self.label_mode == "dense" and self.source == "file":
             raise ConfigError("dense labels need a source that can score any pair; the file source only knows its "
-                              "listed pairs: use label_mode sparse")
+                              "listed pairs: use label_mode=sparse")
         if self.lam > 0 and not self.labels:
             raise ConfigError("lam > 0 needs --labels (a folder from `bcls labels build`); use --lambda 0 to "
                               "train the triplet loss alone")
