@@ -106,8 +106,31 @@ def _dense_teacher(out: Path, table, n_images: int = 150, n_captions: int = 800)
     values = {name: make_source(name, **options.get(name, {})).score(corpus, pairs_i, pairs_c).reshape(own.shape)
               for name in SOURCES}
     truth = values.pop("truth")
+    print(json.dumps({"concordance_by_label_difference": {name: _concordance(v, truth, own) for name, v in
+                                                          values.items()}}))
     return {name: float(np.nanmean([kendalltau(v[i][~own[i]], truth[i][~own[i]]).statistic
                                     for i in range(len(img))])) for name, v in values.items()}
+
+
+def _concordance(values: np.ndarray, truth: np.ndarray, own: np.ndarray,
+                 edges: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 1.0)) -> dict[str, list]:
+    """Of an image's pairs of other captions, how often the source orders them as the truth does, by the source's
+    label difference |Δ| (what ``gap`` filters on): ``{"[lo, hi)": [pairs, fraction concordant]}``; pairs the
+    truth ties are left out, pairs the source ties (Δ = 0) are counted under ``"tied"``."""
+    diffs, agree = [], []
+    for i in range(len(values)):
+        v, t = values[i][~own[i]], truth[i][~own[i]]
+        a, b = np.triu_indices(len(v), 1)
+        dv, dt = v[a] - v[b], t[a] - t[b]
+        keep = dt != 0
+        diffs.append(np.abs(dv[keep]))
+        agree.append(np.sign(dv[keep]) == np.sign(dt[keep]))
+    d, ok = np.concatenate(diffs), np.concatenate(agree)
+    table: dict[str, list] = {"tied": [int((d == 0).sum()), None]}
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        rows = (d > 0) & (d >= lo) & ((d < hi) if hi < edges[-1] else (d <= hi))
+        table[f"[{lo}, {hi})"] = [int(rows.sum()), round(float(ok[rows].mean()), 3) if rows.any() else None]
+    return table
 
 
 def _jobs(queue: Path, only: set[str] | None) -> list[tuple[str, dict, int, int]]:
