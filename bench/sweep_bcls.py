@@ -6,6 +6,7 @@
     python bench/sweep_bcls.py reevaluate --out runs/sweep            # every best.pt again, with this bcls's metrics
     python bench/sweep_bcls.py table --out runs/sweep --split dev     # mean ± sd over seeds, per-seed values
     python bench/sweep_bcls.py plot --out runs/sweep                  # τ gain vs teacher quality, τ–rsum frontier
+    python bench/sweep_bcls.py misses --out runs/sweep --split test --only lam0-s0-e8,...   # R@1 vs correct top-1
 
 ``run`` is a worker: it takes the next job of the queue (a JSON list of ``{"name", "settings", "seeds",
 "epochs"}``, re-read before every job, so jobs can be appended while it runs) that has no result and no lock,
@@ -234,12 +235,38 @@ def table(out: Path, split: str, match: str | None) -> None:
         print(f"- {name}: {per_seed}")
 
 
+def misses(out: Path, names: list[str], split: str = "test") -> None:
+    """Why plain R@1 understates a more correct ranking: per run, image→text R@1 against the share of queries whose
+    top caption is fully correct (ground-truth relevance 1, the image's own or another image's caption)."""
+    import torch
+
+    from bcls.data.precomp import read_precomp_split
+    from bcls.trainer.checkpoint import load_checkpoint, model_from_checkpoint
+    from bcls.trainer.evaluation.evaluate import encode_split
+
+    table, feats = read_precomp_split(out / "data", split)
+    relevance = torch.from_numpy(np.load(out / "data" / f"{split}_relevance.npy"))
+    own = torch.from_numpy(table.image_index().copy())
+    print(f"| run ({split}) | i2t R@1 | top-1 fully correct | misses that are fully correct captions of another image |")
+    print("|---|---|---|---|")
+    for name in names:
+        path = out / "runs" / name / "best.pt"
+        model, vocab = model_from_checkpoint(load_checkpoint(path, "cpu"), "cpu", path)
+        img, cap = encode_split(model, vocab, table, feats)
+        top = (img @ cap.T).argmax(dim=1)
+        hit = own[top] == torch.arange(len(img))
+        correct = relevance[torch.arange(len(img)), top] >= 1.0
+        print(f"| {name} | {100 * hit.float().mean():.1f} | {100 * correct.float().mean():.1f} | "
+              f"{100 * (correct & ~hit).sum() / max(int((~hit).sum()), 1):.1f} % |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("setup", "teacher", "run", "reevaluate", "table", "plot"))
+    parser.add_argument("command", choices=("setup", "teacher", "run", "reevaluate", "table", "plot",
+                                                    "misses"))
     parser.add_argument("--out", default="runs/sweep", type=Path)
     parser.add_argument("--queue", default=Path(__file__).with_suffix(".json"), type=Path)
-    parser.add_argument("--only", default=None, help="comma-separated job names")
+    parser.add_argument("--only", default=None, help="comma-separated job names (misses: run folders)")
     parser.add_argument("--poll", type=float, default=0.0, help="run: seconds between looks at an empty queue "
                         "(0: stop when it is empty; a file OUT/STOP also stops the worker)")
     parser.add_argument("--split", default="dev")
@@ -254,6 +281,8 @@ def main() -> None:
         run(args.out, args.queue, set(args.only.split(",")) if args.only else None, args.poll)
     elif args.command == "reevaluate":
         reevaluate(args.out)
+    elif args.command == "misses":
+        misses(args.out, args.only.split(","), args.split)
     elif args.command == "table":
         table(args.out, args.split, args.match)
     else:
