@@ -226,7 +226,8 @@ def table(out: Path, split: str, match: str | None) -> None:
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
             fmt = "{:.4f} ± {:.4f}" if key.startswith("rel_kendall") else "{:.2f} ± {:.2f}"
             cells.append(fmt.format(statistics.mean(vals), sd) if len(vals) > 1 else fmt.split(" ±")[0].format(vals[0]))
-        compared = statistics.mean(r["history"][-1].get("compared", float("nan")) for r in runs)
+        logged = [r["history"][-1]["compared"] for r in runs if r["history"][-1].get("compared") is not None]
+        compared = statistics.mean(logged) if logged else float("nan")  # runs before the column have none
         print(f"| {name} | {len(runs)} | " + " | ".join(cells) + f" | {compared:.1f} |")
     print()
     for name, runs in rows.items():
