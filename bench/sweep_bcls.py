@@ -232,7 +232,9 @@ def table(out: Path, split: str, match: str | None) -> None:
     print()
     for name, runs in rows.items():
         per_seed = "; ".join(f"s{r['seed']}: rsum {r[split]['rsum']:.1f}, τ {r[split]['rel_kendall_i2t']:.4f}/"
-                             f"{r[split]['rel_kendall_t2i']:.4f}" for r in sorted(runs, key=lambda r: r["seed"]))
+                             f"{r[split]['rel_kendall_t2i']:.4f}, NCS@5 {r[split]['ncs_i2t_5']:.1f}/"
+                             f"{r[split]['ncs_t2i_5']:.1f}, mAP@R {r[split]['rel_map_at_r_i2t']:.1f}/"
+                             f"{r[split]['rel_map_at_r_t2i']:.1f}" for r in sorted(runs, key=lambda r: r["seed"]))
         print(f"- {name}: {per_seed}")
 
 
