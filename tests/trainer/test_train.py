@@ -234,3 +234,20 @@ def test_any_json_value_for_any_setting_is_a_config_error_or_fine():
             assert str(err).startswith("cfg.json: ") and "\n" not in str(err)
 
     check()
+
+
+def test_evaluation_reports_progress(tiny, caplog):
+    """Evaluation encodes with the one progress style: a final line with the items done, rate and time."""
+    import logging
+
+    from bcls.trainer.evaluation.evaluate import evaluate
+
+    train(_config(tiny, "ev", epochs=1, lam=0))
+    with caplog.at_level(logging.INFO, logger="bcls"):
+        evaluate(tiny / "ev" / "last.pt", tiny / "data", "test", plots=False)
+    lines = [r.getMessage() for r in caplog.records if "eval: encoding images and captions" in r.getMessage()]
+    from bcls.data.precomp import read_precomp_split
+
+    table, feats = read_precomp_split(tiny / "data", "test")
+    total = feats.n_images + len(table)
+    assert lines and f"{total}/{total}" in lines[-1]

@@ -15,6 +15,7 @@ from bcls.data.captions import CaptionTable
 from bcls.data.errors import ConfigError, DataFormatError
 from bcls.data.features import ImageFeatures
 from bcls.data.precomp import read_precomp_split
+from bcls.data.progress import Progress
 from bcls.data.shards import open_labels
 from bcls.data.version import __version__
 
@@ -42,14 +43,16 @@ def encode_split(model: torch.nn.Module, vocab: Vocabulary, table: CaptionTable,
         ``(images (n_images, E), captions (n_captions, E))`` float32 on CPU, L2-normalised.
     """
     model.eval()
-    images = []
-    for lo in range(0, feats.n_images, batch_size):
-        idx = np.arange(lo, min(lo + batch_size, feats.n_images))
-        images.append(model.encode_images(torch.from_numpy(feats.batch(idx)).to(device)).float().cpu())
-    captions = []
-    for lo in range(0, len(table), batch_size):
-        ids, lengths = pad_batch(tokenize_texts(model, vocab, table.texts[lo:lo + batch_size]))
-        captions.append(model.encode_texts(ids.to(device), lengths).float().cpu())
+    images, captions = [], []
+    with Progress(feats.n_images + len(table), "eval: encoding images and captions", "items", log) as progress:
+        for lo in range(0, feats.n_images, batch_size):
+            idx = np.arange(lo, min(lo + batch_size, feats.n_images))
+            images.append(model.encode_images(torch.from_numpy(feats.batch(idx)).to(device)).float().cpu())
+            progress.update(len(idx))
+        for lo in range(0, len(table), batch_size):
+            ids, lengths = pad_batch(tokenize_texts(model, vocab, table.texts[lo:lo + batch_size]))
+            captions.append(model.encode_texts(ids.to(device), lengths).float().cpu())
+            progress.update(len(lengths))
     return torch.cat(images), torch.cat(captions)
 
 
