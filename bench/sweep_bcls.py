@@ -57,7 +57,7 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     return rankdata(values) / len(values)
 
 
-def teacher(out: Path) -> dict[str, float]:
+def teacher(out: Path) -> dict[str, dict[str, float]]:
     """Mean per-image Kendall τ-b between each source and the ground truth over the image's candidate captions of
     other images (and for a rank average of sbert, cider and spice); printed with the same over random pairs."""
     from scipy.stats import kendalltau
@@ -82,8 +82,9 @@ def teacher(out: Path) -> dict[str, float]:
             if len(rows) > 2 and np.ptp(truth[rows]) > 0 and np.ptp(values[rows]) > 0:
                 taus.append(kendalltau(values[rows], truth[rows]).statistic)
         result[name] = float(np.mean(taus))
-    print(json.dumps({"candidates": result, "random_pairs": _dense_teacher(out, table)}))
-    return result
+    both = {"candidates": result, "random_pairs": _dense_teacher(out, table)}
+    print(json.dumps(both))
+    return both
 
 
 def _dense_teacher(out: Path, table, n_images: int = 150, n_captions: int = 800) -> dict[str, float]:
