@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -22,7 +23,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 labels_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Build and inspect continuous pseudo labels.")
 app.add_typer(labels_app, name="labels")
 
-_state = {"debug": False}
+_state: dict[str, Any] = {"debug": False, "openmp_note": None}
 log = logging.getLogger("bcls")
 
 
@@ -45,6 +46,10 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and
                         stream=sys.stderr, force=True)
     for noisy in ("sentence_transformers", "transformers", "faiss", "urllib3", "httpx", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if _state["openmp_note"]:
+        logging.getLogger("bcls").info("%s: idle OpenMP threads will sleep instead of spinning "
+                                       "(OMP_WAIT_POLICY=PASSIVE); set OMP_WAIT_POLICY to choose yourself",
+                                       _state["openmp_note"])
 
 
 def _cli_words(text: str, ctx: typer.Context | None = None) -> str:
@@ -71,7 +76,7 @@ def _cli_words(text: str, ctx: typer.Context | None = None) -> str:
         text = re.sub(rf"(?<![\w.-]){name}=(?=[^\s,;)])", f"{flag} ", text)
         text = re.sub(rf"(?<![\w.-]){name}=", flag, text)
         text = re.sub(rf"(?<![\w.-]){name} (must\b|[<>]=? )", rf"{flag} \1", text)
-        text = re.sub(rf"\bunknown {name} (?=')", f"unknown {flag} ", text)
+        text = re.sub(rf"\bunknown (kendall )?{name} (?=')", f"unknown {flag} ", text)
     text = re.sub(r"\bkendall (?=--)", "", text)
     return " ".join(text.split())
 
@@ -441,6 +446,48 @@ def demo_cmd(
     typer.echo(f"outputs in {out}: data/ labels/ run/ eval/metrics.json")
 
 
+def busy_cores(seconds: float = 0.25) -> float | None:
+    """Cores kept busy by other processes, sampled from ``/proc/stat`` over ``seconds`` (None where it is not
+    readable). This process is idle while it samples, so all the busy time is someone else's."""
+    import time
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields) - idle, sum(fields)
+
+    try:
+        busy0, total0 = sample()
+        time.sleep(seconds)
+        busy1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (busy1 - busy0) / max(total1 - total0, 1) * (os.cpu_count() or 1)
+
+
+def choose_openmp_wait_policy(environ: dict | None = None, busy: float | None | str = "measure") -> str | None:
+    """``OMP_WAIT_POLICY`` for a heavy command, decided before torch loads (returns what was set, or None).
+
+    Measured with ``bench/bench_contention.py`` on 2 cores: beside one busy process, torch's default OpenMP
+    threads spin at every barrier while their partner is descheduled, and training ran 3.5× slower than alone;
+    with ``PASSIVE`` (idle threads sleep) only 1.3×. Alone, though, ``PASSIVE`` was 35–45 % slower than the
+    default. So bcls sleeps its idle threads only when other processes already keep at least half a core busy,
+    and never overrides a policy the user set.
+    """
+    environ = os.environ if environ is None else environ
+    if "OMP_WAIT_POLICY" in environ:
+        return None
+    busy = busy_cores() if busy == "measure" else busy
+    if busy is None or busy < 0.5:
+        return None
+    environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return f"other processes keep {busy:.1f} of {os.cpu_count()} cores busy"
+
+
+HEAVY_COMMANDS = {"train", "demo", "labels", "eval"}
+
+
 def main() -> None:
     """Console-script entry point.
 
@@ -449,7 +496,13 @@ def main() -> None:
     pool that is joined before the build returns, and the abort no longer occurs: 130 runs under four conditions
     (``build_labels`` with a stand-in and with the real sentence model, dask's own cached thread pool, and this
     command line's kill-test build) all exited cleanly, so the process now ends the normal way.
+
+    Heavy commands on a busy machine get ``OMP_WAIT_POLICY=PASSIVE`` (:func:`choose_openmp_wait_policy`).
     """
+    if HEAVY_COMMANDS & set(sys.argv[1:4]) and "--help" not in sys.argv:
+        why = choose_openmp_wait_policy()
+        if why:
+            _state["openmp_note"] = why
     app()
 
 

@@ -4,10 +4,11 @@
 
 On a generated demo (1,000 training images, stand-in encoder) it times ``--steps`` training steps of the default
 model in a child process, alone and beside a competitor (a pure-Python busy loop, one core), for each thread
-setting: torch's default OpenMP wait policy, and ``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP threads sleep instead
-of spinning — what ``bcls`` sets for itself when the variable is unset). Reported: steps/s and the slowdown
-beside the competitor (the target is at most 2.5× on 2 cores; 1.5× is what sharing 2 cores three ways costs when
-no thread spins). The last line is one JSON object.
+setting: torch's default OpenMP wait policy, ``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP threads sleep instead of
+spinning), and ``auto``, what the ``bcls`` command decides for itself (``bcls.cli.choose_openmp_wait_policy``:
+PASSIVE only when other processes already keep half a core busy). Reported: steps/s and the slowdown beside the
+competitor (the target is at most 2.5× on 2 cores; 1.5× is what sharing 2 cores three ways costs when no thread
+spins). The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ import time
 from pathlib import Path
 
 CHILD = r"""
-import sys, time, torch
+import os, sys, time
+if os.environ.pop("BCLS_AUTO_POLICY", None):  # what `bcls train` decides for itself
+    from bcls.cli import choose_openmp_wait_policy
+    print("auto:", choose_openmp_wait_policy() or "default policy", file=sys.stderr)
+import torch
 from bcls.trainer.config import TrainConfig
 from bcls.trainer.train import _Run
 config = TrainConfig(data=sys.argv[1], labels=sys.argv[2], out=sys.argv[3], warmup_epochs=0)
@@ -56,11 +61,13 @@ def main() -> None:
     generate_demo(tmp / "data", DemoConfig(n_train=1000, n_dev=50, n_test=50))
     build_labels(LabelBuildConfig(captions=str(tmp / "data"), split="train", out=str(tmp / "labels"), k=16),
                  encoder=hash_encoder(), encoder_id="hash64")
-    settings = {"default": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"}}
+    # spin10k/spin100k (GOMP_SPINCOUNT) were measured once, 2.4-2.5 steps/s alone and 3.6x / 9.6x slower beside
+    # the busy loop: no better than either, so they are not repeated
+    settings = {"default": {}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"}, "auto": {"BCLS_AUTO_POLICY": "1"}}
     results: dict[str, float] = {}
     print(f"{'setting':<10} {'alone steps/s':>14} {'beside a busy loop':>19} {'slowdown':>9}")
     for name, extra in settings.items():
-        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | extra | {
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | extra | {
             "OMP_NUM_THREADS": str(args.threads)}
         alone = _steps_per_s(tmp / "data", tmp / "labels", tmp / f"run-{name}-a", args.steps, env)
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])

@@ -192,11 +192,14 @@ def run(out: Path, queue: Path, only: set[str] | None, poll: float) -> None:
             traceback.print_exc()
 
 
-def reevaluate(out: Path) -> None:
-    """Evaluate every finished run's best.pt again with this bcls (after a change to the metrics), in place."""
+def reevaluate(out: Path, only: set[str] | None = None) -> None:
+    """Evaluate every finished run's best.pt (or the run folders in ``only``) again with this bcls (after a change
+    to the metrics), in place."""
     from bcls.data.version import __version__
 
     for path in sorted((out / "runs").glob("*/result.json")):
+        if only and path.parent.name not in only:
+            continue
         result = json.loads(path.read_text())
         for split in ("dev", "test"):
             result[split] = evaluate(path.parent / "best.pt", out / "data", split, plots=False)["metrics"]
@@ -284,7 +287,7 @@ def main() -> None:
     elif args.command == "run":
         run(args.out, args.queue, set(args.only.split(",")) if args.only else None, args.poll)
     elif args.command == "reevaluate":
-        reevaluate(args.out)
+        reevaluate(args.out, set(args.only.split(",")) if args.only else None)
     elif args.command == "misses":
         misses(args.out, args.only.split(","), args.split)
     elif args.command == "table":
