@@ -266,7 +266,7 @@ def test_every_command_shows_every_default_in_its_rendered_help():
 def test_idle_openmp_threads_sleep_only_on_a_busy_machine_and_never_against_the_user():
     """bench/bench_contention.py: beside a busy process the spinning default ran 3.5x slower, PASSIVE 1.3x; alone
     PASSIVE was slower. So PASSIVE is chosen only when others keep >= half a core busy, and a set value stays."""
-    from bcls.cli import busy_cores, choose_openmp_wait_policy
+    from bcls.data.runtime import busy_cores, choose_openmp_wait_policy
 
     env: dict[str, str] = {}
     assert choose_openmp_wait_policy(env, busy=0.1) is None and env == {}
