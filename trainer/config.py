@@ -103,7 +103,7 @@ class TrainConfig:
     amp: bool = True
     train_split: str = "train"
     dev_split: str = "dev"
-    log_every: int = 50
+    log_every: int = 50  # no longer used (progress is reported every 10 s); kept so older configs still load
 
     def __post_init__(self) -> None:
         check_field_types(self, "training setting")

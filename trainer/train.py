@@ -317,12 +317,9 @@ def _train_run(config: TrainConfig, resume: bool, out: Path, last: Path, state: 
                     global_step = (epoch - 1) * run.steps_per_epoch + step
                     for k in LOG_COLUMNS[2:]:
                         board.add_scalar(f"train/{k}", record[k], global_step)
-                note = (f"epoch {epoch} loss {record['loss']:.4f} (bin {record['binary']:.4f} cont "
-                        f"{record['continuous']:.4f}, {record['labelled_pairs']:.0f} labelled pairs)")
-                progress.update(1, note)
-                done = (epoch - first_epoch) * run.steps_per_epoch + step + 1
-                if main and done % config.log_every == 0 and not progress.bar_shown:
-                    log.info("epoch %d step %d/%d: %s", epoch, step + 1, run.steps_per_epoch, note)
+                progress.update(1, f"epoch {epoch} step {step + 1}/{run.steps_per_epoch} loss {record['loss']:.4f} "
+                                   f"(bin {record['binary']:.4f} cont {record['continuous']:.4f}, "
+                                   f"{record['labelled_pairs']:.0f} labelled pairs)")
             log_file.flush()
             summary = {"epoch": epoch, **{k: v / run.steps_per_epoch for k, v in sums.items()}}
             if run.dev is not None:
