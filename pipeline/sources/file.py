@@ -106,8 +106,7 @@ def _score_column(path: Path, tbl: pa.Table, where: Callable[[int], str]) -> np.
         i = int(np.argmax(bad))
         what = "beyond the float32 range" if np.isfinite(values[i]) else "not finite"
         raise _fail(path, f"{where(i)}: score {float(values[i])!r} is {what}; give a finite score or leave the pair "
-                          "out "
-                          f"({int(bad.sum())} such row(s))")
+                          f"out ({int(bad.sum())} such row(s))")
     return scores
 
 

@@ -84,6 +84,7 @@ def plot_similarity_vs_label(sims: torch.Tensor, relevance: torch.Tensor, known:
 
 
 def _fmt(value: Any) -> str:
+    """One number format for reports and comparisons: 4 decimals below 1 in magnitude, else 2."""
     if isinstance(value, float):
         return "nan" if np.isnan(value) else (f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}")
     return str(value)
@@ -129,11 +130,6 @@ def markdown_report(metrics: dict[str, Any], provenance: dict[str, Any], plots: 
     return "\n".join(lines) + "\n"
 
 
-def _number(value: float) -> str:
-    """One format for every number of a comparison: 4 decimals below 1 in magnitude, else 2."""
-    return "nan" if np.isnan(value) else f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
-
-
 def compare_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None) -> str:
     """A side-by-side markdown table of several ``metrics.json`` (files or eval folders), runs numbered from 1,
     with each run's difference to run 1; a metric one run lacks shows as ``—``. When the runs were evaluated on
@@ -167,9 +163,9 @@ def compare_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike | No
     lines.append("|---" * (2 * len(runs)) + "|")
     for k in keys:
         vals = [r.get(k) for _, r in runs]
-        cells = [_number(float(v)) if isinstance(v, (int, float)) else "—" for v in vals]
+        cells = [_fmt(float(v)) if isinstance(v, (int, float)) else "—" for v in vals]
         base = vals[0]
-        deltas = [_number(float(v) - float(base)) if isinstance(v, (int, float)) and isinstance(base, (int, float))
+        deltas = [_fmt(float(v) - float(base)) if isinstance(v, (int, float)) and isinstance(base, (int, float))
                   else "—" for v in vals[1:]]
         deltas = [d if d.startswith(("-", "—", "nan")) else f"+{d}" for d in deltas]
         lines.append(f"| {k} | " + " | ".join(cells) + "".join(f" | {d}" for d in deltas) + " |")
