@@ -1,7 +1,8 @@
 """``sbert``: cosine similarity of sentence embeddings between a caption and an image's other captions.
 
 The embeddings come with the corpus (the label build's sentence model, :mod:`bcls.pipeline.embed`); the source
-itself only aggregates them.
+itself only aggregates them. :func:`aggregate_similarities` is the one definition of every aggregate, used by the
+source (per pair) and by the trainer's dense in-batch labels (per batch).
 """
 
 from __future__ import annotations
@@ -15,29 +16,94 @@ from bcls.data.errors import ConfigError
 
 from ..corpus import LabelCorpus, reference_matrix
 
+AGGREGATES: tuple[str, ...] = ("max", "mean", "topk", "softmax", "centroid")
+"""How the similarities of a caption to an image's references become one label (see :class:`SbertSource`)."""
+
+
+def aggregate_similarities(raw: np.ndarray, valid: np.ndarray, aggregate: str, *, k: int = 2,
+                           temperature: float = 0.1, gram: np.ndarray | None = None) -> np.ndarray:
+    """One label per pair from the cosines of its caption to its image's references.
+
+    Args:
+        raw: float32 ``(..., M)`` cosine of the caption to each reference slot (unclipped).
+        valid: bool ``(..., M)`` which slots are real references (not padding, not the caption itself).
+        aggregate: one of :data:`AGGREGATES`.
+        k: references averaged by ``topk``.
+        temperature: softmax temperature of ``softmax``.
+        gram: float32 ``(..., M, M)`` cosines between the references (broadcastable to ``raw``'s leading shape);
+            needed by ``centroid`` only.
+
+    Returns:
+        float32 ``(...)`` labels in [0, 1]; NaN where a pair has no valid reference.
+    """
+    n_valid = valid.sum(axis=-1)
+    sims = np.clip(raw, 0.0, 1.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if aggregate == "max":
+            value = np.where(valid, sims, -np.inf).max(axis=-1)
+        elif aggregate == "mean":
+            value = np.where(valid, sims, 0.0).sum(axis=-1) / n_valid
+        elif aggregate == "topk":
+            top = -np.sort(-np.where(valid, sims, -np.inf), axis=-1)[..., :k]
+            used = np.minimum(n_valid, k)
+            value = np.where(np.isfinite(top), top, 0.0).sum(axis=-1) / used
+        elif aggregate == "softmax":
+            logits = np.where(valid, sims / temperature, -np.inf)
+            weights = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            value = (weights * np.where(valid, sims, 0.0)).sum(axis=-1) / weights.sum(axis=-1)
+        elif aggregate == "centroid":
+            if gram is None:
+                raise ConfigError("the centroid aggregate needs the references' cosines (gram)")
+            # cos(c, Σ r) = Σ c·r / ‖Σ r‖ with ‖Σ r‖² = Σ_m Σ_n r_m·r_n over the valid references (padding slots
+            # may hold anything, NaN included, so they are masked, not multiplied by 0)
+            pair_valid = valid[..., :, None] & valid[..., None, :]
+            norm = np.sqrt(np.maximum(np.where(pair_valid, gram, 0.0).sum(axis=(-2, -1)), 1e-12))
+            value = np.clip(np.where(valid, raw, 0.0).sum(axis=-1) / norm, 0.0, 1.0)
+        else:
+            raise ConfigError(f"unknown sbert aggregate {aggregate!r}; valid: {', '.join(AGGREGATES)}")
+    return np.where(n_valid > 0, value, np.nan).astype(np.float32)
 
 
 @dataclass(frozen=True)
 class SbertSource:
     """``sbert``: cosine similarity of sentence embeddings between c and each reference r ≠ c of image i,
-    clipped to [0, 1] and aggregated over the references by ``max`` (default) or ``mean``.
+    clipped to [0, 1] and aggregated over the references.
+
+    Aggregates (``aggregate``): ``max`` (default), ``mean``, ``topk`` (mean of the ``k`` largest), ``softmax``
+    (the similarities weighted by their softmax at ``temperature``: between mean, T → ∞, and max, T → 0) and
+    ``centroid`` (the cosine of c to the normalised sum of the references' embeddings).
 
     The paper uses SBERT similarity between a caption and an image's reference captions; the clipping and the
-    choice of aggregate are our reading (docs/design.md). A pair whose image has no reference besides c gets NaN
-    (undefined); the trainer treats such a pair as unknown.
+    aggregates are our choices (docs/design.md; measured against human judgments in docs/results.md). A pair
+    whose image has no reference besides c gets NaN (undefined); the trainer treats such a pair as unknown.
     """
 
     aggregate: str = "max"
+    k: int = 2
+    temperature: float = 0.1
     chunk: int = 16384  # pairs per block: the gathered reference embeddings take chunk·M·d·4 bytes per thread
     name: str = field(default="sbert", init=False)
     needs_embeddings: bool = field(default=True, init=False)
 
     def __post_init__(self) -> None:
-        if self.aggregate not in ("max", "mean"):
-            raise ConfigError(f"sbert aggregate must be 'max' or 'mean', got {self.aggregate!r}")
+        if self.aggregate not in AGGREGATES:
+            raise ConfigError(f"sbert aggregate must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}")
+        if self.k < 1:
+            raise ConfigError(f"sbert k must be at least 1, got {self.k}")
+        if not self.temperature > 0:
+            raise ConfigError(f"sbert temperature must be > 0, got {self.temperature}")
 
     def settings(self) -> dict[str, Any]:
-        return {"aggregate": self.aggregate, "clip": [0.0, 1.0]}
+        out: dict[str, Any] = {"aggregate": self.aggregate, "clip": [0.0, 1.0]}
+        if self.aggregate == "topk":
+            out["k"] = self.k
+        if self.aggregate == "softmax":
+            out["temperature"] = self.temperature
+        return out
+
+    def aggregate_raw(self, raw: np.ndarray, valid: np.ndarray, gram: np.ndarray | None = None) -> np.ndarray:
+        """:func:`aggregate_similarities` with this source's settings."""
+        return aggregate_similarities(raw, valid, self.aggregate, k=self.k, temperature=self.temperature, gram=gram)
 
     def score(self, corpus: LabelCorpus, image_pos: np.ndarray, caption_pos: np.ndarray) -> np.ndarray:
         if corpus.embeddings is None:
@@ -46,14 +112,8 @@ class SbertSource:
         out = np.empty(len(image_pos), dtype=np.float32)
         for lo in range(0, len(image_pos), self.chunk):
             refs = reference_matrix(corpus, image_pos[lo:lo + self.chunk], caption_pos[lo:lo + self.chunk])
-            valid = refs >= 0
-            sims = np.einsum("pd,pmd->pm", emb[caption_pos[lo:lo + self.chunk]], emb[np.maximum(refs, 0)])
-            sims = np.clip(sims, 0.0, 1.0)
-            n_valid = valid.sum(axis=1)
-            with np.errstate(invalid="ignore"):
-                if self.aggregate == "max":
-                    value = np.where(valid, sims, -np.inf).max(axis=1)
-                else:
-                    value = np.where(valid, sims, 0.0).sum(axis=1) / n_valid
-            out[lo:lo + self.chunk] = np.where(n_valid > 0, value, np.nan)
+            ref_emb = emb[np.maximum(refs, 0)]
+            raw = np.einsum("pd,pmd->pm", emb[caption_pos[lo:lo + self.chunk]], ref_emb)
+            gram = np.einsum("pmd,pnd->pmn", ref_emb, ref_emb) if self.aggregate == "centroid" else None
+            out[lo:lo + self.chunk] = self.aggregate_raw(raw, refs >= 0, gram)
         return out

@@ -49,6 +49,8 @@ of one cluster match although they may not share a synset. Multi-word predicates
 of tuple ids of caption c and ``U = ∪ T(r)`` over r in refs(i) without c (leave-one-out, as a label build
 defines it), the score of (i, c) is the F1 ``2 |T(c) ∩ U| / (|T(c)| + |U|)`` (precision ``|∩|/|T(c)|``, recall
 ``|∩|/|U|``), 0 when both sets are empty, NaN when image i has no caption besides c. Values lie in [0, 1].
+``measure="precision"`` (our addition, not SPICE) reports the precision instead: how much of what c says the
+references also say, which does not punish a short, correct caption for what it leaves out.
 
 **Speed.** Per corpus, once (:func:`prepare_spice`, cached per corpus object by :func:`spice_tables`): the spaCy
 parse (the bulk of the time; optionally spread over spawned worker processes) and one Python pass over the tuples;
@@ -236,16 +238,22 @@ def prepare_spice(texts: Sequence[str], image_index: np.ndarray, n_images: int, 
     return tables
 
 
+MEASURES: tuple[str, ...] = ("f1", "precision", "recall")
+"""What the spice source reports of the tuple match: SPICE's F1, or its precision (the share of the caption's
+tuples found among the references': "is what c says true of i?") or recall."""
+
+
 def spice_scores(tables: SpiceTables, image_pos: np.ndarray, caption_pos: np.ndarray,
-                 chunk: int = 1 << 18) -> np.ndarray:
-    """SPICE-like F1 of caption ``caption_pos[p]`` against the union of the tuples of image ``image_pos[p]``'s
-    other captions.
+                 chunk: int = 1 << 18, measure: str = "f1") -> np.ndarray:
+    """SPICE-like F1 (or precision / recall, ``measure``) of caption ``caption_pos[p]`` against the union of the
+    tuples of image ``image_pos[p]``'s other captions.
 
     Args:
         tables: :func:`prepare_spice` output of the corpus.
         image_pos: int ``(P,)`` image positions.
         caption_pos: int ``(P,)`` caption positions.
         chunk: pairs per vectorised block.
+        measure: one of :data:`MEASURES`; precision is 0 for a caption without tuples, recall 0 for an empty union.
 
     Returns:
         float64 ``(P,)`` in [0, 1]; 0 where both tuple sets are empty; NaN where the image has no caption besides
@@ -256,6 +264,8 @@ def spice_scores(tables: SpiceTables, image_pos: np.ndarray, caption_pos: np.nda
     if image_pos.shape != caption_pos.shape or image_pos.ndim != 1:
         raise ConfigError(f"image_pos and caption_pos must be 1-D of one length, got {image_pos.shape} "
                           f"and {caption_pos.shape}")
+    if measure not in MEASURES:
+        raise ConfigError(f"spice measure must be one of {', '.join(MEASURES)}, got {measure!r}")
     out = np.empty(len(image_pos), dtype=np.float64)
     for lo in range(0, len(image_pos), chunk):
         img, cap = image_pos[lo:lo + chunk], caption_pos[lo:lo + chunk]
@@ -266,9 +276,12 @@ def spice_scores(tables: SpiceTables, image_pos: np.ndarray, caption_pos: np.nda
         inter = np.bincount(owner, weights=rest > 0, minlength=len(cap))
         only_c = np.bincount(owner, weights=(rest == 0) & (count > 0), minlength=len(cap))
         union = tables.union_size[img] - only_c
-        den = tables.n_tuples[cap] + union
-        f1 = np.divide(2.0 * inter, den, out=np.zeros(len(cap)), where=den > 0)
-        out[lo:lo + chunk] = np.where(tables.n_captions[img] - own > 0, f1, np.nan)
+        if measure == "f1":
+            num, den = 2.0 * inter, tables.n_tuples[cap] + union
+        else:
+            num, den = inter, (tables.n_tuples[cap] if measure == "precision" else union)
+        value = np.divide(num, den, out=np.zeros(len(cap)), where=den > 0)
+        out[lo:lo + chunk] = np.where(tables.n_captions[img] - own > 0, value, np.nan)
     return out
 
 
@@ -299,6 +312,7 @@ class SpiceSource:
     model: str = DEFAULT_SPACY_MODEL
     batch_size: int = 256
     processes: int = 1  # parse processes (0: one per core; about 0.5 GiB each); the values do not depend on it
+    measure: str = "f1"
     name: str = field(default="spice", init=False)
     needs_embeddings: bool = field(default=False, init=False)
 
@@ -309,14 +323,17 @@ class SpiceSource:
             raise ConfigError(f"spice batch_size must be a positive integer, got {self.batch_size!r}")
         if not (isinstance(self.processes, int) and self.processes >= 0):
             raise ConfigError(f"spice processes must be 0 (one per core) or more, got {self.processes!r}")
+        if self.measure not in MEASURES:
+            raise ConfigError(f"spice measure must be one of {', '.join(MEASURES)}, got {self.measure!r}")
 
     def settings(self) -> dict[str, Any]:
         return {"variant": "SPICE-like (spaCy dependency rules, not Stanford CoreNLP)", "model": self.model,
                 "synonyms": "WordNet synsets from Meteor 1.5 (pycocoevalcap), star-clustered" if self.synonyms
                 else "none (lemma equality)",
-                "tuples": ["object", "attribute", "relation"], "score": "F1 vs union of refs(i) without c"}
+                "tuples": ["object", "attribute", "relation"],
+                "score": f"{'F1' if self.measure == 'f1' else self.measure} vs union of refs(i) without c"}
 
     def score(self, corpus: LabelCorpus, image_pos: np.ndarray, caption_pos: np.ndarray) -> np.ndarray:
-        """SPICE-like F1, float32 ``(P,)``, of pairs (image_pos[p], caption_pos[p])."""
+        """SPICE-like F1 (or ``measure``), float32 ``(P,)``, of pairs (image_pos[p], caption_pos[p])."""
         tables = spice_tables(corpus, self.synonyms, self.model, self.batch_size, self.processes)
-        return spice_scores(tables, image_pos, caption_pos).astype(np.float32)
+        return spice_scores(tables, image_pos, caption_pos, measure=self.measure).astype(np.float32)

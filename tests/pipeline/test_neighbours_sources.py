@@ -1,5 +1,7 @@
 """Candidates and the sbert source against brute-force loops."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -44,17 +46,34 @@ def test_image_candidates_equal_brute_force(k):
         np.testing.assert_allclose(score[img == i], [best[c] for c in expected], atol=1e-5)
 
 
-def _naive_sbert(emb, image_index, pairs, aggregate):
-    out = []
-    for i, c in pairs:
-        refs = [r for r in np.flatnonzero(image_index == i) if r != c]
-        vals = [min(max(float(emb[c] @ emb[r]), 0.0), 1.0) for r in refs]
-        out.append(np.nan if not vals else (max(vals) if aggregate == "max" else sum(vals) / len(vals)))
-    return np.array(out)
+def _naive_aggregate(emb, c, refs, aggregate, k=2, temperature=0.1):
+    """One pair's sbert label, written out reference by reference."""
+    if not refs:
+        return np.nan
+    vals = [min(max(float(emb[c] @ emb[r]), 0.0), 1.0) for r in refs]
+    if aggregate == "max":
+        return max(vals)
+    if aggregate == "mean":
+        return sum(vals) / len(vals)
+    if aggregate == "topk":
+        top = sorted(vals, reverse=True)[:k]
+        return sum(top) / len(top)
+    if aggregate == "softmax":
+        w = [math.exp(v / temperature) for v in vals]
+        return sum(wi * v for wi, v in zip(w, vals)) / sum(w)
+    centre = np.sum([emb[r] for r in refs], axis=0)
+    return min(max(float(emb[c] @ centre / np.linalg.norm(centre)), 0.0), 1.0)
 
 
-@pytest.mark.parametrize("aggregate", ["max", "mean"])
-def test_sbert_source_equals_naive_loop(aggregate):
+def _naive_sbert(emb, image_index, pairs, aggregate, **options):
+    return np.array([_naive_aggregate(emb, c, [r for r in np.flatnonzero(image_index == i) if r != c], aggregate,
+                                      **options) for i, c in pairs])
+
+
+@pytest.mark.parametrize("aggregate,options", [("max", {}), ("mean", {}), ("topk", {"k": 2}), ("topk", {"k": 9}),
+                                               ("softmax", {"temperature": 0.1}), ("softmax", {"temperature": 2.0}),
+                                               ("centroid", {})])
+def test_sbert_source_equals_naive_loop(aggregate, options):
     emb, image_index = _random_corpus()
     image_index = np.r_[image_index, 12]  # an image with a single caption: no reference left for it
     emb = np.vstack([emb, emb[:1]])
@@ -62,9 +81,40 @@ def test_sbert_source_equals_naive_loop(aggregate):
     rng = np.random.default_rng(1)
     pairs = np.c_[rng.integers(0, 12, 40), rng.integers(0, len(emb), 40)]
     pairs = np.vstack([pairs, [[12, len(emb) - 1], [3, np.flatnonzero(image_index == 3)[0]]]])
-    got = SbertSource(aggregate=aggregate, chunk=7).score(corpus, pairs[:, 0], pairs[:, 1])
-    np.testing.assert_allclose(got, _naive_sbert(emb, image_index, pairs, aggregate), atol=1e-5, equal_nan=True)
+    got = SbertSource(aggregate=aggregate, chunk=7, **options).score(corpus, pairs[:, 0], pairs[:, 1])
+    np.testing.assert_allclose(got, _naive_sbert(emb, image_index, pairs, aggregate, **options), atol=1e-5,
+                               equal_nan=True)
     assert np.isnan(got[-2])
+    # Rows no pair needs may be NaN (labels evaluate embeds only the captions it scores; padding reads row 0).
+    pairs = np.vstack([pairs, [[12, 3]]])  # image 12's padded reference slots read row 0
+    got = SbertSource(aggregate=aggregate, chunk=7, **options).score(corpus, pairs[:, 0], pairs[:, 1])
+    keep = (pairs[:, 1] != 0) & (pairs[:, 0] != image_index[0])  # pairs that do not need caption 0
+    needed = np.r_[pairs[keep, 1], corpus.refs[pairs[keep, 0]].ravel()]
+    holey = np.full_like(emb, np.nan)
+    holey[needed[needed > 0]] = emb[needed[needed > 0]]
+    holey_corpus = LabelCorpus.from_groups(corpus.texts, image_index, holey)
+    again = SbertSource(aggregate=aggregate, chunk=7, **options).score(holey_corpus, pairs[keep, 0], pairs[keep, 1])
+    np.testing.assert_allclose(again, got[keep], atol=1e-5, equal_nan=True)
+    assert np.isfinite(again[-1])
+
+
+def test_sbert_aggregates_order_between_mean_and_max():
+    """softmax runs from mean (high temperature) to max (low); top-1 is max; top-M is mean."""
+    emb, image_index = _random_corpus()
+    corpus = LabelCorpus.from_groups(tuple("x" * len(emb)), image_index, emb)
+    img, cap = np.repeat(np.arange(12), len(emb)), np.tile(np.arange(len(emb)), 12)
+    score = {name: SbertSource(**opts).score(corpus, img, cap) for name, opts in
+             {"max": {"aggregate": "max"}, "mean": {"aggregate": "mean"}, "top1": {"aggregate": "topk", "k": 1},
+              "top_all": {"aggregate": "topk", "k": 99}, "hot": {"aggregate": "softmax", "temperature": 1e3},
+              "cold": {"aggregate": "softmax", "temperature": 1e-3}}.items()}
+    np.testing.assert_allclose(score["top1"], score["max"], equal_nan=True)
+    np.testing.assert_allclose(score["top_all"], score["mean"], atol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(score["hot"], score["mean"], atol=1e-3, equal_nan=True)
+    np.testing.assert_allclose(score["cold"], score["max"], atol=1e-3, equal_nan=True)
+    with pytest.raises(ConfigError, match="one of max, mean, topk, softmax, centroid"):
+        SbertSource(aggregate="median")
+    with pytest.raises(ConfigError, match="k must be at least 1"):
+        SbertSource(aggregate="topk", k=0)
 
 
 def test_registry_lists_sources_and_rejects_unknown():

@@ -158,7 +158,7 @@ def test_label_normalizer():
         LabelNormalizer("zscore", train)
 
 
-@pytest.mark.parametrize("aggregate", ["max", "mean"])
+@pytest.mark.parametrize("aggregate", ["max", "mean", "topk", "softmax", "centroid"])
 def test_dense_lookup_equals_the_source_on_every_pair(aggregate):
     from bcls.pipeline.corpus import LabelCorpus
     from bcls.pipeline.sources import SbertSource

@@ -101,8 +101,10 @@ class DenseSbertLabels:
     def from_labels(cls, labels: LabelSet, table: CaptionTable) -> "DenseSbertLabels":
         _same_table(labels, table, "sbert")
         emb = read_caption_embeddings(labels, len(table))
-        settings = labels.provenance.get("sources", {}).get("sbert", {})
-        source = SbertSource(aggregate=settings.get("aggregate", "max"))
+        options = stored_source_options(labels.folder).get("sbert")
+        if options is None:  # a folder from a bcls that recorded only the provenance's settings
+            options = {"aggregate": labels.provenance.get("sources", {}).get("sbert", {}).get("aggregate", "max")}
+        source = SbertSource(**options)
         return cls(LabelCorpus.from_groups(table.texts, table.image_index(), emb), source)
 
     def lookup(self, image_pos: torch.Tensor, caption_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,15 +116,14 @@ class DenseSbertLabels:
         img = image_pos.cpu().numpy().astype(np.int64)
         cap = caption_pos.cpu().numpy().astype(np.int64)
         refs = torch.from_numpy(self.corpus.refs[img])  # (B_i, M), -1 = padding
-        emb = self.embeddings
-        sims = torch.einsum("imd,jd->ijm", emb[refs.clamp(min=0)], emb[torch.from_numpy(cap)]).clamp(0.0, 1.0)
+        ref_emb = self.embeddings[refs.clamp(min=0)]
+        raw = torch.einsum("imd,jd->ijm", ref_emb, self.embeddings[torch.from_numpy(cap)])
         valid = (refs >= 0)[:, None, :] & (refs[:, None, :] != torch.from_numpy(cap)[None, :, None])
-        n_valid = valid.sum(-1)
-        if self.source.aggregate == "max":
-            values = sims.masked_fill(~valid, -1.0).amax(-1)
-        else:
-            values = (sims * valid).sum(-1) / n_valid.clamp(min=1)
-        known = n_valid > 0
+        gram = torch.einsum("imd,ind->imn", ref_emb, ref_emb)[:, None] if self.source.aggregate == "centroid" \
+            else None
+        values = torch.from_numpy(self.source.aggregate_raw(raw.numpy(), valid.numpy(),
+                                                            None if gram is None else gram.numpy()))
+        known = ~torch.isnan(values)
         return torch.where(known, values, torch.zeros(())), known
 
 
@@ -144,6 +145,7 @@ class DenseSourceLabels:
                               "listed pairs: use --label-mode sparse")
         _same_table(labels, table, source)
         built = make_source(source, **stored_source_options(labels.folder).get(source, {}))
+        _same_settings(labels, built)
         emb = read_caption_embeddings(labels, len(table)) if built.needs_embeddings else None
         corpus = LabelCorpus.from_groups(table.texts, table.image_index(), emb, image_ids=table.unique_images(),
                                          caption_ids=table.caption_ids)
@@ -157,6 +159,21 @@ class DenseSourceLabels:
         values = torch.from_numpy(np.asarray(values, dtype=np.float32).reshape(len(img), len(cap)))
         known = ~torch.isnan(values)
         return torch.where(known, values, torch.zeros(())), known
+
+
+def _same_settings(labels: LabelSet, built: LabelSource) -> None:
+    """Refuse a source whose settings differ from the build's (e.g. an ensemble file changed since): its dense
+    labels would not be the labels the shards hold."""
+    import json
+
+    def identity(settings: dict) -> str:
+        kept = {k: v for k, v in settings.items() if k not in getattr(built, "provenance_only", ())}
+        return json.dumps(kept, sort_keys=True, default=str)
+
+    stored = labels.provenance.get("sources", {}).get(built.name)
+    if stored is not None and identity(stored) != identity(json.loads(json.dumps(built.settings(), default=str))):
+        raise ShardError(f"{labels.folder}: the {built.name} source now has other settings than when these labels "
+                         f"were built (stored {identity(stored)[:120]}); rebuild the labels or restore its inputs")
 
 
 def _same_table(labels: LabelSet, table: CaptionTable, source: str) -> None:
