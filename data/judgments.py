@@ -12,6 +12,10 @@ Formats (see :func:`read_judgments`):
   ``image-caption``.
 * ``"flickr8k-expert"``: ``ExpertAnnotations.txt``, tab-separated ``query_image  caption_key  s1  s2  s3`` with three
   expert scores 1–4; score = their mean. Kind ``image-caption``.
+* ``"demo-truth"``: a demo data folder's ``{split}_facts.json`` (or ``{split}_relevance.npy`` beside it): the
+  ground-truth relevance of a stratified sample of (image, caption) pairs of that split (see
+  :func:`read_demo_truth`), so label sources are scored against the demo's truth the same way as against people.
+  Kind ``image-caption``.
 
 Flickr8k names map to the integer ids of the ``flickr8k`` caption format (:func:`bcls.data.captions.flickr8k_ids`),
 so a judgment table joins the caption table read from ``Flickr8k.token.txt``. The Flickr8k files have no sampling
@@ -42,7 +46,7 @@ from .tables import fail as _fail, first_duplicate, shown as _shown
 
 logger = logging.getLogger(__name__)
 
-JUDGMENT_FORMATS: tuple[str, ...] = ("cxc-sits", "cxc-sts", "flickr8k-crowdflower", "flickr8k-expert")
+JUDGMENT_FORMATS: tuple[str, ...] = ("cxc-sits", "cxc-sts", "flickr8k-crowdflower", "flickr8k-expert", "demo-truth")
 """The judgment file formats :func:`read_judgments` understands (``format="auto"`` detects one of them)."""
 
 JUDGMENT_KINDS: tuple[str, ...] = ("caption-image", "image-caption", "caption-caption")
@@ -128,6 +132,8 @@ def detect_judgment_format(path: str | os.PathLike) -> str:
     p = Path(path)
     if not p.is_file():
         raise _fail(p, "no such file; check the path of the judgment file")
+    if _DEMO_TRUTH_RE.match(p.name) and (p.parent / "demo.json").is_file():
+        return "demo-truth"
     with open(p, "rb") as fh:
         head = fh.readline(4096).decode("utf-8", errors="replace").lstrip("\ufeff").strip().lower()
     cols = [c.strip() for c in head.split(",")]
@@ -199,6 +205,8 @@ def read_judgments(path: str | os.PathLike, format: str = "auto") -> Judgments:
         return read_cxc(path, "sts")
     if fmt == "flickr8k-crowdflower":
         return read_flickr8k_crowdflower(path)
+    if fmt == "demo-truth":
+        return read_demo_truth(path)
     return read_flickr8k_expert(path)
 
 
@@ -379,6 +387,61 @@ def read_flickr8k_expert(path: str | os.PathLike) -> Judgments:
     return table
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The demo's ground truth
+# ---------------------------------------------------------------------------------------------------------------
+
+_DEMO_TRUTH_RE = re.compile(r"(\w+)_(facts\.json|relevance\.npy)\Z")
+
+
+def read_demo_truth(path: str | os.PathLike, related: int = 25, unrelated: int = 5, seed: int = 0) -> Judgments:
+    """The demo's ground-truth relevance as judgments of a stratified sample of one split's pairs.
+
+    For every image of the split: all its own captions (method ``same_image``), ``related`` captions of other
+    images drawn uniformly among those with some relevance to it (``other_related``; relevance > 0, all of them
+    when fewer) and ``unrelated`` drawn among the rest (``other_unrelated``). Over all pairs of the demo's dev split
+    71 % have relevance 0, so a uniform sample would mostly compare ties; this one resembles a label build's
+    candidates (mostly captions that share something with the image) plus some random negatives. Score = the
+    fraction of the caption's facts true of the image (0–1), as :func:`bcls.data.demo.demo_pair_relevance`.
+
+    Args:
+        path: ``DEMO/{split}_facts.json`` or ``DEMO/{split}_relevance.npy`` (the split is taken from the name; the
+            facts file is what is read).
+        related, unrelated: other-image captions per image, per stratum.
+        seed: seed of the sample.
+    """
+    from .demo import demo_pair_relevance, read_demo_facts
+
+    p = Path(path)
+    m = _DEMO_TRUTH_RE.match(p.name)
+    if m is None or not (p.parent / "demo.json").is_file():
+        raise _fail(p, "is not a demo split's facts or relevance file (DEMO/{split}_facts.json or "
+                       "DEMO/{split}_relevance.npy beside demo.json); give one written by `bcls demo`")
+    facts = read_demo_facts(p.parent, m.group(1))
+    n_images, n_captions, cpi = len(facts.image_ids), facts.n_captions, facts.captions_per_image
+    rng = np.random.default_rng(seed)
+    captions = np.arange(n_captions)
+    query, candidate, method = [], [], []
+    for i in range(n_images):
+        rel = demo_pair_relevance(facts, np.full(n_captions, i), captions)
+        own = captions // cpi == i
+        picked = {"same_image": captions[own]}
+        for name, pool, n in (("other_related", ~own & (rel > 0), related),
+                              ("other_unrelated", ~own & (rel <= 0), unrelated)):
+            rows = captions[pool]
+            picked[name] = np.sort(rng.choice(rows, min(n, len(rows)), replace=False))
+        for name, rows in picked.items():
+            query.append(np.full(len(rows), i))
+            candidate.append(rows)
+            method.append(np.full(len(rows), name, dtype=object))
+    img_rows, cap_rows = np.concatenate(query), np.concatenate(candidate)
+    scores = demo_pair_relevance(facts, img_rows, cap_rows).astype(np.float64)
+    table = Judgments("image-caption", facts.image_ids[img_rows].astype(np.int64), cap_rows.astype(np.int64),
+                      scores, np.concatenate(method), str(p), "demo-truth")
+    logger.debug("sampled %d demo ground-truth judgments of split %s from %s", len(table), facts.split, p.parent)
+    return table
+
+
 __all__: Sequence[str] = ("JUDGMENT_FORMATS", "JUDGMENT_KINDS", "Judgments", "cxc_caption_id", "cxc_image_id",
                           "detect_judgment_format", "read_cxc", "read_flickr8k_crowdflower",
-                          "read_flickr8k_expert", "read_judgments")
+                          "read_demo_truth", "read_flickr8k_expert", "read_judgments")

@@ -26,9 +26,7 @@ result says how many pairs it used. Sentence embeddings are computed only for th
 from __future__ import annotations
 
 import logging
-import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -39,54 +37,17 @@ from bcls.data.captions import CaptionTable
 from bcls.data.errors import ConfigError
 from bcls.data.judgments import Judgments
 
-from .embed import DEFAULT_MODEL, Encoder, sbert_encoder
+from .embed import DEFAULT_MODEL, EmbeddingCache, Encoder, cached_encoder, default_cache_dir, model_cache_id, \
+    sbert_encoder
+from .correlation import correlations
 from .corpus import LabelCorpus, LabelSource
 from .sources import make_source
+from .sources.ensemble import check_sentence_model, parse_spec
 
 log = logging.getLogger(__name__)
 
-CORRELATIONS: tuple[str, ...] = ("spearman", "pearson", "kendall", "kendall_c")
-"""The statistics of each result: Spearman ρ, Pearson r, Kendall τ-b (``kendall``) and τ-c (``kendall_c``)."""
-
 JSON_FILE = "agreement.json"
 MARKDOWN_FILE = "agreement.md"
-
-
-def correlations(predicted: np.ndarray, human: np.ndarray) -> dict[str, float | int | None]:
-    """Correlations between source values and human scores over the pairs where the source value is finite.
-
-    Args:
-        predicted: ``(P,)`` source values (NaN = could not be scored).
-        human: ``(P,)`` human scores.
-
-    Returns:
-        ``{"spearman", "pearson", "kendall", "kendall_c", "pairs"}``; a statistic is ``None`` when it is undefined
-        (fewer than 2 pairs, or constant values on either side).
-    """
-    from scipy import stats
-
-    predicted = np.asarray(predicted, dtype=np.float64)
-    human = np.asarray(human, dtype=np.float64)
-    if predicted.shape != human.shape or predicted.ndim != 1:
-        raise ConfigError(f"predicted {predicted.shape} and human {human.shape} scores must be 1-D of one length")
-    ok = np.isfinite(predicted) & np.isfinite(human)
-    x, y = predicted[ok], human[ok]
-    out: dict[str, float | int | None] = {k: None for k in CORRELATIONS}
-    out["pairs"] = int(ok.sum())
-    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return out
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        values = {
-            "spearman": stats.spearmanr(x, y).statistic,
-            "pearson": stats.pearsonr(x, y).statistic,
-            "kendall": stats.kendalltau(x, y, variant="b").statistic,
-            "kendall_c": stats.kendalltau(x, y, variant="c").statistic,
-        }
-    for k, v in values.items():
-        out[k] = float(v) if v is not None and math.isfinite(float(v)) else None
-    return out
-
 
 def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Index in ``ids`` (distinct) of each of ``wanted``; -1 where absent."""
@@ -99,17 +60,27 @@ def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
 
 
 def _build_sources(sources: Sequence[str | LabelSource],
-                   source_settings: Mapping[str, Mapping[str, Any]] | None) -> list[LabelSource]:
+                   source_settings: Mapping[str, Mapping[str, Any]] | None) -> tuple[list[str], list[LabelSource]]:
+    """``(labels, sources)``: each item built — a name, or a member spec ``NAME:KEY=VALUE…`` (the ensemble's
+    syntax, :func:`~bcls.pipeline.sources.ensemble.parse_spec`) whose options override ``source_settings``
+    [NAME] — and the label it is reported under (the spec; a built source's name)."""
+    labels: list[str] = []
     built: list[LabelSource] = []
     for s in sources:
-        built.append(make_source(s, **dict((source_settings or {}).get(s, {}))) if isinstance(s, str) else s)
-    names = [s.name for s in built]
-    if not names:
+        if isinstance(s, str):
+            member = parse_spec(s)
+            options = {**dict((source_settings or {}).get(member.source, {})), **member.options}
+            built.append(make_source(member.source, **options))
+            labels.append(s if ":" in s else member.source)
+        else:
+            built.append(s)
+            labels.append(s.name)
+    if not labels:
         raise ConfigError("no label source to evaluate; name at least one (e.g. sbert, cider)")
-    dup = sorted({n for n in names if names.count(n) > 1})
+    dup = sorted({n for n in labels if labels.count(n) > 1})
     if dup:
         raise ConfigError(f"label source(s) {', '.join(dup)} given twice; each source is reported under its name")
-    return built
+    return labels, built
 
 
 def _embeddings(texts: Sequence[str], rows: np.ndarray, encoder: Encoder) -> np.ndarray:
@@ -124,6 +95,16 @@ def _embeddings(texts: Sequence[str], rows: np.ndarray, encoder: Encoder) -> np.
     return emb
 
 
+def default_encoder(model: str = DEFAULT_MODEL, device: str | None = None, cache: str | os.PathLike | None = None,
+                    use_cache: bool = True) -> Encoder:
+    """The sentence model ``model`` as an :data:`Encoder`, through the embedding cache unless ``use_cache`` is off
+    (the model is loaded only when a caption is missing from the cache)."""
+    if not use_cache:
+        return sbert_encoder(model, device)
+    return cached_encoder(EmbeddingCache(cache or default_cache_dir(), model_cache_id(model)),
+                          lambda: sbert_encoder(model, device))
+
+
 def score_judgments(
     captions: CaptionTable,
     judgments: Judgments,
@@ -132,24 +113,52 @@ def score_judgments(
     *,
     source_settings: Mapping[str, Mapping[str, Any]] | None = None,
     device: str | None = None,
+    model: str = DEFAULT_MODEL,
+    cache: str | os.PathLike | None = None,
+    use_cache: bool = True,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, int]]:
     """Score every judged pair with each source (see the module docstring for how).
 
     Args:
         captions: the caption table holding the judged captions (and the references of the judged images).
         judgments: the human judgments.
-        sources: label source names (see ``LABEL_SOURCES``) or built sources.
-        encoder: caption → L2-normalised embedding function for sources that need embeddings; default:
-            :func:`~bcls.pipeline.embed.sbert_encoder` of the sbert source's model.
+        sources: label source names (see ``LABEL_SOURCES``), member specs (``spice:measure=precision``) or built
+            sources; results are keyed by the name or spec.
+        encoder: caption → L2-normalised embedding function for sources that need embeddings; default: the
+            sentence-transformers model ``model`` through the embedding cache.
         source_settings: keyword settings per source name, e.g. ``{"file": {"path": "scores.csv"}}``.
-        device: device of the default sentence model.
+        device: device of the sentence model.
+        model: sentence-transformers model name or folder (when no ``encoder`` is given).
+        cache: embedding cache folder (``None``: ``$BCLS_CACHE_DIR`` or ``~/.cache/bcls/embeddings``), read and
+            filled as by ``labels build``, so comparing sources or aggregates embeds each caption once.
+        use_cache: read and fill the embedding cache.
 
     Returns:
         ``(scored, values, counts)``: ``scored`` bool ``(P,)`` marks the pairs found in the caption table;
         ``values[name]`` float32 ``(P,)`` holds each source's values (NaN where not scored); ``counts`` has
         ``pairs``, ``scored``, ``missing_captions`` and ``missing_images`` (pairs skipped for each reason).
     """
-    built = _build_sources(sources, source_settings)
+    labels, built = _build_sources(sources, source_settings)
+    scored, columns, counts = score_pairs(captions, judgments, built, encoder, device=device, model=model,
+                                          cache=cache, use_cache=use_cache)
+    return scored, dict(zip(labels, columns)), counts
+
+
+def score_pairs(
+    captions: CaptionTable,
+    judgments: Judgments,
+    built: Sequence[LabelSource],
+    encoder: Encoder | None = None,
+    *,
+    device: str | None = None,
+    model: str = DEFAULT_MODEL,
+    cache: str | os.PathLike | None = None,
+    use_cache: bool = True,
+) -> tuple[np.ndarray, list[np.ndarray], dict[str, int]]:
+    """:func:`score_judgments` for built sources that may share a name (an ensemble's members, e.g. two sbert
+    aggregates): one float32 ``(P,)`` column per source, in order, over one corpus (so per-corpus tables such as
+    spice's parse are made once)."""
+    check_sentence_model(built, model if encoder is None else None)
     n_pairs = len(judgments)
     if judgments.kind == "caption-caption":
         q = _positions(captions.caption_ids, judgments.query_ids)
@@ -186,12 +195,11 @@ def score_judgments(
             refs = corpus.refs[img_pos]
             needed = np.concatenate([cap_pos, refs[refs >= 0]])
         if encoder is None:
-            model = next((getattr(s, "model", DEFAULT_MODEL) for s in built if s.needs_embeddings), DEFAULT_MODEL)
-            encoder = sbert_encoder(model, device)
+            encoder = default_encoder(model, device, cache, use_cache)
         log.info("agreement: embedding %d of %d captions", len(np.unique(needed)), len(captions))
         corpus = LabelCorpus(corpus.texts, corpus.image_index, corpus.refs,
                              _embeddings(captions.texts, needed, encoder), corpus.image_ids, corpus.caption_ids)
-    values: dict[str, np.ndarray] = {}
+    columns: list[np.ndarray] = []
     for src in built:
         full = np.full(n_pairs, np.nan, dtype=np.float32)
         full[scored] = np.asarray(src.score(corpus, img_pos, cap_pos), dtype=np.float32)
@@ -199,8 +207,8 @@ def score_judgments(
         if unscored:
             log.info("agreement: source %s could not score %d of %d pairs (NaN)", src.name, unscored,
                      counts["scored"])
-        values[src.name] = full
-    return scored, values, counts
+        columns.append(full)
+    return scored, columns, counts
 
 
 def evaluate_agreement(
@@ -212,6 +220,9 @@ def evaluate_agreement(
     *,
     source_settings: Mapping[str, Mapping[str, Any]] | None = None,
     device: str | None = None,
+    model: str = DEFAULT_MODEL,
+    cache: str | os.PathLike | None = None,
+    use_cache: bool = True,
 ) -> dict[str, Any]:
     """Correlate each label source with human judgments, overall and per sampling method.
 
@@ -219,11 +230,12 @@ def evaluate_agreement(
         captions: the caption table the judgments refer to (read with
             :func:`~bcls.data.captions.read_captions`).
         judgments: human judgments (:func:`~bcls.data.judgments.read_judgments`).
-        sources: label source names (``"sbert"``, ``"cider"``, ``"file"``, …) or built sources.
-        encoder: embedding function for sources that need embeddings (default: the sbert source's sentence model).
+        sources: label source names (``"sbert"``, ``"cider"``, ``"file"``, …), member specs
+            (``"sbert:aggregate=softmax"``, reported under the spec) or built sources.
+        encoder: embedding function for sources that need embeddings (default: the sentence model ``model``).
         out: folder to write ``agreement.json`` and ``agreement.md`` to (created); nothing is written when None.
         source_settings: keyword settings per source name, e.g. ``{"file": {"path": "scores.csv"}}``.
-        device: device of the default sentence model.
+        device, model, cache, use_cache: the sentence model and its embedding cache (see :func:`score_judgments`).
 
     Returns:
         The JSON written to ``out/agreement.json``::
@@ -232,15 +244,17 @@ def evaluate_agreement(
              "by_method": {method: {source: {...}}},
              "judgments": {"path", "format", "kind", "pairs", "scored", "missing_captions", "missing_images"},
              "captions": {"path", "format", "captions", "images", "fingerprint"},
-             "sources": {source: settings}, "pair_scoring": str}
+             "sources": {source: settings}, "sentence_model": str (when a source embeds), "pair_scoring": str}
 
         A statistic is ``null`` where undefined; ``pairs`` counts the pairs it was computed on.
 
     Raises:
         ConfigError: unknown or duplicate source, or no judged pair is in the caption table.
     """
-    built = _build_sources(sources, source_settings)
-    _, values, counts = score_judgments(captions, judgments, built, encoder, device=device)
+    labels, built = _build_sources(sources, source_settings)
+    _, columns, counts = score_pairs(captions, judgments, built, encoder, device=device, model=model, cache=cache,
+                                     use_cache=use_cache)
+    values = dict(zip(labels, columns))
     human = judgments.scores
     result: dict[str, Any] = {
         "overall": {name: correlations(v, human) for name, v in values.items()},
@@ -252,7 +266,9 @@ def evaluate_agreement(
     result["judgments"] = {"path": judgments.path, "format": judgments.format, "kind": judgments.kind, **counts}
     result["captions"] = {"path": captions.path, "format": captions.format, "captions": len(captions),
                           "images": len(captions.unique_images()), "fingerprint": captions.fingerprint()}
-    result["sources"] = {s.name: s.settings() for s in built}
+    result["sources"] = {label: s.settings() for label, s in zip(labels, built)}
+    if any(s.needs_embeddings for s in built):
+        result["sentence_model"] = model if encoder is None else getattr(encoder, "model_id", "custom encoder")
     result["pair_scoring"] = (
         "caption-caption: c1 scored against the single reference c2 (every caption its own one-caption image)"
         if judgments.kind == "caption-caption" else
@@ -286,6 +302,8 @@ def agreement_markdown(result: Mapping[str, Any]) -> str:
         lines += [f"Captions: `{c['path']}` ({c['captions']} captions, {c['images']} images).", ""]
     if "pair_scoring" in result:
         lines += [f"Pair scoring: {result['pair_scoring']}.", ""]
+    if "sentence_model" in result:
+        lines += [f"Sentence model: `{result['sentence_model']}`.", ""]
     lines += ["| subset | source | pairs | Spearman | Pearson | Kendall τ-b | Kendall τ-c |",
               "|---|---|---:|---:|---:|---:|---:|"]
     subsets = [("all", result["overall"])] + list(result["by_method"].items())

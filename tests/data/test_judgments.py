@@ -123,7 +123,7 @@ def test_detection_and_format_errors(tmp_path):
                        format="cxc-sits")
     with pytest.raises(DataFormatError, match="no such file"):
         read_judgments(tmp_path / "missing.csv", format="cxc-sts")
-    assert set(JUDGMENT_FORMATS) == {"cxc-sits", "cxc-sts", "flickr8k-crowdflower", "flickr8k-expert"}
+    assert set(JUDGMENT_FORMATS) == {"cxc-sits", "cxc-sts", "flickr8k-crowdflower", "flickr8k-expert", "demo-truth"}
     with pytest.raises(ConfigError, match="unknown judgment kind"):
         Judgments("image-image", np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0, object), "x", "x")
 
@@ -214,3 +214,32 @@ def test_flickr8k_files_are_told_apart_by_their_rows_not_their_names(tmp_path):
     (tmp_path / "notes.txt").write_text("just some notes\n")
     with pytest.raises(DataFormatError, match="cannot tell the caption format"):
         detect_format(tmp_path / "notes.txt")
+
+
+def test_demo_truth_judgments_are_the_demo_relevance(tmp_path):
+    from bcls.data.captions import read_captions
+    from bcls.data.demo import DemoConfig, generate_demo
+    from bcls.data.judgments import read_demo_truth
+
+    data = tmp_path / "demo"
+    generate_demo(data, DemoConfig(n_train=20, n_dev=30, n_test=10, seed=2))
+    judged = read_judgments(data / "dev_relevance.npy")
+    assert judged.format == "demo-truth" and judged.kind == "image-caption"
+    relevance = np.load(data / "dev_relevance.npy").astype(np.float64)
+    table = read_captions(data, split="dev")
+    rows = np.searchsorted(table.unique_images(), judged.query_ids)
+    np.testing.assert_allclose(judged.scores, relevance[rows, judged.candidate_ids], atol=1e-3)  # float16 file
+    own = table.image_ids[judged.candidate_ids] == judged.query_ids
+    assert np.array_equal(own, judged.methods == "same_image")
+    assert own.sum() == len(table)  # every caption with its own image
+    related = judged.methods == "other_related"
+    assert np.all(judged.scores[related] > 0) and np.all(judged.scores[judged.methods == "other_unrelated"] == 0)
+    per_image = np.bincount(rows[related], minlength=30)
+    available = ((relevance > 0) & ~(table.image_index()[None, :] == np.arange(30)[:, None])).sum(axis=1)
+    np.testing.assert_array_equal(per_image, np.minimum(available, 25))
+    again = read_demo_truth(data / "dev_facts.json")  # the facts file names the same split; same seed, same sample
+    np.testing.assert_array_equal(again.candidate_ids, judged.candidate_ids)
+    assert len(read_demo_truth(data / "dev_facts.json", related=2, unrelated=1)) == len(table) + 30 * 3
+    (tmp_path / "train_relevance.npy").write_bytes(b"")
+    with pytest.raises(DataFormatError, match="train_relevance.npy: is not a demo split's facts or relevance file"):
+        read_demo_truth(tmp_path / "train_relevance.npy")

@@ -146,6 +146,20 @@ def test_evaluate_writes_json_and_markdown(tmp_path, encoder):
     assert "| all | sbert | 8 |" in md and "| orig | file |" in md and "Kendall τ-c" in md
 
 
+def test_member_specs_are_scored_side_by_side(encoder):
+    """Two settings of one source in one call, each reported under its spec; -o settings apply to plain names."""
+    table, judg = _table(), _sits()
+    result = evaluate_agreement(table, judg, ["sbert", "sbert:aggregate=mean", "cider"], encoder,
+                                source_settings={"sbert": {"aggregate": "softmax"}})
+    assert list(result["overall"]) == ["sbert", "sbert:aggregate=mean", "cider"]
+    assert result["sources"]["sbert"]["aggregate"] == "softmax"
+    assert result["sources"]["sbert:aggregate=mean"]["aggregate"] == "mean"
+    _, direct, _ = score_judgments(table, judg, [SbertSource(aggregate="mean")], encoder)
+    assert result["overall"]["sbert:aggregate=mean"] == correlations(direct["sbert"], judg.scores)
+    with pytest.raises(ConfigError, match="given twice"):
+        evaluate_agreement(table, judg, ["sbert:aggregate=mean", "sbert:aggregate=mean"], encoder)
+
+
 def test_evaluate_errors(encoder):
     table = _table()
     nothing = Judgments("caption-image", np.array([5]), np.array([1]), np.array([1.0]), np.array(["m"], object),
