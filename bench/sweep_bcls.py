@@ -13,7 +13,8 @@
 trains it, evaluates the best-by-dev-rsum checkpoint on dev and test (with the demo's ground-truth relevance) and
 writes ``OUT/runs/NAME-sSEED-eEPOCHS/result.json``; several workers share one queue through lock folders (run at
 most two on 2 cores, each with ``OMP_NUM_THREADS=1``). ``settings`` are :class:`~bcls.trainer.config.TrainConfig`
-fields; the demo data, the default demo generator and the label build are shared by every job.
+fields (``labels`` names another label folder under OUT, e.g. ``labels_ens`` from ``setup-ensemble``); the demo
+data, the default demo generator and the label build are shared by every job.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def _jobs(queue: Path, only: set[str] | None) -> list[tuple[str, dict, int, int]
 
 def run(out: Path, queue: Path, only: set[str] | None, poll: float) -> None:
     """Work through the queue until it holds no job without a result or lock (``poll`` > 0: then wait for more)."""
-    data, labels = out / "data", out / "labels"
+    data = out / "data"
     while True:
         job = None
         for name, settings, seed, epochs in _jobs(queue, only):
@@ -168,8 +169,9 @@ def run(out: Path, queue: Path, only: set[str] | None, poll: float) -> None:
         name, settings, seed, epochs, tag = job
         run_dir, start = out / "runs" / tag, time.perf_counter()
         try:
-            config = TrainConfig(data=str(data), labels=str(labels), out=str(run_dir), epochs=epochs, seed=seed,
-                                 **settings)
+            chosen = dict(settings)  # a job may train on another label folder of OUT ("labels": "labels_ens")
+            config = TrainConfig(data=str(data), labels=str(out / chosen.pop("labels", "labels")), out=str(run_dir),
+                                 epochs=epochs, seed=seed, **chosen)
             summary = train(config, overwrite=True)
             metrics = {split: evaluate(run_dir / "best.pt", data, split, plots=False)["metrics"]
                        for split in ("dev", "test")}

@@ -6,7 +6,10 @@
   pairs;
 * :mod:`~.build` — the build's phases and its orchestrator, with :mod:`~.resume` (the output folder, resuming)
   and :mod:`~.scheduling` (dask shard tasks);
-* :mod:`~.agreement` — agreement of label sources with human judgments.
+* :mod:`~.agreement` — agreement of label sources with human judgments (:mod:`~.correlation` its statistics);
+* :mod:`~.ensemble` — the fitted ensemble of sources (model, JSON, cross-validation) and :mod:`~.fit` (``bcls
+  labels fit``: judgments → fitted ensemble);
+* :mod:`~.models` — sentence models installed offline from PyPI part packages, by short name.
 
 May import: :mod:`bcls.data` only (never :mod:`bcls.trainer` or the CLI).
 """
@@ -22,6 +25,10 @@ _EXPORTS = {
     'build_labels': 'bcls.pipeline.build',
     'evaluate_agreement': 'bcls.pipeline.agreement',
     'sbert_encoder': 'bcls.pipeline.embed',
+    'EnsembleModel': 'bcls.pipeline.ensemble',
+    'load_ensemble': 'bcls.pipeline.ensemble',
+    'fit_ensemble': 'bcls.pipeline.fit',
+    'install_model': 'bcls.pipeline.models',
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = _lazy(__name__, globals(), _EXPORTS)

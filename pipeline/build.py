@@ -42,6 +42,7 @@ from .resume import (CANDIDATES_FILE, CONFIG_FILE, finish_resume_state, load_can
 from .scheduling import LOCAL_SCHEDULERS, ShardPlan, ShardProgress, existing_entry, pairs_hash, \
     run_distributed, run_local, warm_sources
 from .sources import LABEL_SOURCES, make_source
+from .sources.ensemble import check_sentence_model
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +260,7 @@ def build_labels(config: LabelBuildConfig, encoder: Encoder | None = None,
     """
     check_device(config.device)
     sources = config.make_sources()
+    check_sentence_model(sources, config.model if encoder is None else None)
     if table is None:
         table = read_captions(config.captions, format=config.format, split=config.split,
                               skip_empty=config.skip_empty, allow_unknown_images=config.allow_unknown_images)

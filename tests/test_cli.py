@@ -1,5 +1,6 @@
 """The command line end to end on tiny demo data: labels → train (1 epoch) → eval, and its error handling."""
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ def test_sources_are_listed():
     lines = out.output.strip().splitlines()
     names = [line.split()[0] for line in lines if not line.startswith(" ")]
     assert "sbert" in names and names == list(LABEL_SOURCES)
-    assert any("options: aggregate='max', chunk=16384" in line for line in lines)
+    assert any("options: aggregate='max', k=2, temperature=0.1, chunk=16384" in line for line in lines)
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,8 @@ def test_errors_are_one_line_with_exit_code_2(args, message, tmp_path, monkeypat
 
 
 def test_every_command_has_help():
-    for cmd in (["labels", "build"], ["labels", "sources"], ["train"], ["eval"], ["demo"]):
+    for cmd in (["labels", "build"], ["labels", "sources"], ["labels", "fit"], ["models", "list"],
+                ["models", "install"], ["train"], ["eval"], ["demo"]):
         result = runner.invoke(app, [*cmd, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output
 
@@ -146,6 +148,36 @@ def test_labels_evaluate_agreement(tmp_path):
     assert result["overall"]["sbert"]["pairs"] == 6 and "kendall_c" in result["overall"]["cider"]
     assert result["overall"]["sbert"]["spearman"] > 0.5  # dogs are judged like dogs
     assert "sbert" in out.output
+
+
+def test_fit_an_ensemble_on_demo_truth_then_evaluate_build_and_train_with_it(tiny):
+    """The ensemble route with the real sentence model: fit on the dev split's truth, score it, build, train."""
+    ens = tiny / "ens.json"
+    out = _ok(["labels", "fit", "--captions", str(tiny / "data"), "--split", "dev", "--judgments",
+               str(tiny / "data" / "dev_relevance.npy"), "--sources", "sbert,cider,spice:measure=precision",
+               "--folds", "3", "--out", str(ens)])
+    assert "| ensemble |" in out.output and "| spice:measure=precision |" in out.output and "sha256" in out.output
+    fitted = json.loads(ens.read_text())
+    assert fitted["sentence_model"] == "all-MiniLM-L6-v2" and len(fitted["fit"]["cv"]["mean"]) == 4
+    out = _ok(["labels", "evaluate", "--captions", str(tiny / "data"), "--split", "test", "--judgments",
+               str(tiny / "data" / "test_relevance.npy"), "--sources", "ensemble,sbert", "--ensemble", str(ens),
+               "--aggregate", "centroid", "--out", str(tiny / "agr")])
+    result = json.loads((tiny / "agr" / "agreement.json").read_text())
+    assert result["sources"]["sbert"]["aggregate"] == "centroid" and result["sentence_model"] == "all-MiniLM-L6-v2"
+    assert result["judgments"]["format"] == "demo-truth" and result["overall"]["ensemble"]["spearman"] > 0.3
+    _ok(["labels", "build", "--captions", str(tiny / "data"), "--split", "train", "--k", "4", "--sources",
+         "ensemble", "--ensemble", str(ens), "--out", str(tiny / "ens_labels")])
+    manifest = json.loads((tiny / "ens_labels" / "_manifest.json").read_text())
+    assert manifest["provenance"]["sources"]["ensemble"]["sha256"] == hashlib.sha256(ens.read_bytes()).hexdigest()
+    _ok(["train", "--data", str(tiny / "data"), "--labels", str(tiny / "ens_labels"), "--out", str(tiny / "ens_run"),
+         "--source", "ensemble", "--epochs", "2", "--batch-size", "32"])
+    steps = [line.split(",") for line in (tiny / "ens_run" / "train_log.csv").read_text().splitlines()]
+    after_warmup = [row for row in steps[1:] if row[0] == "2"]
+    assert after_warmup and all(float(row[steps[0].index("compared")]) > 0 for row in after_warmup)
+    ens.write_text(ens.read_text().replace('"mix"', '"mix" ', 1))  # the file changed since the build
+    refused = runner.invoke(app, ["train", "--data", str(tiny / "data"), "--labels", str(tiny / "ens_labels"),
+                                  "--out", str(tiny / "ens_run2"), "--source", "ensemble", "--epochs", "1"])
+    assert refused.exit_code == 2 and "the ensemble source now has other settings" in refused.output
 
 
 def test_train_flag_defaults_are_the_config_defaults():
@@ -243,6 +275,7 @@ def test_every_command_shows_every_default_in_its_rendered_help():
     commands = {("train",): root.commands["train"], ("eval",): root.commands["eval"],
                 ("demo",): root.commands["demo"]}
     commands |= {("labels", name): cmd for name, cmd in root.commands["labels"].commands.items()}
+    commands |= {("models", name): cmd for name, cmd in root.commands["models"].commands.items()}
     checked = 0
     for path, command in commands.items():
         rendered = " ".join(runner.invoke(app, [*path, "--help"]).output.split())

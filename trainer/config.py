@@ -6,8 +6,10 @@ and the CLI's ``bcls train`` flags default to these fields (a test checks both).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from bcls.data.configs import check_field_types
@@ -163,3 +165,17 @@ class TrainConfig:
             return cls(**values)
         except ConfigError as err:
             raise ConfigError(f"{origin}: {err}") from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings of a JSON or TOML training config file (a missing or unparsable file is a ConfigError)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+            return tomllib.loads(text)
+        return json.loads(text)
+    except ValueError as err:
+        raise ConfigError(f"{path}: cannot parse ({err}); write a JSON object or a .toml file") from None

@@ -14,10 +14,11 @@ from .eccv import eccv_metrics, eccv_metrics_from_sims, load_coco_test_ids, rank
 from .evaluate import encode_split, evaluate, evaluate_model, load_relevance, relevance_metrics
 from .metrics import recall_metrics, retrieval_ranks
 from .protocols import PROTOCOLS, coco_5fold_1k, detect_protocol
-from .report import compare_runs, markdown_report
+from .report import compare_runs, markdown_report, metrics_table
 from .semantic import ncs_at_k, rank_correlation
 
 __all__ = ["PROTOCOLS", "coco_5fold_1k", "compare_runs", "detect_protocol", "eccv_metrics", "eccv_metrics_from_sims",
            "encode_split", "evaluate", "evaluate_model", "load_coco_test_ids", "load_relevance", "markdown_report",
+           "metrics_table",
            "ncs_at_k", "rank_correlation", "rankings_from_sims", "recall_metrics", "relevance_metrics",
            "retrieval_ranks"]

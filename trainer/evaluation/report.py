@@ -174,3 +174,16 @@ def compare_runs(paths: Sequence[str | os.PathLike], out: str | os.PathLike | No
         Path(out).mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(Path(out) / "compare.md", text.encode())
     return text
+
+
+def metrics_table(rows: dict[str, dict[str, float]]) -> str:
+    """A fixed-width text table of R@K / rsum (and the semantic metrics every row has), one row per model."""
+    keys = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"]
+    extra = [k for k in ("coco_1k_rsum", "rel_kendall_i2t", "rel_kendall_t2i", "ncs_i2t_5", "ncs_t2i_5",
+                         "rel_map_at_r_i2t", "rel_map_at_r_t2i") if all(k in m for m in rows.values())]
+    head = f"{'model':<22}" + "".join(f"{k:>9}" for k in keys) + "".join(f"{k:>17}" for k in extra)
+    lines = [head, "-" * len(head)]
+    for name, m in rows.items():
+        lines.append(f"{name:<22}" + "".join(f"{m[k]:>9.2f}" for k in keys) +
+                     "".join(f"{m[k]:>17.4f}" if k.startswith("rel_kendall") else f"{m[k]:>17.2f}" for k in extra))
+    return "\n".join(lines)
