@@ -1,7 +1,8 @@
 """The BCLS sweep on the demo: settings of the continuous loss against λ = 0, chosen on dev, reported on test.
 
     python bench/sweep_bcls.py setup --out runs/sweep                 # demo data + labels (sbert, cider, spice, truth)
-    python bench/sweep_bcls.py teacher --out runs/sweep               # how well each source agrees with the truth
+    python bench/sweep_bcls.py setup-ensemble --out runs/sweep        # ensemble fitted on dev truth, labels_ens/
+    python bench/sweep_bcls.py teacher --out runs/sweep [--extra spice:measure=precision,ensemble:path=E.json]
     python bench/sweep_bcls.py run --out runs/sweep --queue bench/sweep_bcls.json [--only NAME,...]
     python bench/sweep_bcls.py reevaluate --out runs/sweep            # every best.pt again, with this bcls's metrics
     python bench/sweep_bcls.py table --out runs/sweep --split dev     # mean ± sd over seeds, per-seed values
@@ -52,24 +53,50 @@ def setup(out: Path) -> None:
                                   source_options={"truth": {"path": str(data)}}))
 
 
+ENSEMBLE_MEMBERS = "sbert,cider,spice,spice:measure=precision"
+
+
+def setup_ensemble(out: Path) -> None:
+    """The ensemble teacher: fitted on the dev split's ground truth (``OUT/ensemble.json``, as ``bcls labels fit``)
+    and built on the same candidates (K = 32) into ``OUT/labels_ens``."""
+    from bcls.data.judgments import read_judgments
+    from bcls.pipeline.fit import fit_ensemble, fit_report_markdown
+
+    data = out / "data"
+    _, report = fit_ensemble(read_captions(data, split="dev"), read_judgments(data / "dev_relevance.npy"),
+                             ENSEMBLE_MEMBERS, out / "ensemble.json")
+    print(fit_report_markdown(report))
+    build_labels(LabelBuildConfig(captions=str(data), split="train", out=str(out / "labels_ens"), k=32,
+                                  sources=("ensemble",),
+                                  source_options={"ensemble": {"path": str(out / "ensemble.json")}}))
+
+
 def _ranks(values: np.ndarray) -> np.ndarray:
     from scipy.stats import rankdata
 
     return rankdata(values) / len(values)
 
 
-def teacher(out: Path) -> dict[str, dict[str, float]]:
+def teacher(out: Path, extra: list[str] | None = None) -> dict[str, dict[str, float]]:
     """Mean per-image Kendall τ-b between each source and the ground truth over the image's candidate captions of
-    other images (and for a rank average of sbert, cider and spice); printed with the same over random pairs."""
+    other images (and for a rank average of sbert, cider and spice, and for ``extra`` source specs such as
+    ``spice:measure=precision`` or ``ensemble:path=ens.json``, scored on the same candidates); printed with the
+    same over random pairs."""
     from scipy.stats import kendalltau
 
-    data = read_labels(open_labels(out / "labels"))
+    labels = open_labels(out / "labels")
+    data = read_labels(labels)
     img = data.column("image_id").to_numpy()
     table = read_captions(out / "data", split="train")
     image_of = dict(zip(table.caption_ids.tolist(), table.image_ids.tolist()))
     own = np.array([image_of[c] for c in data.column("caption_id").to_numpy().tolist()]) == img
     cols = {s: data.column(s).to_numpy() for s in SOURCES}
     cols["rank-average"] = np.mean([_ranks(cols[s]) for s in ("sbert", "cider", "spice")], axis=0)
+    corpus = _corpus(labels, table)
+    image_pos = np.searchsorted(table.unique_images(), img)
+    caption_pos = np.searchsorted(table.caption_ids, data.column("caption_id").to_numpy())
+    for spec in extra or ():
+        cols[spec] = _spec_source(spec, out).score(corpus, image_pos, caption_pos)
     truth = cols["truth"]
     order = np.argsort(img, kind="stable")
     bounds = np.flatnonzero(np.diff(img[order])) + 1
@@ -83,31 +110,42 @@ def teacher(out: Path) -> dict[str, dict[str, float]]:
             if len(rows) > 2 and np.ptp(truth[rows]) > 0 and np.ptp(values[rows]) > 0:
                 taus.append(kendalltau(values[rows], truth[rows]).statistic)
         result[name] = float(np.mean(taus))
-    both = {"candidates": result, "random_pairs": _dense_teacher(out, table)}
+    both = {"candidates": result, "random_pairs": _dense_teacher(out, table, corpus, extra)}
     print(json.dumps(both))
     return both
 
 
-def _dense_teacher(out: Path, table, n_images: int = 150, n_captions: int = 800) -> dict[str, float]:
+def _corpus(labels, table):
+    from bcls.data.shards import read_caption_embeddings
+    from bcls.pipeline.corpus import LabelCorpus
+
+    return LabelCorpus.from_groups(table.texts, table.image_index(), read_caption_embeddings(labels, len(table)),
+                                   image_ids=table.unique_images(), caption_ids=table.caption_ids)
+
+
+def _spec_source(spec: str, out: Path):
+    """The label source of a spec (``truth`` reads the sweep's demo data)."""
+    from bcls.pipeline.sources.ensemble import build_member, parse_spec
+
+    member = parse_spec(spec)
+    if member.source == "truth":
+        return build_member(type(member)("truth", {"path": str(out / "data")}))
+    return build_member(member)
+
+
+def _dense_teacher(out: Path, table, corpus, extra: list[str] | None = None, n_images: int = 150,
+                   n_captions: int = 800) -> dict[str, float]:
     """The same τ over random pairs (what dense in-batch labels see): ``n_images`` images against ``n_captions``
     random captions, each source scoring every pair."""
     from scipy.stats import kendalltau
 
-    from bcls.data.shards import read_caption_embeddings
-    from bcls.pipeline.corpus import LabelCorpus
-    from bcls.pipeline.sources import make_source
-
-    labels = open_labels(out / "labels")
-    corpus = LabelCorpus.from_groups(table.texts, table.image_index(), read_caption_embeddings(labels, len(table)),
-                                     image_ids=table.unique_images(), caption_ids=table.caption_ids)
     rng = np.random.default_rng(0)
     img = rng.choice(len(table.unique_images()), n_images, replace=False)
     cap = rng.choice(len(table), n_captions, replace=False)
     pairs_i, pairs_c = np.repeat(img, len(cap)), np.tile(cap, len(img))
     own = (table.image_index()[pairs_c] == pairs_i).reshape(len(img), len(cap))
-    options = {"truth": {"path": str(out / "data")}}
-    values = {name: make_source(name, **options.get(name, {})).score(corpus, pairs_i, pairs_c).reshape(own.shape)
-              for name in SOURCES}
+    values = {name: _spec_source(name, out).score(corpus, pairs_i, pairs_c).reshape(own.shape)
+              for name in [*SOURCES, *(extra or ())]}
     truth = values.pop("truth")
     print(json.dumps({"concordance_by_label_difference": {name: _concordance(v, truth, own) for name, v in
                                                           values.items()}}))
@@ -271,8 +309,8 @@ def misses(out: Path, names: list[str], split: str = "test") -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("setup", "teacher", "run", "reevaluate", "table", "plot",
-                                                    "misses"))
+    parser.add_argument("command", choices=("setup", "setup-ensemble", "teacher", "run", "reevaluate", "table",
+                                            "plot", "misses"))
     parser.add_argument("--out", default="runs/sweep", type=Path)
     parser.add_argument("--queue", default=Path(__file__).with_suffix(".json"), type=Path)
     parser.add_argument("--only", default=None, help="comma-separated job names (misses: run folders)")
@@ -280,12 +318,16 @@ def main() -> None:
                         "(0: stop when it is empty; a file OUT/STOP also stops the worker)")
     parser.add_argument("--split", default="dev")
     parser.add_argument("--match", default=None, help="table: only variants matching this regular expression")
+    parser.add_argument("--extra", default="", help="teacher: more source specs scored on the same pairs, "
+                        "comma-separated (spice:measure=precision,ensemble:path=ens.json)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.command == "setup":
         setup(args.out)
+    elif args.command == "setup-ensemble":
+        setup_ensemble(args.out)
     elif args.command == "teacher":
-        teacher(args.out)
+        teacher(args.out, [x for x in args.extra.split(",") if x])
     elif args.command == "run":
         run(args.out, args.queue, set(args.only.split(",")) if args.only else None, args.poll)
     elif args.command == "reevaluate":

@@ -189,6 +189,8 @@ def load_ensemble(path: str | os.PathLike) -> tuple[EnsembleModel, str]:
         members = tuple(Member(str(m["source"]), dict(m.get("options") or {})) for m in doc["members"])
     except (KeyError, TypeError):
         raise bad("field 'members' must be a list of {source, options}") from None
+    if not members:
+        raise bad("field 'members' lists no source")
     knots, weights = [], []
     for m in members:
         try:

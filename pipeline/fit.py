@@ -14,6 +14,7 @@ from bcls.data.judgments import Judgments
 from .agreement import score_pairs
 from .embed import DEFAULT_MODEL, Encoder
 from .ensemble import EnsembleModel, Member, cross_validate, fit_model
+from .models import full_name
 from .sources.ensemble import build_member, parse_members
 
 
@@ -51,7 +52,7 @@ def fit_ensemble(
         correlations of the ensemble and of each member), the weights and the file's sha256 (when written).
     """
     parsed = tuple(members) if members and isinstance(next(iter(members)), Member) else parse_members(members)
-    model = model or DEFAULT_MODEL
+    model = full_name(model or DEFAULT_MODEL)
     built = [build_member(m) for m in parsed]
     scored, columns, counts = score_pairs(captions, judgments, built, encoder, device=device, model=model,
                                           cache=cache, use_cache=use_cache)
@@ -68,7 +69,7 @@ def fit_ensemble(
         "captions": {"path": captions.path, "format": captions.format, "fingerprint": captions.fingerprint()},
         "member_settings": {m.label: s.settings() for m, s in zip(parsed, built)},
         "human_scale": [float(np.nanmin(human)), float(np.nanmax(human))],
-        "cv": {k: cv[k] for k in ("folds", "seed", "mean", "sd")},
+        "cv": {k: cv[k] for k in ("folds", "seed", "mean", "sd", "per_fold")},
         "versions": _versions(),
     }
     fitted = fit_model(parsed, values, human, calibrate=calibrate,
@@ -109,4 +110,11 @@ def fit_report_markdown(report: Mapping[str, Any]) -> str:
         weight = "" if label == "ensemble" else f"{report['weights'][label]:.3f}"
         lines.append(f"| {label} | {weight} | {cell(label, 'spearman')} | {cell(label, 'kendall')} | "
                      f"{cell(label, 'kendall_c')} | {cell(label, 'pearson')} |")
+    members = [k for k in cv["mean"] if k != "ensemble" and cv["mean"][k]["spearman"] is not None]
+    if members and cv["mean"]["ensemble"]["spearman"] is not None:
+        best = max(members, key=lambda k: cv["mean"][k]["spearman"])
+        diffs = [f["ensemble"]["spearman"] - f[best]["spearman"] for f in cv["per_fold"]
+                 if f["ensemble"]["spearman"] is not None and f[best]["spearman"] is not None]
+        lines += ["", f"Ensemble − best single source ({best}), Spearman on the same held-out pairs: "
+                      f"{np.mean(diffs):+.3f} (folds {min(diffs):+.3f} … {max(diffs):+.3f})."]
     return "\n".join(lines) + "\n"

@@ -162,9 +162,11 @@ class EnsembleSource:
 def check_sentence_model(sources, model: str | None) -> None:
     """Refuse a fitted ensemble whose embedding members were fitted with another sentence model than ``model``
     (the embeddings the corpus will hold); ``model=None`` (a custom encoder) checks nothing."""
+    from ..models import full_name
+
     for s in sources:
         fitted = getattr(s, "sentence_model", None)
-        if model is not None and fitted is not None and s.needs_embeddings and fitted != model:
+        if model is not None and fitted is not None and s.needs_embeddings and full_name(fitted) != full_name(model):
             raise ConfigError(f"the ensemble {getattr(s, 'path', '')} was fitted with sentence model {fitted!r}, "
                               f"not {model!r}; pass --model {fitted} (or refit it with this model)")
 

@@ -15,7 +15,7 @@ from bcls.data.judgments import read_judgments
 from bcls.pipeline.corpus import LabelCorpus
 from bcls.pipeline.ensemble import (EnsembleModel, Member, apply_knots, cross_validate, fit_calibration, fit_model,
                                     fit_weights, image_folds, load_ensemble, rank_knots)
-from bcls.pipeline.fit import fit_ensemble
+from bcls.pipeline.fit import fit_ensemble, fit_report_markdown
 from bcls.pipeline.sources import EnsembleSource, SbertSource, make_source
 from bcls.pipeline.sources.ensemble import parse_members
 from tests.conftest import hash_encoder
@@ -84,7 +84,8 @@ def test_json_round_trip_and_errors(tmp_path):
     for edit, match in [(lambda d: d.update(format="x"), "field 'format'"),
                         (lambda d: d["weights"].update(cider=-1), "weight of 'cider'"),
                         (lambda d: d["normalisation"].pop("sbert"), "member 'sbert' has no normalisation"),
-                        (lambda d: d.update(members="sbert"), "field 'members'")]:
+                        (lambda d: d.update(members="sbert"), "field 'members'"),
+                        (lambda d: d.update(members=[]), "field 'members' lists no source")]:
         bad = json.loads(path.read_text())
         edit(bad)
         (tmp_path / "bad.json").write_text(json.dumps(bad))
@@ -169,6 +170,10 @@ def test_fit_on_demo_truth_then_build_with_it(tmp_path):
     model, report = fit_ensemble(read_captions(data, split="dev"), judged, "sbert,spice:measure=precision",
                                  tmp_path / "ens.json", folds=3, encoder=hash_encoder())
     assert set(report["cv"]["mean"]) == {"ensemble", "sbert", "spice:measure=precision"}
+    text = fit_report_markdown(report)
+    best = max(("sbert", "spice:measure=precision"), key=lambda k: report["cv"]["mean"][k]["spearman"])
+    gain = np.mean([f["ensemble"]["spearman"] - f[best]["spearman"] for f in report["cv"]["per_fold"]])
+    assert f"best single source ({best}), Spearman on the same held-out pairs: {gain:+.3f}" in text
     assert report["pairs"] == len(judged) and model.sentence_model is None  # a custom encoder records no model
     doc = json.loads((tmp_path / "ens.json").read_text())
     assert doc["fit"]["judgments"]["format"] == "demo-truth" and doc["fit"]["cv"]["folds"] == 3
