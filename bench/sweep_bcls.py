@@ -58,7 +58,8 @@ ENSEMBLE_MEMBERS = "sbert,cider,spice,spice:measure=precision"
 
 def setup_ensemble(out: Path) -> None:
     """The ensemble teacher: fitted on the dev split's ground truth (``OUT/ensemble.json``, as ``bcls labels fit``)
-    and built on the same candidates (K = 32) into ``OUT/labels_ens``."""
+    and built on the same candidates (K = 32) into ``OUT/labels_ens``; spice precision alone into
+    ``OUT/labels_spp``."""
     from bcls.data.judgments import read_judgments
     from bcls.pipeline.fit import fit_ensemble, fit_report_markdown
 
@@ -69,6 +70,8 @@ def setup_ensemble(out: Path) -> None:
     build_labels(LabelBuildConfig(captions=str(data), split="train", out=str(out / "labels_ens"), k=32,
                                   sources=("ensemble",),
                                   source_options={"ensemble": {"path": str(out / "ensemble.json")}}))
+    build_labels(LabelBuildConfig(captions=str(data), split="train", out=str(out / "labels_spp"), k=32,
+                                  sources=("spice",), source_options={"spice": {"measure": "precision"}}))
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ import numpy as np
 
 from bcls.data.captions import CaptionTable
 from bcls.data.judgments import Judgments
+from bcls.data.version import package_versions
 
 from .agreement import score_pairs
 from .embed import DEFAULT_MODEL, Encoder
@@ -70,7 +71,7 @@ def fit_ensemble(
         "member_settings": {m.label: s.settings() for m, s in zip(parsed, built)},
         "human_scale": [float(np.nanmin(human)), float(np.nanmax(human))],
         "cv": {k: cv[k] for k in ("folds", "seed", "mean", "sd", "per_fold")},
-        "versions": _versions(),
+        "versions": package_versions(("numpy", "scipy", "sentence-transformers")),
     }
     fitted = fit_model(parsed, values, human, calibrate=calibrate,
                        sentence_model=model if embeds and encoder is None else None, fit=provenance)
@@ -80,20 +81,6 @@ def fit_ensemble(
         report["sha256"] = fitted.save(out)
         report["path"] = str(out)
     return fitted, report
-
-
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    from bcls.data.version import __version__
-
-    out = {"bcls": __version__}
-    for pkg in ("numpy", "scipy", "sentence-transformers"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def fit_report_markdown(report: Mapping[str, Any]) -> str:

@@ -8,7 +8,7 @@ in the package's ``__init__``, so a source that combines others, such as ``ensem
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from bcls.data.errors import ConfigError
 from bcls.data.registry import Registry
@@ -19,10 +19,10 @@ LABEL_SOURCES: Registry[LabelSource] = Registry("label source")
 """Label sources by name; an entry's options are the keyword arguments of its factory."""
 
 
-def convert_option(source: str, key: str, text: str) -> Any:
+def convert_option(source: str, key: str, text: str, flag: str = "option") -> Any:
     """A source option given as text, converted to the type of the option's default (bool, int, float; else the
-    string); an unknown source or a value of the wrong type is a ``ConfigError`` (an unknown option is refused
-    when the source is made)."""
+    string); an unknown source or a value of the wrong type is a ``ConfigError`` that starts with ``flag`` (an
+    unknown option is refused when the source is made)."""
     default = LABEL_SOURCES.get(source).defaults.get(key)
     try:
         if isinstance(default, bool):
@@ -34,8 +34,26 @@ def convert_option(source: str, key: str, text: str) -> Any:
         if isinstance(default, float):
             return float(text)
     except ValueError:
-        raise ConfigError(f"option {source}.{key}={text}: not a {type(default).__name__}") from None
+        raise ConfigError(f"{flag} {source}.{key}={text}: not a {type(default).__name__}") from None
     return text
+
+
+def parse_source_options(items: Sequence[str], given: Mapping[tuple[str, str], Any] | None = None,
+                         flag: str = "option") -> dict[str, dict[str, Any]]:
+    """Per-source options from ``SOURCE.KEY=VALUE`` items (values typed by :func:`convert_option`), on top of
+    ``given`` ``{(source, key): value}`` entries that are not None (e.g. shortcut flags); messages name ``flag``."""
+    out: dict[str, dict[str, Any]] = {}
+    for (source, key), value in (given or {}).items():
+        if value is not None:
+            out.setdefault(source, {})[key] = value
+    for item in items:
+        name, eq, text = item.partition("=")
+        source, dot, key = name.partition(".")
+        if not (eq and dot and source and key):
+            raise ConfigError(f"{flag} {item!r}: write SOURCE.KEY=VALUE, e.g. sbert.aggregate=mean")
+        source, key = source.strip(), key.strip()
+        out.setdefault(source, {})[key] = convert_option(source, key, text.strip(), flag)
+    return out
 
 
 def make_source(name: str, **options: Any) -> LabelSource:
