@@ -112,8 +112,18 @@ _FORMAT = typer.Option("auto", "--format", help="Caption format: auto, table, co
 _JUDGED_CAPTIONS = typer.Option(..., "--captions", help="Caption table holding the judged captions (any format "
                                 "`labels build` reads).")
 _SPLIT = typer.Option(None, "--split", help="Split of the caption file (e.g. dev of a demo folder).")
+_DATA_CAPTIONS = typer.Option(None, "--captions", help="Instead of --data: a caption file of any format with the "
+                               "splits (a table's split column, Karpathy JSON …); pair it with --features.")
+_FEATURES = typer.Option(None, "--features", help="Feature folder keyed by image id (`bcls features extract`).")
 _JUDGMENT_FORMAT = typer.Option("auto", "--judgment-format", help="auto, cxc-sits, cxc-sts, flickr8k-crowdflower, "
                                 "flickr8k-expert, demo-truth.")
+
+
+def source_options(items: list[str], shortcuts: dict[tuple[str, str], Any]) -> dict[str, dict[str, Any]]:
+    """``--option SOURCE.KEY=VALUE`` items and the given shortcut flags as per-source options."""
+    from bcls.pipeline.sources.registry import parse_source_options
+
+    return parse_source_options(items, shortcuts, flag="--option")
 
 
 def _shortcuts(aggregate: str | None, file_scores: Path | None, ensemble: Path | None) -> dict[tuple[str, str], Any]:
@@ -174,7 +184,7 @@ def labels_build(
         shortcuts = {**_shortcuts(aggregate, file_scores, ensemble), ("spice", "processes"): parse_processes}
         config = LabelBuildConfig(captions=str(captions), out=str(out),
                                   sources=tuple(s.strip() for s in sources.split(",") if s.strip()), k=k,
-                                  source_options=_source_options(option or [], shortcuts), format=fmt,
+                                  source_options=source_options(option or [], shortcuts), format=fmt,
                                   split=split, model=model, batch_size=batch_size,
                                   images_per_shard=images_per_shard, device=device, caption_k=caption_k,
                                   index=index, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
@@ -186,31 +196,6 @@ def labels_build(
     result = _run(go, interrupted, ctx)
     typer.echo(f"{result.manifest['rows']} labelled pairs in {len(result.manifest['shards'])} shard(s), "
                f"sources {', '.join(result.sources)} -> {result.folder}")
-
-
-def _option_value(source: str, key: str, text: str) -> Any:
-    """A ``--option`` value converted to the type of the option's default (bool, int, float; else the string)."""
-    from bcls.pipeline.sources.registry import convert_option
-
-    try:
-        return convert_option(source, key, text)
-    except ConfigError as err:
-        raise ConfigError(f"--{err}" if str(err).startswith("option ") else str(err)) from None
-
-
-def _source_options(items: list[str], shortcuts: dict[tuple[str, str], Any]) -> dict[str, dict[str, Any]]:
-    """``--option SOURCE.KEY=VALUE`` items (and the shortcut flags that were given) as per-source options."""
-    out: dict[str, dict[str, Any]] = {}
-    for (source, key), value in shortcuts.items():
-        if value is not None:
-            out.setdefault(source, {})[key] = value
-    for item in items:
-        name, eq, text = item.partition("=")
-        source, dot, key = name.partition(".")
-        if not (eq and dot and source and key):
-            raise ConfigError(f"--option {item!r}: write SOURCE.KEY=VALUE, e.g. sbert.aggregate=mean")
-        out.setdefault(source.strip(), {})[key.strip()] = _option_value(source.strip(), key.strip(), text.strip())
-    return out
 
 
 @labels_app.command("sources")
@@ -251,7 +236,7 @@ def labels_evaluate(
 
     def go():
         names = [s.strip() for s in sources.split(",") if s.strip()]
-        settings = _source_options(option or [], _shortcuts(aggregate, file_scores, ensemble))
+        settings = source_options(option or [], _shortcuts(aggregate, file_scores, ensemble))
         return evaluate_agreement(read_captions(captions, format=fmt, split=split),
                                   read_judgments(judgments, format=judgment_format), names, out=out, device=device,
                                   source_settings=settings, model=model, cache=str(cache) if cache else None,
@@ -323,6 +308,8 @@ def models_install(
 def train_cmd(
     ctx: typer.Context,
     data: Optional[Path] = typer.Option(None, "--data", help="Precomp folder with train (and dev) splits."),
+    captions: Optional[Path] = _DATA_CAPTIONS,
+    features: Optional[Path] = _FEATURES,
     labels: Optional[Path] = typer.Option(None, "--labels", help="Label folder from `bcls labels build`."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder for checkpoints and logs."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs [10]."),
@@ -384,17 +371,12 @@ def train_cmd(
 
     def go():
         values: dict[str, Any] = read_config_file(config) if config else {}
-        flags = {"data": data, "labels": labels, "out": out, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                 "lam": lam, "seed": seed, "device": device, "source": source, "binary_loss": binary_loss,
-                 "model": model, "triplet_eps": triplet_eps, "triplet_tau": triplet_tau,
-                 "margin": margin, "window": window, "gap": gap, "surrogate": surrogate, "temperature": temperature,
-                 "kendall_margin": kendall_margin, "n_hard": n_hard, "sampler": sampler,
-                 "neighbour_fraction": neighbour_fraction, "group_size": group_size, "label_mode": label_mode,
-                 "label_norm": label_norm, "optimizer": optimizer, "schedule": schedule}
+        fields = set(TrainConfig.__dataclass_fields__)
+        flags = {k: v for k, v in ctx.params.items() if k in fields}
         values.update({k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items() if v is not None})
-        missing = [f"--{k}" for k in ("data", "out") if not values.get(k)]
-        if missing:
-            raise ConfigError(f"missing {' and '.join(missing)} (give them as flags or in --config)")
+        values.setdefault("data", "")
+        if not values.get("out"):
+            raise ConfigError("missing --out (give it as a flag or in --config)")
         return train(TrainConfig.from_dict(values, str(config) if config else "command line"), resume=resume,
                      overwrite=overwrite)
 
@@ -413,6 +395,8 @@ def eval_cmd(
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A checkpoint (best.pt / last.pt) from "
                                               "`bcls train`."),
     data: Optional[Path] = typer.Option(None, "--data", help="Precomp folder holding the split to evaluate."),
+    captions: Optional[Path] = _DATA_CAPTIONS,
+    features: Optional[Path] = _FEATURES,
     split: str = typer.Option("test", "--split", help="Split to evaluate."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for metrics.json, report.md and the plots."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
@@ -436,10 +420,10 @@ def eval_cmd(
     from bcls.trainer.evaluation import evaluate, metrics_table
 
     def go():
-        missing = [f"--{k}" for k, v in (("checkpoint", checkpoint), ("data", data)) if v is None]
-        if missing:
-            raise ConfigError(f"missing {' and '.join(missing)}")
-        return evaluate(checkpoint, data, split, out, device, relevance, relevance_source, protocol, eccv)
+        if checkpoint is None:
+            raise ConfigError("missing --checkpoint")
+        return evaluate(checkpoint, data, split, out, device, relevance, relevance_source, protocol, eccv,
+                        captions=captions, features=features)
 
     result = _run(go, ctx=ctx)
     typer.echo(metrics_table({checkpoint.name: result["metrics"]}))

@@ -26,6 +26,7 @@ class ImageFeatures:
 
     array: np.ndarray
     path: str
+    rows: np.ndarray | None = None  # row of ``array`` for each image (a view over some rows), or all rows
 
     @property
     def kind(self) -> str:
@@ -34,8 +35,8 @@ class ImageFeatures:
 
     @property
     def n_images(self) -> int:
-        """``N``."""
-        return int(self.array.shape[0])
+        """``N`` (the rows of the view when :attr:`rows` is set)."""
+        return int(self.array.shape[0]) if self.rows is None else len(self.rows)
 
     @property
     def dim(self) -> int:
@@ -65,8 +66,15 @@ class ImageFeatures:
         rows = np.asarray(idx)
         if rows.dtype != bool and not np.issubdtype(rows.dtype, np.integer):
             raise TypeError(f"batch() takes integer image indices or a boolean mask, got dtype {rows.dtype}")
+        if self.rows is not None:
+            rows = self.rows[rows]
         out = np.asarray(self.array[rows])  # fancy indexing copies
         return out.astype(np.float32, copy=False)
+
+    def take(self, rows: np.ndarray) -> "ImageFeatures":
+        """A view whose image ``k`` is this one's image ``rows[k]`` (nothing is copied)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return ImageFeatures(self.array, self.path, rows if self.rows is None else self.rows[rows])
 
 
 def load_features(path: str | os.PathLike, *, check_finite: bool = True, chunk: int = 4096) -> ImageFeatures:

@@ -309,3 +309,48 @@ def test_idle_openmp_threads_sleep_only_on_a_busy_machine_and_never_against_the_
     assert choose_openmp_wait_policy({}, busy=None) is None  # no /proc/stat: leave torch's default
     measured = busy_cores(0.05)
     assert measured is None or 0.0 <= measured <= (os.cpu_count() or 1) + 1e-9
+
+
+def test_caption_table_and_feature_folder_train_and_eval_in_one_id_space(tiny, tmp_path):
+    """Captions with their own (annotation-like) ids in a CSV with a split column, features keyed by image id in a
+    feature folder: labels build, train and eval all join by id, with no precomp folder involved."""
+    import csv
+
+    from bcls.data.captions import read_captions
+    from bcls.data.feature_folder import write_feature_folder
+    from bcls.data.precomp import read_precomp_split
+
+    rows, ids, feats = [], [], []
+    for split in ("train", "dev", "test"):
+        table, f = read_precomp_split(tiny / "data", split)
+        for c, (image, text) in enumerate(zip(table.image_ids, table.texts)):
+            rows.append((int(image), 900_000 + len(rows), text, split))
+        ids.append(table.unique_images())
+        feats.append(f.batch(np.arange(f.n_images)))
+    with open(tmp_path / "caps.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image_id", "caption_id", "text", "split"])
+        writer.writerows(rows[::-1])  # any row order: rows meet features by image id
+    order = np.random.default_rng(0).permutation(sum(len(i) for i in ids))  # feature rows in another order too
+    write_feature_folder(tmp_path / "feats", np.concatenate(ids)[order], np.concatenate(feats)[order],
+                         provenance={"model": "demo regions"})
+    caps = str(tmp_path / "caps.csv")
+    _ok(["labels", "build", "--captions", caps, "--split", "train", "--k", "4", "--out", str(tmp_path / "labels")])
+    _ok(["train", "--captions", caps, "--features", str(tmp_path / "feats"), "--labels", str(tmp_path / "labels"),
+         "--out", str(tmp_path / "run"), "--epochs", "2", "--batch-size", "32"])
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["history"][-1]["dev"]["rsum"] > 0  # the dev split of the table was found and evaluated
+    out = _ok(["eval", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--captions", caps, "--features",
+               str(tmp_path / "feats"), "--split", "test", "--out", str(tmp_path / "eval")])
+    assert "rsum" in out.output
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["_provenance"]["images"] == 30 and metrics["_provenance"]["caption_file"] == caps
+    # the same model on the precomp layout of the same data gives the same figures (one id space)
+    _ok(["eval", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(tiny / "data"), "--split", "test",
+         "--out", str(tmp_path / "eval_precomp")])
+    same = json.loads((tmp_path / "eval_precomp" / "metrics.json").read_text())
+    assert same["rsum"] == pytest.approx(metrics["rsum"])
+    assert read_captions(caps, split="test").caption_ids.min() >= 900_000
+    refused = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--captions", caps,
+                                  "--split", "test"])
+    assert refused.exit_code == 2 and "missing --features" in refused.output

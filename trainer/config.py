@@ -24,7 +24,11 @@ class TrainConfig:
     """Settings of one training run (saved as ``train_config.json`` in the run folder and in checkpoints).
 
     Attributes:
-        data: precomp folder with ``train`` (and optionally ``dev``) splits.
+        data: precomp folder with ``train`` (and optionally ``dev``) splits; or "" with ``captions`` and
+            ``features``.
+        captions, features, caption_format: instead of ``data``, a caption file of any format whose split column
+            (or format) has ``train_split`` (and optionally ``dev_split``), and a feature folder keyed by image id
+            (``bcls features extract``); captions meet features by image id (:func:`bcls.data.datasets.read_split`).
         labels: label folder from ``bcls labels build`` (needed when ``lam > 0``).
         out: run folder (checkpoints, logs).
         lam: weight λ of the continuous (Kendall) loss; 0 trains the binary triplet loss alone.
@@ -106,9 +110,15 @@ class TrainConfig:
     train_split: str = "train"
     dev_split: str = "dev"
     log_every: int = 50  # no longer used (progress is reported every 10 s); kept so older configs still load
+    captions: str | None = None
+    features: str | None = None
+    caption_format: str = "auto"
 
     def __post_init__(self) -> None:
         check_field_types(self, "training setting")
+        if bool(self.data) == bool(self.captions and self.features) or bool(self.captions) != bool(self.features):
+            raise ConfigError("give data (a precomp folder) or captions with features (a caption file and a feature "
+                              "folder), not both and not one of the pair")
         checks = {"epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2,
                   "warmup_epochs": self.warmup_epochs >= 0, "lr": self.lr > 0,
                   "lam": self.lam >= 0 and math.isfinite(self.lam), "lam_ramp_epochs": self.lam_ramp_epochs >= 0,

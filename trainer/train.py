@@ -1,4 +1,4 @@
-"""``bcls train``: BCLS training of a retrieval model on a precomp folder with continuous labels from shards."""
+"""``bcls train``: BCLS training of a retrieval model on a precomp folder (or a caption file with a feature folder) with continuous labels from shards."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 
 from bcls.data.atomic import atomic_write_json, ensure_free_space, remove_stale_temporaries
 from bcls.data.errors import CheckpointError, ConfigError
-from bcls.data.precomp import precomp_paths, read_precomp_split
+from bcls.data.datasets import has_split, read_split
 from bcls.data.progress import Progress
 from bcls.data.shards import open_labels
 from bcls.data.version import __version__
@@ -77,9 +77,10 @@ class _Run:
             self.device = torch.device("cuda", dist_info.local_rank)
         torch.manual_seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.table, self.feats = read_precomp_split(config.data, config.train_split)
-        has_dev = precomp_paths(config.data, config.dev_split)["caps"].is_file()
-        self.dev = read_precomp_split(config.data, config.dev_split) if has_dev else None
+        where = {"data": config.data, "captions": config.captions, "features": config.features}
+        self.table, self.feats = read_split(config.train_split, **where, caption_format=config.caption_format)
+        has_dev = has_split(config.dev_split, config.data, config.captions, caption_format=config.caption_format)
+        self.dev = read_split(config.dev_split, **where, caption_format=config.caption_format) if has_dev else None
         self.vocab = Vocabulary.build(self.table.texts)
         wanted = {"image_dim": self.feats.dim, "vocab_size": len(self.vocab), "embed_dim": config.embed_dim,
                   "word_dim": config.word_dim, "pooling": config.pooling, "text_pooling": config.text_pooling,
@@ -300,7 +301,7 @@ def _train_run(config: TrainConfig, resume: bool, out: Path, last: Path, state: 
     total = (config.epochs - first_epoch + 1) * run.steps_per_epoch
     progress = Progress(total, "training", "steps", log, enabled=main)
     if run.dev is None and main:
-        log.info("no %r split in %s: best.pt will be the last epoch", config.dev_split, config.data)
+        log.info("no %r split in %s: best.pt will be the last epoch", config.dev_split, config.data or config.captions)
     try:
         for epoch in range(first_epoch, config.epochs + 1):
             run.model.train()

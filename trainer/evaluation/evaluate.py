@@ -14,7 +14,7 @@ from bcls.data.atomic import atomic_write_bytes, atomic_write_json
 from bcls.data.captions import CaptionTable
 from bcls.data.errors import ConfigError, DataFormatError
 from bcls.data.features import ImageFeatures
-from bcls.data.precomp import read_precomp_split
+from bcls.data.datasets import read_split
 from bcls.data.progress import Progress
 from bcls.data.shards import open_labels
 from bcls.data.version import __version__
@@ -140,11 +140,14 @@ def load_relevance(path: str | os.PathLike, table: CaptionTable, source: str | N
     return torch.from_numpy(np.asarray(rel, dtype=np.float32)), None, str(path)
 
 
-def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str = "test",
+def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None, split: str = "test",
              out: str | os.PathLike | None = None, device: str = "cpu",
              relevance: str | os.PathLike | None = None, relevance_source: str | None = None,
-             protocol: str = "auto", eccv: bool = True, plots: bool = True) -> dict[str, Any]:
-    """Evaluate a checkpoint on ``split`` of a precomp folder.
+             protocol: str = "auto", eccv: bool = True, plots: bool = True, *,
+             captions: str | os.PathLike | None = None, features: str | os.PathLike | None = None,
+             caption_format: str = "auto") -> dict[str, Any]:
+    """Evaluate a checkpoint on ``split`` of a precomp folder ``data`` (or of a caption file ``captions`` with a
+    feature folder ``features``, joined by image id: :func:`bcls.data.datasets.read_split`).
 
     Args:
         relevance: graded relevance for the relevance metrics (see :func:`load_relevance`); by default
@@ -160,16 +163,17 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
     """
     ckpt = load_checkpoint(checkpoint, device)
     model, vocab = model_from_checkpoint(ckpt, device, checkpoint)
-    table, feats = read_precomp_split(data, split)
+    table, feats = read_split(split, data, captions, features, caption_format=caption_format)
+    where = data if data else captions
     image_dim = ckpt["model_settings"].get("image_dim")
     if image_dim is not None and image_dim != feats.dim:
         raise DataFormatError(f"{feats.path}: features have dimension {feats.dim}, the checkpoint's model expects "
                               f"{image_dim}; evaluate on data with the training features' layout")
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
-    detected, coco_captions = detect_protocol(table, data)
+    detected, coco_captions = detect_protocol(table, where)
     if protocol == "coco" and detected != "coco":
-        raise ConfigError(f"{data} split {split!r}: --protocol coco needs the MS-COCO Karpathy 5K test split (5,000 "
+        raise ConfigError(f"{where} split {split!r}: --protocol coco needs the MS-COCO Karpathy 5K test split (5,000 "
                           f"images with the ECCV Caption ids), this split has {feats.n_images} images that are not "
                           "it; use --protocol auto or full")
     protocol = detected if protocol == "auto" else protocol
@@ -190,15 +194,18 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str 
             metrics |= eccv_metrics_from_sims(sims, table.unique_images(), coco_captions)
     if eccv_skipped:
         log.info("ECCV Caption / CxC metrics skipped: %s", eccv_skipped)
-    default_rel = Path(data) / f"{split}_relevance.npy"
-    rel_path = relevance if relevance is not None else (default_rel if default_rel.is_file() else None)
+    default_rel = Path(data) / f"{split}_relevance.npy" if data else None
+    rel_path = relevance if relevance is not None else (
+        default_rel if default_rel is not None and default_rel.is_file() else None)
     rel_desc = None
     rel = known = None
     if rel_path is not None:
         rel, known, rel_desc = load_relevance(rel_path, table, relevance_source)
         metrics |= relevance_metrics(sims, rel, caption_to_image, known)
-    log.info("eval %s/%s: rsum %.1f", data, split, metrics["rsum"])
-    provenance = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "protocol": protocol,
+    log.info("eval %s/%s: rsum %.1f", where, split, metrics["rsum"])
+    provenance = {"checkpoint": str(checkpoint), "data": str(data) if data else None,
+                  "caption_file": str(captions) if captions else None,
+                  "features": str(features) if features else None, "split": split, "protocol": protocol,
                   "images": feats.n_images, "captions": len(table), "relevance": rel_desc,
                   "epoch": ckpt.get("epoch"), "bcls_version": __version__,
                   "checkpoint_bcls_version": ckpt.get("bcls_version"), "eccv_skipped": eccv_skipped,

@@ -1,0 +1,72 @@
+"""One split of a training or test set, from either layout bcls reads, in one id space.
+
+* a **precomp folder** (``--data``): ``{split}_caps.txt`` + ``{split}_ims.npy`` (+ ``{split}_ids.txt``), the
+  SCAN / VSE∞ layout, feature row = image position (:mod:`~.precomp`);
+* a **caption file plus a feature folder** (``--captions TABLE --features DIR``): any caption format
+  (:func:`~bcls.data.captions.read_captions`: a table with its ``split`` column, COCO JSON, Karpathy JSON, precomp,
+  Flickr8k) and a folder of features keyed by image id (:mod:`~.feature_folder`, what ``bcls features extract``
+  writes). Captions are joined to feature rows by image id, so labels built from the same caption file (whatever
+  its format: annotation ids stay annotation ids) train directly.
+
+:func:`read_split` returns ``(table, features)`` with ``features.batch(table.image_index())`` giving each caption's
+image features either way.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .captions import CaptionTable, read_captions
+from .errors import ConfigError
+from .feature_folder import features_for_images
+from .features import ImageFeatures
+from .precomp import read_precomp_split
+
+__all__ = ["read_split", "has_split"]
+
+
+def _check(data, captions, features) -> None:
+    if data and (captions or features):
+        raise ConfigError("give either --data (a precomp folder) or --captions with --features, not both")
+    if not data and not (captions and features):
+        missing = "--features" if captions else "--captions" if features else "--data (or --captions and --features)"
+        raise ConfigError(f"missing {missing}: training and evaluation need a precomp folder or a caption file "
+                          "with a feature folder")
+
+
+def read_split(split: str, data: str | os.PathLike | None = None, captions: str | os.PathLike | None = None,
+               features: str | os.PathLike | None = None, *, caption_format: str = "auto",
+               skip_missing: bool = False) -> tuple[CaptionTable, ImageFeatures]:
+    """The captions and image features of one split (see the module docstring).
+
+    Args:
+        split: the split name (a precomp file prefix, or a value of the caption file's split column).
+        data: a precomp folder; or ``captions`` (a caption file) with ``features`` (a feature folder).
+        caption_format: the caption file's format (``auto`` detects it).
+        skip_missing: leave out (and count, in the log) captions whose image has no features, instead of refusing.
+
+    Raises:
+        ConfigError: neither or both layouts given.
+        DataFormatError: unreadable files, a split the caption file lacks, or images without features.
+    """
+    _check(data, captions, features)
+    if data:
+        return read_precomp_split(data, split)
+    table = read_captions(captions, format=caption_format, split=split)
+    table, feats = features_for_images(features, table, skip_missing=skip_missing)
+    return table, feats
+
+
+def has_split(split: str, data: str | os.PathLike | None = None, captions: str | os.PathLike | None = None,
+              *, caption_format: str = "auto") -> bool:
+    """Whether the precomp folder or caption file holds ``split`` (for an optional dev split)."""
+    from .errors import DataFormatError
+    from .precomp import precomp_paths
+
+    if data:
+        return precomp_paths(data, split)["caps"].is_file()
+    try:
+        read_captions(captions, format=caption_format, split=split)
+    except DataFormatError:
+        return False
+    return True
