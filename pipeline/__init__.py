@@ -9,7 +9,8 @@
 * :mod:`~.agreement` — agreement of label sources with human judgments (:mod:`~.correlation` its statistics);
 * :mod:`~.ensemble` — the fitted ensemble of sources (model, JSON, cross-validation) and :mod:`~.fit` (``bcls
   labels fit``: judgments → fitted ensemble);
-* :mod:`~.models` — sentence models installed offline from PyPI part packages, by short name.
+* :mod:`~.models` — sentence models installed offline from PyPI part packages, by short name;
+* :mod:`~.features` — image features from image files with a pretrained encoder (``bcls features extract``).
 
 May import: :mod:`bcls.data` only (never :mod:`bcls.trainer` or the CLI).
 """
@@ -29,6 +30,7 @@ _EXPORTS = {
     'load_ensemble': 'bcls.pipeline.ensemble',
     'fit_ensemble': 'bcls.pipeline.fit',
     'install_model': 'bcls.pipeline.models',
+    'extract_features': 'bcls.pipeline.features',
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = _lazy(__name__, globals(), _EXPORTS)

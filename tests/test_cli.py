@@ -354,3 +354,85 @@ def test_caption_table_and_feature_folder_train_and_eval_in_one_id_space(tiny, t
     refused = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--captions", caps,
                                   "--split", "test"])
     assert refused.exit_code == 2 and "missing --features" in refused.output
+
+
+def _tiny_image_encoder(folder):
+    import torch
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(0)
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                     image_size=32, patch_size=8)).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return str(folder)
+
+
+def _generated_images(folder, n, name="{:06d}.png"):
+    """Images whose colour says what the captions say (red / green / blue, on the left or right)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    colours = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+    facts = []
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        colour, side = list(colours)[i % 3], ("left", "right")[(i // 3) % 2]
+        pixels = rng.integers(0, 60, (36, 36, 3)).astype(np.uint8)
+        cols = slice(0, 18) if side == "left" else slice(18, 36)
+        pixels[:, cols] = colours[colour]
+        Image.fromarray(pixels).save(folder / name.format(i + 1))
+        facts.append((colour, side))
+    return facts
+
+
+def test_your_own_images_extract_labels_train_eval(tmp_path):
+    """Generated images + a caption table → features extract → labels build → train → eval, no precomp folder."""
+    import csv
+
+    facts = _generated_images(tmp_path / "images", 30)
+    with open(tmp_path / "caps.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["image_id", "caption_id", "text", "split"])
+        for i, (colour, side) in enumerate(facts, start=1):
+            split = "train" if i <= 20 else "dev" if i <= 25 else "test"
+            for j, text in enumerate((f"a {colour} patch on the {side}", f"{colour} on the {side} side",
+                                      f"the {side} half is {colour}")):
+                writer.writerow([i, i * 10 + j, text, split])
+    encoder = _tiny_image_encoder(tmp_path / "encoder")
+    caps, feats = str(tmp_path / "caps.csv"), str(tmp_path / "feats")
+    out = _ok(["features", "extract", "--images", str(tmp_path / "images"), "--captions", caps, "--model", encoder,
+               "--out", feats, "--regions"])
+    assert "30 images" in out.output
+    info = json.loads((tmp_path / "feats" / "features.json").read_text())
+    assert info["images"] == 30 and info["regions"] and set(info["sha256"]) == {"features.npy", "regions.npy",
+                                                                                 "image_ids.npy"}
+    _ok(["labels", "build", "--captions", caps, "--split", "train", "--k", "4", "--out", str(tmp_path / "labels")])
+    _ok(["train", "--captions", caps, "--features", feats, "--labels", str(tmp_path / "labels"), "--out",
+         str(tmp_path / "run"), "--epochs", "2", "--batch-size", "16", "--model", "vse-gpo"])
+    out = _ok(["eval", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--captions", caps, "--features", feats,
+               "--split", "test", "--out", str(tmp_path / "eval")])
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["_provenance"]["images"] == 5 and metrics["_provenance"]["captions"] == 15
+    assert 0 <= metrics["rsum"] <= 600
+
+
+def test_a_coco_json_with_features_trains_and_evaluates(tmp_path):
+    """COCO JSON (no splits: the whole file is one split), images found by the file names it lists."""
+    facts = _generated_images(tmp_path / "images", 12, name="COCO_val2014_{:012d}.jpg")
+    images = [{"id": 500 + i, "file_name": f"COCO_val2014_{i + 1:012d}.jpg"} for i in range(12)]
+    anns = [{"id": 7000 + 2 * i + j, "image_id": 500 + i, "caption": f"{colour} on the {side} {'half' if j else 'side'}"}
+            for i, (colour, side) in enumerate(facts) for j in range(2)]
+    (tmp_path / "captions.json").write_text(json.dumps({"images": images, "annotations": anns}))
+    encoder = _tiny_image_encoder(tmp_path / "encoder")
+    coco, feats = str(tmp_path / "captions.json"), str(tmp_path / "feats")
+    _ok(["features", "extract", "--images", str(tmp_path / "images"), "--captions", coco, "--model", encoder,
+         "--out", feats])
+    from bcls.data.feature_folder import read_feature_folder
+
+    ids, _, _ = read_feature_folder(feats)
+    assert list(ids) == list(range(500, 512))  # the JSON's image ids, not the digits of the file names
+    _ok(["train", "--captions", coco, "--features", feats, "--out", str(tmp_path / "run"), "--epochs", "1",
+         "--batch-size", "8", "--lambda", "0", "--model", "vse-global"])
+    _ok(["eval", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--captions", coco, "--features", feats,
+         "--split", "test", "--out", str(tmp_path / "eval")])
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["_provenance"]["captions"] == 24
