@@ -16,6 +16,7 @@ import typer
 
 from bcls.data.errors import BclsError, ConfigError
 from bcls.data.runtime import choose_openmp_wait_policy
+from bcls.data.version import __version__
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="bcls: image–text retrieval with Binary and Continuous Label Supervision.")
@@ -32,8 +33,6 @@ log = logging.getLogger("bcls")
 
 def _version(value: bool) -> None:
     if value:
-        from bcls.data.version import __version__
-
         typer.echo(f"bcls {__version__}")
         raise typer.Exit()
 
@@ -117,6 +116,7 @@ _SPLIT = typer.Option(None, "--split", help="Split of the caption file (e.g. dev
 _DATA_CAPTIONS = typer.Option(None, "--captions", help="Instead of --data: a caption file of any format with the "
                                "splits (a table's split column, Karpathy JSON …); pair it with --features.")
 _FEATURES = typer.Option(None, "--features", help="Feature folder keyed by image id (`bcls features extract`).")
+_SKIP_MISSING = typer.Option(False, "--skip-missing", help="Leave out (and count) images without a file / features.")
 _JUDGMENT_FORMAT = typer.Option("auto", "--judgment-format", help="auto, cxc-sits, cxc-sts, flickr8k-crowdflower, "
                                 "flickr8k-expert, demo-truth.")
 
@@ -308,7 +308,7 @@ def features_extract(
     regions: bool = typer.Option(False, "--regions", help="Also write patch tokens (N, R, D) for vse-gpo."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
     device: Optional[str] = _DEVICE,
-    skip_missing: bool = typer.Option(False, "--skip-missing", help="Leave out images without a file (counted)."),
+    skip_missing: bool = _SKIP_MISSING,
     skip_unreadable: bool = typer.Option(False, "--skip-unreadable", help="Leave out undecodable images (counted)."),
 ) -> None:
     """Encode every image the caption file names into a feature folder keyed by image id (float16, resumable)."""
@@ -330,6 +330,7 @@ def train_cmd(
     data: Optional[Path] = typer.Option(None, "--data", help="Precomp folder with train (and dev) splits."),
     captions: Optional[Path] = _DATA_CAPTIONS,
     features: Optional[Path] = _FEATURES,
+    skip_missing: Optional[bool] = _SKIP_MISSING,
     labels: Optional[Path] = typer.Option(None, "--labels", help="Label folder from `bcls labels build`."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder for checkpoints and logs."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Training epochs [10]."),
@@ -414,6 +415,7 @@ def eval_cmd(
     data: Optional[Path] = typer.Option(None, "--data", help="Precomp folder holding the split to evaluate."),
     captions: Optional[Path] = _DATA_CAPTIONS,
     features: Optional[Path] = _FEATURES,
+    skip_missing: bool = _SKIP_MISSING,
     split: str = typer.Option("test", "--split", help="Split to evaluate."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for metrics.json, report.md and the plots."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
@@ -429,18 +431,16 @@ def eval_cmd(
                                                  "metrics.json of these eval folders (repeat the option)."),
 ) -> None:
     """Evaluate retrieval (R@K, rsum; COCO 1K/5K), semantic metrics (NCS@K, rank correlation), ECCV/CxC."""
-    if compare:
-        from bcls.trainer.evaluation import compare_runs
+    from bcls.trainer.evaluation import compare_runs, evaluate, metrics_table
 
-        typer.echo(_run(lambda: compare_runs(compare, out), ctx=ctx), nl=False)
-        return
-    from bcls.trainer.evaluation import evaluate, metrics_table
+    if compare:
+        return typer.echo(_run(lambda: compare_runs(compare, out), ctx=ctx), nl=False)
 
     def go():
         if checkpoint is None:
             raise ConfigError("missing --checkpoint")
         return evaluate(checkpoint, data, split, out, device, relevance, relevance_source, protocol, eccv,
-                        captions=captions, features=features)
+                        captions=captions, features=features, skip_missing=skip_missing)
 
     result = _run(go, ctx=ctx)
     typer.echo(metrics_table({checkpoint.name: result["metrics"]}))

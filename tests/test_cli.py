@@ -354,6 +354,13 @@ def test_caption_table_and_feature_folder_train_and_eval_in_one_id_space(tiny, t
     refused = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--captions", caps,
                                   "--split", "test"])
     assert refused.exit_code == 2 and "missing --features" in refused.output
+    all_ids, all_feats = np.concatenate(ids), np.concatenate(feats)  # train's images first
+    write_feature_folder(tmp_path / "fewer", all_ids[1:], all_feats[1:])  # a training image without features
+    args = ["train", "--captions", caps, "--features", str(tmp_path / "fewer"), "--lambda", "0", "--epochs", "1",
+            "--out", str(tmp_path / "run2")]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2 and f"have no features (first image id {all_ids[0]})" in refused.output
+    _ok(args + ["--skip-missing"])
 
 
 def _tiny_image_encoder(folder):

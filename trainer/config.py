@@ -29,6 +29,7 @@ class TrainConfig:
         captions, features, caption_format: instead of ``data``, a caption file of any format whose split column
             (or format) has ``train_split`` (and optionally ``dev_split``), and a feature folder keyed by image id
             (``bcls features extract``); captions meet features by image id (:func:`bcls.data.datasets.read_split`).
+        skip_missing: with ``features``, leave out (and count) captions whose image has no features.
         labels: label folder from ``bcls labels build`` (needed when ``lam > 0``).
         out: run folder (checkpoints, logs).
         lam: weight λ of the continuous (Kendall) loss; 0 trains the binary triplet loss alone.
@@ -113,6 +114,7 @@ class TrainConfig:
     captions: str | None = None
     features: str | None = None
     caption_format: str = "auto"
+    skip_missing: bool = False
 
     def __post_init__(self) -> None:
         check_field_types(self, "training setting")

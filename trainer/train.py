@@ -78,9 +78,10 @@ class _Run:
         torch.manual_seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         where = {"data": config.data, "captions": config.captions, "features": config.features}
-        self.table, self.feats = read_split(config.train_split, **where, caption_format=config.caption_format)
+        where |= {"caption_format": config.caption_format, "skip_missing": config.skip_missing}
+        self.table, self.feats = read_split(config.train_split, **where)
         has_dev = has_split(config.dev_split, config.data, config.captions, caption_format=config.caption_format)
-        self.dev = read_split(config.dev_split, **where, caption_format=config.caption_format) if has_dev else None
+        self.dev = read_split(config.dev_split, **where) if has_dev else None
         self.vocab = Vocabulary.build(self.table.texts)
         wanted = {"image_dim": self.feats.dim, "vocab_size": len(self.vocab), "embed_dim": config.embed_dim,
                   "word_dim": config.word_dim, "pooling": config.pooling, "text_pooling": config.text_pooling,

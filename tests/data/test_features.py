@@ -107,3 +107,34 @@ def test_read_precomp_split_mismatch_and_nan(tmp_path):
     paths["ims"].unlink()
     with pytest.raises(DataFormatError, match=r"val_ims\.npy: no such file"):
         read_precomp_split(tmp_path, "val")
+
+
+def test_feature_folder_joins_captions_by_image_id(tmp_path):
+    from bcls.data.captions import CaptionTable
+    from bcls.data.datasets import read_split
+    from bcls.data.feature_folder import features_for_images, read_feature_folder, write_feature_folder
+
+    ids = np.array([30, 10, 20, 40])
+    feats = np.arange(4 * 3, dtype=np.float32).reshape(4, 3) + ids[:, None] * 100
+    write_feature_folder(tmp_path / "f", ids, feats.astype(np.float16), provenance={"model": "hand"})
+    table = CaptionTable.from_lists([20, 20, 40, 10], [1, 2, 3, 4], ["a", "b", "c", "d"], path="caps")
+    joined, view = features_for_images(tmp_path / "f", table)
+    assert view.n_images == 3 and list(joined.unique_images()) == [20, 40, 10]
+    # caption k's features are the row of its image id, whatever the order of either file
+    np.testing.assert_allclose(view.batch(joined.image_index()), feats[[2, 2, 3, 1]], rtol=1e-3)
+    np.testing.assert_allclose(view.take(np.array([2, 0])).batch(np.array([0, 1])), feats[[1, 2]], rtol=1e-3)
+    other = CaptionTable.from_lists([20, 50, 50, 60], [1, 2, 3, 4], ["a", "b", "c", "d"], path="caps2")
+    with pytest.raises(DataFormatError, match=r"2 image\(s\) of caps2 \(3 captions\) have no features \(first image "
+                                              r"id 50\).*--skip-missing"):
+        features_for_images(tmp_path / "f", other)
+    kept, view = features_for_images(tmp_path / "f", other, skip_missing=True)
+    assert list(kept.caption_ids) == [1] and view.n_images == 1
+    with pytest.raises(DataFormatError, match="no features.json|did not finish"):
+        read_feature_folder(tmp_path)
+    (tmp_path / "f" / "image_ids.npy").write_bytes((tmp_path / "f" / "image_ids.npy").read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(DataFormatError, match="image_ids.npy: checksum differs"):
+        read_feature_folder(tmp_path / "f")
+    with pytest.raises(Exception, match="give either --data .* or --captions with --features, not both"):
+        read_split("train", data=tmp_path, captions="c", features="f")
+    with pytest.raises(Exception, match="missing --features"):
+        read_split("train", captions="c")

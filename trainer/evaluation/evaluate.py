@@ -145,7 +145,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None, spli
              relevance: str | os.PathLike | None = None, relevance_source: str | None = None,
              protocol: str = "auto", eccv: bool = True, plots: bool = True, *,
              captions: str | os.PathLike | None = None, features: str | os.PathLike | None = None,
-             caption_format: str = "auto") -> dict[str, Any]:
+             caption_format: str = "auto", skip_missing: bool = False) -> dict[str, Any]:
     """Evaluate a checkpoint on ``split`` of a precomp folder ``data`` (or of a caption file ``captions`` with a
     feature folder ``features``, joined by image id: :func:`bcls.data.datasets.read_split`).
 
@@ -163,7 +163,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None, spli
     """
     ckpt = load_checkpoint(checkpoint, device)
     model, vocab = model_from_checkpoint(ckpt, device, checkpoint)
-    table, feats = read_split(split, data, captions, features, caption_format=caption_format)
+    table, feats = read_split(split, data, captions, features, caption_format=caption_format,
+                              skip_missing=skip_missing)
     where = data if data else captions
     image_dim = ckpt["model_settings"].get("image_dim")
     if image_dim is not None and image_dim != feats.dim:
