@@ -114,7 +114,9 @@ def detect_protocol(table: CaptionTable, data: str | os.PathLike) -> tuple[str, 
     """``coco`` when the split is the Karpathy COCO 5K test set (its image ids, in order, match ECCV Caption's),
     ``flickr`` for a 1,000-image split in a folder named like Flickr30K, else ``full``.
 
-    Returns the protocol and, for COCO, the COCO caption ids of the split (precomp order = ECCV order)."""
+    Returns the protocol and, for COCO, the COCO caption id of each row of the split: the table's own ids when
+    they are COCO's annotation ids (a caption table or COCO / Karpathy-with-cocoid JSON, in any caption order),
+    else ECCV's ids in its order (a precomp folder, whose rows are in that order)."""
     images = table.unique_images()
     if len(images) == COCO_TEST_IMAGES:
         try:
@@ -123,7 +125,8 @@ def detect_protocol(table: CaptionTable, data: str | os.PathLike) -> tuple[str, 
             log.warning("cannot load the COCO test ids from eccv-caption (%s): evaluating one block", err)
             return "full", None
         if np.array_equal(images, coco_images) and len(table) == len(coco_captions):
-            return "coco", coco_captions
+            own = np.array_equal(np.sort(table.caption_ids), np.sort(coco_captions))
+            return "coco", (table.caption_ids if own else coco_captions)
     if len(images) == FLICKR_TEST_IMAGES and any(h in str(data).lower() for h in ("f30k", "flickr")):
         return "flickr", None
     return "full", None

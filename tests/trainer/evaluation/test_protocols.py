@@ -95,6 +95,15 @@ def test_detect_protocol_recognises_the_test_sets(tmp_path) -> None:
                         splits=None, path="t", format="table")
     protocol, ids = detect_protocol(coco, tmp_path)
     assert protocol == "coco" and np.array_equal(ids, captions)
+    # a caption table with COCO annotation ids, captions in another order within each image: its own ids
+    order = np.lexsort((-np.arange(len(captions)), c2i.numpy()))  # image order kept, captions reversed
+    table = CaptionTable(image_ids=images[c2i.numpy()][order], caption_ids=captions[order],
+                         texts=("x",) * len(captions), splits=None, path="t", format="table")
+    protocol, ids = detect_protocol(table, tmp_path)
+    assert protocol == "coco" and np.array_equal(ids, captions[order]) and not np.array_equal(ids, captions)
+    precomp_like = CaptionTable(image_ids=images[c2i.numpy()], caption_ids=np.arange(len(captions)),
+                                texts=("x",) * len(captions), splits=None, path="t", format="precomp")
+    assert np.array_equal(detect_protocol(precomp_like, tmp_path)[1], captions)  # line numbers: ECCV's order
     assert detect_protocol(_table(images + 1), tmp_path) == ("full", None)  # 5,000 images, not COCO's
     assert detect_protocol(_table(np.arange(1000)), tmp_path / "f30k_precomp")[0] == "flickr"
     assert detect_protocol(_table(np.arange(1000)), tmp_path / "demo")[0] == "full"
