@@ -94,7 +94,7 @@ def test_an_interrupted_extraction_resumes_to_the_same_result(tmp_path, tiny_enc
 def test_missing_and_unreadable_images(tmp_path, tiny_encoder):
     ids = [1, 2, 3, 4]
     images = _images(tmp_path / "imgs", [1, 2, 4])
-    with pytest.raises(DataFormatError, match=r"no image file for 1 of the 4 images .*\(first image id 3\).*--skip-missing"):
+    with pytest.raises(DataFormatError, match=r"no image file for 1 of the 4 images .*\(first image id 3\)"):
         extract_features(_table(ids), images, tmp_path / "f", tiny_encoder)
     (images / "4.png").write_bytes(b"not a png")
     with pytest.raises(DataFormatError, match=r"4\.png: cannot read the image .*--skip-unreadable"):
@@ -119,3 +119,38 @@ def test_files_are_found_by_the_caption_format(tmp_path):
     from bcls.data.captions import read_captions
 
     assert image_files(read_captions(coco), tmp_path / "a") == {5: tmp_path / "a" / "x.png"}
+
+
+def test_a_full_clip_model_and_its_sentence_transformers_wrapper_agree(tmp_path):
+    """The same random tiny CLIP as a transformers folder (projected image features) and wrapped by
+    sentence-transformers (its image ``encode``): one vector per image, equal."""
+    import torch
+    from PIL import Image
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    torch.manual_seed(0)
+    layer = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    CLIPModel(CLIPConfig(text_config=dict(layer, vocab_size=60, max_position_embeddings=32),
+                         vision_config=dict(layer, image_size=32, patch_size=8), projection_dim=16)
+              ).save_pretrained(tmp_path / "clip")
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, **{f"{c}</w>": i + 2 for i, c in enumerate(letters)},
+             **{c: i + 28 for i, c in enumerate(letters)}}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(tmp_path / "clip")
+    SentenceTransformer(modules=[models.CLIPModel(str(tmp_path / "clip"))]).save(str(tmp_path / "st"))
+    images = _images(tmp_path / "imgs", [1, 2, 3])
+    pics = [Image.open(images / f"{i}.png").convert("RGB") for i in (1, 2, 3)]
+    by_transformers = load_image_encoder(str(tmp_path / "clip"))
+    by_st = load_image_encoder(str(tmp_path / "st"))
+    assert by_st.info.kind == "sentence-transformers" and "CLIPModel" in by_transformers.info.kind
+    a, regions = by_transformers.encode(pics)
+    b, _ = by_st.encode(pics)
+    assert a.shape == (3, 16) and regions is None
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    with pytest.raises(Exception, match="gives global features only"):
+        load_image_encoder(str(tmp_path / "st"), regions=True)
