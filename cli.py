@@ -307,7 +307,7 @@ def features_extract(
     fmt: str = _FORMAT,
     regions: bool = typer.Option(False, "--regions", help="Also write patch tokens (N, R, D) for vse-gpo."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
-    device: Optional[str] = _DEVICE,
+    device: Optional[str] = typer.Option(None, "--device", help="Torch device [cuda when present, else cpu]."),
     skip_missing: bool = _SKIP_MISSING,
     skip_unreadable: bool = typer.Option(False, "--skip-unreadable", help="Leave out undecodable images (counted)."),
 ) -> None:

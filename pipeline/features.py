@@ -40,6 +40,8 @@ from bcls.data.feature_folder import GLOBAL_FILE, IDS_FILE, INFO_FILE, REGIONS_F
 from bcls.data.progress import Progress
 from bcls.data.version import package_versions
 
+from .embed import check_device
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
@@ -111,7 +113,7 @@ def load_image_encoder(name: str, device: str | None = None, regions: bool = Fal
     """
     import torch
 
-    device = device or "cpu"
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")  # a GPU when there is one, in float16
     half = device.startswith("cuda")
     path = Path(name)
     if path.is_dir():
@@ -216,6 +218,7 @@ def extract_features(table: CaptionTable, images: str | os.PathLike, out: str | 
     Returns:
         The ``features.json`` content.
     """
+    check_device(device)
     out = Path(out)
     wanted = np.unique(table.unique_images())
     files = image_files(table, images)
