@@ -281,7 +281,12 @@ def _build(config: LabelBuildConfig, encoder: Encoder | None, table: CaptionTabl
     if prepare_out(out, identity_hash, config.force):
         log.info("%s already holds this build (config hash %s); nothing to do", out, identity_hash)
         return open_labels(out)
+    # file options are stored absolute, so training from another folder still finds them (dense labels rebuild
+    # the source from these options)
+    stored_options = {name: {k: str(Path(v).resolve()) if k == "path" and v else v for k, v in opts.items()}
+                      for name, opts in config.source_options.items()}
     atomic_write_json(out / CONFIG_FILE, asdict(config) | {"sources": list(config.sources),
+                                                           "source_options": stored_options,
                                                            "config_hash": identity_hash})
     t0 = time.perf_counter()
     image_ids, image_index = table.unique_images(), table.image_index()

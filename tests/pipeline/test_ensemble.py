@@ -195,6 +195,21 @@ def test_fit_on_demo_truth_then_build_with_it(tmp_path):
     assert list(result.sources) == ["ensemble", "sbert"]
 
 
+def test_a_relative_ensemble_path_is_stored_absolute(tmp_path, monkeypatch):
+    """Dense labels rebuild the source from the build's stored options, maybe from another working folder."""
+    from bcls.pipeline.build import LabelBuildConfig, build_labels
+    from bcls.pipeline.resume import stored_source_options
+    from tests.conftest import write_caption_csv
+
+    model, _, _ = _toy_model()
+    model.save(tmp_path / "e.json")
+    monkeypatch.chdir(tmp_path)
+    build_labels(LabelBuildConfig(captions=str(write_caption_csv(tmp_path / "c.csv")), out="labels", k=2,
+                                  sources=("ensemble",), source_options={"ensemble": {"path": "e.json"}}),
+                 encoder=hash_encoder(), encoder_id="hash")
+    assert stored_source_options(tmp_path / "labels")["ensemble"]["path"] == str(tmp_path / "e.json")
+
+
 def test_a_fitted_model_refuses_another_sentence_model(tmp_path):
     model, _, _ = _toy_model()
     EnsembleModel(model.members, model.knots, model.weights, model.calibration, "all-mpnet-base-v2").save(
