@@ -14,7 +14,9 @@ image features either way.
 
 from __future__ import annotations
 
+import functools
 import os
+from pathlib import Path
 
 from .captions import CaptionTable, read_captions
 from .errors import ConfigError
@@ -57,13 +59,28 @@ def read_split(split: str, data: str | os.PathLike | None = None, captions: str 
     return features_for_images(features, table, skip_missing=skip_missing)
 
 
+def _read(captions, caption_format: str, split: str | None) -> CaptionTable:
+    """:func:`read_captions`, parsed once per process for a given file state (a run asks for the whole file, its
+    train split and its dev split, each maybe twice)."""
+    p = Path(captions)
+    stat = p.stat() if p.is_file() else None
+    key = (str(p.resolve()), caption_format, split, stat.st_mtime_ns if stat else None, stat.st_size if stat else None)
+    return _read_cached(key)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_cached(key: tuple) -> CaptionTable:
+    path, caption_format, split = key[:3]
+    return read_captions(path, format=caption_format, split=split)
+
+
 def _split_of(captions, caption_format: str, split: str) -> CaptionTable:
     """The rows of ``split``; a caption file without splits (COCO JSON, a table without a ``split`` column,
     Flickr8k's token file) is one split, returned whole whatever ``split`` is asked for."""
-    table = read_captions(captions, format=caption_format)
+    table = _read(captions, caption_format, None)
     if table.splits is None:
         return table
-    return read_captions(captions, format=caption_format, split=split)  # the format's own split rules (restval)
+    return _read(captions, caption_format, split)  # the format's own split rules (Karpathy's restval)
 
 
 def has_split(split: str, data: str | os.PathLike | None = None, captions: str | os.PathLike | None = None,
@@ -76,10 +93,10 @@ def has_split(split: str, data: str | os.PathLike | None = None, captions: str |
 
     if data:
         return precomp_paths(data, split)["caps"].is_file()
-    if read_captions(captions, format=caption_format).splits is None:
+    if _read(captions, caption_format, None).splits is None:
         return False
     try:
-        read_captions(captions, format=caption_format, split=split)
+        _read(captions, caption_format, split)
     except DataFormatError:
         return False
     return True
