@@ -14,7 +14,7 @@ source meet in one id space; :func:`write_feature_folder` writes one (atomically
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import logging
 import os
@@ -27,6 +27,7 @@ from .atomic import atomic_path, atomic_write_json
 from .captions import CaptionTable
 from .errors import DataFormatError
 from .features import ImageFeatures, load_features
+from .shards import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +37,19 @@ IDS_FILE = "image_ids.npy"
 INFO_FILE = "features.json"
 FORMAT = "bcls-features-v1"
 
-__all__ = ["FORMAT", "GLOBAL_FILE", "IDS_FILE", "INFO_FILE", "REGIONS_FILE", "features_for_images", "file_sha256",
+__all__ = ["FORMAT", "GLOBAL_FILE", "IDS_FILE", "INFO_FILE", "REGIONS_FILE", "features_for_images",
            "read_feature_folder", "write_feature_folder"]
 
 
-def file_sha256(path: str | os.PathLike, block: int = 1 << 22) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(block), b""):
-            h.update(chunk)
-    return h.hexdigest()
+@functools.lru_cache(maxsize=16)
+def _checksum(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a file, once per process and file state (training reads the train and the dev rows of one folder)."""
+    return sha256_file(path)
+
+
+def _file_checksum(path: Path) -> str:
+    stat = path.stat()
+    return _checksum(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def write_feature_folder(folder: str | os.PathLike, image_ids: np.ndarray, features: np.ndarray,
@@ -70,7 +73,7 @@ def write_feature_folder(folder: str | os.PathLike, image_ids: np.ndarray, featu
 
 def finish_feature_folder(out: Path, provenance: Mapping[str, Any]) -> None:
     """Write ``features.json`` (the checksums of the array files present, the row count, ``provenance``)."""
-    files = {name: file_sha256(out / name) for name in (GLOBAL_FILE, REGIONS_FILE, IDS_FILE) if (out / name).is_file()}
+    files = {name: sha256_file(out / name) for name in (GLOBAL_FILE, REGIONS_FILE, IDS_FILE) if (out / name).is_file()}
     n = int(np.load(out / IDS_FILE, mmap_mode="r").shape[0])
     atomic_write_json(out / INFO_FILE, {"format": FORMAT, "images": n, "sha256": files, **dict(provenance)})
 
@@ -107,7 +110,7 @@ def read_feature_folder(folder: str | os.PathLike, kind: str = "auto", *, verify
     if verify:
         for fname in (IDS_FILE, name):
             want = info.get("sha256", {}).get(fname)
-            if want is None or file_sha256(p / fname) != want:
+            if want is None or _file_checksum(p / fname) != want:
                 raise DataFormatError(f"{p / fname}: checksum differs from {INFO_FILE} (changed or truncated); "
                                       "extract the features again")
     ids = np.load(p / IDS_FILE, allow_pickle=False)
@@ -150,7 +153,8 @@ def features_for_images(folder: str | os.PathLike, table: CaptionTable, *, kind:
         log.warning("%s: left out %d captions of %d images without features (first image id %d)", folder, n_caps,
                     len(missing), int(missing[0]))
         table = table.select(np.isin(table.image_ids, missing, invert=True))
-        return features_for_images(folder, table, kind=kind)
+        # dropping whole images keeps the others' order of first appearance: the kept rows stay aligned
+        rows, wanted = rows[found], wanted[found]
     unused = len(ids) - len(wanted)
     if unused:
         log.info("%s: %d of %d feature rows are for images %s does not name (another split); not used", folder,

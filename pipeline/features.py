@@ -226,7 +226,7 @@ def extract_features(table: CaptionTable, images: str | os.PathLike, out: str | 
     if missing and not skip_missing:
         raise DataFormatError(f"{images}: no image file for {len(missing)} of the {len(wanted)} images named by "
                               f"{table.path} (first image id {missing[0]}); add them or pass --skip-missing")
-    ids = np.array([i for i in wanted if int(i) not in set(missing)], dtype=np.int64)
+    ids = wanted[~np.isin(wanted, np.asarray(missing, dtype=np.int64))].astype(np.int64)
     if not len(ids):
         raise DataFormatError(f"{images}: none of the images named by {table.path} has a file here")
     settings = {"model": model, "regions": regions, "images": str(Path(images).resolve()),
