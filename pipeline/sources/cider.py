@@ -43,10 +43,13 @@ pycocoevalcap with warm tables, against 166× for the numpy join); the parity te
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import math
+import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -73,8 +76,10 @@ _SUBS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\.\.\.+"), " ... "),                # ellipsis
     (re.compile(r"--+"), " -- "),                     # dashes
     (re.compile(r"[;!?()\[\]{}`]"), r" \g<0> "),      # always split off (brackets: escaped, then dropped)
-    (re.compile(r",(?!\d)|(?<!\d),"), " , "),         # commas, not inside numbers (1,000)
-    (re.compile(r":(?!\d)|(?<!\d):"), " : "),         # colons, not inside times (10:30)
+    # commas and colons, not between two digits (1,000, 10:30); written as "not (digit before and digit after)"
+    # rather than "no digit after or no digit before" so that the engine scans for the literal first (10× faster)
+    (re.compile(r",(?!(?<=\d,)\d)"), " , "),
+    (re.compile(r":(?!(?<=\d:)\d)"), " : "),
 )
 _BRACKETS = frozenset("()[]{}")
 
@@ -88,19 +93,27 @@ def ptb_tokenize(text: str) -> str:
     (``3.5``, ``1,000``, ``10:30``) and dotted abbreviations (``u.s.``) stay whole. Already-tokenised text
     (e.g. the Karpathy COCO captions) passes unchanged apart from the dropped punctuation and lower-casing.
     Brackets: PTB escapes them as ``-LRB-`` etc.; all brackets are dropped here. Matches PTB on ordinary captions,
-    not on every corner of its lexer (URLs, emoticons, abbreviations such as ``mr.``).
+    not on every corner of its lexer (URLs, emoticons, abbreviations such as ``mr.``). Many texts at once:
+    :func:`ptb_token_ids` (the same tokens, much faster).
     """
     text = text.lower()
     for pattern, repl in _SUBS:
         text = pattern.sub(repl, text)
-    out: list[str] = []
-    for tok in text.split():
-        if tok in _CLITICS or tok in PTB_PUNCTUATIONS:
-            out.append(tok)
-            continue
-        lead = []
+    return " ".join(t for tok in text.split() for t in _split_token(tok))
+
+
+def _split_token(tok: str) -> tuple[str, ...]:
+    """The output tokens of one whitespace token of :func:`ptb_tokenize` (after its substitutions): clitics and
+    quotes split off, punctuation dropped."""
+    if "'" not in tok and "." not in tok and tok not in PTB_PUNCTUATIONS and tok not in _BRACKETS \
+            and tok != "cannot":
+        return (tok,)  # a plain word (most tokens)
+    if tok in _CLITICS or tok in PTB_PUNCTUATIONS:
+        out = [tok]
+    else:
+        out = []
         while tok.startswith("'") and tok not in _CLITICS and len(tok) > 1:
-            lead.append("'")
+            out.append("'")
             tok = tok[1:]
         trail = []
         while tok.endswith("'") and len(tok) > 1:
@@ -112,7 +125,6 @@ def ptb_tokenize(text: str) -> str:
             while tok.endswith("'") and len(tok) > 1:
                 trail.append("'")
                 tok = tok[:-1]
-        out.extend(lead)
         if tok == "cannot":
             out.extend(("can", "not"))
         elif (m := _CLITIC_RE.match(tok)) is not None:
@@ -120,7 +132,55 @@ def ptb_tokenize(text: str) -> str:
         else:
             out.append(tok)
         out.extend(trail)
-    return " ".join(t for t in out if t not in PTB_PUNCTUATIONS and t not in _BRACKETS)
+    return tuple(t for t in out if t not in PTB_PUNCTUATIONS and t not in _BRACKETS)
+
+
+_SEPARATOR = "\x00"  # between texts in ptb_token_ids: not whitespace, so it stays a token of its own
+
+
+def ptb_token_ids(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """:func:`ptb_tokenize` of many texts at once, as integer word ids.
+
+    The texts are joined into one string, lower-cased and substituted in one pass per pattern, split once, and
+    each *distinct* whitespace token is split into output tokens once (a corpus of 600k captions has about 30k);
+    the same tokens as :func:`ptb_tokenize` text by text (a test holds them equal on real captions), 10–20×
+    faster. Texts that hold the separator character (NUL) fall back to the per-text path.
+
+    Returns:
+        ``(ids int64 (T,), n_words int64 (N,), words)``: the word ids of every text one after another, the
+        number of tokens per text, and the word of each id.
+    """
+    texts = list(texts)
+    if not texts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), []
+    big = f" {_SEPARATOR} ".join(texts)
+    if big.count(_SEPARATOR) != max(len(texts) - 1, 0):  # a text holds the separator: tokenise one by one
+        tokens = [ptb_tokenize(t).split() for t in texts]
+        vocab: dict[str, int] = {}
+        ids = np.fromiter((vocab.setdefault(w, len(vocab)) for seq in tokens for w in seq), dtype=np.int64)
+        return ids, np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)), list(vocab)
+    big = big.lower()
+    for pattern, repl in _SUBS:
+        big = pattern.sub(repl, big)
+    raw = big.split()
+    # each whitespace token -> the position of its first occurrence (one C-level pass), then -> a dense token id
+    first_pos = dict(zip(reversed(raw), range(len(raw) - 1, -1, -1)))
+    at = np.fromiter(map(first_pos.__getitem__, raw), dtype=np.int64, count=len(raw))
+    distinct = list(first_pos)
+    dense = np.zeros(len(raw), dtype=np.int64)
+    dense[np.fromiter(first_pos.values(), dtype=np.int64, count=len(distinct))] = np.arange(len(distinct))
+    tok = dense[at]
+    # each distinct token -> its output word ids (CSR), expanded over the text at once
+    vocab: dict[str, int] = {}
+    split = [(-1,) if t == _SEPARATOR else tuple(vocab.setdefault(w, len(vocab)) for w in _split_token(t))
+             for t in distinct]
+    lens = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
+    words = np.fromiter(itertools.chain.from_iterable(split), dtype=np.int64, count=int(lens.sum()))
+    starts = np.cumsum(lens) - lens
+    n_out = lens[tok]
+    flat = words[np.repeat(starts[tok] - np.cumsum(n_out) + n_out, n_out) + np.arange(int(n_out.sum()))]
+    bounds = np.concatenate(([-1], np.flatnonzero(flat < 0), [len(flat)]))
+    return flat[flat >= 0], np.diff(bounds) - 1, list(vocab)
 
 
 @dataclass(frozen=True)
@@ -153,25 +213,33 @@ def ngram_counts(tokens: Sequence[Sequence[str]], n: int = 4) -> NgramCounts:
     One Python pass maps words to ids; n-gram ids and counts are vectorised: an order-k id is the unique index of
     (order-(k−1) id at position s, word id at s+k−1).
     """
-    if n < 1:
-        raise ConfigError(f"n-gram order must be at least 1, got {n}")
     vocab: dict[str, int] = {}
     flat = np.fromiter((vocab.setdefault(w, len(vocab)) for seq in tokens for w in seq), dtype=np.int64)
     n_words = np.fromiter((len(seq) for seq in tokens), dtype=np.int64, count=len(tokens))
+    return ngram_counts_from_ids(flat, n_words, len(vocab), n)
+
+
+def ngram_counts_from_ids(flat: np.ndarray, n_words: np.ndarray, n_vocab: int, n: int = 4) -> NgramCounts:
+    """:func:`ngram_counts` of sequences given as word ids: ``flat`` (int64, every sequence's ids one after
+    another, each in ``0 .. n_vocab-1``) and ``n_words`` (int64, the length of each sequence)."""
+    if n < 1:
+        raise ConfigError(f"n-gram order must be at least 1, got {n}")
+    flat = np.asarray(flat, dtype=np.int64)
+    n_words = np.asarray(n_words, dtype=np.int64)
     n_seq = len(n_words)
     starts = np.zeros(n_seq + 1, dtype=np.int64)
     np.cumsum(n_words, out=starts[1:])
     seq_of_pos = np.repeat(np.arange(n_seq, dtype=np.int64), n_words)
     end_of_pos = starts[1:][seq_of_pos]  # exclusive end of each position's sequence
     pos = np.arange(len(flat), dtype=np.int64)
-    v = max(len(vocab), 1)
+    v = max(n_vocab, 1)
     grams_seq, grams_id, orders = [], [], []
     offset = 0
     prev = flat  # id of the order-k gram starting at each position (valid where pos + k <= end)
     for k in range(1, n + 1):
         valid = pos + k <= end_of_pos
         if k == 1:
-            local, n_local = prev, len(vocab)
+            local, n_local = prev, n_vocab
             ids = local[valid]
         else:
             key = prev[valid] * v + flat[pos[valid] + k - 1]
@@ -259,14 +327,20 @@ def prepare_cider(texts: Sequence[str], image_index: np.ndarray, refs: np.ndarra
     t0 = time.perf_counter()
     image_of = np.asarray(image_index, dtype=np.int64)
     refs = np.asarray(refs, dtype=np.int64)
-    tokens = [(ptb_tokenize(t) if tokenize else t).split() for t in texts]
-    counts = ngram_counts(tokens, n)
+    if tokenize:
+        flat, n_words, words = ptb_token_ids(texts)
+        counts = ngram_counts_from_ids(flat, n_words, len(words), n)
+    else:
+        counts = ngram_counts([t.split() for t in texts], n)
     g = max(counts.n_grams, 1)
-    n_cap = len(tokens)
+    n_cap = len(texts)
     cap_of_entry = np.repeat(np.arange(n_cap, dtype=np.int64), np.diff(counts.ptr))
     # document frequencies: distinct (image, gram) keys, each image's full caption set counted once
     key = image_of[cap_of_entry] * g + counts.gram
-    order = np.lexsort((cap_of_entry, key))
+    if len(key) and int(key.max()) < (1 << 62) // max(n_cap, 1):  # one int64 sort key: 2-3× faster than lexsort
+        order = np.argsort(key * n_cap + cap_of_entry)  # keys are distinct: any sort gives lexsort's order
+    else:
+        order = np.lexsort((cap_of_entry, key))
     key_sorted = key[order]
     ig_keys, first = np.unique(key_sorted, return_index=True)
     n_docs = int(np.count_nonzero((refs >= 0).any(axis=1))) if refs.size else 0
@@ -319,11 +393,28 @@ def cider_d_scores(tables: CiderTables, image_pos: np.ndarray, caption_pos: np.n
     return _score_block(tables, image_pos, caption_pos, sigma)
 
 
+#: Pairs per thread below which :func:`cider_d_scores` stays on one thread (thread start-up outweighs the work).
+MIN_PAIRS_PER_THREAD = 20_000
+
+
 def _score_block(t: CiderTables, img: np.ndarray, cap: np.ndarray, sigma: float) -> np.ndarray:
+    """The kernel over the pairs, split over up to one thread per CPU core (it releases the GIL); a label build
+    that already scores shards in parallel hands it shards whose split it simply shares with the others."""
     ig = t.ig_index
-    return _compiled_kernel()(img, cap, t.image_of, t.counts.ptr, t.counts.gram, t.value, t.shared, t.shared_ptr,
-                         ig.offset, ig.mask, ig.keys, ig.values, t.ig_ptr, t.ig_caption, t.ig_value,
-                         t.counts.order, t.slot, t.refs, t.norms, t.length, float(sigma))
+    kernel = _compiled_kernel()
+
+    def run(lo: int, hi: int) -> np.ndarray:
+        return kernel(img[lo:hi], cap[lo:hi], t.image_of, t.counts.ptr, t.counts.gram, t.value, t.shared,
+                      t.shared_ptr, ig.offset, ig.mask, ig.keys, ig.values, t.ig_ptr, t.ig_caption, t.ig_value,
+                      t.counts.order, t.slot, t.refs, t.norms, t.length, float(sigma))
+
+    n_threads = min(os.cpu_count() or 1, len(img) // MIN_PAIRS_PER_THREAD)
+    if n_threads <= 1:
+        return run(0, len(img))
+    bounds = np.linspace(0, len(img), n_threads + 1).astype(np.int64)
+    with ThreadPoolExecutor(n_threads) as pool:
+        parts = list(pool.map(run, bounds[:-1], bounds[1:]))
+    return np.concatenate(parts)
 
 
 @functools.cache

@@ -9,7 +9,7 @@ import pytest
 
 from bcls.data.errors import ConfigError
 from bcls.pipeline.sources.cider import (CiderSource, GroupedHash, cider_d_scores, cider_tables, ngram_counts,
-                                 prepare_cider, ptb_tokenize)
+                                 prepare_cider, ptb_token_ids, ptb_tokenize)
 from bcls.pipeline.corpus import LabelCorpus
 from bcls.pipeline.sources import LABEL_SOURCES, make_source
 
@@ -118,6 +118,42 @@ def test_tokenizer(text, expected):
     assert ptb_tokenize(expected) == expected  # already-tokenized text passes unchanged
 
 
+_TRICKY = ["A man with a red helmet .", "A dog's head.", "I don't know; it cannot be... 3.5 or 1,000 at 10:30",
+           "", "ends with 1,", "2, starts with a digit", "line\nbreak inside", "ΟΔΟΣ ΣΑΣ", "a NUL\x00inside",
+           "the dogs' toys -- in the U.S.", "  spaces   only  ", "'quoted' words.'", ":", "10:", ":30"]
+
+
+@pytest.mark.parametrize("with_nul", [False, True])
+def test_token_ids_equal_per_text_tokenizer(coco_corpus, with_nul):
+    """The batch tokenizer gives exactly ptb_tokenize's tokens, text by text (real captions and corner cases;
+    with a NUL in some text it takes the per-text path)."""
+    texts = list(coco_corpus(400).texts) + [t for t in _TRICKY if with_nul or "\x00" not in t]
+    ids, n_words, words = ptb_token_ids(texts)
+    assert n_words.shape == (len(texts),) and ids.shape == (n_words.sum(),)
+    bounds = np.r_[0, np.cumsum(n_words)]
+    got = [" ".join(words[w] for w in ids[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    assert got == [ptb_tokenize(t) for t in texts]
+    assert len(set(words)) == len(words) and max(n_words) > 10
+    empty = ptb_token_ids([])
+    assert len(empty[0]) == len(empty[1]) == 0
+
+
+def test_comma_colon_patterns_equal_their_plain_form():
+    """The fast comma / colon patterns split exactly where "no digit after, or no digit before" does."""
+    import itertools
+    import re
+
+    from bcls.pipeline.sources.cider import _SUBS
+
+    plain = {",": re.compile(r",(?!\d)|(?<!\d),"), ":": re.compile(r":(?!\d)|(?<!\d):")}
+    fast = {p.pattern[0]: p for p, _ in _SUBS if p.pattern[0] in plain}
+    pieces = ["1", "a", " ", ",", ":", ""]
+    for mark in plain:
+        for parts in itertools.product(pieces, repeat=4):
+            text = "".join(parts)
+            assert fast[mark].sub(f" {mark} ", text) == plain[mark].sub(f" {mark} ", text), text
+
+
 def test_ngram_counts_match_coco_caption_precook():
     cider_scorer = pytest.importorskip("pycocoevalcap.cider.cider_scorer")
     sentences = ["a dog a dog runs", "a cat", "", "dog", "a dog a dog a dog runs fast"]
@@ -200,3 +236,20 @@ def test_label_build_writes_cider_values(tmp_path, encoder):
     cap_pos = np.searchsorted(table.caption_ids, cap)
     np.testing.assert_allclose(val, CiderSource().score(corpus, img_pos, cap_pos), rtol=1e-6)
     assert np.isfinite(val).all() and (val > 0).any()
+
+
+def test_threaded_scoring_equals_one_thread(coco_corpus, monkeypatch):
+    """Pairs split over threads give exactly the single-threaded values, in the input order."""
+    from bcls.pipeline.sources import cider
+
+    corpus = coco_corpus(60)
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 60, 4000)
+    cap = rng.integers(0, len(corpus.texts), 4000)
+    tables = prepare_cider(corpus.texts, corpus.image_index, corpus.refs)
+    monkeypatch.setattr(cider, "MIN_PAIRS_PER_THREAD", 10**9)
+    one = cider_d_scores(tables, img, cap)
+    monkeypatch.setattr(cider, "MIN_PAIRS_PER_THREAD", 500)
+    monkeypatch.setattr(cider.os, "cpu_count", lambda: 3)
+    np.testing.assert_array_equal(cider_d_scores(tables, img, cap), one)
+    assert np.nanmax(one) > 1.0
