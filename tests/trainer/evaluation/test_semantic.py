@@ -178,6 +178,27 @@ def test_rank_correlation_long_rows_and_extremes() -> None:
         rank_correlation(x, x.masked_fill(x > 5, math.nan))
 
 
+def test_rank_correlation_masked_long_rows_match_scipy() -> None:
+    """Long rows (the numba path) of different valid lengths, with ties, against scipy row by row."""
+    g = torch.Generator().manual_seed(5)
+    sims = (torch.rand(12, 700, generator=g) * 40).round()
+    labels = ((sims + 30 * torch.rand(12, 700, generator=g)) / 7).round()
+    mask = torch.rand(12, 700, generator=g) < torch.linspace(0.15, 1.0, 12)[:, None]
+    labels[3] = 2.0  # constant → skipped
+    taus, rhos, skipped = _scipy_rows(sims, labels, mask)
+    got = rank_correlation(sims, labels, mask)
+    assert (mask.sum(1) > 64).all() and skipped == got["skipped"] == 1
+    assert got["kendall"] == pytest.approx(float(np.mean(taus)), abs=1e-12)
+    assert got["spearman"] == pytest.approx(float(np.mean(rhos)), abs=1e-12)
+    from bcls.trainer.evaluation.rankstats import rank_correlation_rows
+
+    x, y = sims[0, mask[0]].double().numpy(), labels[0, mask[0]].double().numpy()
+    tau, rho = rank_correlation_rows(np.r_[x, 1.0, 2.0, 3.0], np.r_[y, 5.0, 5.0, 5.0], np.array([0, len(x), len(x) + 1,
+                                                                                               len(x) + 3]))
+    assert tau[0] == pytest.approx(taus[0], abs=1e-12) and rho[0] == pytest.approx(rhos[0], abs=1e-12)
+    assert np.isnan(tau[1]) and np.isnan(rho[1]) and np.isnan(tau[2])  # one entry; constant y
+
+
 # ----------------------------------------------------------------------------------------------- ECCV Caption
 
 eccv_caption = pytest.importorskip("eccv_caption")
