@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# The prepared GPU check of issue 3 (and the CUDA training-step benchmark of issue 4), as one script.
+# The prepared GPU check of issues 3 and 15 (and the CUDA training-step benchmark of issue 4), as one script.
+# Issue 15's target: step 1 (full COCO, sbert,cider) in at most 60 s end to end on one H200. Since issue 15 the
+# torch exact search scores in float16 and re-scores the top k + 32 in float32 (equal to float32 exact search),
+# and candidate merging runs beside the search and on every core; not yet run on a GPU.
 #
 # It runs on a CUDA machine whose Python already has torch, sentence-transformers, numba and pyarrow, with this
 # repository as the working directory and these inputs in $DATA (default .devdata, made on a dev machine):

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -29,6 +31,8 @@ import numpy as np
 
 from bcls.data.errors import ConfigError
 from bcls.data.progress import Progress
+
+from .torch_search import TorchExactIndex
 
 log = logging.getLogger(__name__)
 
@@ -50,44 +54,6 @@ def torch_cuda_available() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
-
-
-class TorchExactIndex:
-    """Exact inner-product search with torch (``IndexFlatIP``'s ``search`` and ``ntotal``), for a CUDA device
-    that faiss cannot use.
-
-    The base lives on ``device`` as float32; each query block is cut into sub-blocks whose score matrix stays near
-    ``max_scores`` floats, multiplied with TF32 off, and reduced with ``torch.topk``.
-    """
-
-    def __init__(self, base: np.ndarray, device: str = "cuda", max_scores: int = 1 << 28) -> None:
-        import torch
-
-        self.device = torch.device(device)
-        self.base = torch.from_numpy(np.ascontiguousarray(base, dtype=np.float32)).to(self.device)
-        self.ntotal = int(self.base.shape[0])
-        self.max_scores = max_scores
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores float32 (Q, k), ids int64 (Q, k))``, best first (``k`` clipped to ``ntotal``)."""
-        import torch
-
-        k = min(k, self.ntotal)
-        step = max(1, self.max_scores // max(self.ntotal, 1))
-        scores = np.empty((queries.shape[0], k), dtype=np.float32)
-        ids = np.empty((queries.shape[0], k), dtype=np.int64)
-        tf32 = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = False
-        try:
-            with torch.no_grad():
-                for lo in range(0, queries.shape[0], step):
-                    q = torch.from_numpy(np.ascontiguousarray(queries[lo:lo + step], dtype=np.float32))
-                    top = torch.topk(q.to(self.device) @ self.base.T, k, dim=1)
-                    scores[lo:lo + step] = top.values.cpu().numpy()
-                    ids[lo:lo + step] = top.indices.cpu().numpy()
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = tf32
-        return scores, ids
 
 
 @dataclass(frozen=True)
@@ -284,13 +250,42 @@ def measure_recall(index: Any, base: np.ndarray, ks: list[int], queries: int = 1
     return {"queries": int(len(sample)), "seed": seed, "recall": out}
 
 
+#: Query captions per thread below which the image side is reduced on one thread.
+MIN_ROWS_PER_THREAD = 50_000
+
+
 def _image_side(scores: np.ndarray, neighbours: np.ndarray, image_index: np.ndarray,
-                k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top-``k`` captions per image from every caption's neighbour list (see :func:`image_candidates`)."""
+                k: int, threads: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-``k`` captions per image from every caption's neighbour list (see :func:`image_candidates`).
+
+    The images are split into ``threads`` (default: one per CPU core) contiguous ranges of about equal caption
+    counts, each reduced in its own thread (numpy's sorts release the GIL); the ranges' results, concatenated in
+    order, are exactly the single-threaded result, which is sorted by image first."""
     n = len(image_index)
+    threads = min(threads or os.cpu_count() or 1, max(1, n // MIN_ROWS_PER_THREAD))
+    if threads <= 1:
+        return _image_side_rows(scores, neighbours, image_index, None, n, k)
+    n_images = int(image_index.max()) + 1
+    cuts = np.searchsorted(np.cumsum(np.bincount(image_index, minlength=n_images)),
+                           np.linspace(0, n, threads + 1)[1:-1])
+    bounds = np.r_[0, cuts, n_images]
+    part_of = np.searchsorted(bounds[1:], image_index, side="right")
+    with ThreadPoolExecutor(threads) as pool:
+        parts = list(pool.map(lambda t: _image_side_rows(scores, neighbours, image_index,
+                                                         np.flatnonzero(part_of == t), n, k), range(threads)))
+    return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))  # type: ignore[return-value]
+
+
+def _image_side_rows(scores: np.ndarray, neighbours: np.ndarray, image_index: np.ndarray, rows: np.ndarray | None,
+                     n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_image_side` over the query captions ``rows`` (the images of one range; None: all, no copy)."""
+    if rows is None:
+        rows = np.arange(n, dtype=np.int64)
+    else:
+        scores, neighbours = scores[rows], neighbours[rows]
     n_neighbours = neighbours.shape[1]
-    image = np.repeat(image_index, n_neighbours)
-    query = np.repeat(np.arange(n), n_neighbours)
+    image = np.repeat(image_index[rows], n_neighbours)
+    query = np.repeat(rows, n_neighbours)
     caption = neighbours.ravel()
     score = scores.ravel()
     keep = (caption != query) & (caption >= 0)
@@ -421,17 +416,27 @@ def candidate_pairs(embeddings: np.ndarray, image_index: np.ndarray, k: int, cap
     img_ids = np.empty_like(img_scores, dtype=np.int64)
     cap_parts: list[tuple[np.ndarray, np.ndarray]] = []
     retry: list[np.ndarray] = []
-    for lo, hi, scores, ids in search_blocks(index, embeddings, depth, block):
-        img_scores[lo:hi], img_ids[lo:hi] = scores[:, :img_scores.shape[1]], ids[:, :img_scores.shape[1]]
-        if caption_k:
-            rows = np.arange(lo, hi, dtype=np.int64)
-            ci, cc, found = _caption_side(ids, rows, image_index, n_images, caption_k)
+    pending: list[tuple[np.ndarray, Any]] = []
+
+    def collect(keep: int) -> None:  # the merged caption sides of all but the last ``keep`` blocks, in order
+        while len(pending) > keep:
+            rows, future = pending.pop(0)
+            ci, cc, found = future.result()
             short = found < min(caption_k, n_images - 1)
             if depth < full_depth and short.any():
                 ok = ~short[np.searchsorted(rows, cc)]
                 ci, cc = ci[ok], cc[ok]
                 retry.append(rows[short])
             cap_parts.append((ci, cc))
+
+    with ThreadPoolExecutor(1) as merger:  # a block's caption side is merged while the next block is searched
+        for lo, hi, scores, ids in search_blocks(index, embeddings, depth, block):
+            img_scores[lo:hi], img_ids[lo:hi] = scores[:, :img_scores.shape[1]], ids[:, :img_scores.shape[1]]
+            if caption_k:
+                rows = np.arange(lo, hi, dtype=np.int64)
+                pending.append((rows, merger.submit(_caption_side, ids, rows, image_index, n_images, caption_k)))
+                collect(1)  # at most two blocks' neighbour lists alive at once
+        collect(0)
     n_retry = int(sum(len(r) for r in retry))
     if n_retry:
         rows = np.concatenate(retry)

@@ -143,7 +143,7 @@ def test_comma_colon_patterns_equal_their_plain_form():
     import itertools
     import re
 
-    from bcls.pipeline.sources.cider import _SUBS
+    from bcls.pipeline.sources.ptb import _SUBS
 
     plain = {",": re.compile(r",(?!\d)|(?<!\d),"), ":": re.compile(r":(?!\d)|(?<!\d):")}
     fast = {p.pattern[0]: p for p, _ in _SUBS if p.pattern[0] in plain}

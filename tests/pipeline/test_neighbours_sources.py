@@ -143,6 +143,28 @@ def test_candidate_pairs_equal_the_brute_force_union(k, caption_k):
     assert got.info["recall"] == {"exact": True}
 
 
+def test_threaded_merging_equals_one_thread(monkeypatch):
+    """The image side reduced in image ranges on several threads, and caption sides merged block by block beside
+    the search, give exactly the single-threaded candidates (captions not grouped by image)."""
+    from bcls.pipeline import neighbours
+
+    rng = np.random.default_rng(4)
+    emb, image_index = _random_corpus(n_images=40)
+    image_index = rng.permutation(image_index)
+    scores, ids = neighbours.exact_knn(emb, emb, 9)
+    one = neighbours._image_side(scores, ids, image_index, 8, threads=1)
+    monkeypatch.setattr(neighbours, "MIN_ROWS_PER_THREAD", 10)
+    for threads in (2, 3, 7):
+        got = neighbours._image_side(scores, ids, image_index, 8, threads=threads)
+        for a, b in zip(got, one):
+            np.testing.assert_array_equal(a, b)
+    whole = neighbours.candidate_pairs(emb, image_index, 3, 2)
+    blocks = neighbours.candidate_pairs(emb, image_index, 3, 2, block=7)
+    np.testing.assert_array_equal(blocks.image_pos, whole.image_pos)
+    np.testing.assert_array_equal(blocks.caption_pos, whole.caption_pos)
+    assert blocks.image_pos.size and whole.info["pairs"] == blocks.info["pairs"]
+
+
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_approximate_indexes_find_most_exact_neighbours(kind):
     from bcls.pipeline.neighbours import IndexSpec, build_index, knn, measure_recall, recall_at_k
@@ -177,6 +199,27 @@ def test_torch_exact_index_matches_faiss_flat(max_scores):
     np.testing.assert_array_equal(ids, truth_ids)  # random floats: no ties
     np.testing.assert_allclose(scores, truth_scores, atol=1e-5)
     assert index.search(emb[:2], 10_000)[1].shape == (2, 600)  # k clipped to the base
+
+
+@pytest.mark.parametrize("max_scores", [1 << 28, 700])
+def test_low_precision_search_with_float32_rescoring_equals_exact(max_scores):
+    """The GPU path (low-precision scores, then float32 re-scoring of the top k + margin) run on the CPU with
+    bfloat16 (coarser than the GPU's float16): the same neighbours and scores as float32 exact search, though the
+    bfloat16 ranking alone differs."""
+    import torch
+
+    from bcls.pipeline.neighbours import TorchExactIndex, knn
+
+    rng = np.random.default_rng(5)
+    emb = rng.standard_normal((900, 32)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    index = TorchExactIndex(emb, device="cpu", max_scores=max_scores, low_precision=torch.bfloat16)
+    scores, ids = knn(index, emb[:60], 9, block=16)
+    truth_scores, truth_ids = exact_knn(emb[:60], emb, 9, use_gpu=False)
+    np.testing.assert_array_equal(ids, truth_ids)
+    np.testing.assert_allclose(scores, truth_scores, atol=1e-6)
+    rough = torch.topk(torch.from_numpy(emb[:60]).bfloat16() @ torch.from_numpy(emb).bfloat16().T, 9).indices
+    assert (rough.numpy() != truth_ids).any()  # the re-scoring did real work
 
 
 def test_exact_search_uses_torch_only_when_faiss_has_no_gpu_and_torch_has_cuda(monkeypatch):
