@@ -96,12 +96,10 @@ def _run(fn: Callable[[], Any], interrupted: str | None = None, ctx: typer.Conte
 # ---------------------------------------------------------------- labels
 
 # Options that several commands share (Typer accepts one OptionInfo as the default of many parameters).
-_MODEL = typer.Option("all-MiniLM-L6-v2", "--model", help="Sentence model: name, folder or short name (`bcls "
-                      "models list`).")
+_MODEL = typer.Option("all-MiniLM-L6-v2", "--model", help="Sentence model: name, folder or short name (`models list`).")
 _OPTION = typer.Option(None, "--option", "-o", help="A label source's option, SOURCE.KEY=VALUE (repeat it; `bcls "
                        "labels sources` lists every source's options), e.g. sbert.aggregate=mean.")
-_AGGREGATE = typer.Option(None, "--aggregate", help="Shortcut of -o sbert.aggregate=…: max, mean, topk, softmax or "
-                          "centroid [max].")
+_AGGREGATE = typer.Option(None, "--aggregate", help="-o sbert.aggregate=…: max, mean, topk, softmax, centroid [max].")
 _FILE_SCORES = typer.Option(None, "--file-scores", help="Shortcut of -o file.path=…: the (image_id, caption_id, "
                             "score) table (CSV/TSV/Parquet) read by the `file` source.")
 _ENSEMBLE = typer.Option(None, "--ensemble", help="Shortcut of -o ensemble.path=…: an ensemble.json fitted by "
@@ -109,6 +107,7 @@ _ENSEMBLE = typer.Option(None, "--ensemble", help="Shortcut of -o ensemble.path=
 _CACHE = typer.Option(None, "--cache", help="Embedding cache folder [$BCLS_CACHE_DIR or ~/.cache/bcls/embeddings].")
 _NO_CACHE = typer.Option(False, "--no-cache", help="Neither read nor fill the embedding cache.")
 _DEVICE = typer.Option(None, "--device", help="Torch device for the sentence model.")
+_BACKEND = typer.Option("torch", "--backend", help="Sentence model runtime: torch, onnx or onnx-int8 (CPU; README).")
 _FORMAT = typer.Option("auto", "--format", help="Caption format: auto, table, coco, karpathy, precomp, flickr8k.")
 _JUDGED_CAPTIONS = typer.Option(..., "--captions", help="Caption table holding the judged captions (any format "
                                 "`labels build` reads).")
@@ -143,6 +142,7 @@ def labels_build(
     split: Optional[str] = typer.Option(None, "--split", help="Only captions of this split (precomp folders: "
                                         "default train)."),
     model: str = _MODEL,
+    backend: str = _BACKEND,
     option: Optional[list[str]] = _OPTION,
     aggregate: Optional[str] = _AGGREGATE,
     file_scores: Optional[Path] = _FILE_SCORES,
@@ -222,7 +222,7 @@ def labels_evaluate(
     ensemble: Optional[Path] = _ENSEMBLE,
     cache: Optional[Path] = _CACHE,
     no_cache: bool = _NO_CACHE,
-    device: Optional[str] = _DEVICE,
+    device: Optional[str] = _DEVICE, backend: str = _BACKEND,
 ) -> None:
     """Agreement of label sources with human relevance judgments (Spearman, Pearson, Kendall τ-b and τ-c)."""
     from bcls.data.captions import read_captions
@@ -235,7 +235,7 @@ def labels_evaluate(
         return evaluate_agreement(read_captions(captions, format=fmt, split=split),
                                   read_judgments(judgments, format=judgment_format), names, out=out, device=device,
                                   source_settings=settings, model=model, cache=str(cache) if cache else None,
-                                  use_cache=not no_cache)
+                                  use_cache=not no_cache, backend=backend)
 
     _run(go, ctx=ctx)
     typer.echo((out / "agreement.md").read_text())
@@ -462,7 +462,7 @@ def demo_cmd(
     n_dev: int = typer.Option(500, "--n-dev", help="Dev images to generate."),
     n_test: int = typer.Option(1000, "--n-test", help="Test images to generate."),
     batch_size: int = typer.Option(128, "--batch-size", help="Training batch size."),
-    embed_dim: int = typer.Option(512, "--embed-dim", help="Joint-space size of the model."),
+    embed_dim: int = typer.Option(256, "--embed-dim", help="Joint-space size of the model (train's is 512)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Let the demo replace its outputs in an --out it did "
                                    "not make."),
 ) -> None:

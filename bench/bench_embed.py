@@ -6,6 +6,11 @@ The pipeline encoder (:func:`bcls.pipeline.embed.sbert_encoder`, no cache) sorts
 batches are tight and logs progress. Rounds alternate between the two (this machine is noisy); the median
 throughput of each and their ratio are reported, and the embeddings are checked to agree. The last line is one
 JSON object of the figures.
+
+With ``--backends torch,onnx,onnx-int8`` it also times the pipeline encoder on each backend (ONNX files exported
+on first use, not timed: the export is timed apart) in the same alternating rounds, and reports each backend's
+throughput ratio to ``torch`` and the cosine of its embeddings to the ``torch`` ones (mean, 1st percentile,
+minimum) on all ``--n`` captions.
 """
 
 from __future__ import annotations
@@ -27,29 +32,52 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
     coco_test5k.add_argument(parser)
+    parser.add_argument("--backends", default="", help="also time these sbert_encoder backends, e.g. "
+                        "torch,onnx,onnx-int8")
+    parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
     rows = coco_test5k.rows(args.captions)
     texts = [r["caption"] for r in rows[: args.n]]
     model = load_sentence_model()
-    ours = sbert_encoder()
-    rates: dict[str, list[float]] = {"bare": [], "pipeline": []}
+    ours = sbert_encoder(batch_size=args.batch_size)
+    backends = [b for b in args.backends.split(",") if b]
+    encoders, export_s = {}, {}
+    for backend in backends:
+        start = time.perf_counter()
+        encoders[backend] = sbert_encoder(batch_size=args.batch_size, backend=backend)
+        export_s[backend] = round(time.perf_counter() - start, 2)
+    rates: dict[str, list[float]] = {"bare": [], "pipeline": []} | {b: [] for b in backends}
     out = {}
     for _ in range(args.rounds):
         start = time.perf_counter()
-        out["bare"] = model.encode(texts, batch_size=256, normalize_embeddings=True, convert_to_numpy=True,
-                                   show_progress_bar=False)
+        out["bare"] = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=True,
+                                   convert_to_numpy=True, show_progress_bar=False)
         rates["bare"].append(len(texts) / (time.perf_counter() - start))
         start = time.perf_counter()
         out["pipeline"] = ours(texts)
         rates["pipeline"].append(len(texts) / (time.perf_counter() - start))
+        for backend, encode in encoders.items():
+            start = time.perf_counter()
+            out[backend] = encode(texts)
+            rates[backend].append(len(texts) / (time.perf_counter() - start))
     diff = float(np.abs(out["bare"] - out["pipeline"]).max())
     bare, pipe = statistics.median(rates["bare"]), statistics.median(rates["pipeline"])
     print(f"{len(texts)} captions, {args.rounds} rounds each")
     print(f"bare SentenceTransformer.encode   {bare:8.0f} captions/s")
     print(f"pipeline sbert_encoder            {pipe:8.0f} captions/s   ({100 * pipe / bare:.0f} % of bare)")
     print(f"max |difference| of the embeddings {diff:.2e}")
-    print(json.dumps({"captions": len(texts), "bare_per_s": round(bare, 1), "pipeline_per_s": round(pipe, 1),
-                      "ratio": round(pipe / bare, 3), "max_abs_diff": diff}))
+    figures = {"captions": len(texts), "bare_per_s": round(bare, 1), "pipeline_per_s": round(pipe, 1),
+               "ratio": round(pipe / bare, 3), "max_abs_diff": diff}
+    for backend in backends:
+        rate = statistics.median(rates[backend])
+        cos = (out[backend] * out["pipeline"]).sum(1)
+        figures[backend] = {"per_s": round(rate, 1), "ratio_to_torch": round(rate / pipe, 3),
+                            "cos_mean": round(float(cos.mean()), 5), "cos_p01": round(float(np.quantile(cos, 0.01)), 5),
+                            "cos_min": round(float(cos.min()), 5), "setup_s": export_s[backend]}
+        print(f"backend {backend:<10} {rate:8.0f} captions/s ({rate / pipe:.2f}× torch), cosine to torch: mean "
+              f"{cos.mean():.4f}, 1st percentile {np.quantile(cos, 0.01):.4f}, min {cos.min():.4f}; "
+              f"load/export {export_s[backend]} s")
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -96,13 +96,13 @@ def _embeddings(texts: Sequence[str], rows: np.ndarray, encoder: Encoder) -> np.
 
 
 def default_encoder(model: str = DEFAULT_MODEL, device: str | None = None, cache: str | os.PathLike | None = None,
-                    use_cache: bool = True) -> Encoder:
-    """The sentence model ``model`` as an :data:`Encoder`, through the embedding cache unless ``use_cache`` is off
-    (the model is loaded only when a caption is missing from the cache)."""
+                    use_cache: bool = True, backend: str = "torch") -> Encoder:
+    """The sentence model ``model`` (run by ``backend``) as an :data:`Encoder`, through the embedding cache unless
+    ``use_cache`` is off (the model is loaded only when a caption is missing from the cache)."""
     if not use_cache:
-        return sbert_encoder(model, device)
-    return cached_encoder(EmbeddingCache(cache or default_cache_dir(), model_cache_id(model)),
-                          lambda: sbert_encoder(model, device))
+        return sbert_encoder(model, device, backend=backend)
+    return cached_encoder(EmbeddingCache(cache or default_cache_dir(), model_cache_id(model, backend)),
+                          lambda: sbert_encoder(model, device, backend=backend))
 
 
 def score_judgments(
@@ -154,6 +154,7 @@ def score_pairs(
     model: str = DEFAULT_MODEL,
     cache: str | os.PathLike | None = None,
     use_cache: bool = True,
+    backend: str = "torch",
 ) -> tuple[np.ndarray, list[np.ndarray], dict[str, int]]:
     """:func:`score_judgments` for built sources that may share a name (an ensemble's members, e.g. two sbert
     aggregates): one float32 ``(P,)`` column per source, in order, over one corpus (so per-corpus tables such as
@@ -195,7 +196,7 @@ def score_pairs(
             refs = corpus.refs[img_pos]
             needed = np.concatenate([cap_pos, refs[refs >= 0]])
         if encoder is None:
-            encoder = default_encoder(model, device, cache, use_cache)
+            encoder = default_encoder(model, device, cache, use_cache, backend)
         log.info("agreement: embedding %d of %d captions", len(np.unique(needed)), len(captions))
         corpus = LabelCorpus(corpus.texts, corpus.image_index, corpus.refs,
                              _embeddings(captions.texts, needed, encoder), corpus.image_ids, corpus.caption_ids)
@@ -223,6 +224,7 @@ def evaluate_agreement(
     model: str = DEFAULT_MODEL,
     cache: str | os.PathLike | None = None,
     use_cache: bool = True,
+    backend: str = "torch",
 ) -> dict[str, Any]:
     """Correlate each label source with human judgments, overall and per sampling method.
 
@@ -236,6 +238,7 @@ def evaluate_agreement(
         out: folder to write ``agreement.json`` and ``agreement.md`` to (created); nothing is written when None.
         source_settings: keyword settings per source name, e.g. ``{"file": {"path": "scores.csv"}}``.
         device, model, cache, use_cache: the sentence model and its embedding cache (see :func:`score_judgments`).
+        backend: how the sentence model runs (``torch``, ``onnx``, ``onnx-int8``; :mod:`bcls.pipeline.onnx_backend`).
 
     Returns:
         The JSON written to ``out/agreement.json``::
@@ -253,7 +256,7 @@ def evaluate_agreement(
     """
     labels, built = _build_sources(sources, source_settings)
     _, columns, counts = score_pairs(captions, judgments, built, encoder, device=device, model=model, cache=cache,
-                                     use_cache=use_cache)
+                                     use_cache=use_cache, backend=backend)
     values = dict(zip(labels, columns))
     human = judgments.scores
     result: dict[str, Any] = {
@@ -269,6 +272,7 @@ def evaluate_agreement(
     result["sources"] = {label: s.settings() for label, s in zip(labels, built)}
     if any(s.needs_embeddings for s in built):
         result["sentence_model"] = model if encoder is None else getattr(encoder, "model_id", "custom encoder")
+        result["sentence_backend"] = backend if encoder is None else "custom encoder"
     result["pair_scoring"] = (
         "caption-caption: c1 scored against the single reference c2 (every caption its own one-caption image)"
         if judgments.kind == "caption-caption" else

@@ -37,6 +37,7 @@ from .corpus import LabelCorpus, LabelSource
 from .embed import DEFAULT_MODEL, EmbeddingCache, Encoder, cached_encoder, check_device, default_cache_dir, \
     model_cache_id, sbert_encoder
 from .neighbours import CandidateSet, IndexSpec, candidate_pairs, faiss_gpu_count
+from .onnx_backend import check_backend
 from .resume import (CANDIDATES_FILE, CONFIG_FILE, finish_resume_state, load_candidates, prepare_out,
                      save_candidates)
 from .scheduling import LOCAL_SCHEDULERS, ShardPlan, ShardProgress, existing_entry, pairs_hash, \
@@ -63,6 +64,8 @@ class LabelBuildConfig:
             candidate (``None``: ``k``; 0: no caption side: image-side candidates only).
         format / split: passed to the caption reader (a precomp folder defaults to split ``train``).
         model: sentence-transformers model name or path (embeddings for candidates and the sbert source).
+        backend: how the sentence model runs: ``torch`` (sentence-transformers, the reference), ``onnx`` or
+            ``onnx-int8`` (ONNX Runtime on the CPU; :mod:`bcls.pipeline.onnx_backend`).
         index: FAISS index for the neighbours: ``exact``, ``ivf`` or ``hnsw``.
         nlist / nprobe: IVF lists (``None``: ``4·sqrt(N)``) and lists probed per query.
         hnsw_m / ef_construction / ef_search: HNSW parameters.
@@ -88,6 +91,7 @@ class LabelBuildConfig:
     format: str = "auto"
     split: str | None = None
     model: str = DEFAULT_MODEL
+    backend: str = "torch"
     index: str = "exact"
     nlist: int | None = None
     nprobe: int = 32
@@ -116,6 +120,7 @@ class LabelBuildConfig:
             raise ConfigError(f"images_per_shard must be at least 1, got {self.images_per_shard}")
         if not self.sources:
             raise ConfigError("give at least one label source")
+        check_backend(self.backend)
         if len(set(self.sources)) != len(self.sources):
             raise ConfigError(f"label sources repeated: {list(self.sources)}")
         for name in self.sources:
@@ -153,9 +158,11 @@ def build_identity(config: LabelBuildConfig, sources: Sequence[LabelSource], tab
     source's :meth:`~bcls.pipeline.corpus.LabelSource.settings` without the keys it marks ``provenance_only``."""
     settings = {s.name: {k: v for k, v in s.settings().items() if k not in getattr(s, "provenance_only", ())}
                 for s in sources}
-    return {"sources": list(config.sources), "source_settings": settings, "k": config.k,
-            "caption_k": config.images_k, "format": config.format, "split": config.split, "model": config.model,
-            "index": config.index_spec().settings(), "input_fingerprint": table.fingerprint()}
+    identity = {"sources": list(config.sources), "source_settings": settings, "k": config.k,
+                "caption_k": config.images_k, "format": config.format, "split": config.split,
+                "model": config.model, "index": config.index_spec().settings(),
+                "input_fingerprint": table.fingerprint()}
+    return identity | ({"backend": config.backend} if config.backend != "torch" else {})  # torch: as before
 
 
 def embed_captions(config: LabelBuildConfig, table: CaptionTable, encoder: Encoder | None = None,
@@ -166,10 +173,10 @@ def embed_captions(config: LabelBuildConfig, table: CaptionTable, encoder: Encod
     without one bypasses the cache)."""
     t0 = time.perf_counter()
     if encoder is None:
-        cache_id = model_cache_id(config.model)
+        cache_id = model_cache_id(config.model, config.backend)
 
         def make() -> Encoder:
-            return sbert_encoder(config.model, config.device, config.batch_size)
+            return sbert_encoder(config.model, config.device, config.batch_size, config.backend)
     else:
         cache_id = encoder_id
 

@@ -77,10 +77,24 @@ def load_sentence_model(name: str = DEFAULT_MODEL, device: str | None = None):
                           "give a local model folder or the offline default all-MiniLM-L6-v2") from None
 
 
-def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 256) -> Encoder:
+def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 256,
+                  backend: str = "torch") -> Encoder:
     """An :data:`Encoder` backed by a sentence-transformers model (each call shows its progress: a bar on a
-    terminal, log lines with rate and ETA otherwise)."""
-    model = load_sentence_model(name, device)
+    terminal, log lines with rate and ETA otherwise); ``backend`` ``onnx`` / ``onnx-int8`` runs it in ONNX
+    Runtime on the CPU (:mod:`bcls.pipeline.onnx_backend`; exported on first use into the cache folder)."""
+    from .onnx_backend import OnnxSentenceEncoder, check_backend, export_onnx, onnx_dir
+
+    check_backend(backend)
+    if backend != "torch" and device and device != "cpu":
+        raise ConfigError(f"backend {backend!r} runs on the CPU; use --backend torch for device {device!r}")
+    model = load_sentence_model(name, None if backend != "torch" else device)
+    run = None
+    if backend != "torch":
+        import torch
+
+        folder = onnx_dir(default_cache_dir(), model_cache_id(name))
+        run = OnnxSentenceEncoder(model, export_onnx(model, folder, model_cache_id(name), backend == "onnx-int8"),
+                                  threads=torch.get_num_threads())
 
     def encode(texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
@@ -92,8 +106,10 @@ def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_si
         with Progress(len(texts), "embedding captions", "captions", log) as progress:
             for lo in range(0, len(texts), chunk):
                 idx = order[lo:lo + chunk]
-                out[idx] = model.encode([texts[i] for i in idx], batch_size=batch_size, normalize_embeddings=True,
-                                        convert_to_numpy=True, show_progress_bar=False)
+                chunk_texts = [texts[i] for i in idx]
+                out[idx] = run(chunk_texts, batch_size) if run is not None else model.encode(
+                    chunk_texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                    show_progress_bar=False)
                 progress.update(len(idx))
         return out
 
@@ -242,9 +258,12 @@ def cached_encoder(cache: EmbeddingCache, make_encoder: Callable[[], Encoder], b
     return encode
 
 
-def model_cache_id(name: str) -> str:
+def model_cache_id(name: str, backend: str = "torch") -> str:
     """The id that keys a model's cached embeddings: the packaged MiniLM with its package version, a local
-    folder by its absolute path, anything else by its name."""
+    folder by its absolute path, anything else by its name; with `` [backend]`` appended for a backend other than
+    ``torch`` (its embeddings differ slightly)."""
+    if backend != "torch":
+        return f"{model_cache_id(name)} [{backend}]"
     from .models import full_name, installed_path
 
     name = full_name(name)
