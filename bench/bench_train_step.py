@@ -19,6 +19,11 @@ Besides time, it reports per step the labelled off-diagonal pairs of the batch, 
 per query (after the
 window / gap filters; ``compared`` of the training log).
 
+Then, for each ``--epoch-dims`` size (512, train's default, and 256, the demo's), one full epoch of the default
+settings — sampler, label lookup and steps, data loading included — and the dev evaluation are timed (samples/s
+of the epoch), and 20 steps are profiled phase by phase (feature and token gathering, image and text encoder
+forward, label lookup, loss forward, backward, clip + optimizer).
+
 Variants are interleaved round by round (this machine is noisy) and the median per variant is reported with its
 ratio to ``triplet``, and samples/s. With ``--device cuda`` the steps run on the GPU with bf16 autocast, and
 before timing, one BCLS step's loss terms computed on CUDA are checked against the same step on the CPU (same
@@ -35,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,6 +91,69 @@ def _check_device(data: str, labels: str, tmp: str, device: str, tolerance: floa
     return {f"max_abs_diff_{k}": round(v, 6) for k, v in diff.items()}
 
 
+def _phase_profile(run: _Run, batches: list, n_steps: int) -> dict[str, float]:
+    """ms per step of each phase of :meth:`_Run.step` (same work, timed piece by piece), after 2 untimed steps."""
+    from collections import defaultdict
+
+    from bcls.trainer.models import pad_batch
+
+    spent: dict[str, float] = defaultdict(float)
+    for s, (rows, _) in enumerate(batches[:n_steps + 2]):
+        if s == 2:
+            spent.clear()
+        marks = [("start", time.perf_counter())]
+        images = run.image_index[rows]
+        feats = torch.from_numpy(run.feats.batch(images.numpy())).to(run.device)
+        ids, lengths = pad_batch([run.token_ids[r] for r in rows.tolist()])
+        marks.append(("feature and token gathering", time.perf_counter()))
+        img = run.model.encode_images(feats)
+        marks.append(("image encoder forward", time.perf_counter()))
+        txt = run.model.encode_texts(ids.to(run.device), lengths)
+        marks.append(("text encoder forward", time.perf_counter()))
+        positive = images[:, None] == images[None, :]
+        values, known = run.batch_labels.lookup(images, rows)
+        values = torch.where(positive, torch.tensor(run.norm.top), run.norm(values))
+        marks.append(("label lookup", time.perf_counter()))
+        terms = run.criterion(img @ txt.T, values.to(run.device), (known | positive).to(run.device),
+                              positive.to(run.device))
+        marks.append(("loss forward", time.perf_counter()))
+        run.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        marks.append(("backward", time.perf_counter()))
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.grad_clip)
+        run.optimizer.step()
+        marks.append(("clip + optimizer", time.perf_counter()))
+        for (_, t0), (name, t1) in zip(marks[:-1], marks[1:]):
+            spent[name] += t1 - t0
+    return {name: round(1000 * t / n_steps, 2) for name, t in spent.items()}
+
+
+def _epoch(data: str, labels: str, tmp: str, device: str, embed_dim: int, profile_steps: int) -> dict[str, Any]:
+    """One full epoch of the default BCLS settings (sampler, label lookup, steps: everything ``bcls train`` does
+    in an epoch after the warm-up) plus the dev evaluation, and a per-phase profile of its steps."""
+    from bcls.trainer.evaluation import evaluate_model
+
+    config = TrainConfig(data=data, labels=labels, out=str(Path(tmp) / f"epoch-{embed_dim}"), warmup_epochs=0,
+                         device=device, embed_dim=embed_dim)
+    run = _Run(config)
+    run.step(next(iter(run.batches(1))), 1, 0)  # warm-up
+    start = time.perf_counter()
+    steps = 0
+    for s, batch in enumerate(run.batches(2)):
+        run.step(batch, 2, s)
+        steps += 1
+    if device != "cpu":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    evaluate_model(run.model, run.vocab, run.dev[0], run.dev[1], run.device) if run.dev is not None else None
+    dev_seconds = time.perf_counter() - start
+    profile = _phase_profile(run, list(run.batches(3)), profile_steps) if device == "cpu" else {}
+    return {"embed_dim": embed_dim, "steps": steps, "samples": len(run.table), "epoch_s": round(seconds, 2),
+            "samples_per_s": round(len(run.table) / seconds, 1), "dev_eval_s": round(dev_seconds, 2),
+            "phase_ms_per_step": profile}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data")
@@ -94,6 +163,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per variant per round")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast)")
     parser.add_argument("--tolerance", type=float, default=0.02, help="max |CUDA − CPU| of a loss term")
+    parser.add_argument("--epoch-dims", default="512,256",
+                        help="joint-space sizes of the full-epoch runs ('' = none): train's default and the demo's")
+    parser.add_argument("--profile-steps", type=int, default=20)
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory()
     data, labels = args.data, args.labels
@@ -145,6 +217,14 @@ def main() -> None:
                                          "compared_per_query": round(float(np.mean(compared[name])), 2)}
             print(f"{size:>6} {name:<16} {1000 * med:>9.1f} {med / base:>10.2f} {np.mean(pairs[name]):>15.1f} "
                   f"{np.mean(pairs[name]) / size:>15.2f} {np.mean(compared[name]):>15.2f}")
+        sys.stdout.flush()
+    for dim in [int(d) for d in args.epoch_dims.split(",") if d]:
+        epoch = _epoch(data, labels, tmp.name, args.device, dim, args.profile_steps)
+        results[f"epoch@{dim}"] = epoch
+        print(f"one epoch, embed_dim {dim}: {epoch['samples']} captions in {epoch['epoch_s']:.1f} s "
+              f"({epoch['samples_per_s']:.0f} samples/s, {epoch['steps']} steps) + dev evaluation "
+              f"{epoch['dev_eval_s']:.1f} s; ms per step: " +
+              ", ".join(f"{k} {v:.1f}" for k, v in epoch["phase_ms_per_step"].items()))
         sys.stdout.flush()
     print(json.dumps(results))
 
