@@ -314,13 +314,15 @@ def _build(config: LabelBuildConfig, encoder: Encoder | None, table: CaptionTabl
     t_score = time.perf_counter()
     provenance: dict[str, Any] = {
         "bcls_version": __version__,
-        "versions": package_versions(),
+        "versions": package_versions() | (package_versions(("onnxruntime", "onnx")) if config.backend != "torch"
+                                          else {}),
         "config_hash": identity_hash,
         "config": identity,
         "input": {"path": str(table.path), "format": table.format, "split": config.split, "captions": len(table),
                   "images": int(len(image_ids)), "fingerprint": table.fingerprint()},
         "sources": {s.name: s.settings() for s in sources},
         "sentence_model": config.model,
+        "sentence_backend": config.backend,
         "embedding_dim": int(embeddings.shape[1]),
         "k": config.k,
         "caption_k": config.images_k,

@@ -60,3 +60,20 @@ def test_onnx_embeddings_match_torch_on_real_captions(coco_corpus, monkeypatch, 
     # activations are quantised per batch, so a caption embedded in another batch moves a little (README)
     alone = sbert_encoder(backend="onnx-int8")(texts[:5])
     assert (alone * int8[:5]).sum(1).min() > 0.98
+
+
+def test_a_build_records_its_backend(coco_corpus, monkeypatch, tmp_path):
+    """A label build with an ONNX backend names it and onnxruntime's version in its provenance, and a rebuild with
+    the torch backend into the same folder is another build (refused without --force)."""
+    from bcls.data.captions import CaptionTable
+    from bcls.pipeline.build import LabelBuildConfig, build_labels
+
+    monkeypatch.setenv("BCLS_CACHE_DIR", str(tmp_path / "cache"))
+    corpus = coco_corpus(12)
+    table = CaptionTable.from_lists(corpus.image_index.tolist(), list(range(len(corpus.texts))), list(corpus.texts))
+    out = tmp_path / "labels"
+    built = build_labels(LabelBuildConfig(captions="x", out=str(out), k=3, backend="onnx-int8"), table=table)
+    assert built.provenance["sentence_backend"] == "onnx-int8"
+    assert built.provenance["config"]["backend"] == "onnx-int8" and "onnxruntime" in built.provenance["versions"]
+    with pytest.raises(ConfigError):
+        build_labels(LabelBuildConfig(captions="x", out=str(out), k=3), table=table)
