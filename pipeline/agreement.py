@@ -100,9 +100,9 @@ def default_encoder(model: str = DEFAULT_MODEL, device: str | None = None, cache
     """The sentence model ``model`` (run by ``backend``) as an :data:`Encoder`, through the embedding cache unless
     ``use_cache`` is off (the model is loaded only when a caption is missing from the cache)."""
     if not use_cache:
-        return sbert_encoder(model, device, backend=backend)
+        return sbert_encoder(model, device, backend=backend, cache=cache)
     return cached_encoder(EmbeddingCache(cache or default_cache_dir(), model_cache_id(model, backend)),
-                          lambda: sbert_encoder(model, device, backend=backend))
+                          lambda: sbert_encoder(model, device, backend=backend, cache=cache))
 
 
 def score_judgments(

@@ -31,7 +31,7 @@ from bcls.data.captions import CaptionTable, read_captions
 from bcls.data.configs import check_field_types
 from bcls.data.errors import BclsError, ConfigError
 from bcls.data.shards import LabelSet, config_hash, open_labels, write_caption_embeddings, write_manifest
-from bcls.data.version import __version__, package_versions
+from bcls.data.version import PROVENANCE_PACKAGES, __version__, package_versions
 
 from .corpus import LabelCorpus, LabelSource
 from .embed import DEFAULT_MODEL, EmbeddingCache, Encoder, cached_encoder, check_device, default_cache_dir, \
@@ -176,7 +176,7 @@ def embed_captions(config: LabelBuildConfig, table: CaptionTable, encoder: Encod
         cache_id = model_cache_id(config.model, config.backend)
 
         def make() -> Encoder:
-            return sbert_encoder(config.model, config.device, config.batch_size, config.backend)
+            return sbert_encoder(config.model, config.device, config.batch_size, config.backend, config.cache)
     else:
         cache_id = encoder_id
 
@@ -314,8 +314,8 @@ def _build(config: LabelBuildConfig, encoder: Encoder | None, table: CaptionTabl
     t_score = time.perf_counter()
     provenance: dict[str, Any] = {
         "bcls_version": __version__,
-        "versions": package_versions() | (package_versions(("onnxruntime", "onnx")) if config.backend != "torch"
-                                          else {}),
+        "versions": package_versions(PROVENANCE_PACKAGES + (("onnxruntime", "onnx") if config.backend != "torch"
+                                                            else ())),
         "config_hash": identity_hash,
         "config": identity,
         "input": {"path": str(table.path), "format": table.format, "split": config.split, "captions": len(table),

@@ -78,10 +78,11 @@ def load_sentence_model(name: str = DEFAULT_MODEL, device: str | None = None):
 
 
 def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_size: int = 256,
-                  backend: str = "torch") -> Encoder:
+                  backend: str = "torch", cache: str | os.PathLike | None = None) -> Encoder:
     """An :data:`Encoder` backed by a sentence-transformers model (each call shows its progress: a bar on a
     terminal, log lines with rate and ETA otherwise); ``backend`` ``onnx`` / ``onnx-int8`` runs it in ONNX
-    Runtime on the CPU (:mod:`bcls.pipeline.onnx_backend`; exported on first use into the cache folder)."""
+    Runtime on the CPU (:mod:`bcls.pipeline.onnx_backend`; exported on first use into ``cache``, the embedding
+    cache folder, default :func:`default_cache_dir`)."""
     from .onnx_backend import OnnxSentenceEncoder, check_backend, export_onnx, onnx_dir
 
     check_backend(backend)
@@ -92,9 +93,9 @@ def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_si
     if backend != "torch":
         import torch
 
-        folder = onnx_dir(default_cache_dir(), model_cache_id(name))
-        run = OnnxSentenceEncoder(model, export_onnx(model, folder, model_cache_id(name), backend == "onnx-int8"),
-                                  threads=torch.get_num_threads())
+        model_id = model_cache_id(name)
+        path = export_onnx(model, onnx_dir(cache or default_cache_dir(), model_id), model_id, backend == "onnx-int8")
+        run = OnnxSentenceEncoder(model, path, threads=torch.get_num_threads())
 
     def encode(texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)

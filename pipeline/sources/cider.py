@@ -67,6 +67,7 @@ __all__ = ["CiderSource", "CiderTables", "GroupedHash", "NgramCounts", "PTB_PUNC
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class NgramCounts:
     """N-gram counts of a list of token sequences, with n-grams as integer ids.

@@ -89,8 +89,8 @@ def ptb_token_ids(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[st
 
     The texts are joined into one string, lower-cased and substituted in one pass per pattern, split once, and
     each *distinct* whitespace token is split into output tokens once (a corpus of 600k captions has about 30k);
-    the same tokens as :func:`ptb_tokenize` text by text (a test holds them equal on real captions), 10–20×
-    faster. Texts that hold the separator character (NUL) fall back to the per-text path.
+    the same tokens as :func:`ptb_tokenize` text by text (a test holds them equal on real captions), about 5×
+    faster (0.2 s against 1.0 s for the 25,000 COCO test captions). Texts that hold the separator character (NUL) fall back to the per-text path.
 
     Returns:
         ``(ids int64 (T,), n_words int64 (N,), words)``: the word ids of every text one after another, the

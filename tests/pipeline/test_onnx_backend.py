@@ -72,8 +72,12 @@ def test_a_build_records_its_backend(coco_corpus, monkeypatch, tmp_path):
     corpus = coco_corpus(12)
     table = CaptionTable.from_lists(corpus.image_index.tolist(), list(range(len(corpus.texts))), list(corpus.texts))
     out = tmp_path / "labels"
-    built = build_labels(LabelBuildConfig(captions="x", out=str(out), k=3, backend="onnx-int8"), table=table)
+    given = tmp_path / "given_cache"  # --cache: the export goes there too, not to $BCLS_CACHE_DIR
+    built = build_labels(LabelBuildConfig(captions="x", out=str(out), k=3, backend="onnx-int8", cache=str(given)),
+                         table=table)
+    assert (onnx_dir(given, model_cache_id("all-MiniLM-L6-v2")) / "model-int8.onnx").is_file()
+    assert not (tmp_path / "cache" / "onnx").exists()
     assert built.provenance["sentence_backend"] == "onnx-int8"
     assert built.provenance["config"]["backend"] == "onnx-int8" and "onnxruntime" in built.provenance["versions"]
     with pytest.raises(ConfigError):
-        build_labels(LabelBuildConfig(captions="x", out=str(out), k=3), table=table)
+        build_labels(LabelBuildConfig(captions="x", out=str(out), k=3, cache=str(given)), table=table)
