@@ -147,7 +147,7 @@ def labels_build(
     aggregate: Optional[str] = _AGGREGATE,
     file_scores: Optional[Path] = _FILE_SCORES,
     ensemble: Optional[Path] = _ENSEMBLE,
-    batch_size: int = typer.Option(256, "--batch-size", help="Sentence-embedding batch size."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Embedding batch size [CPU 64, GPU 256]."),
     images_per_shard: int = typer.Option(5000, "--images-per-shard", help="Images whose pairs go into one shard."),
     device: Optional[str] = _DEVICE,
     caption_k: Optional[int] = typer.Option(None, "--caption-k", help="Candidate images per caption (same "

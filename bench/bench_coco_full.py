@@ -13,7 +13,8 @@ Two steps:
 
 Peak memory is the largest sum over the process tree of each process's PSS (proportional set size: pages shared
 between processes, such as a freshly forked child's, count once; RSS where PSS cannot be read) seen by the sampler
-(it can miss spikes shorter than 0.5 s). The embedding cache is used as configured (``--cache``); pass a fresh folder for a cold run. The last line
+(it can miss spikes shorter than 0.5 s), overall and per phase (embedding, search, spice parse, the rest of
+scoring + writing; a phase starts at its log line). The embedding cache is used as configured (``--cache``); pass a fresh folder for a cold run. The last line
 printed is one JSON object of the figures.
 """
 
@@ -38,6 +39,9 @@ PHASES = {
     "scoring_writing": re.compile(r"phase scoring\+writing: .* in ([\d.]+)s"),
     "total": re.compile(r"label build done: .* in ([\d.]+)s;"),
 }
+#: Log lines after which the build is in another phase, for the per-phase memory peaks.
+PHASE_STARTS = ((re.compile(r"phase embedding: "), "search"), (re.compile(r"phase search: "), "scoring_writing"),
+                (re.compile(r"spice: parsing"), "spice_parse"), (re.compile(r"spice: parsed "), "scoring_writing"))
 RECALL = re.compile(r"recall against exact search on \d+ sampled captions: (.*)$")
 
 
@@ -101,6 +105,8 @@ def run_build(captions: Path, out: Path, extra: list[str], log_path: Path) -> di
     cmd += extra
     print("running:", " ".join(cmd), flush=True)
     peak = 0
+    phase = "embedding"
+    phase_peak: dict[str, int] = {}
     figures: dict[str, object] = {"command": " ".join(cmd[1:])}
     start = time.perf_counter()
     with open(log_path, "w") as log:
@@ -110,7 +116,9 @@ def run_build(captions: Path, out: Path, extra: list[str], log_path: Path) -> di
         def sample() -> None:
             nonlocal peak
             while not done.is_set():
-                peak = max(peak, tree_memory(proc.pid))
+                now, current = tree_memory(proc.pid), phase
+                peak = max(peak, now)
+                phase_peak[current] = max(phase_peak.get(current, 0), now)
                 done.wait(0.5)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -123,6 +131,9 @@ def run_build(captions: Path, out: Path, extra: list[str], log_path: Path) -> di
                 m = pattern.search(line)
                 if m:
                     figures[f"{name}_s"] = float(m.group(1))
+            for pattern, name in PHASE_STARTS:
+                if pattern.search(line):
+                    phase = name
             m = RECALL.search(line)
             if m:
                 figures["recall"] = m.group(1).strip()
@@ -130,7 +141,8 @@ def run_build(captions: Path, out: Path, extra: list[str], log_path: Path) -> di
         done.set()
         sampler.join()
     figures |= {"returncode": rc, "wall_s": round(time.perf_counter() - start, 1),
-                "peak_memory_gib": round(peak / 2**30, 2)}
+                "peak_memory_gib": round(peak / 2**30, 2),
+                "phase_peak_gib": {name: round(value / 2**30, 2) for name, value in phase_peak.items()}}
     return figures
 
 
@@ -158,6 +170,7 @@ def main() -> None:
         if f"{name}_s" in figures:
             print(f"{name:<20} {figures[f'{name}_s']:>8.1f}")
     print(f"peak memory (PSS of the process tree, sampled): {figures['peak_memory_gib']} GiB; wall {figures['wall_s']} s")
+    print("peak memory per phase (GiB):", figures["phase_peak_gib"])
     print(json.dumps(figures))
     sys.exit(int(figures["returncode"]))
 

@@ -11,6 +11,10 @@ With ``--backends torch,onnx,onnx-int8`` it also times the pipeline encoder on e
 on first use, not timed: the export is timed apart) in the same alternating rounds, and reports each backend's
 throughput ratio to ``torch`` and the cosine of its embeddings to the ``torch`` ones (mean, 1st percentile,
 minimum) on all ``--n`` captions.
+
+With ``--batch-sizes 32,64,128,256`` it instead times the pipeline encoder of each backend in ``--backends``
+(default ``torch``) at each batch size, all in alternating rounds, and reports the captions/s of each against
+batch 256 (the default of ``sbert_encoder``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,26 @@ from bcls.pipeline.embed import load_sentence_model, sbert_encoder
 
 
 
+def sweep_batch_sizes(texts: list[str], backends: list[str], sizes: list[int], rounds: int) -> None:
+    """Captions/s of each (backend, batch size), alternating rounds; ratios to batch 256 of the same backend."""
+    encoders = {(b, n): sbert_encoder(batch_size=n, backend=b) for b in backends for n in sizes}
+    rates: dict[tuple[str, int], list[float]] = {key: [] for key in encoders}
+    for encode in encoders.values():
+        encode(texts[:256])  # warm-up
+    for _ in range(rounds):
+        for key, encode in encoders.items():
+            start = time.perf_counter()
+            encode(texts)
+            rates[key].append(len(texts) / (time.perf_counter() - start))
+    figures: dict[str, dict[str, float]] = {}
+    for (backend, size), values in rates.items():
+        rate = statistics.median(values)
+        base = statistics.median(rates[(backend, 256)]) if (backend, 256) in rates else rate
+        figures.setdefault(backend, {})[str(size)] = round(rate, 1)
+        print(f"{backend:<10} batch {size:>4}: {rate:7.0f} captions/s ({rate / base:.2f}× batch 256)")
+    print(json.dumps({"captions": len(texts), "rounds": rounds, "per_s": figures}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000)
@@ -35,9 +59,14 @@ def main() -> None:
     parser.add_argument("--backends", default="", help="also time these sbert_encoder backends, e.g. "
                         "torch,onnx,onnx-int8")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-sizes", default="", help="compare these batch sizes instead (see above)")
     args = parser.parse_args()
     rows = coco_test5k.rows(args.captions)
     texts = [r["caption"] for r in rows[: args.n]]
+    if args.batch_sizes:
+        sweep_batch_sizes(texts, [b for b in args.backends.split(",") if b] or ["torch"],
+                          [int(b) for b in args.batch_sizes.split(",")], args.rounds)
+        return
     model = load_sentence_model()
     ours = sbert_encoder(batch_size=args.batch_size)
     backends = [b for b in args.backends.split(",") if b]

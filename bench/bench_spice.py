@@ -2,16 +2,25 @@
 optionally its agreement with the Flickr8k CrowdFlower human judgments.
 
     OMP_NUM_THREADS=1 python bench/bench_spice.py [--n-captions 5000] [--captions TSV] [--agreement FOLDER]
+    OMP_NUM_THREADS=1 python bench/bench_spice.py --ops [--rounds 3] [--coco-full coco_full.parquet --offset 100000]
 
 Reads the COCO Karpathy test captions (``bench/coco_test5k.py``, or ``--captions TSV``) and, with ``--agreement
 FOLDER``, the Flickr8k captions and CrowdFlower judgments; logs captions/s of the parse, pairs/s of the vectorised
 F1, and the correlations.
+
+With ``--ops`` it instead times the parse (spaCy pipeline plus the tuple rules) with thinc's bundled BLIS and with
+numpy's matmul (:func:`bcls.pipeline.sources.spice_graph.use_matmul_ops`) in alternating rounds on the same
+captions, and checks that every caption gets the same scene graph both ways; ``--coco-full`` takes the captions
+from the full-COCO table of ``bench/bench_coco_full.py table`` (from row ``--offset``) instead. The last line is
+one JSON object of the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +30,7 @@ import numpy as np
 import coco_test5k  # bench/coco_test5k.py: where the COCO test captions come from
 from bcls.pipeline.corpus import LabelCorpus
 from bcls.pipeline.sources.spice import load_spacy, load_synsets, prepare_spice, spice_scores
+from bcls.pipeline.sources.spice_graph import scene_graph
 
 log = logging.getLogger("bench_spice")
 
@@ -36,6 +46,26 @@ def _coco(n_captions: int, path: Path | None) -> LabelCorpus:
     return LabelCorpus.from_groups(tuple(texts), np.asarray(index))
 
 
+def compare_ops(texts: list[str], rounds: int, batch_size: int) -> dict[str, float | int]:
+    """Parse ``texts`` with BLIS and with numpy matmul, alternating ``rounds`` times; the median rates, their
+    ratio and how many captions got the same scene graph both ways."""
+    pipelines = {"blis": load_spacy(matmul=False), "matmul": load_spacy()}
+    graphs: dict[str, list] = {}
+    rates: dict[str, list[float]] = {name: [] for name in pipelines}
+    for name, nlp in pipelines.items():  # warm-up
+        list(nlp.pipe(texts[:256], batch_size=batch_size))
+    for _ in range(rounds):
+        for name, nlp in pipelines.items():
+            t0 = time.perf_counter()
+            graphs[name] = [scene_graph(doc) for doc in nlp.pipe(texts, batch_size=batch_size)]
+            rates[name].append(len(texts) / (time.perf_counter() - t0))
+            log.info("%s: %.0f captions/s", name, rates[name][-1])
+    same = sum(a == b for a, b in zip(graphs["blis"], graphs["matmul"]))
+    blis, matmul = statistics.median(rates["blis"]), statistics.median(rates["matmul"])
+    return {"captions": len(texts), "rounds": rounds, "blis_per_s": round(blis, 1),
+            "matmul_per_s": round(matmul, 1), "ratio": round(matmul / blis, 3), "same_graphs": same}
+
+
 def main() -> None:
     """Run the benchmark (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -47,8 +77,23 @@ def main() -> None:
                         help="also correlate with the Flickr8k CrowdFlower judgments: the folder holding "
                         "Flickr8k.token.txt and CrowdFlowerAnnotations.txt (from the Flickr8k dataset's "
                         "Flickr8k_text.zip)")
+    parser.add_argument("--ops", action="store_true", help="compare thinc's BLIS with numpy matmul (see above)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--coco-full", type=Path, default=None,
+                        help="with --ops: the Parquet table of bench/bench_coco_full.py table")
+    parser.add_argument("--offset", type=int, default=0, help="with --coco-full: first row")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.ops:
+        if args.coco_full is not None:
+            import pyarrow.parquet as pq
+
+            texts = pq.read_table(args.coco_full, columns=["text"]).column("text").to_pylist()
+            texts = texts[args.offset:args.offset + args.n_captions]
+        else:
+            texts = list(_coco(args.n_captions, args.captions).texts)
+        print(json.dumps(compare_ops(texts, args.rounds, args.batch_size)))
+        return
 
     nlp = load_spacy()
     load_synsets()

@@ -71,7 +71,8 @@ class LabelBuildConfig:
         hnsw_m / ef_construction / ef_search: HNSW parameters.
         recall_queries: sampled captions on which an approximate index's recall@K against exact is measured.
         images_per_shard: images whose candidate pairs go into one shard.
-        batch_size: sentence-embedding batch size.
+        batch_size: sentence-embedding batch size (``None``: 64 on the CPU, 256 on a GPU; see
+            :data:`~bcls.pipeline.embed.CPU_BATCH_SIZE`).
         device: torch device for the sentence model (``None`` = its default).
         cache: embedding cache folder (``None``: ``$BCLS_CACHE_DIR`` or ``~/.cache/bcls/embeddings``).
         use_cache: read and fill the embedding cache.
@@ -100,7 +101,7 @@ class LabelBuildConfig:
     ef_search: int = 128
     recall_queries: int = 1000
     images_per_shard: int = 5000
-    batch_size: int = 256
+    batch_size: int | None = None
     device: str | None = None
     cache: str | None = None
     use_cache: bool = True
@@ -118,6 +119,8 @@ class LabelBuildConfig:
             raise ConfigError(f"caption_k must be 0 or more, got {self.caption_k}")
         if self.images_per_shard < 1:
             raise ConfigError(f"images_per_shard must be at least 1, got {self.images_per_shard}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
         if not self.sources:
             raise ConfigError("give at least one label source")
         check_backend(self.backend)

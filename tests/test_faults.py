@@ -294,6 +294,8 @@ def test_labels_of_other_captions_are_refused_by_train(tiny, tmp_path):
     (["labels", "build", "--captions", "x.csv", "--out", "OUT", "--k", "0"], ["k must be at least 1, got 0"]),
     (["labels", "build", "--captions", "x.csv", "--out", "OUT", "--images-per-shard", "0"],
      ["--images-per-shard must be at least 1"]),
+    (["labels", "build", "--captions", "x.csv", "--out", "OUT", "--batch-size", "0"],
+     ["--batch-size must be at least 1, got 0"]),
     (["labels", "build", "--captions", "x.csv", "--out", "OUT", "--format", "xml"],
      ["unknown caption format 'xml'; valid: auto, table, coco"]),
     (["train", "--data", "DATA", "--out", "OUT", "--lambda", "0", "--model", "resnet"],

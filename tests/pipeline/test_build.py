@@ -124,6 +124,28 @@ def test_embedding_cache_fills_only_missing_texts(tmp_path, encoder):
                                   first[:1])
 
 
+def test_embedding_cache_reports_one_progress_over_all_blocks(tmp_path, encoder, caplog):
+    """Blocks share one rate/ETA report: an encoder that reports progress gets the cache's, others are counted."""
+    from bcls.pipeline.embed import EmbeddingCache, cached_encoder
+
+    seen = []
+
+    def reporting(texts, progress=None):
+        seen.append(progress)
+        progress.update(len(texts))
+        return encoder(texts)
+
+    reporting.reports_progress = True
+    texts = [f"caption number {i}" for i in range(25)]
+    for enc in (reporting, _Counting(encoder)):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="bcls.pipeline.embed"):
+            cached_encoder(EmbeddingCache(tmp_path / type(enc).__name__, "m"), lambda: enc, block=10)(texts)
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("embedding captions:")]
+        assert lines and lines[-1].startswith("embedding captions: 25/25 captions")
+    assert len(seen) == 3 and seen[0] is seen[1] is seen[2] and seen[0].done == 25
+
+
 def test_distributed_scheduler_gives_the_same_shards(tmp_path, encoder):
     distributed = pytest.importorskip("distributed")
     captions = write_caption_csv(tmp_path / "caps.csv", n_images=12)

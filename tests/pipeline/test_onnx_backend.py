@@ -35,14 +35,17 @@ def test_cache_ids_and_build_identity_separate_the_backends(tmp_path):
     assert "backend" not in torch_id and int8_id == torch_id | {"backend": "onnx-int8"}
 
 
-def test_onnx_embeddings_match_torch_on_real_captions(coco_corpus, monkeypatch, tmp_path):
+def test_onnx_embeddings_match_torch_on_real_captions(coco_corpus, monkeypatch, tmp_path, caplog):
     """fp32 ONNX equals torch to rounding; int8 stays within the cosine the README states (real COCO captions);
     the export is written once, with its provenance, under the embedding cache folder."""
     monkeypatch.setenv("BCLS_CACHE_DIR", str(tmp_path))
     texts = list(coco_corpus(80).texts)
     reference = sbert_encoder()(texts)
     fp32 = sbert_encoder(backend="onnx")(texts)
-    int8 = sbert_encoder(backend="onnx-int8")(texts)
+    with caplog.at_level("INFO"):
+        int8 = sbert_encoder(backend="onnx-int8")(texts)
+    assert not [r for r in caplog.records if r.name == "root"]  # the quantiser's notes stay out of the log
+    assert "quantising" in caplog.text
     assert fp32.shape == int8.shape == reference.shape and fp32.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(int8, axis=1), 1.0, atol=1e-5)
     assert (fp32 * reference).sum(1).min() > 0.9999

@@ -173,6 +173,33 @@ def test_parse_in_worker_processes_equals_one_process(nlp, coco_corpus, monkeypa
     assert "processes" not in caplog.text
 
 
+def test_matmul_ops_parse_equals_blis_parse(nlp, coco_corpus):
+    """numpy matmul in the thinc layers (the default) gives the same parse as thinc's BLIS on real captions."""
+    blis = load_spacy(matmul=False)
+    texts = list(coco_corpus(100).texts)
+    docs_m, docs_b = list(nlp.pipe(texts)), list(blis.pipe(texts))
+    assert [[(t.tag_, t.pos_, t.dep_, t.head.i, t.lemma_) for t in d] for d in docs_m] == \
+        [[(t.tag_, t.pos_, t.dep_, t.head.i, t.lemma_) for t in d] for d in docs_b]
+    assert [scene_graph(d) for d in docs_m] == [scene_graph(d) for d in docs_b]
+    assert any(node.ops.name == "numpy-matmul" for node in nlp.get_pipe("tok2vec").model.walk())
+    assert all(node.ops.name == "numpy" for node in blis.get_pipe("tok2vec").model.walk())
+
+
+@pytest.mark.parametrize("trans1, trans2", [(False, False), (True, False), (False, True), (True, True)])
+def test_matmul_ops_gemm_equals_thinc_gemm(trans1, trans2):
+    thinc = pytest.importorskip("thinc.api")
+    from bcls.pipeline.sources.spice_graph import _matmul_ops
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((7, 5), dtype=np.float32), rng.random((5, 7), dtype=np.float32)
+    x, y = (x.T.copy() if trans1 else x), (y.T.copy() if trans2 else y)
+    want = thinc.NumpyOps().gemm(x, y, trans1=trans1, trans2=trans2)
+    np.testing.assert_allclose(_matmul_ops().gemm(x, y, trans1=trans1, trans2=trans2), want, rtol=1e-5)
+    out = np.empty((7, 7), dtype=np.float32)
+    assert _matmul_ops().gemm(x, y, out=out, trans1=trans1, trans2=trans2) is out
+    np.testing.assert_allclose(out, want, rtol=1e-5)
+
+
 def test_spice_processes_setting_is_checked():
     with pytest.raises(ConfigError, match="spice processes"):
         SpiceSource(processes=-1)
