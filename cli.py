@@ -454,7 +454,7 @@ def eval_cmd(
 def demo_cmd(
     ctx: typer.Context,
     out: Path = typer.Option(Path("bcls-demo"), "--out", help="Folder for every stage's output."),
-    epochs: int = typer.Option(9, "--epochs", help="Training epochs."),
+    epochs: int = typer.Option(6, "--epochs", help="Training epochs."),
     lam: float = typer.Option(1.0, "--lambda", help="Weight of the continuous loss (0 = triplet only)."),
     k: int = typer.Option(32, "--k", help="Candidate captions per image for the labels."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data generator and of training."),
