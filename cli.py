@@ -167,7 +167,7 @@ def labels_build(
     workers: Optional[int] = typer.Option(None, "--workers", help="Local dask workers [one per CPU core]."),
     parse_processes: Optional[int] = typer.Option(None, "--parse-processes", help="Shortcut of -o "
                                                   "spice.processes=…: processes of the spaCy parse (0 = one per "
-                                                  "CPU core; about 0.5 GiB each; same values) [1]."),
+                                                  "CPU core; about 0.5 GiB each; same values) [2]."),
     force: bool = typer.Option(False, "--force", help="Replace a build with different settings in --out."),
     skip_empty: bool = typer.Option(False, "--skip-empty", help="Leave out empty captions (their count is "
                                     "logged) instead of refusing the caption file."),

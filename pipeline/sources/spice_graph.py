@@ -359,8 +359,8 @@ def parse_scene_table(texts: Sequence[str], nlp: "Language | None" = None, batch
 
     Args:
         nlp: the pipeline for a parse in this process (default :func:`load_spacy` of ``model``).
-        processes: 1 parses here; more (0 = one per CPU core) spreads the distinct texts over that many spawned
-            worker processes, each loading ``model`` itself, when there are at least
+        processes: 1 parses here; more (0 = one per CPU core; never more than the cores) spreads the distinct
+            texts over that many spawned worker processes, each loading ``model`` itself, when there are at least
             :data:`MIN_CAPTIONS_PER_PROCESS` texts per process and this process may have children (a daemonic
             dask worker may not). The graphs are the same either way: spaCy parses each text on its own.
     """
@@ -368,8 +368,8 @@ def parse_scene_table(texts: Sequence[str], nlp: "Language | None" = None, batch
     index = np.fromiter((unique.setdefault(t.strip(), len(unique)) for t in texts), dtype=np.int64,
                         count=len(texts))
     distinct = list(unique)
-    n_proc = (os.cpu_count() or 1) if processes == 0 else processes
-    n_proc = min(n_proc, len(distinct) // MIN_CAPTIONS_PER_PROCESS)
+    cores = os.cpu_count() or 1
+    n_proc = min(cores if processes == 0 else processes, cores, len(distinct) // MIN_CAPTIONS_PER_PROCESS)
     if multiprocessing.current_process().daemon:
         n_proc = 1
     progress = Progress(len(distinct), "spice: parsing distinct captions", "captions", log)
