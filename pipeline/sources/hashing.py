@@ -35,8 +35,9 @@ class GroupedHash:
     Attributes:
         offset: int64 ``(n_groups,)`` start of each group's region.
         mask: int64 ``(n_groups,)`` region size − 1.
-        keys: int64 ``(T,)`` keys (-1 = empty slot).
-        values: int64 ``(T,)`` their values.
+        keys: ``(T,)`` keys (-1 = empty slot); int32 when every key fits, else int64.
+        values: ``(T,)`` their values; int32 when every value fits, else int64. At full-COCO size the CIDEr
+            n-gram index has 55 M slots: 32-bit slots save 420 MiB there.
     """
 
     offset: np.ndarray
@@ -57,8 +58,8 @@ class GroupedHash:
         size = np.left_shift(1, np.ceil(np.log2(np.maximum(2 * per_group, 1))).astype(np.int64))
         offset = np.cumsum(size) - size
         mask = np.maximum(size - 1, 0)
-        table_k = np.full(int(size.sum()), -1, dtype=np.int64)
-        table_v = np.full(int(size.sum()), -1, dtype=np.int64)
+        table_k = np.full(int(size.sum()), -1, dtype=_slot_dtype(keys))
+        table_v = np.full(int(size.sum()), -1, dtype=_slot_dtype(values))
         _insert_kernel()(offset, mask, np.ascontiguousarray(groups, dtype=np.int64),
                          np.ascontiguousarray(keys, dtype=np.int64), np.ascontiguousarray(values, dtype=np.int64),
                          table_k, table_v)
@@ -81,6 +82,12 @@ class GroupedHash:
             o, s = off[pending], s[go_on]
             s = o + ((s - o + 1) & msk[pending])
         return out
+
+
+def _slot_dtype(a: np.ndarray) -> type:
+    """int32 if every entry of ``a`` and the empty marker -1 fit in it, else int64."""
+    fits = len(a) == 0 or (int(a.min()) >= -1 and int(a.max()) <= np.iinfo(np.int32).max)
+    return np.int32 if fits else np.int64
 
 
 @functools.cache

@@ -171,17 +171,21 @@ def test_ngram_counts_match_coco_caption_precook():
     assert counts.n_grams == total_distinct
 
 
-def test_grouped_hash_equals_a_dict():
+@pytest.mark.parametrize("shift, dtype", [(0, np.int32), (1 << 40, np.int64)])  # 32-bit slots where all fits
+def test_grouped_hash_equals_a_dict(shift, dtype):
     rng = np.random.default_rng(0)
     groups = rng.integers(0, 30, 2000)
-    keys = rng.integers(0, 500, 2000)
+    keys = rng.integers(0, 500, 2000) + shift
     pairs = sorted(set(zip(groups.tolist(), keys.tolist())))
     g = np.array([p[0] for p in pairs] + [31])  # group 31: one key; group 30: none
-    k = np.array([p[1] for p in pairs] + [7])
-    table = GroupedHash.build(g, k, np.arange(len(k)) * 3, 32)
-    qg, qk = rng.integers(0, 32, 5000), rng.integers(0, 500, 5000)
-    lookup = {(a, b): i * 3 for i, (a, b) in enumerate(zip(g.tolist(), k.tolist()))}
-    np.testing.assert_array_equal(table.get(qg, qk), [lookup.get((a, b), -1) for a, b in zip(qg, qk)])
+    k = np.array([p[1] for p in pairs] + [7 + shift])
+    table = GroupedHash.build(g, k, np.arange(len(k)) * 3 + shift, 32)
+    assert table.keys.dtype == table.values.dtype == dtype
+    qg, qk = rng.integers(0, 32, 5000), rng.integers(0, 500, 5000) + shift
+    lookup = {(a, b): i * 3 + shift for i, (a, b) in enumerate(zip(g.tolist(), k.tolist()))}
+    got = table.get(qg, qk)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, [lookup.get((a, b), -1) for a, b in zip(qg, qk)])
 
 
 def test_preparation_is_cached_per_corpus():
