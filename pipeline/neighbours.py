@@ -32,6 +32,7 @@ import numpy as np
 from bcls.data.errors import ConfigError
 from bcls.data.progress import Progress
 
+from .sources.hashing import sorted_unique
 from .torch_search import TorchExactIndex
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ class IndexSpec:
         kind: ``exact`` (brute force), ``ivf`` (inverted lists, flat codes) or ``hnsw`` (graph).
         nlist: IVF lists; ``None`` = ``4·sqrt(N)``, at most ``N / 39`` (faiss wants ≥ 39 training points a list).
         nprobe: IVF lists visited per query.
+        train_per_list: the IVF k-means trains on at most this many sampled vectors a list (faiss's
+            ``max_points_per_centroid``, whose default is 256). Our choice, measured on the 592,623 distinct COCO
+            captions (3,079 lists, 2 cores): 64 trains in 36 s against 95 s, for recall@33 0.980 against 0.982.
         hnsw_m: HNSW links per node.
         ef_construction / ef_search: HNSW candidate-list sizes when adding / searching (``ef_search`` is raised
             to the number of neighbours asked for).
@@ -72,6 +76,7 @@ class IndexSpec:
     kind: str = "exact"
     nlist: int | None = None
     nprobe: int = 32
+    train_per_list: int = 64
     hnsw_m: int = 32
     ef_construction: int = 80
     ef_search: int = 128
@@ -79,7 +84,7 @@ class IndexSpec:
     def __post_init__(self) -> None:
         if self.kind not in INDEX_KINDS:
             raise ConfigError(f"unknown index {self.kind!r}; valid: {', '.join(INDEX_KINDS)}")
-        for name in ("nprobe", "hnsw_m", "ef_construction", "ef_search"):
+        for name in ("nprobe", "train_per_list", "hnsw_m", "ef_construction", "ef_search"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"index {name} must be at least 1, got {getattr(self, name)}")
         if self.nlist is not None and self.nlist < 1:
@@ -90,7 +95,7 @@ class IndexSpec:
         if self.kind == "exact":
             return {"kind": "exact"}
         if self.kind == "ivf":
-            return {"kind": "ivf", "nlist": self.nlist, "nprobe": self.nprobe}
+            return {"kind": "ivf", "nlist": self.nlist, "nprobe": self.nprobe, "train_per_list": self.train_per_list}
         return {"kind": "hnsw", "m": self.hnsw_m, "ef_construction": self.ef_construction,
                 "ef_search": self.ef_search}
 
@@ -145,6 +150,7 @@ def build_index(base: np.ndarray, spec: IndexSpec = IndexSpec(), use_gpu: bool |
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
+        index.cp.max_points_per_centroid = spec.train_per_list
         index.nprobe = min(spec.nprobe, nlist)
         index.train(base)  # faiss's Python constructor keeps a reference to the quantizer
         info |= {"description": f"IndexIVFFlat (inner product, nlist {nlist}, nprobe {index.nprobe})",
@@ -177,21 +183,44 @@ def _prepare_search(index: Any, k: int) -> None:
         hnsw.efSearch = k
 
 
-def search_blocks(index: Any, queries: np.ndarray, k: int, block: int = 8192,
-                  phase: str = "neighbour search") -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+def ivf_base_order(index: Any) -> np.ndarray | None:
+    """The positions of a CPU IVF index's vectors, list after list; None for other indexes.
+
+    Searching the indexed vectors themselves in this order instead of their own is 1.5–1.6× faster with the same
+    results (60,000 full-COCO captions, 3,079 lists, nprobe 32, 2 cores): consecutive queries visit mostly the
+    same lists, which then stay in the CPU's caches."""
+    import faiss
+
+    if not isinstance(index, faiss.IndexIVF) or not hasattr(index.invlists, "get_ids"):
+        return None
+    lists = index.invlists
+    parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+             for i in range(index.nlist) if lists.list_size(i)]
+    order = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    if len(order) != index.ntotal or not np.array_equal(np.sort(order), np.arange(index.ntotal)):
+        return None  # vectors added with ids of their own
+    return order.astype(np.int64, copy=False)
+
+
+def search_blocks(index: Any, queries: np.ndarray, k: int, block: int = 8192, phase: str = "neighbour search",
+                  rows: np.ndarray | None = None) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """Search ``queries`` (float32 ``(Q, d)``) block by block, showing progress (rate, ETA).
 
+    Args:
+        rows: search ``queries[rows]`` (in that order; e.g. :func:`ivf_base_order`) instead of all of ``queries``.
+
     Yields:
-        ``(lo, hi, scores float32 (hi-lo, k), ids int64 (hi-lo, k))``, best first; ``ids`` is -1 where an
-        approximate index found fewer than ``k`` neighbours.
+        ``(lo, hi, scores float32 (hi-lo, k), ids int64 (hi-lo, k))``, best first, for queries ``lo:hi`` (of
+        ``rows`` when given); ``ids`` is -1 where an approximate index found fewer than ``k`` neighbours.
     """
     k = min(k, index.ntotal)
     _prepare_search(index, k)
-    total = queries.shape[0]
+    total = queries.shape[0] if rows is None else len(rows)
     progress = Progress(total, phase, "queries", log)
     for lo in range(0, total, block):
         hi = min(lo + block, total)
-        scores, ids = index.search(np.ascontiguousarray(queries[lo:hi], dtype=np.float32), k)
+        batch = queries[lo:hi] if rows is None else queries[rows[lo:hi]]
+        scores, ids = index.search(np.ascontiguousarray(batch, dtype=np.float32), k)
         progress.update(hi - lo)
         yield lo, hi, scores, ids
     progress.close()
@@ -412,6 +441,7 @@ def candidate_pairs(embeddings: np.ndarray, image_index: np.ndarray, k: int, cap
     full_depth = min(n, caption_k * max_refs + 1)
     t0 = time.perf_counter()
     index, info = build_index(embeddings, spec, use_gpu, seed=seed)
+    order = ivf_base_order(index)  # queries near each other in the index, searched together (same results)
     img_scores = np.empty((n, min(k + 1, depth)), dtype=np.float32)
     img_ids = np.empty_like(img_scores, dtype=np.int64)
     cap_parts: list[tuple[np.ndarray, np.ndarray]] = []
@@ -424,16 +454,16 @@ def candidate_pairs(embeddings: np.ndarray, image_index: np.ndarray, k: int, cap
             ci, cc, found = future.result()
             short = found < min(caption_k, n_images - 1)
             if depth < full_depth and short.any():
-                ok = ~short[np.searchsorted(rows, cc)]
+                ok = ~np.isin(cc, rows[short])
                 ci, cc = ci[ok], cc[ok]
                 retry.append(rows[short])
             cap_parts.append((ci, cc))
 
     with ThreadPoolExecutor(1) as merger:  # a block's caption side is merged while the next block is searched
-        for lo, hi, scores, ids in search_blocks(index, embeddings, depth, block):
-            img_scores[lo:hi], img_ids[lo:hi] = scores[:, :img_scores.shape[1]], ids[:, :img_scores.shape[1]]
+        for lo, hi, scores, ids in search_blocks(index, embeddings, depth, block, rows=order):
+            rows = np.arange(lo, hi, dtype=np.int64) if order is None else order[lo:hi]
+            img_scores[rows], img_ids[rows] = scores[:, :img_scores.shape[1]], ids[:, :img_scores.shape[1]]
             if caption_k:
-                rows = np.arange(lo, hi, dtype=np.int64)
                 pending.append((rows, merger.submit(_caption_side, ids, rows, image_index, n_images, caption_k)))
                 collect(1)  # at most two blocks' neighbour lists alive at once
         collect(0)
@@ -451,7 +481,7 @@ def candidate_pairs(embeddings: np.ndarray, image_index: np.ndarray, k: int, cap
     if caption_k:  # the caption side always holds the caption's own image
         parts_i.append(image_index)
         parts_c.append(np.arange(n, dtype=np.int64))
-    key = np.unique(np.concatenate(parts_i) * np.int64(n) + np.concatenate(parts_c))
+    key = sorted_unique(np.concatenate(parts_i) * np.int64(n) + np.concatenate(parts_c))
     image_pos, caption_pos = key // n, key % n
     info = {"index": spec.settings() | {"description": info["description"]}, "device": info["device"],
             "neighbours_searched": int(depth), "captions_searched_deeper": n_retry,

@@ -29,6 +29,7 @@ from bcls.data.tables import fail as _fail, first_duplicate, int_column, read_de
     read_parquet_columns, shown as _shown
 
 from ..corpus import LabelCorpus
+from .hashing import sorted_unique
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +163,8 @@ class FileSource:
 
     @cached_property
     def _lookup(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        uniq_img = np.unique(self.image_ids)
-        uniq_cap = np.unique(self.caption_ids)
+        uniq_img = sorted_unique(self.image_ids)
+        uniq_cap = sorted_unique(self.caption_ids)
         keys = (np.searchsorted(uniq_img, self.image_ids) * len(uniq_cap)
                 + np.searchsorted(uniq_cap, self.caption_ids))
         order = np.argsort(keys, kind="stable")

@@ -1,5 +1,5 @@
-"""Vectorised lookups shared by the n-gram and scene-graph sources: CSR range expansion and a grouped
-open-addressing hash map from (image, key) to a value."""
+"""Vectorised helpers shared by the label pipeline: CSR range expansion, the sorted distinct values of a large
+array, and a grouped open-addressing hash map from (image, key) to a value."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["GroupedHash", "HASH_MUL", "expand_ranges"]
+__all__ = ["GroupedHash", "HASH_MUL", "expand_ranges", "sorted_unique"]
 
 
 def expand_ranges(ptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -19,6 +19,18 @@ def expand_ranges(ptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.nda
     first = np.cumsum(lens) - lens
     entry = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(first - lo, lens)
     return owner, entry
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` (sorted distinct values, flattened) by a sort and a mask.
+
+    numpy 2.3+ answers a bare ``np.unique`` from a hash table, which is far slower on large arrays of spread-out
+    keys: 48 s against 1.9 s for 24 M random int64 (numpy 2.4, one core), the size of the full-COCO candidate
+    keys. ``np.unique`` with ``return_index`` / ``return_inverse`` / ``return_counts`` still sorts."""
+    out = np.sort(np.asarray(values).ravel())
+    if len(out) > 1:
+        out = out[np.r_[True, out[1:] != out[:-1]]]
+    return out
 
 
 HASH_MUL = np.uint64(0x9E3779B97F4A7C15)

@@ -80,7 +80,7 @@ from bcls.data.errors import ConfigError
 
 from ..corpus import LabelCorpus
 from .cache import CorpusCache
-from .hashing import GroupedHash, expand_ranges
+from .hashing import GroupedHash, expand_ranges, sorted_unique
 from .spice_graph import (DEFAULT_SPACY_MODEL, SceneTuple, check_spacy, graphs_to_table, key_slots, load_spacy,
                           parse_scene_table, remap_keys)
 
@@ -194,7 +194,7 @@ def tuples_to_ids(words: Sequence[str], ptr: np.ndarray, keys: np.ndarray,
     n = len(ptr) - 1
     owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(ptr))
     uniq, tid = np.unique(packed, return_inverse=True)
-    pair = np.unique(owner * max(len(uniq), 1) + tid.reshape(-1))
+    pair = sorted_unique(owner * max(len(uniq), 1) + tid.reshape(-1))
     caption = pair // max(len(uniq), 1)
     out = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(caption, minlength=n), out=out[1:])
@@ -205,7 +205,7 @@ def word_frequency(words: Sequence[str], ptr: np.ndarray, keys: np.ndarray) -> d
     """For each word, the number of captions whose tuples hold it."""
     owner = np.repeat(np.arange(len(ptr) - 1, dtype=np.int64), np.diff(ptr))
     stride = len(words) + 1
-    held = np.unique(np.concatenate([owner[ids > 0] * stride + ids[ids > 0] for ids in key_slots(keys)]))
+    held = sorted_unique(np.concatenate([owner[ids > 0] * stride + ids[ids > 0] for ids in key_slots(keys)]))
     count = np.bincount(held % stride, minlength=stride)[1:]
     return {w: int(count[i]) for i, w in enumerate(words) if count[i]}
 

@@ -9,6 +9,7 @@ from bcls.data.errors import ConfigError
 from bcls.pipeline.neighbours import exact_knn, image_candidates
 from bcls.pipeline.corpus import LabelCorpus
 from bcls.pipeline.sources import LABEL_SOURCES, SbertSource, make_source
+from bcls.pipeline.sources.hashing import sorted_unique
 from tests.conftest import brute_candidate_pairs
 
 
@@ -234,3 +235,40 @@ def test_exact_search_uses_torch_only_when_faiss_has_no_gpu_and_torch_has_cuda(m
     assert info["device"] == "cpu" and index.ntotal == 4
     _, info = neighbours.build_index(emb, neighbours.IndexSpec("hnsw"))
     assert info["device"] == "cpu"
+
+
+@pytest.mark.parametrize("values", [np.zeros(0, dtype=np.int64), np.array([7]), np.array([3, 3, 3]),
+                                    np.array([[5, -1], [5, 2]]), np.array([2.5, -0.0, 0.0, 2.5, 1e9]),
+                                    np.array([b"b", b"a", b"b"], dtype="S32")])
+def test_sorted_unique_is_numpy_unique(values):
+    """The sort-and-mask unique that replaces numpy 2.4's hash-table ``np.unique`` on large arrays gives the same
+    values and dtype, on edge cases and on a large array of spread-out keys with many repeats."""
+    got = sorted_unique(values)
+    assert got.dtype == np.unique(values).dtype and np.array_equal(got, np.unique(values))
+    big = np.random.default_rng(0).integers(-10**12, 10**12, 5000).repeat(3)
+    assert np.array_equal(sorted_unique(big), np.unique(big))
+
+
+def test_ivf_queries_searched_list_by_list_give_the_same_candidates(monkeypatch):
+    """An IVF index's own vectors are searched in inverted-list order (cache locality); the candidates, including
+    the captions searched again deeper, equal those of a search in caption order."""
+    from bcls.pipeline import neighbours
+
+    emb, image_index = _random_corpus(n_images=60, dim=8)
+    image_index = np.r_[image_index, 60, 61, 61]
+    image_index[:14] = 62  # an image of 14 near-identical captions: searched deeper
+    emb[:14] = emb[0] + 1e-3 * np.random.default_rng(1).standard_normal((14, 8)).astype(np.float32)
+    emb = np.vstack([emb, -emb[20:23]])
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    spec = neighbours.IndexSpec("ivf", nlist=6, nprobe=2)
+    index, _ = neighbours.build_index(emb, spec, use_gpu=False)
+    order = neighbours.ivf_base_order(index)
+    assert np.array_equal(np.sort(order), np.arange(len(emb))) and not np.array_equal(order, np.arange(len(emb)))
+    assert neighbours.ivf_base_order(neighbours.build_index(emb, neighbours.IndexSpec("exact"))[0]) is None
+    by_list = neighbours.candidate_pairs(emb, image_index, 3, 2, spec=spec, use_gpu=False, block=16)
+    assert by_list.info["captions_searched_deeper"] > 0
+    monkeypatch.setattr(neighbours, "ivf_base_order", lambda index: None)
+    in_order = neighbours.candidate_pairs(emb, image_index, 3, 2, spec=spec, use_gpu=False, block=16)
+    np.testing.assert_array_equal(by_list.image_pos, in_order.image_pos)
+    np.testing.assert_array_equal(by_list.caption_pos, in_order.caption_pos)
+    assert by_list.info == in_order.info
