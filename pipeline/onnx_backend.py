@@ -35,8 +35,9 @@ from bcls.data.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8")
-"""Sentence-model backends: ``torch`` (sentence-transformers as is, the reference), ``onnx`` and ``onnx-int8``."""
+BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8", "torch-bf16", "torch-fp16")
+"""Sentence-model backends: ``torch`` (sentence-transformers as is, the reference), ``onnx`` and ``onnx-int8``
+(here), ``torch-bf16`` and ``torch-fp16`` (torch under autocast; :data:`bcls.pipeline.embed.HALF_BACKENDS`)."""
 
 #: MatMuls left in fp32 by the int8 export (feed-forward output projections; see the module docstring).
 FP32_MATMULS = "/output/dense/MatMul"
@@ -46,7 +47,7 @@ def check_backend(backend: str) -> None:
     """Refuse an unknown backend, or an ONNX one without onnxruntime and onnx installed, naming what to do."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown sentence-model backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    if backend != "torch":
+    if backend.startswith("onnx"):
         missing = [m for m in ("onnxruntime", "onnx") if importlib.util.find_spec(m) is None]
         if missing:
             raise ConfigError(f"backend {backend!r} needs {' and '.join(missing)}: pip install 'bcls[onnx]' (or "

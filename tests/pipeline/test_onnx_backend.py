@@ -20,7 +20,7 @@ def test_unknown_backend_and_gpu_are_refused(monkeypatch, tmp_path):
 
     with pytest.raises(ConfigError, match="unknown sentence-model backend"):
         LabelBuildConfig(captions="x", out=str(tmp_path), backend="int4")
-    assert set(BACKENDS) == {"torch", "onnx", "onnx-int8"}
+    assert set(BACKENDS) == {"torch", "onnx", "onnx-int8", "torch-bf16", "torch-fp16"}
 
 
 def test_cache_ids_and_build_identity_separate_the_backends(tmp_path):
@@ -28,7 +28,7 @@ def test_cache_ids_and_build_identity_separate_the_backends(tmp_path):
     from bcls.pipeline.build import LabelBuildConfig, build_identity
 
     ids = {b: model_cache_id("all-MiniLM-L6-v2", b) for b in BACKENDS}
-    assert len(set(ids.values())) == 3 and ids["onnx-int8"] == ids["torch"] + " [onnx-int8]"
+    assert len(set(ids.values())) == len(BACKENDS) and ids["onnx-int8"] == ids["torch"] + " [onnx-int8]"
     table = CaptionTable.from_lists([1, 1], [10, 11], ["a dog", "a cat"])
     torch_id = build_identity(LabelBuildConfig(captions="x", out=str(tmp_path)), [], table)
     int8_id = build_identity(LabelBuildConfig(captions="x", out=str(tmp_path), backend="onnx-int8"), [], table)
