@@ -238,7 +238,7 @@ def evaluate_agreement(
         out: folder to write ``agreement.json`` and ``agreement.md`` to (created); nothing is written when None.
         source_settings: keyword settings per source name, e.g. ``{"file": {"path": "scores.csv"}}``.
         device, model, cache, use_cache: the sentence model and its embedding cache (see :func:`score_judgments`).
-        backend: how the sentence model runs (``torch``, ``onnx``, ``onnx-int8``; :mod:`bcls.pipeline.onnx_backend`).
+        backend: how the sentence model runs (one of :data:`bcls.pipeline.onnx_backend.BACKENDS`).
 
     Returns:
         The JSON written to ``out/agreement.json``::

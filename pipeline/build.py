@@ -65,7 +65,8 @@ class LabelBuildConfig:
         format / split: passed to the caption reader (a precomp folder defaults to split ``train``).
         model: sentence-transformers model name or path (embeddings for candidates and the sbert source).
         backend: how the sentence model runs: ``torch`` (sentence-transformers, the reference), ``onnx`` or
-            ``onnx-int8`` (ONNX Runtime on the CPU; :mod:`bcls.pipeline.onnx_backend`).
+            ``onnx-int8`` (ONNX Runtime on the CPU; :mod:`bcls.pipeline.onnx_backend`), ``torch-bf16`` or
+            ``torch-fp16`` (torch under autocast; :data:`bcls.pipeline.embed.HALF_BACKENDS`).
         index: FAISS index for the neighbours: ``exact``, ``ivf`` or ``hnsw``.
         nlist / nprobe: IVF lists (``None``: ``4·sqrt(N)``) and lists probed per query.
         hnsw_m / ef_construction / ef_search: HNSW parameters.

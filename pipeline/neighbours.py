@@ -67,7 +67,8 @@ class IndexSpec:
         nprobe: IVF lists visited per query.
         train_per_list: the IVF k-means trains on at most this many sampled vectors a list (faiss's
             ``max_points_per_centroid``, whose default is 256). Our choice, measured on the 592,623 distinct COCO
-            captions (3,079 lists, 2 cores): 64 trains in 36 s against 95 s, for recall@33 0.980 against 0.982.
+            captions (3,079 lists, 2 cores; ``bench/bench_ivf.py``): 64 trains in 42 s against 112 s, recall@33 0.983
+            for both.
         hnsw_m: HNSW links per node.
         ef_construction / ef_search: HNSW candidate-list sizes when adding / searching (``ef_search`` is raised
             to the number of neighbours asked for).
@@ -186,9 +187,9 @@ def _prepare_search(index: Any, k: int) -> None:
 def ivf_base_order(index: Any) -> np.ndarray | None:
     """The positions of a CPU IVF index's vectors, list after list; None for other indexes.
 
-    Searching the indexed vectors themselves in this order instead of their own is 1.5–1.6× faster with the same
-    results (60,000 full-COCO captions, 3,079 lists, nprobe 32, 2 cores): consecutive queries visit mostly the
-    same lists, which then stay in the CPU's caches."""
+    Searching the indexed vectors themselves in this order instead of their own is 1.44× faster with the same
+    results (60,000 full-COCO captions, 3,079 lists, nprobe 32, 2 cores; ``bench/bench_ivf.py``): consecutive
+    queries visit mostly the same lists, which then stay in the CPU's caches."""
     import faiss
 
     if not isinstance(index, faiss.IndexIVF) or not hasattr(index.invlists, "get_ids"):

@@ -25,8 +25,8 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     """``np.unique(values)`` (sorted distinct values, flattened) by a sort and a mask.
 
     numpy 2.3+ answers a bare ``np.unique`` from a hash table, which is far slower on large arrays of spread-out
-    keys: 48 s against 1.9 s for 24 M random int64 (numpy 2.4, one core), the size of the full-COCO candidate
-    keys. ``np.unique`` with ``return_index`` / ``return_inverse`` / ``return_counts`` still sorts."""
+    keys: 53 s against 2.5 s for the 24 M int64 candidate keys of a full-COCO build (numpy 2.4.6;
+    ``bench/bench_ivf.py``). ``np.unique`` with ``return_index`` / ``return_inverse`` / ``return_counts`` still sorts."""
     out = np.sort(np.asarray(values).ravel())
     if len(out) > 1:
         out = out[np.r_[True, out[1:] != out[:-1]]]
