@@ -262,6 +262,9 @@ def test_ivf_queries_searched_list_by_list_give_the_same_candidates(monkeypatch)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     spec = neighbours.IndexSpec("ivf", nlist=6, nprobe=2)
     index, _ = neighbours.build_index(emb, spec, use_gpu=False)
+    assert index.cp.max_points_per_centroid == 64 and spec.settings()["train_per_list"] == 64
+    with pytest.raises(ConfigError, match="train_per_list must be at least 1"):
+        neighbours.IndexSpec("ivf", train_per_list=0)
     order = neighbours.ivf_base_order(index)
     assert np.array_equal(np.sort(order), np.arange(len(emb))) and not np.array_equal(order, np.arange(len(emb)))
     assert neighbours.ivf_base_order(neighbours.build_index(emb, neighbours.IndexSpec("exact"))[0]) is None
