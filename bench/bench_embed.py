@@ -14,7 +14,7 @@ minimum) on all ``--n`` captions.
 
 With ``--batch-sizes 32,64,128,256`` it instead times the pipeline encoder of each backend in ``--backends``
 (default ``torch``) at each batch size, all in alternating rounds, and reports the captions/s of each against
-batch 256 (the default of ``sbert_encoder``).
+batch 256 (the default before the CPU default became 64, :data:`bcls.pipeline.embed.CPU_BATCH_SIZE`).
 """
 
 from __future__ import annotations

@@ -16,27 +16,22 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from scipy import stats
 
-
-def shards_of(folder: Path) -> list[str]:
-    shards = sorted(folder.glob("shard-*.parquet"))
-    if not shards:
-        raise SystemExit(f"{folder}: no shard-*.parquet files; give a label folder written by bcls labels build")
-    return [str(s) for s in shards]
+from bcls.data.errors import ShardError
+from bcls.data.shards import open_labels, read_labels
 
 
-def read_build(folder: Path, sources: list[str] | None, stride: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(pair keys ``image_id * stride + caption_id`` sorted, {source: scores in key order}) of one label folder."""
-    table = pq.ParquetDataset(shards_of(folder)).read()
+def read_build(folder: Path, sources: list[str] | None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(image ids, caption ids, {source: scores}) of a finished label folder (manifest and checksums checked)."""
+    try:
+        labels = open_labels(folder)
+    except ShardError as err:  # one line, not a traceback
+        raise SystemExit(str(err)) from None
+    table = read_labels(labels, [c for c in labels.sources if sources is None or c in sources])
     names = [c for c in table.column_names if c not in ("image_id", "caption_id")]
-    names = [c for c in names if sources is None or c in sources]
-    image = table.column("image_id").to_numpy()
-    caption = table.column("caption_id").to_numpy()
-    key = image.astype(np.int64) * stride + caption
-    order = np.argsort(key, kind="stable")
-    return key[order], {c: table.column(c).to_numpy()[order] for c in names}
+    return (table.column("image_id").to_numpy().astype(np.int64), table.column("caption_id").to_numpy(),
+            {c: table.column(c).to_numpy() for c in names})
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -46,9 +41,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sources", default=None, help="only these source columns (comma-separated)")
     args = parser.parse_args(argv)
     wanted = args.sources.split(",") if args.sources else None
-    stride = 1 + max(int(pq.ParquetDataset(shards_of(f)).read(columns=["caption_id"]).column("caption_id")
-                             .to_numpy().max()) for f in (args.a, args.b))  # one key space for both builds
-    (ka, ca), (kb, cb) = (read_build(f, wanted, stride) for f in (args.a, args.b))
+    (img_a, cap_a, ca), (img_b, cap_b, cb) = (read_build(f, wanted) for f in (args.a, args.b))
+    stride = 1 + max(int(cap_a.max(initial=0)), int(cap_b.max(initial=0)))  # one key space for both builds
+    ka, kb = img_a * stride + cap_a, img_b * stride + cap_b
     common, ia, ib = np.intersect1d(ka, kb, assume_unique=True, return_indices=True)
     out = {"pairs_a": int(len(ka)), "pairs_b": int(len(kb)), "common": int(len(common)),
            "jaccard": round(len(common) / max(len(ka) + len(kb) - len(common), 1), 4), "sources": {}}

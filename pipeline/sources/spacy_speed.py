@@ -20,8 +20,8 @@ class MemoAttributeRuler:
 
     ``en_core_web_sm``'s ruler holds 179 patterns, all but 8 of one token: they map a token's (tag, lower-case
     form, dependency, is-space) to its POS, morphology and sometimes lemma (and, for whitespace tokens, tag or
-    dependency), and spaCy runs a Matcher of them all
-    over every doc (31 % of the parse of COCO captions, one core). Here the outcome for each distinct
+    dependency), and spaCy runs a Matcher of them all over every doc (31 % of the parse of COCO captions, one
+    core). Here the outcome for each distinct
     (tag, lower, dep, is-space) is computed once by the real ruler on a one-token doc with the same attributes
     (which starts from the same unset POS, morphology and lemma as a freshly parsed token) and then copied in
     bulk. A doc that one of the 8 multi-token patterns (``there is``, ``gon na``, ``let 's`` …) may match, by a

@@ -224,7 +224,7 @@ def prepare_spice(texts: Sequence[str], image_index: np.ndarray, n_images: int, 
         nlp: a spaCy pipeline (default :func:`load_spacy` of ``model``).
         batch_size: ``nlp.pipe`` batch size.
         graphs: already extracted scene graphs of ``texts`` (skips the parse).
-        processes / model: parse in worker processes that load ``model`` (see :func:`parse_scene_graphs`).
+        processes / model: parse in worker processes that load ``model`` (see :func:`~.spice_graph.parse_scene_table`).
     """
     t0 = time.perf_counter()
     image_of = np.asarray(image_index, dtype=np.int64)

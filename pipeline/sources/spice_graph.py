@@ -1,8 +1,8 @@
 """Scene graphs of captions for the ``spice`` source: spaCy parsing and the tuple rules.
 
 :func:`scene_graph` turns one dependency parse into object, attribute and relation tuples of lower-case lemmas
-(the rules are listed in :mod:`bcls.pipeline.sources.spice`); :func:`parse_scene_graphs` parses every distinct
-caption once, optionally in spawned worker processes.
+(the rules are listed in :mod:`bcls.pipeline.sources.spice`); :func:`parse_scene_table` parses every distinct
+caption once, optionally in spawned worker processes, into packed arrays (:func:`parse_scene_graphs`: as sets).
 """
 
 from __future__ import annotations
@@ -254,7 +254,7 @@ def scene_graph(doc: "Doc") -> set[SceneTuple]:
     return tuples
 
 
-#: Fewest distinct captions per process before :func:`parse_scene_graphs` starts worker processes (each costs a
+#: Fewest distinct captions per process before :func:`parse_scene_table` starts worker processes (each costs a
 #: few seconds to start and load spaCy, about what parsing 5,000 captions takes).
 MIN_CAPTIONS_PER_PROCESS = 5000
 
