@@ -107,7 +107,7 @@ _ENSEMBLE = typer.Option(None, "--ensemble", help="Shortcut of -o ensemble.path=
 _CACHE = typer.Option(None, "--cache", help="Embedding cache folder [$BCLS_CACHE_DIR or ~/.cache/bcls/embeddings].")
 _NO_CACHE = typer.Option(False, "--no-cache", help="Neither read nor fill the embedding cache.")
 _DEVICE = typer.Option(None, "--device", help="Torch device for the sentence model.")
-_BACKEND = typer.Option("torch", "--backend", help="Sentence model: torch, onnx, onnx-int8, torch-bf16, torch-fp16.")
+_BACKEND = typer.Option("torch", "--backend", help="Sentence model: torch, onnx[-int8], openvino[-int8], torch-bf16/fp16.")
 _FORMAT = typer.Option("auto", "--format", help="Caption format: auto, table, coco, karpathy, precomp, flickr8k.")
 _JUDGED_CAPTIONS = typer.Option(..., "--captions", help="Caption table holding the judged captions (any format "
                                 "`labels build` reads).")

@@ -37,7 +37,7 @@ from .corpus import LabelCorpus, LabelSource
 from .embed import DEFAULT_MODEL, EmbeddingCache, Encoder, cached_encoder, check_device, default_cache_dir, \
     model_cache_id, sbert_encoder
 from .neighbours import CandidateSet, IndexSpec, candidate_pairs, faiss_gpu_count
-from .onnx_backend import check_backend
+from .onnx_backend import BACKEND_PACKAGES, check_backend
 from .resume import (CANDIDATES_FILE, CONFIG_FILE, finish_resume_state, load_candidates, prepare_out,
                      save_candidates)
 from .scheduling import LOCAL_SCHEDULERS, ShardPlan, ShardProgress, existing_entry, pairs_hash, \
@@ -65,7 +65,8 @@ class LabelBuildConfig:
         format / split: passed to the caption reader (a precomp folder defaults to split ``train``).
         model: sentence-transformers model name or path (embeddings for candidates and the sbert source).
         backend: how the sentence model runs: ``torch`` (sentence-transformers, the reference), ``onnx`` or
-            ``onnx-int8`` (ONNX Runtime on the CPU; :mod:`bcls.pipeline.onnx_backend`), ``torch-bf16`` or
+            ``onnx-int8`` (ONNX Runtime on the CPU; :mod:`bcls.pipeline.onnx_backend`), ``openvino`` or
+            ``openvino-int8`` (OpenVINO on the CPU; :mod:`bcls.pipeline.openvino_backend`), ``torch-bf16`` or
             ``torch-fp16`` (torch under autocast; :data:`bcls.pipeline.embed.HALF_BACKENDS`).
         index: FAISS index for the neighbours: ``exact``, ``ivf`` or ``hnsw``.
         nlist / nprobe: IVF lists (``None``: ``4·sqrt(N)``) and lists probed per query.
@@ -318,8 +319,7 @@ def _build(config: LabelBuildConfig, encoder: Encoder | None, table: CaptionTabl
     t_score = time.perf_counter()
     provenance: dict[str, Any] = {
         "bcls_version": __version__,
-        "versions": package_versions(PROVENANCE_PACKAGES + (("onnxruntime", "onnx") if config.backend != "torch"
-                                                            else ())),
+        "versions": package_versions(PROVENANCE_PACKAGES + BACKEND_PACKAGES.get(config.backend, ("", ()))[1]),
         "config_hash": identity_hash,
         "config": identity,
         "input": {"path": str(table.path), "format": table.format, "split": config.split, "captions": len(table),

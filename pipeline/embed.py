@@ -118,27 +118,35 @@ def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_si
     """An :data:`Encoder` backed by a sentence-transformers model (each call shows its progress: a bar on a
     terminal, log lines with rate and ETA otherwise); ``backend`` ``onnx`` / ``onnx-int8`` runs it in ONNX
     Runtime on the CPU (:mod:`bcls.pipeline.onnx_backend`; exported on first use into ``cache``, the embedding
-    cache folder, default :func:`default_cache_dir`), ``torch-bf16`` / ``torch-fp16`` in torch under autocast
-    (:data:`HALF_BACKENDS`). ``batch_size`` None: :data:`CPU_BATCH_SIZE` on the CPU, :data:`GPU_BATCH_SIZE` on a
+    cache folder, default :func:`default_cache_dir`), ``openvino`` / ``openvino-int8`` in OpenVINO on the CPU
+    (:mod:`bcls.pipeline.openvino_backend`, from the same export), ``torch-bf16`` / ``torch-fp16`` in torch under
+    autocast (:data:`HALF_BACKENDS`). ``batch_size`` None: :data:`CPU_BATCH_SIZE` on the CPU, :data:`GPU_BATCH_SIZE` on a
     GPU."""
     from .onnx_backend import OnnxSentenceEncoder, check_backend, export_onnx, onnx_dir
 
     import torch
 
     check_backend(backend)
-    onnx = backend.startswith("onnx")
-    if onnx and device and device != "cpu":
+    on_cpu = backend.startswith(("onnx", "openvino"))  # exported runtimes, CPU only
+    if on_cpu and device and device != "cpu":
         raise ConfigError(f"backend {backend!r} runs on the CPU; use --backend torch for device {device!r}")
-    model = load_sentence_model(name, None if onnx else device)
+    model = load_sentence_model(name, None if on_cpu else device)
     if backend in HALF_BACKENDS:
         check_half(backend, model.device.type)
     if batch_size is None:
-        batch_size = CPU_BATCH_SIZE if onnx or model.device.type == "cpu" else GPU_BATCH_SIZE
+        batch_size = CPU_BATCH_SIZE if on_cpu or model.device.type == "cpu" else GPU_BATCH_SIZE
     run = None
-    if onnx:
+    if on_cpu:
         model_id = model_cache_id(name)
-        path = export_onnx(model, onnx_dir(cache or default_cache_dir(), model_id), model_id, backend == "onnx-int8")
-        run = OnnxSentenceEncoder(model, path, threads=torch.get_num_threads())
+        folder = onnx_dir(cache or default_cache_dir(), model_id)
+        path = export_onnx(model, folder, model_id, backend == "onnx-int8")
+        if backend.startswith("openvino"):
+            from .openvino_backend import OpenVinoSentenceEncoder, export_openvino
+
+            path = export_openvino(model, path, backend == "openvino-int8")
+            run = OpenVinoSentenceEncoder(model, path, threads=torch.get_num_threads())
+        else:
+            run = OnnxSentenceEncoder(model, path, threads=torch.get_num_threads())
 
     def encode(texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         texts = list(texts)

@@ -35,23 +35,31 @@ from bcls.data.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8", "torch-bf16", "torch-fp16")
+BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8", "torch-bf16", "torch-fp16")
 """Sentence-model backends: ``torch`` (sentence-transformers as is, the reference), ``onnx`` and ``onnx-int8``
-(here), ``torch-bf16`` and ``torch-fp16`` (torch under autocast; :data:`bcls.pipeline.embed.HALF_BACKENDS`)."""
+(here), ``openvino`` and ``openvino-int8`` (:mod:`bcls.pipeline.openvino_backend`, from this module's export),
+``torch-bf16`` and ``torch-fp16`` (torch under autocast; :data:`bcls.pipeline.embed.HALF_BACKENDS`)."""
 
 #: MatMuls left in fp32 by the int8 export (feed-forward output projections; see the module docstring).
 FP32_MATMULS = "/output/dense/MatMul"
 
 
+#: The packages each exported backend needs, and the extra that installs them (both export through torch.onnx,
+#: which needs onnx). A build's provenance records their versions.
+BACKEND_PACKAGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "onnx": ("onnx", ("onnxruntime", "onnx")), "onnx-int8": ("onnx", ("onnxruntime", "onnx")),
+    "openvino": ("openvino", ("openvino", "onnx")), "openvino-int8": ("openvino", ("openvino", "nncf", "onnx"))}
+
+
 def check_backend(backend: str) -> None:
-    """Refuse an unknown backend, or an ONNX one without onnxruntime and onnx installed, naming what to do."""
+    """Refuse an unknown backend, or an ONNX or OpenVINO one without its packages installed, naming what to do."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown sentence-model backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    if backend.startswith("onnx"):
-        missing = [m for m in ("onnxruntime", "onnx") if importlib.util.find_spec(m) is None]
-        if missing:
-            raise ConfigError(f"backend {backend!r} needs {' and '.join(missing)}: pip install 'bcls[onnx]' (or "
-                              "pip install onnxruntime onnx), or use --backend torch")
+    extra, needed = BACKEND_PACKAGES.get(backend, ("", ()))
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"backend {backend!r} needs {' and '.join(missing)}: pip install 'bcls[{extra}]' (or "
+                          f"pip install {' '.join(missing)}), or use --backend torch")
 
 
 def onnx_dir(cache_root: str | os.PathLike, model_id: str) -> Path:
@@ -133,10 +141,7 @@ class OnnxSentenceEncoder:
     def __init__(self, st_model, path: Path, threads: int | None = None) -> None:
         import onnxruntime
 
-        pooling = getattr(st_model[1], "pooling_mode", None) if len(st_model) > 1 else None
-        if pooling != "mean":
-            raise ConfigError(f"the ONNX backends pool by the mean of the tokens; this model pools by {pooling!r}: "
-                              "use --backend torch")
+        check_mean_pooling(st_model)
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -154,10 +159,23 @@ class OnnxSentenceEncoder:
                                    max_length=self.max_length, return_tensors="np")
             mask = batch["attention_mask"].astype(np.int64)
             hidden = self.session.run(None, {"ids": batch["input_ids"].astype(np.int64), "mask": mask})[0]
-            weights = mask[..., None].astype(np.float32)
-            pooled = (hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
-            out[lo:lo + batch_size] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            out[lo:lo + batch_size] = mean_pool(hidden, mask)
         return out
+
+
+def check_mean_pooling(st_model) -> None:
+    """Refuse a model that does not pool by the mean of its tokens (the ONNX and OpenVINO backends pool so)."""
+    pooling = getattr(st_model[1], "pooling_mode", None) if len(st_model) > 1 else None
+    if pooling != "mean":
+        raise ConfigError(f"the ONNX and OpenVINO backends pool by the mean of the tokens; this model pools by "
+                          f"{pooling!r}: use --backend torch")
+
+
+def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """L2-normalised mean of the token states over the attention mask, float32 ``(batch, d)``."""
+    weights = mask[..., None].astype(np.float32)
+    pooled = (hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
+    return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
 
 def describe(folder: Path) -> dict:

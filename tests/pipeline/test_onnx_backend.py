@@ -20,7 +20,7 @@ def test_unknown_backend_and_gpu_are_refused(monkeypatch, tmp_path):
 
     with pytest.raises(ConfigError, match="unknown sentence-model backend"):
         LabelBuildConfig(captions="x", out=str(tmp_path), backend="int4")
-    assert set(BACKENDS) == {"torch", "onnx", "onnx-int8", "torch-bf16", "torch-fp16"}
+    assert set(BACKENDS) == {"torch", "onnx", "onnx-int8", "openvino", "openvino-int8", "torch-bf16", "torch-fp16"}
 
 
 def test_cache_ids_and_build_identity_separate_the_backends(tmp_path):

@@ -1,0 +1,179 @@
+"""OpenVINO backends of the sentence model: ``openvino`` (fp32) and ``openvino-int8`` (static int8, NNCF).
+
+Both start from the ONNX export of :mod:`bcls.pipeline.onnx_backend` (made locally from the packaged weights,
+nothing downloaded) and run it in OpenVINO on the CPU, then pool as the packaged models do (mean over the
+attention mask, L2 normalisation). Requests run asynchronously, as many at once as OpenVINO's throughput mode
+asks for on the threads torch is given (two one-thread streams on two cores).
+
+``openvino-int8`` (our choice of method, measured in the README): NNCF post-training quantisation of the
+transformer (``ModelType.TRANSFORMER``: SmoothQuant, then int8 weights per channel and int8 activations with
+ranges fixed on :data:`CALIBRATION_SIZE` calibration captions). The ranges are static, so unlike ``onnx-int8``
+(ranges per batch) a caption's embedding does not depend on the other captions of its batch. The calibration
+captions are fixed, not taken from the build's input, so the quantised model is one file per model, exported once
+into ``<embedding cache>/onnx/<id>/model-ov-int8.xml`` (+ ``.bin``, ``openvino.json`` with the provenance): they
+are COCO val2014 captions (from pycocoevalcap's jar, a dependency) of images outside the Karpathy 1K/5K test
+split (from eccv-caption), every n-th by annotation id.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from bcls.data.errors import ConfigError
+
+from .onnx_backend import check_mean_pooling, mean_pool
+
+log = logging.getLogger(__name__)
+
+OPENVINO_BACKENDS: tuple[str, ...] = ("openvino", "openvino-int8")
+CALIBRATION_SIZE = 1024
+"""Captions whose activations fix the int8 ranges (quantisation took 13 s on 2 cores)."""
+
+
+def calibration_set(n: int = CALIBRATION_SIZE) -> list[dict]:
+    """``n`` COCO val2014 captions (``{"id", "image_id", "caption"}``, whitespace normalised) of images outside
+    the Karpathy test split, evenly spaced by annotation id."""
+    spec = importlib.util.find_spec("pycocoevalcap")
+    eccv = importlib.util.find_spec("eccv_caption")
+    if spec is None or eccv is None:
+        raise ConfigError("backend 'openvino-int8' calibrates on COCO captions from the packages pycocoevalcap and "
+                          "eccv-caption: pip install pycocoevalcap eccv-caption, or use --backend onnx-int8")
+    jar = Path(spec.submodule_search_locations[0]) / "spice" / "spice-1.0.jar"
+    with zipfile.ZipFile(jar) as zf:
+        data = json.load(io.TextIOWrapper(zf.open("coco/annotations/captions_val2014.json"), encoding="utf-8"))
+    test_ids = {int(a) for a in np.load(Path(eccv.submodule_search_locations[0]) / "data" / "coco_test_ids.npy")}
+    test_images = {a["image_id"] for a in data["annotations"] if a["id"] in test_ids}
+    pool = sorted((a for a in data["annotations"] if a["image_id"] not in test_images), key=lambda a: a["id"])
+    step = max(len(pool) // n, 1)
+    return [{"id": a["id"], "image_id": a["image_id"], "caption": " ".join(a["caption"].split())}
+            for a in pool[::step][:n]]
+
+
+def export_openvino(st_model, onnx_path: Path, int8: bool, calibration: int = CALIBRATION_SIZE) -> Path:
+    """The OpenVINO model to run: the fp32 ONNX file itself, or its int8 quantisation beside it, made when
+    missing. The calibration captions are tokenised here; NNCF quantises in a child process (:func:`quantise`),
+    so a label build never holds NNCF's modules and buffers (0.3 GiB) through its later phases. The child writes
+    into a temporary folder, renamed ``.bin`` before ``.xml``, so an interrupted export leaves no model that
+    looks whole."""
+    if not int8:
+        return onnx_path
+    import openvino
+
+    from bcls.data.atomic import atomic_write_json
+
+    folder = onnx_path.parent
+    target = folder / "model-ov-int8.xml"
+    if target.is_file() and (folder / "model-ov-int8.bin").is_file():
+        return target
+    texts = [row["caption"] for row in calibration_set(calibration)]
+    log.info("openvino: quantising %s to int8 on %d COCO captions (once per model, about 15 s)", onnx_path.name,
+             len(texts))
+    tmp = folder / f".ov-int8.tmp-{os.getpid()}"
+    try:
+        tmp.mkdir(exist_ok=True)
+        batches = [_tokens(st_model, texts[lo:lo + 32]) for lo in range(0, len(texts), 32)]
+        np.savez(tmp / "calibration.npz", **{f"{key}{i}": b[key] for i, b in enumerate(batches) for key in b})
+        done = subprocess.run(_quantise_command(onnx_path, tmp / "calibration.npz", tmp / target.name),
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+            raise RuntimeError(f"openvino: quantising {onnx_path} failed (exit {done.returncode}): {tail}")
+        os.replace(tmp / "model-ov-int8.bin", folder / "model-ov-int8.bin")
+        os.replace(tmp / target.name, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    atomic_write_json(folder / "openvino.json", {
+        "source": onnx_path.name, "openvino": openvino.__version__, "nncf": _version("nncf"),
+        "int8": {"method": "nncf.quantize", "model_type": "TRANSFORMER", "calibration": {
+            "captions": len(texts), "from": "COCO val2014 outside the Karpathy test split, every n-th by id",
+            "batch": 32}}})
+    return target
+
+
+def _quantise_command(onnx_path: Path, batches: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "bcls.pipeline.openvino_backend", str(onnx_path), str(batches), str(out)]
+
+
+def quantise(onnx_path: str, batches_path: str, out: str) -> None:
+    """Quantise the ONNX model to int8 with NNCF on the tokenised calibration batches (``ids<i>`` / ``mask<i>``
+    arrays of an ``.npz``) and save it as OpenVINO IR at ``out`` (the child process of :func:`export_openvino`)."""
+    import nncf
+    import openvino
+
+    with np.load(batches_path) as arrays:
+        batches = [{"ids": arrays[f"ids{i}"], "mask": arrays[f"mask{i}"]} for i in range(len(arrays.files) // 2)]
+    model = openvino.Core().read_model(onnx_path)
+    quantised = nncf.quantize(model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
+                              subset_size=len(batches))
+    openvino.save_model(quantised, out)
+
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _tokens(st_model, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    max_length = int(getattr(st_model[0], "max_seq_length", None) or 512)
+    batch = st_model.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
+                               return_tensors="np")
+    return {"ids": batch["input_ids"].astype(np.int64), "mask": batch["attention_mask"].astype(np.int64)}
+
+
+class OpenVinoSentenceEncoder:
+    """Sentence embeddings from an OpenVINO-compiled transformer (mean pooling, L2-normalised), requests in
+    flight asynchronously."""
+
+    def __init__(self, st_model, path: Path, threads: int | None = None) -> None:
+        import openvino
+
+        check_mean_pooling(st_model)
+        config = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = openvino.Core().compile_model(str(path), "CPU", config)
+        self.queue = openvino.AsyncInferQueue(self.compiled,
+                                              int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self.st_model = st_model
+        dim_of = getattr(st_model, "get_embedding_dimension", None) or st_model.get_sentence_embedding_dimension
+        self.dim = int(dim_of())
+
+    def __call__(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """float32 ``(N, d)`` L2-normalised embeddings of ``texts`` (batched in the given order)."""
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        failed: list[BaseException] = []
+
+        def done(request, where: tuple[int, np.ndarray]) -> None:  # runs on OpenVINO's thread as a batch ends
+            try:
+                out[where[0]:where[0] + len(where[1])] = mean_pool(request.get_output_tensor(0).data, where[1])
+            except BaseException as exc:  # noqa: BLE001 -- raised below, in the caller's thread
+                failed.append(exc)
+
+        self.queue.set_callback(done)
+        for lo in range(0, len(texts), batch_size):  # the next batch is tokenised while the others run
+            inputs = _tokens(self.st_model, texts[lo:lo + batch_size])
+            self.queue.start_async(inputs, (lo, inputs["mask"]))
+        self.queue.wait_all()
+        if failed:
+            raise failed[0]
+        return out
+
+
+if __name__ == "__main__":  # python -m bcls.pipeline.openvino_backend ONNX BATCHES.npz OUT.xml
+    quantise(*sys.argv[1:4])
