@@ -7,8 +7,9 @@ batches are tight and logs progress. Rounds alternate between the two (this mach
 throughput of each and their ratio are reported, and the embeddings are checked to agree. The last line is one
 JSON object of the figures.
 
-With ``--backends torch,onnx,onnx-int8`` it also times the pipeline encoder on each backend (ONNX files exported
-on first use, not timed: the export is timed apart) in the same alternating rounds, and reports each backend's
+With ``--backends torch,onnx,onnx-int8`` (or any of :data:`bcls.pipeline.onnx_backend.BACKENDS`, e.g.
+``openvino-int8``) it also times the pipeline encoder on each backend (ONNX and OpenVINO files exported on first
+use, not timed: the export is timed apart) in the same alternating rounds, and reports each backend's
 throughput ratio to ``torch`` and the cosine of its embeddings to the ``torch`` ones (mean, 1st percentile,
 minimum) on all ``--n`` captions.
 
@@ -57,7 +58,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     coco_test5k.add_argument(parser)
     parser.add_argument("--backends", default="", help="also time these sbert_encoder backends, e.g. "
-                        "torch,onnx,onnx-int8")
+                        "torch,onnx-int8,openvino-int8")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--batch-sizes", default="", help="compare these batch sizes instead (see above)")
     args = parser.parse_args()
