@@ -12,7 +12,9 @@ ranges fixed on :data:`CALIBRATION_SIZE` calibration captions). The ranges are s
 captions are fixed, not taken from the build's input, so the quantised model is one file per model, exported once
 into ``<embedding cache>/onnx/<id>/model-ov-int8.xml`` (+ ``.bin``, ``openvino.json`` with the provenance): they
 are COCO val2014 captions (from pycocoevalcap's jar, a dependency) of images outside the Karpathy 1K/5K test
-split (from eccv-caption), every n-th by annotation id.
+split (from eccv-caption), every n-th by annotation id. The quantised model and the embeddings cached with it are
+kept across openvino/nncf upgrades (``openvino.json`` says which versions made them); delete the embedding cache
+folder to quantise and embed again.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from .onnx_backend import check_mean_pooling, mean_pool
 
 log = logging.getLogger(__name__)
 
-OPENVINO_BACKENDS: tuple[str, ...] = ("openvino", "openvino-int8")
 CALIBRATION_SIZE = 1024
 """Captions whose activations fix the int8 ranges (quantisation took 13 s on 2 cores)."""
 
