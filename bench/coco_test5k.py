@@ -15,28 +15,20 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
-import io
-import json
-import zipfile
 from pathlib import Path
 
 COLUMNS = ("row", "coco_ann_id", "coco_image_id", "caption")
 
 
 def _from_packages() -> list[dict[str, str]]:
-    import numpy as np
+    from bcls.data.captions.coco import packaged_val2014
+    from bcls.data.errors import ConfigError
 
-    spec = importlib.util.find_spec("pycocoevalcap")
-    eccv = importlib.util.find_spec("eccv_caption")
-    if spec is None or eccv is None:
-        raise SystemExit("the COCO test captions come from the packages pycocoevalcap and eccv-caption: "
-                         "pip install pycocoevalcap eccv-caption, or pass --captions TSV")
-    jar = Path(spec.submodule_search_locations[0]) / "spice" / "spice-1.0.jar"
-    with zipfile.ZipFile(jar) as zf:
-        data = json.load(io.TextIOWrapper(zf.open("coco/annotations/captions_val2014.json"), encoding="utf-8"))
-    by_id = {a["id"]: a for a in data["annotations"]}
-    ids = np.load(Path(eccv.submodule_search_locations[0]) / "data" / "coco_test_ids.npy")
+    try:
+        annotations, ids = packaged_val2014("the COCO test captions (or pass --captions TSV)")
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
+    by_id = {a["id"]: a for a in annotations}
     return [{"row": str(i), "coco_ann_id": str(int(a)), "coco_image_id": str(by_id[int(a)]["image_id"]),
              "caption": " ".join(by_id[int(a)]["caption"].split())} for i, a in enumerate(ids)]
 

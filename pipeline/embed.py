@@ -120,14 +120,14 @@ def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_si
     Runtime on the CPU (:mod:`bcls.pipeline.onnx_backend`; exported on first use into ``cache``, the embedding
     cache folder, default :func:`default_cache_dir`), ``openvino`` / ``openvino-int8`` in OpenVINO on the CPU
     (:mod:`bcls.pipeline.openvino_backend`, from the same export), ``torch-bf16`` / ``torch-fp16`` in torch under
-    autocast (:data:`HALF_BACKENDS`). ``batch_size`` None: :data:`CPU_BATCH_SIZE` on the CPU, :data:`GPU_BATCH_SIZE` on a
-    GPU."""
-    from .onnx_backend import OnnxSentenceEncoder, check_backend, export_onnx, onnx_dir
+    autocast (:data:`HALF_BACKENDS`). ``batch_size`` None: :data:`CPU_BATCH_SIZE` on the CPU,
+    :data:`GPU_BATCH_SIZE` on a GPU."""
+    from .onnx_backend import BACKEND_PACKAGES, OnnxSentenceEncoder, check_backend, export_onnx, onnx_dir
 
     import torch
 
     check_backend(backend)
-    on_cpu = backend.startswith(("onnx", "openvino"))  # exported runtimes, CPU only
+    on_cpu = backend in BACKEND_PACKAGES  # the exported runtimes, CPU only
     if on_cpu and device and device != "cpu":
         raise ConfigError(f"backend {backend!r} runs on the CPU; use --backend torch for device {device!r}")
     model = load_sentence_model(name, None if on_cpu else device)

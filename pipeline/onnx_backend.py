@@ -146,8 +146,7 @@ class OnnxSentenceEncoder:
         if threads:
             options.intra_op_num_threads = threads
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.tokenizer = st_model.tokenizer
-        self.max_length = int(getattr(st_model[0], "max_seq_length", None) or 512)
+        self.st_model = st_model
         dim_of = getattr(st_model, "get_embedding_dimension", None) or st_model.get_sentence_embedding_dimension
         self.dim = int(dim_of())
 
@@ -155,11 +154,8 @@ class OnnxSentenceEncoder:
         """float32 ``(N, d)`` L2-normalised embeddings of ``texts`` (batched in the given order)."""
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for lo in range(0, len(texts), batch_size):
-            batch = self.tokenizer(list(texts[lo:lo + batch_size]), padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="np")
-            mask = batch["attention_mask"].astype(np.int64)
-            hidden = self.session.run(None, {"ids": batch["input_ids"].astype(np.int64), "mask": mask})[0]
-            out[lo:lo + batch_size] = mean_pool(hidden, mask)
+            inputs = model_inputs(self.st_model, texts[lo:lo + batch_size])
+            out[lo:lo + batch_size] = mean_pool(self.session.run(None, inputs)[0], inputs["mask"])
         return out
 
 
@@ -169,6 +165,15 @@ def check_mean_pooling(st_model) -> None:
     if pooling != "mean":
         raise ConfigError(f"the ONNX and OpenVINO backends pool by the mean of the tokens; this model pools by "
                           f"{pooling!r}: use --backend torch")
+
+
+def model_inputs(st_model, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    """The exported transformer's inputs for ``texts``: int64 token ids and attention mask, padded to the longest
+    and truncated at the model's maximum length."""
+    max_length = int(getattr(st_model[0], "max_seq_length", None) or 512)
+    batch = st_model.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
+                               return_tensors="np")
+    return {"ids": batch["input_ids"].astype(np.int64), "mask": batch["attention_mask"].astype(np.int64)}
 
 
 def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -19,23 +19,17 @@ folder to quantise and embed again.
 
 from __future__ import annotations
 
-import importlib.util
-import io
-import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from bcls.data.errors import ConfigError
-
-from .onnx_backend import check_mean_pooling, mean_pool
+from .onnx_backend import check_mean_pooling, mean_pool, model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +40,12 @@ CALIBRATION_SIZE = 1024
 def calibration_set(n: int = CALIBRATION_SIZE) -> list[dict]:
     """``n`` COCO val2014 captions (``{"id", "image_id", "caption"}``, whitespace normalised) of images outside
     the Karpathy test split, evenly spaced by annotation id."""
-    spec = importlib.util.find_spec("pycocoevalcap")
-    eccv = importlib.util.find_spec("eccv_caption")
-    if spec is None or eccv is None:
-        raise ConfigError("backend 'openvino-int8' calibrates on COCO captions from the packages pycocoevalcap and "
-                          "eccv-caption: pip install pycocoevalcap eccv-caption, or use --backend onnx-int8")
-    jar = Path(spec.submodule_search_locations[0]) / "spice" / "spice-1.0.jar"
-    with zipfile.ZipFile(jar) as zf:
-        data = json.load(io.TextIOWrapper(zf.open("coco/annotations/captions_val2014.json"), encoding="utf-8"))
-    test_ids = {int(a) for a in np.load(Path(eccv.submodule_search_locations[0]) / "data" / "coco_test_ids.npy")}
-    test_images = {a["image_id"] for a in data["annotations"] if a["id"] in test_ids}
-    pool = sorted((a for a in data["annotations"] if a["image_id"] not in test_images), key=lambda a: a["id"])
+    from bcls.data.captions.coco import packaged_val2014
+
+    annotations, test_ids = packaged_val2014("backend 'openvino-int8' calibrates on COCO captions, which")
+    test_ids = set(test_ids.tolist())
+    test_images = {a["image_id"] for a in annotations if a["id"] in test_ids}
+    pool = sorted((a for a in annotations if a["image_id"] not in test_images), key=lambda a: a["id"])
     step = max(len(pool) // n, 1)
     return [{"id": a["id"], "image_id": a["image_id"], "caption": " ".join(a["caption"].split())}
             for a in pool[::step][:n]]
@@ -73,6 +62,7 @@ def export_openvino(st_model, onnx_path: Path, int8: bool, calibration: int = CA
     import openvino
 
     from bcls.data.atomic import atomic_write_json
+    from bcls.data.version import package_versions
 
     folder = onnx_path.parent
     target = folder / "model-ov-int8.xml"
@@ -84,7 +74,7 @@ def export_openvino(st_model, onnx_path: Path, int8: bool, calibration: int = CA
     tmp = folder / f".ov-int8.tmp-{os.getpid()}"
     try:
         tmp.mkdir(exist_ok=True)
-        batches = [_tokens(st_model, texts[lo:lo + 32]) for lo in range(0, len(texts), 32)]
+        batches = [model_inputs(st_model, texts[lo:lo + 32]) for lo in range(0, len(texts), 32)]
         np.savez(tmp / "calibration.npz", **{f"{key}{i}": b[key] for i, b in enumerate(batches) for key in b})
         done = subprocess.run(_quantise_command(onnx_path, tmp / "calibration.npz", tmp / target.name),
                               capture_output=True, text=True)
@@ -96,7 +86,7 @@ def export_openvino(st_model, onnx_path: Path, int8: bool, calibration: int = CA
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     atomic_write_json(folder / "openvino.json", {
-        "source": onnx_path.name, "openvino": openvino.__version__, "nncf": _version("nncf"),
+        "source": onnx_path.name, "openvino": openvino.__version__, "nncf": package_versions(("nncf",)).get("nncf"),
         "int8": {"method": "nncf.quantize", "model_type": "TRANSFORMER", "calibration": {
             "captions": len(texts), "from": "COCO val2014 outside the Karpathy test split, every n-th by id",
             "batch": 32}}})
@@ -119,22 +109,6 @@ def quantise(onnx_path: str, batches_path: str, out: str) -> None:
     quantised = nncf.quantize(model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER,
                               subset_size=len(batches))
     openvino.save_model(quantised, out)
-
-
-def _version(package: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _tokens(st_model, texts: Sequence[str]) -> dict[str, np.ndarray]:
-    max_length = int(getattr(st_model[0], "max_seq_length", None) or 512)
-    batch = st_model.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
-                               return_tensors="np")
-    return {"ids": batch["input_ids"].astype(np.int64), "mask": batch["attention_mask"].astype(np.int64)}
 
 
 class OpenVinoSentenceEncoder:
@@ -168,7 +142,7 @@ class OpenVinoSentenceEncoder:
 
         self.queue.set_callback(done)
         for lo in range(0, len(texts), batch_size):  # the next batch is tokenised while the others run
-            inputs = _tokens(self.st_model, texts[lo:lo + batch_size])
+            inputs = model_inputs(self.st_model, texts[lo:lo + batch_size])
             self.queue.start_async(inputs, (lo, inputs["mask"]))
         self.queue.wait_all()
         if failed:

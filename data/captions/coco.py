@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
+import io
+import json
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..tables import fail, int_list, load_json, missing_key
 from .table import RawCaptions, texts_of
 
@@ -64,3 +69,18 @@ def read_coco(path: Path, split: str | None = None, allow_unknown_images: bool =
                 logger.warning("%s: %d image(s) listed in 'images' have no caption (first: images[%d], id %d); "
                                "they are left out", path, int(uncaptioned.sum()), first, int(known[first]))
     return raw
+
+
+def packaged_val2014(what: str) -> tuple[list[dict], np.ndarray]:
+    """The COCO val2014 annotations (``captions_val2014.json`` inside pycocoevalcap's ``spice-1.0.jar``) and the
+    Karpathy 5K test split's annotation ids in Karpathy order (eccv-caption's ``coco_test_ids.npy``); both packages
+    are dependencies. ``what`` names the caller in the error when one is missing."""
+    spec = importlib.util.find_spec("pycocoevalcap")
+    eccv = importlib.util.find_spec("eccv_caption")
+    if spec is None or eccv is None:
+        raise ConfigError(f"{what} come from the packages pycocoevalcap and eccv-caption: "
+                          "pip install pycocoevalcap eccv-caption")
+    jar = Path(spec.submodule_search_locations[0]) / "spice" / "spice-1.0.jar"
+    with zipfile.ZipFile(jar) as zf:
+        data = json.load(io.TextIOWrapper(zf.open("coco/annotations/captions_val2014.json"), encoding="utf-8"))
+    return data["annotations"], np.load(Path(eccv.submodule_search_locations[0]) / "data" / "coco_test_ids.npy")
