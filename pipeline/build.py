@@ -22,7 +22,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -31,11 +31,13 @@ from bcls.data.captions import CaptionTable, read_captions
 from bcls.data.configs import check_field_types
 from bcls.data.errors import BclsError, ConfigError
 from bcls.data.shards import LabelSet, config_hash, open_labels, write_caption_embeddings, write_manifest
+from bcls.data.runtime import release_free_memory
 from bcls.data.version import PROVENANCE_PACKAGES, __version__, package_versions
 
 from .corpus import LabelCorpus, LabelSource
 from .embed import DEFAULT_MODEL, EmbeddingCache, Encoder, cached_encoder, check_device, default_cache_dir, \
     model_cache_id, sbert_encoder
+from .embed_process import embed_in_child, use_child
 from .neighbours import CandidateSet, IndexSpec, candidate_pairs, faiss_gpu_count
 from .onnx_backend import BACKEND_PACKAGES, check_backend
 from .resume import (CANDIDATES_FILE, CONFIG_FILE, finish_resume_state, load_candidates, prepare_out,
@@ -177,18 +179,28 @@ def embed_captions(config: LabelBuildConfig, table: CaptionTable, encoder: Encod
     ``encoder`` replaces the sentence model ``config.model``; ``encoder_id`` is its cache key (a custom encoder
     without one bypasses the cache)."""
     t0 = time.perf_counter()
+    fill: Callable[[list[str]], bool] | None = None
     if encoder is None:
         cache_id = model_cache_id(config.model, config.backend)
 
         def make() -> Encoder:
             return sbert_encoder(config.model, config.device, config.batch_size, config.backend, config.cache)
+
+        def in_child(texts: list[str]) -> bool:  # many captions: embedded in a child process (embed_process)
+            if not use_child(len(texts)):
+                return False
+            embed_in_child(texts, config.model, config.device, config.batch_size, config.backend,
+                           config.cache or default_cache_dir(), cache_id)
+            return True
+
+        fill = in_child
     else:
         cache_id = encoder_id
 
         def make() -> Encoder:
             return encoder
     if config.use_cache and cache_id is not None:
-        encode = cached_encoder(EmbeddingCache(config.cache or default_cache_dir(), cache_id), make)
+        encode = cached_encoder(EmbeddingCache(config.cache or default_cache_dir(), cache_id), make, fill=fill)
     else:
         encode = make()
     embeddings = np.ascontiguousarray(encode(table.texts), dtype=np.float32)
@@ -306,8 +318,10 @@ def _build(config: LabelBuildConfig, encoder: Encoder | None, table: CaptionTabl
              "per caption), index %s", len(table), len(image_ids), table.path, ",".join(config.sources), config.k,
              config.images_k, config.index)
     embeddings = embed_captions(config, table, encoder, encoder_id)
+    release_free_memory()  # between phases: glibc keeps freed heap pages otherwise (1.2 GiB after the search)
     t_embed = time.perf_counter()
     cands = find_candidates(config, embeddings, image_index, out, identity_hash)
+    release_free_memory()
     t_search = time.perf_counter()
     corpus = LabelCorpus.from_groups(table.texts, image_index, embeddings, image_ids=image_ids,
                                      caption_ids=table.caption_ids)

@@ -13,11 +13,11 @@ import os
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from bcls.data.errors import ConfigError
+from bcls.data.errors import BclsError, ConfigError
 from bcls.data.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -270,12 +270,15 @@ class EmbeddingCache:
             np.save(tmp, np.asarray(keys, dtype="S32"), allow_pickle=False)
 
 
-def cached_encoder(cache: EmbeddingCache, make_encoder: Callable[[], Encoder], block: int = 16384) -> Encoder:
+def cached_encoder(cache: EmbeddingCache, make_encoder: Callable[[], Encoder], block: int = 16384,
+                   fill: Callable[[list[str]], bool] | None = None) -> Encoder:
     """An :data:`Encoder` that embeds only texts missing from ``cache`` (each distinct text once) and stores them.
 
     ``make_encoder`` is called only when something is missing, so a warm cache never loads the model. Missing
     texts are embedded in blocks of ``block`` (shortest first) and each block is stored as soon as it is done, so
-    Ctrl-C or a crash keeps what was embedded and a rerun embeds only the rest.
+    Ctrl-C or a crash keeps what was embedded and a rerun embeds only the rest. ``fill``, when given, is offered
+    the missing texts first: it returns True once it has stored them in the cache itself (a label build does so in
+    a child process, :mod:`bcls.pipeline.embed_process`), False to let them be embedded here.
     """
 
     def encode(texts: Sequence[str]) -> np.ndarray:
@@ -291,22 +294,18 @@ def cached_encoder(cache: EmbeddingCache, make_encoder: Callable[[], Encoder], b
         if n_missing:
             missing = np.flatnonzero(~found)
             missing = missing[np.argsort([len(texts[first[i]]) for i in missing], kind="stable")]
-            encoder = make_encoder()
-            log.info("embedding %d new captions in %d block(s), each cached when done", n_missing,
-                     -(-n_missing // block))
-            shared = getattr(encoder, "reports_progress", False)  # one rate and ETA over all blocks
-            with Progress(n_missing, "embedding captions", "captions", log) as progress:
-                for lo in range(0, n_missing, block):
-                    rows = missing[lo:lo + block]
-                    block_texts = [texts[first[i]] for i in rows]
-                    new = np.ascontiguousarray(encoder(block_texts, progress=progress) if shared
-                                               else encoder(block_texts), dtype=np.float32)
-                    if not shared:
-                        progress.update(len(rows))
-                    cache.add(uniq[rows], new)  # kept even if a later block is interrupted
+            if fill is not None and fill([texts[first[i]] for i in missing]):
+                del cached
+                found, cached = cache.lookup(uniq)
+                if not found.all():
+                    raise BclsError(f"embedding cache {cache.folder}: {int((~found).sum())} captions are still "
+                                    "missing after the embedding process ended; run the build again")
+            else:
+                for lo, new in embed_blocks(cache, make_encoder, [texts[first[i]] for i in missing], uniq[missing],
+                                            block):
                     if emb_uniq is None:
                         emb_uniq = np.empty((len(uniq), new.shape[1]), dtype=np.float32)
-                    emb_uniq[rows] = new
+                    emb_uniq[missing[lo:lo + len(new)]] = new
         if cached is not None and len(cached):
             if emb_uniq is not None and cached.shape[1] != emb_uniq.shape[1]:
                 raise ConfigError(f"embedding cache {cache.folder}: holds {cached.shape[1]}-dim embeddings but the "
@@ -319,6 +318,24 @@ def cached_encoder(cache: EmbeddingCache, make_encoder: Callable[[], Encoder], b
         return emb_uniq[inverse.ravel()]
 
     return encode
+
+
+def embed_blocks(cache: EmbeddingCache, make_encoder: Callable[[], Encoder], texts: list[str], keys: np.ndarray,
+                 block: int = 16384) -> Iterator[tuple[int, np.ndarray]]:
+    """Embed ``texts`` (distinct, shortest first; ``keys``: their :func:`text_keys`) in blocks of ``block``, with
+    one rate/ETA log over all blocks; yields ``(offset, float32 (n, d) embeddings)`` of each block once it is
+    stored in ``cache``."""
+    encoder = make_encoder()
+    log.info("embedding %d new captions in %d block(s), each cached when done", len(texts), -(-len(texts) // block))
+    shared = getattr(encoder, "reports_progress", False)  # one rate and ETA over all blocks
+    with Progress(len(texts), "embedding captions", "captions", log) as progress:
+        for lo in range(0, len(texts), block):
+            new = np.ascontiguousarray(encoder(texts[lo:lo + block], progress=progress) if shared
+                                       else encoder(texts[lo:lo + block]), dtype=np.float32)
+            if not shared:
+                progress.update(len(new))
+            cache.add(keys[lo:lo + block], new)  # kept even if a later block is interrupted
+            yield lo, new
 
 
 def model_cache_id(name: str, backend: str = "torch") -> str:

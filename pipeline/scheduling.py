@@ -18,6 +18,7 @@ import numpy as np
 
 from bcls.data.errors import ConfigError
 from bcls.data.progress import Progress
+from bcls.data.runtime import release_free_memory
 from bcls.data.shards import sha256_file, shard_metadata, shard_name, write_shard
 
 from .corpus import LabelCorpus, LabelSource
@@ -87,6 +88,7 @@ class ShardProgress:
         self.score += entry.get("score_seconds", 0.0)
         self.write += entry.get("write_seconds", 0.0)
         self.report.update(entry["rows"], f"{self.shards}/{self.total_shards} shards")
+        release_free_memory()  # the shard's temporaries
 
     def close(self) -> None:
         self.report.close(f"{self.shards}/{self.total_shards} shards")
@@ -150,7 +152,9 @@ def run_distributed(address: str, out: str, plans: list[ShardPlan], corpus: Labe
 
 
 def warm_sources(corpus: LabelCorpus, sources: Sequence[LabelSource]) -> None:
-    """Let each source build its per-corpus tables once before threads share the corpus."""
+    """Let each source build its per-corpus tables once before threads share the corpus (the heap's free pages
+    are given back after each: :func:`~bcls.data.runtime.release_free_memory`)."""
     empty = np.zeros(0, dtype=np.int64)
     for src in sources:
         src.score(corpus, empty, empty)
+        release_free_memory()

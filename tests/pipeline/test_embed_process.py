@@ -1,0 +1,67 @@
+"""A label build with many captions to embed runs the sentence model in a child process that fills the embedding
+cache (bcls.pipeline.embed_process); the embeddings and the errors are those of an embedding in one process."""
+
+import numpy as np
+import pytest
+
+from bcls.data.errors import BclsError, ConfigError
+from bcls.data.shards import read_caption_embeddings
+from bcls.pipeline import embed_process
+from bcls.pipeline.embed import EmbeddingCache, model_cache_id, sbert_encoder, text_keys
+
+
+def _child_always(monkeypatch):
+    monkeypatch.setattr(embed_process, "CHILD_MIN_TEXTS", 0)
+
+
+def test_a_build_embeds_in_a_child_the_same_embeddings(coco_corpus, monkeypatch, tmp_path, caplog):
+    """The build's process never calls the sentence model (it raises here), yet the build finishes with the
+    embeddings one process makes, read back from the cache the child filled; no job folder is left behind."""
+    import bcls.pipeline.build as build_module
+    from bcls.data.captions import CaptionTable
+    from bcls.pipeline.build import LabelBuildConfig, build_labels
+
+    corpus = coco_corpus(8)
+    texts = list(corpus.texts)
+    reference = sbert_encoder()(texts)
+    _child_always(monkeypatch)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the build's own process loaded the sentence model")
+
+    monkeypatch.setattr(build_module, "sbert_encoder", refuse)
+    table = CaptionTable.from_lists(corpus.image_index.tolist(), list(range(len(texts))), texts)
+    cache = tmp_path / "cache"
+    with caplog.at_level("INFO", logger="bcls"):
+        built = build_labels(LabelBuildConfig(captions="x", out=str(tmp_path / "labels"), k=3, cache=str(cache)),
+                             table=table)
+    assert "in a child process" in caplog.text
+    found, cached = EmbeddingCache(cache, model_cache_id("all-MiniLM-L6-v2")).lookup(text_keys(texts))
+    assert found.all()
+    np.testing.assert_allclose(cached, reference, atol=1e-5)
+    np.testing.assert_allclose(read_caption_embeddings(built, len(texts)), reference, atol=2e-3)  # float16 there
+    assert not [p for p in cache.iterdir() if p.name.startswith(".embed-job")]
+
+
+def test_few_captions_stay_in_process(monkeypatch):
+    assert not embed_process.use_child(embed_process.CHILD_MIN_TEXTS - 1)
+    assert embed_process.use_child(embed_process.CHILD_MIN_TEXTS)
+
+
+def test_a_known_error_of_the_child_is_raised_again_as_one_line(tmp_path):
+    """A model folder that does not exist: the child's ConfigError comes back with its class and message, the
+    message the same as the one-process embedding gives."""
+    missing = str(tmp_path / "no-such-model")
+    with pytest.raises(ConfigError) as here:
+        sbert_encoder(missing)
+    with pytest.raises(ConfigError) as child:
+        embed_process.embed_in_child(["a dog"], missing, None, None, "torch", tmp_path / "cache", "x")
+    assert str(child.value) == str(here.value) and "\n" not in str(child.value)
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".embed-job")]
+
+
+def test_a_crash_of_the_child_says_what_was_kept(monkeypatch, tmp_path):
+    """A child that dies on an unexpected error (a job it cannot read) gives one BclsError naming the cache."""
+    monkeypatch.setattr(embed_process, "_log_settings", lambda: {"level": "NOT-A-LEVEL"})  # the child's setup fails
+    with pytest.raises(BclsError, match=r"embedding process failed \(exit 1\).*cached in"):
+        embed_process.embed_in_child(["a dog"], "all-MiniLM-L6-v2", None, None, "torch", tmp_path / "cache", "x")
