@@ -236,10 +236,9 @@ def plan_shards(cands: CandidateSet, image_ids: np.ndarray, caption_ids: np.ndar
     plans = []
     for s in range(n_shards):
         lo, hi = bounds[s], bounds[s + 1]
-        ids_i, ids_c = image_ids[img_pos[lo:hi]], caption_ids[cap_pos[lo:hi]]
         meta = {"config_hash": identity_hash, "shard": s, "images_per_shard": images_per_shard,
-                "pairs": pairs_hash(ids_i, ids_c)}
-        plans.append(ShardPlan(s, img_pos[lo:hi], cap_pos[lo:hi], ids_i, ids_c, meta))
+                "pairs": pairs_hash(image_ids[img_pos[lo:hi]], caption_ids[cap_pos[lo:hi]])}
+        plans.append(ShardPlan(s, img_pos[lo:hi], cap_pos[lo:hi], image_ids, caption_ids, meta))
     return plans
 
 
@@ -256,7 +255,7 @@ def score_shards(config: LabelBuildConfig, out: Path, plans: list[ShardPlan], co
     if entries:
         log.info("resuming: %d of %d shards already complete", len(entries), len(plans))
     todo = [p for p in plans if p.index not in entries]
-    progress = ShardProgress(len(todo), int(sum(len(p.image_ids) for p in todo)))
+    progress = ShardProgress(len(todo), int(sum(len(p.image_pos) for p in todo)))
     if todo:
         if config.scheduler in LOCAL_SCHEDULERS:
             if config.scheduler != "processes":

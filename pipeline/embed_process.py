@@ -71,7 +71,7 @@ def embed_in_child(texts: Sequence[str], model: str, device: str | None, batch_s
         (job / "job.json").write_text(json.dumps({
             "model": model, "device": device, "batch_size": batch_size, "backend": backend,
             "cache_root": str(root), "cache_id": cache_id, "threads": threads, "log": _log_settings()}))
-        log.info("embedding %d captions in a child process (pid below), so this one never holds the sentence model",
+        log.info("embedding %d captions in a child process, so this one never holds the sentence model",
                  len(texts))
         try:
             stdout = sys.stderr.fileno()  # the child's stray prints must not mix with the command's output

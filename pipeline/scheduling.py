@@ -38,14 +38,24 @@ def pairs_hash(image_ids: np.ndarray, caption_ids: np.ndarray) -> str:
 
 @dataclass(frozen=True)
 class ShardPlan:
-    """One shard to build: its index, pairs (positions and ids) and the metadata stored in its schema."""
+    """One shard to build: its index, pairs (positions, and the id of every image and caption position, shared by
+    all plans: a shard's ids are looked up when it is built, not held by every plan through the build) and the
+    metadata stored in its schema."""
 
     index: int
     image_pos: np.ndarray
     caption_pos: np.ndarray
-    image_ids: np.ndarray
-    caption_ids: np.ndarray
+    image_id_of: np.ndarray
+    caption_id_of: np.ndarray
     meta: dict[str, Any]
+
+    @property
+    def image_ids(self) -> np.ndarray:
+        return self.image_id_of[self.image_pos]
+
+    @property
+    def caption_ids(self) -> np.ndarray:
+        return self.caption_id_of[self.caption_pos]
 
 
 def build_shard(out: str, plan: ShardPlan, corpus: LabelCorpus, sources: Sequence[LabelSource]) -> dict[str, Any]:
@@ -68,7 +78,7 @@ def existing_entry(out: Path, plan: ShardPlan) -> dict[str, Any] | None:
     if found is None:
         return None
     meta, rows = found
-    if meta != plan.meta or rows != len(plan.image_ids):
+    if meta != plan.meta or rows != len(plan.image_pos):
         log.info("%s: from another build or layout, rebuilding it", path.name)
         return None
     return {"file": path.name, "rows": rows, "sha256": sha256_file(path)}
