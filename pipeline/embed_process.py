@@ -23,6 +23,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -70,7 +72,8 @@ def embed_in_child(texts: Sequence[str], model: str, device: str | None, batch_s
         threads = torch.get_num_threads() if torch is not None else None
         (job / "job.json").write_text(json.dumps({
             "model": model, "device": device, "batch_size": batch_size, "backend": backend,
-            "cache_root": str(root), "cache_id": cache_id, "threads": threads, "log": _log_settings()}))
+            "cache_root": str(root), "cache_id": cache_id, "threads": threads, "log": _log_settings(),
+            "parent": os.getpid()}))
         log.info("embedding %d captions in a child process, so this one never holds the sentence model",
                  len(texts))
         try:
@@ -104,11 +107,24 @@ def embed_in_child(texts: Sequence[str], model: str, device: str | None, batch_s
         shutil.rmtree(job, ignore_errors=True)
 
 
+def stop_with_parent(parent: int, poll: float = 1.0) -> None:
+    """Interrupt this process, as Ctrl-C would, once process ``parent`` is no longer its parent (the build was
+    killed), so that no orphaned child goes on embedding; a watcher thread checks every ``poll`` seconds."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, name="bcls-parent-watch", daemon=True).start()
+
+
 def run_job(job: Path) -> None:
     """The child's side: embed the job's texts into the cache (``python -m bcls.pipeline.embed_process JOB``)."""
     import pyarrow as pa
 
     spec = json.loads((job / "job.json").read_text())
+    stop_with_parent(spec["parent"])
     logging.basicConfig(level=spec["log"]["level"], format=spec["log"]["format"] or logging.BASIC_FORMAT,
                         datefmt=spec["log"]["datefmt"], stream=sys.stderr)
     for noisy in ("sentence_transformers", "transformers", "faiss", "urllib3", "httpx", "filelock"):

@@ -65,3 +65,23 @@ def test_a_crash_of_the_child_says_what_was_kept(monkeypatch, tmp_path):
     monkeypatch.setattr(embed_process, "_log_settings", lambda: {"level": "NOT-A-LEVEL"})  # the child's setup fails
     with pytest.raises(BclsError, match=r"embedding process failed \(exit 1\).*cached in"):
         embed_process.embed_in_child(["a dog"], "all-MiniLM-L6-v2", None, None, "torch", tmp_path / "cache", "x")
+
+
+def test_the_child_stops_when_the_build_is_killed(tmp_path):
+    """A child whose parent exits without stopping it (as a build killed by SIGKILL does) interrupts itself
+    instead of embedding on."""
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "stopped"
+    child = (f"import sys, time; from bcls.pipeline.embed_process import stop_with_parent\n"
+             f"stop_with_parent(int(sys.argv[1]), poll=0.1)\n"
+             f"try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    open({str(marker)!r}, 'w').close()\n")
+    parent = (f"import os, subprocess, sys, time\n"
+              f"subprocess.Popen([sys.executable, '-c', {child!r}, str(os.getpid())])\ntime.sleep(0.5)")
+    subprocess.run([sys.executable, "-c", parent], check=True, timeout=30)  # the parent exits, its child stays
+    deadline = time.monotonic() + 20
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists()
