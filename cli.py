@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from bcls.data.errors import BclsError, ConfigError
+from bcls.data.progress import setup_logging
 from bcls.data.runtime import choose_openmp_wait_policy
 from bcls.data.version import __version__
 
@@ -44,10 +45,7 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and
                                        help="Print the bcls version and exit.")) -> None:
     _state["debug"] = debug
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        stream=sys.stderr, force=True)
-    for noisy in ("sentence_transformers", "transformers", "faiss", "urllib3", "httpx", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(level)
     if _state["openmp_note"]:
         logging.getLogger("bcls").info("%s: idle OpenMP threads will sleep instead of spinning "
                                        "(OMP_WAIT_POLICY=PASSIVE); set OMP_WAIT_POLICY to choose yourself",

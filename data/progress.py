@@ -12,6 +12,20 @@ import sys
 import time
 from typing import Any
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_DATEFMT = "%H:%M:%S"
+QUIET_LOGGERS = ("sentence_transformers", "transformers", "faiss", "urllib3", "httpx", "filelock")
+"""Libraries whose INFO lines would drown bcls's own; they log warnings only."""
+
+
+def setup_logging(level: int, fmt: str | None = None, datefmt: str | None = None) -> None:
+    """Log to stderr at ``level`` in bcls's format (or ``fmt`` / ``datefmt``), the :data:`QUIET_LOGGERS` at
+    WARNING: the CLI's set-up, which its child processes repeat."""
+    logging.basicConfig(level=level, format=fmt or LOG_FORMAT, datefmt=datefmt or LOG_DATEFMT, stream=sys.stderr,
+                        force=True)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
 
 class Progress:
     """Progress of ``total`` units of work named ``what`` (``update(n)`` as they finish, ``close()`` at the end).

@@ -57,8 +57,9 @@ def release_free_memory() -> bool:
     glibc serves an array of up to 32 MiB from its heap once a freed array of that size has raised its mmap
     threshold, and it returns freed heap memory to the system only from the heap's top. A label build frees
     many such arrays in each phase (search blocks, tokenisation), so without this they stayed resident: on
-    full COCO 1.2 GiB after the search phase and through every later phase (README "Results"). A label build calls
-    this between its phases and after each shard; it takes milliseconds.
+    full COCO 3.66 GiB after the search phase against 1.68 GiB with those arrays kept out of the heap, and through
+    every later phase (README "Results"). A label build calls this between its phases and after each shard; it
+    took 35 ms to give back 300 MiB of scattered arrays.
     """
     global _malloc_trim
     if _malloc_trim is None:

@@ -317,7 +317,7 @@ def _build(config: LabelBuildConfig, encoder: Encoder | None, table: CaptionTabl
              "per caption), index %s", len(table), len(image_ids), table.path, ",".join(config.sources), config.k,
              config.images_k, config.index)
     embeddings = embed_captions(config, table, encoder, encoder_id)
-    release_free_memory()  # between phases: glibc keeps freed heap pages otherwise (1.2 GiB after the search)
+    release_free_memory()  # between phases: glibc keeps freed heap pages otherwise (2 GiB after the search)
     t_embed = time.perf_counter()
     cands = find_candidates(config, embeddings, image_index, out, identity_hash)
     release_free_memory()

@@ -294,15 +294,15 @@ def cached_encoder(cache: EmbeddingCache, make_encoder: Callable[[], Encoder], b
         if n_missing:
             missing = np.flatnonzero(~found)
             missing = missing[np.argsort([len(texts[first[i]]) for i in missing], kind="stable")]
-            if fill is not None and fill([texts[first[i]] for i in missing]):
+            missing_texts = [texts[first[i]] for i in missing]
+            if fill is not None and fill(missing_texts):
                 del cached
                 found, cached = cache.lookup(uniq)
                 if not found.all():
                     raise BclsError(f"embedding cache {cache.folder}: {int((~found).sum())} captions are still "
                                     "missing after the embedding process ended; run the build again")
             else:
-                for lo, new in embed_blocks(cache, make_encoder, [texts[first[i]] for i in missing], uniq[missing],
-                                            block):
+                for lo, new in embed_blocks(cache, make_encoder, missing_texts, uniq[missing], block):
                     if emb_uniq is None:
                         emb_uniq = np.empty((len(uniq), new.shape[1]), dtype=np.float32)
                     emb_uniq[missing[lo:lo + len(new)]] = new

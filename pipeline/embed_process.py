@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 from bcls.data import errors
 from bcls.data.errors import BclsError
+from bcls.data.progress import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +126,7 @@ def run_job(job: Path) -> None:
 
     spec = json.loads((job / "job.json").read_text())
     stop_with_parent(spec["parent"])
-    logging.basicConfig(level=spec["log"]["level"], format=spec["log"]["format"] or logging.BASIC_FORMAT,
-                        datefmt=spec["log"]["datefmt"], stream=sys.stderr)
-    for noisy in ("sentence_transformers", "transformers", "faiss", "urllib3", "httpx", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(spec["log"]["level"], spec["log"]["format"], spec["log"]["datefmt"])
     if spec["threads"]:
         import torch
 

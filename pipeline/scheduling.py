@@ -68,7 +68,10 @@ def build_shard(out: str, plan: ShardPlan, corpus: LabelCorpus, sources: Sequenc
     values = {src.name: src.score(corpus, plan.image_pos, plan.caption_pos) for src in sources}
     t1 = time.perf_counter()
     entry = write_shard(out, plan.index, plan.image_ids, plan.caption_ids, values, plan.meta)
-    return entry | {"score_seconds": t1 - t0, "write_seconds": time.perf_counter() - t1}
+    t2 = time.perf_counter()
+    del values
+    release_free_memory()  # the shard's temporaries, in whichever process ran the task
+    return entry | {"score_seconds": t1 - t0, "write_seconds": t2 - t1}
 
 
 def existing_entry(out: Path, plan: ShardPlan) -> dict[str, Any] | None:
@@ -98,7 +101,6 @@ class ShardProgress:
         self.score += entry.get("score_seconds", 0.0)
         self.write += entry.get("write_seconds", 0.0)
         self.report.update(entry["rows"], f"{self.shards}/{self.total_shards} shards")
-        release_free_memory()  # the shard's temporaries
 
     def close(self) -> None:
         self.report.close(f"{self.shards}/{self.total_shards} shards")

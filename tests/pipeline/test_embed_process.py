@@ -43,7 +43,7 @@ def test_a_build_embeds_in_a_child_the_same_embeddings(coco_corpus, monkeypatch,
     assert not [p for p in cache.iterdir() if p.name.startswith(".embed-job")]
 
 
-def test_few_captions_stay_in_process(monkeypatch):
+def test_few_captions_stay_in_process():
     assert not embed_process.use_child(embed_process.CHILD_MIN_TEXTS - 1)
     assert embed_process.use_child(embed_process.CHILD_MIN_TEXTS)
 
