@@ -153,7 +153,8 @@ class LabelBuildConfig:
 
     def index_spec(self) -> IndexSpec:
         """The FAISS index settings."""
-        return IndexSpec(self.index, self.nlist, self.nprobe, self.hnsw_m, self.ef_construction, self.ef_search)
+        return IndexSpec(kind=self.index, nlist=self.nlist, nprobe=self.nprobe, hnsw_m=self.hnsw_m,
+                         ef_construction=self.ef_construction, ef_search=self.ef_search)
 
     def make_sources(self) -> list[LabelSource]:
         """The configured label sources, in column order."""

@@ -12,6 +12,7 @@ from bcls.data.errors import ConfigError
 from bcls.data.shards import read_labels
 from bcls.pipeline.build import LabelBuildConfig, build_labels
 from bcls.pipeline.corpus import LabelCorpus
+from bcls.pipeline.neighbours import IndexSpec
 from bcls.pipeline.sources import SbertSource
 from tests.conftest import brute_candidate_pairs, write_caption_csv
 
@@ -214,6 +215,16 @@ def test_approximate_index_records_its_recall(tmp_path, encoder, index):
     recall = faiss_info["recall"]
     assert recall["queries"] == 50 and all(0.0 <= v <= 1.0 for v in recall["recall"].values())
     assert labels.provenance["config"]["index"]["kind"] == index
+
+
+def test_index_settings_reach_the_index_by_name(tmp_path):
+    # each setting lands in its own IndexSpec field (positional passing once shifted hnsw_m into train_per_list)
+    config = LabelBuildConfig(captions="x", out=str(tmp_path), index="hnsw", nlist=7, nprobe=3, hnsw_m=9,
+                              ef_construction=40, ef_search=50)
+    spec = config.index_spec()
+    assert (spec.kind, spec.nlist, spec.nprobe, spec.hnsw_m, spec.ef_construction, spec.ef_search) == \
+        ("hnsw", 7, 3, 9, 40, 50)
+    assert spec.train_per_list == IndexSpec().train_per_list
 
 
 def test_bad_index_settings_are_config_errors(tmp_path):
