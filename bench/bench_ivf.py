@@ -31,7 +31,7 @@ import numpy as np
 
 from bcls.data.captions import read_captions
 from bcls.pipeline.embed import DEFAULT_MODEL, EmbeddingCache, cached_encoder, model_cache_id, sbert_encoder
-from bcls.pipeline.neighbours import IndexSpec, build_index, ivf_base_order, knn, recall_at_k
+from bcls.pipeline.indexes import IndexSpec, build_index, ivf_base_order, knn, recall_at_k
 from bcls.pipeline.sources.hashing import sorted_unique
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import coco_test5k  # bench/coco_test5k.py: where the COCO test captions come from
 from bcls.pipeline.embed import (DEFAULT_MODEL, EmbeddingCache, cached_encoder, default_cache_dir, model_cache_id,
                                  sbert_encoder)
-from bcls.pipeline.neighbours import IndexSpec, build_index, faiss_gpu_count, knn, recall_at_k
+from bcls.pipeline.indexes import IndexSpec, build_index, faiss_gpu_count, knn, recall_at_k
 
 log = logging.getLogger("bench_neighbours")
 def read_texts(path: Path | None) -> list[str]:

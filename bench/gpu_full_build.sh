@@ -13,7 +13,7 @@
 # Figures and logs go to $OUT (default /tmp/gpu_out).
 #
 # 1. the full COCO label build, `--sources sbert,cider --index exact --device cuda`: the model on CUDA, exact
-#    search on the GPU (faiss-gpu when faiss sees the GPU, else torch; see pipeline/neighbours.py), cider on the
+#    search on the GPU (faiss-gpu when faiss sees the GPU, else torch; see pipeline/indexes.py), cider on the
 #    CPU cores; its phase times and peak memory come from bench/bench_coco_full.py;
 # 2. the GPU embeddings of 5,000 captions against the same model on the CPU in float32 (cosine);
 # 3. bench/bench_train_step.py --device cuda (CUDA-vs-CPU loss check, then step times).

@@ -38,7 +38,8 @@ from .corpus import LabelCorpus, LabelSource
 from .embed import DEFAULT_MODEL, EmbeddingCache, Encoder, cached_encoder, check_device, default_cache_dir, \
     model_cache_id, sbert_encoder
 from .embed_process import embed_in_child, use_child
-from .neighbours import CandidateSet, IndexSpec, candidate_pairs, faiss_gpu_count
+from .indexes import IndexSpec, faiss_gpu_count
+from .neighbours import CandidateSet, candidate_pairs
 from .onnx_backend import BACKEND_PACKAGES, check_backend
 from .resume import (CANDIDATES_FILE, CONFIG_FILE, finish_resume_state, load_candidates, prepare_out,
                      save_candidates)

@@ -1,5 +1,5 @@
 """Exact inner-product search in torch, for CUDA machines where faiss cannot use the GPU
-(:class:`TorchExactIndex`; :func:`bcls.pipeline.neighbours.build_index` chooses it)."""
+(:class:`TorchExactIndex`; :func:`bcls.pipeline.indexes.build_index` chooses it)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from bcls.data.errors import ConfigError
 from bcls.data.shards import read_labels
 from bcls.pipeline.build import LabelBuildConfig, build_labels
 from bcls.pipeline.corpus import LabelCorpus
-from bcls.pipeline.neighbours import IndexSpec
+from bcls.pipeline.indexes import IndexSpec
 from bcls.pipeline.sources import SbertSource
 from tests.conftest import brute_candidate_pairs, write_caption_csv
 

@@ -168,7 +168,7 @@ def test_threaded_merging_equals_one_thread(monkeypatch):
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_approximate_indexes_find_most_exact_neighbours(kind):
-    from bcls.pipeline.neighbours import IndexSpec, build_index, knn, measure_recall, recall_at_k
+    from bcls.pipeline.indexes import IndexSpec, build_index, knn, measure_recall, recall_at_k
 
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((20, 24)).astype(np.float32)
@@ -188,7 +188,7 @@ def test_approximate_indexes_find_most_exact_neighbours(kind):
 @pytest.mark.parametrize("max_scores", [1 << 28, 700])  # one block; sub-blocks of 1 query (700 // 600)
 def test_torch_exact_index_matches_faiss_flat(max_scores):
     """The torch search used on CUDA machines without faiss-gpu returns faiss's exact neighbours (run on CPU)."""
-    from bcls.pipeline.neighbours import TorchExactIndex, knn
+    from bcls.pipeline.indexes import TorchExactIndex, knn
 
     rng = np.random.default_rng(3)
     emb = rng.standard_normal((600, 16)).astype(np.float32)
@@ -209,7 +209,7 @@ def test_low_precision_search_with_float32_rescoring_equals_exact(max_scores):
     bfloat16 ranking alone differs."""
     import torch
 
-    from bcls.pipeline.neighbours import TorchExactIndex, knn
+    from bcls.pipeline.indexes import TorchExactIndex, knn
 
     rng = np.random.default_rng(5)
     emb = rng.standard_normal((900, 32)).astype(np.float32)
@@ -224,16 +224,16 @@ def test_low_precision_search_with_float32_rescoring_equals_exact(max_scores):
 
 
 def test_exact_search_uses_torch_only_when_faiss_has_no_gpu_and_torch_has_cuda(monkeypatch):
-    from bcls.pipeline import neighbours
+    from bcls.pipeline import indexes
 
     emb = np.eye(4, dtype=np.float32)
-    monkeypatch.setattr(neighbours, "torch_cuda_available", lambda: True)
-    monkeypatch.setattr(neighbours, "TorchExactIndex", lambda base, device: ("torch", device))
-    index, info = neighbours.build_index(emb, neighbours.IndexSpec("exact"))
+    monkeypatch.setattr(indexes, "torch_cuda_available", lambda: True)
+    monkeypatch.setattr(indexes, "TorchExactIndex", lambda base, device: ("torch", device))
+    index, info = indexes.build_index(emb, indexes.IndexSpec("exact"))
     assert index == ("torch", "cuda") and info["device"] == "1 GPU (torch)"
-    index, info = neighbours.build_index(emb, neighbours.IndexSpec("exact"), use_gpu=False)
+    index, info = indexes.build_index(emb, indexes.IndexSpec("exact"), use_gpu=False)
     assert info["device"] == "cpu" and index.ntotal == 4
-    _, info = neighbours.build_index(emb, neighbours.IndexSpec("hnsw"))
+    _, info = indexes.build_index(emb, indexes.IndexSpec("hnsw"))
     assert info["device"] == "cpu"
 
 
