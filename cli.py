@@ -154,6 +154,7 @@ def labels_build(
                               "(approximate ones log and record their recall@K against exact)."),
     nlist: Optional[int] = typer.Option(None, "--nlist", help="IVF lists [4*sqrt(N)]."),
     nprobe: int = typer.Option(32, "--nprobe", help="IVF lists probed per query."),
+    ivf_codes: str = typer.Option("float16", "--ivf-codes", help="IVF list vectors: float16 (faster) or float32."),
     hnsw_m: int = typer.Option(32, "--hnsw-m", help="HNSW links per node."),
     ef_search: int = typer.Option(128, "--ef-search", help="HNSW search breadth."),
     recall_queries: int = typer.Option(1000, "--recall-queries", help="Sampled captions for the recall@K of an "

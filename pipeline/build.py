@@ -73,6 +73,8 @@ class LabelBuildConfig:
             ``torch-fp16`` (torch under autocast; :data:`bcls.pipeline.embed.HALF_BACKENDS`).
         index: FAISS index for the neighbours: ``exact``, ``ivf`` or ``hnsw``.
         nlist / nprobe: IVF lists (``None``: ``4·sqrt(N)``) and lists probed per query.
+        ivf_codes: how the IVF index stores its vectors: ``float16`` (default) or ``float32`` (see
+            :class:`~bcls.pipeline.indexes.IndexSpec`).
         hnsw_m / ef_construction / ef_search: HNSW parameters.
         recall_queries: sampled captions on which an approximate index's recall@K against exact is measured.
         images_per_shard: images whose candidate pairs go into one shard.
@@ -101,6 +103,7 @@ class LabelBuildConfig:
     index: str = "exact"
     nlist: int | None = None
     nprobe: int = 32
+    ivf_codes: str = "float16"
     hnsw_m: int = 32
     ef_construction: int = 80
     ef_search: int = 128
@@ -154,8 +157,8 @@ class LabelBuildConfig:
 
     def index_spec(self) -> IndexSpec:
         """The FAISS index settings."""
-        return IndexSpec(kind=self.index, nlist=self.nlist, nprobe=self.nprobe, hnsw_m=self.hnsw_m,
-                         ef_construction=self.ef_construction, ef_search=self.ef_search)
+        return IndexSpec(kind=self.index, nlist=self.nlist, nprobe=self.nprobe, codes=self.ivf_codes,
+                         hnsw_m=self.hnsw_m, ef_construction=self.ef_construction, ef_search=self.ef_search)
 
     def make_sources(self) -> list[LabelSource]:
         """The configured label sources, in column order."""

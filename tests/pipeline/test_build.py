@@ -220,10 +220,10 @@ def test_approximate_index_records_its_recall(tmp_path, encoder, index):
 def test_index_settings_reach_the_index_by_name(tmp_path):
     # each setting lands in its own IndexSpec field (positional passing once shifted hnsw_m into train_per_list)
     config = LabelBuildConfig(captions="x", out=str(tmp_path), index="hnsw", nlist=7, nprobe=3, hnsw_m=9,
-                              ef_construction=40, ef_search=50)
+                              ef_construction=40, ef_search=50, ivf_codes="float32")
     spec = config.index_spec()
-    assert (spec.kind, spec.nlist, spec.nprobe, spec.hnsw_m, spec.ef_construction, spec.ef_search) == \
-        ("hnsw", 7, 3, 9, 40, 50)
+    assert (spec.kind, spec.nlist, spec.nprobe, spec.hnsw_m, spec.ef_construction, spec.ef_search, spec.codes) == \
+        ("hnsw", 7, 3, 9, 40, 50, "float32")
     assert spec.train_per_list == IndexSpec().train_per_list
 
 

@@ -185,6 +185,32 @@ def test_approximate_indexes_find_most_exact_neighbours(kind):
     assert recall_at_k(truth, truth) == 1.0
 
 
+def test_ivf_float16_codes_find_the_float32_neighbours():
+    """The float16-coded IVF index (the default) visits the same lists as the float32 one and returns the same
+    neighbours with scores within float16 rounding; probing every list, it is exact search."""
+    import faiss
+
+    from bcls.pipeline.indexes import IndexSpec, build_index, knn
+
+    rng = np.random.default_rng(4)
+    emb = rng.standard_normal((3000, 32)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    half, info = build_index(emb, IndexSpec("ivf", nlist=20, nprobe=5), use_gpu=False)
+    full, _ = build_index(emb, IndexSpec("ivf", nlist=20, nprobe=5, codes="float32"), use_gpu=False)
+    assert isinstance(half, faiss.IndexIVFScalarQuantizer) and isinstance(full, faiss.IndexIVFFlat)
+    assert half.code_size == 2 * 32 and full.code_size == 4 * 32 and "float16" in info["description"]
+    s16, i16 = knn(half, emb[:300], 10)
+    s32, i32 = knn(full, emb[:300], 10)
+    assert np.mean(i16 == i32) > 0.98  # only near-ties may swap
+    assert np.abs(s16 - s32).max() < 2e-3 and np.abs(s16 - s32).max() > 0  # really float16 scores
+    half.nprobe = 20
+    _, truth = exact_knn(emb[:300], emb, 10, use_gpu=False)
+    assert np.mean(knn(half, emb[:300], 10)[1] == truth) > 0.98
+    assert IndexSpec("ivf").settings()["codes"] == "float16"
+    with pytest.raises(ConfigError, match="unknown IVF codes 'int8'; valid: float16, float32"):
+        IndexSpec("ivf", codes="int8")
+
+
 @pytest.mark.parametrize("max_scores", [1 << 28, 700])  # one block; sub-blocks of 1 query (700 // 600)
 def test_torch_exact_index_matches_faiss_flat(max_scores):
     """The torch search used on CUDA machines without faiss-gpu returns faiss's exact neighbours (run on CPU)."""
