@@ -11,9 +11,9 @@ nothing; the captions are shuffled with a fixed seed so their order says nothing
 * ``--queries`` of the indexed captions searched for 203 neighbours in their own order and in inverted-list order
   (:func:`bcls.pipeline.indexes.ivf_base_order`), alternating rounds, medians, with a check that both give the
   same neighbours and scores;
-* the same ``--queries`` in list order against IVF indexes with float16 and float32 codes (the same lists: the
-  k-means is the same), alternating rounds, medians; recall of each, and how many of the float32 index's
-  neighbours the float16 one returns too;
+* ``--queries`` consecutive captions of the list order (from its middle, as a build searches them) against IVF
+  indexes with float16 and float32 codes (the same lists: the k-means is the same), alternating rounds, medians;
+  recall of each, and how many of the float32 index's neighbours the float16 one returns too;
 * ``np.unique`` against :func:`bcls.pipeline.sources.hashing.sorted_unique` on as many random int64 keys as the
   build's candidate merge holds (``--keys``), with a check that both agree.
 
@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"search of {args.queries} captions: {search}", flush=True)
 
     (index32, _), seconds = timed(build_index, emb, IndexSpec("ivf", codes="float32"), False)
-    queries = np.ascontiguousarray(emb[rows])
+    middle = (len(order) - args.queries) // 2
+    queries = np.ascontiguousarray(emb[order[middle:middle + args.queries]])
     t16, t32 = [], []
     for _ in range(args.rounds):
         (a, t) = timed(index.search, queries, 203)

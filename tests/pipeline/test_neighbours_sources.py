@@ -178,6 +178,9 @@ def test_approximate_indexes_find_most_exact_neighbours(kind):
     assert info["device"] == "cpu"
     result = measure_recall(index, emb, [1, 10], queries=200, use_gpu=False)
     assert result["queries"] == 200 and result["recall"]["10"] > 0.8
+    sample = np.sort(np.random.default_rng(0).choice(2000, size=200, replace=False))  # measure_recall's sample
+    expected = recall_at_k(knn(index, emb[sample], 10)[1], exact_knn(emb[sample], emb, 10, use_gpu=False)[1])
+    assert result["recall"]["10"] == round(expected, 5)
     _, got = knn(index, emb[:50], 10)
     _, truth = exact_knn(emb[:50], emb, 10)
     assert recall_at_k(got, truth) == pytest.approx(
