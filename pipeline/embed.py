@@ -203,7 +203,7 @@ class EmbeddingCache:
         self.folder = Path(root) / hashlib.sha256(model_id.encode("utf-8")).hexdigest()[:32]
         self._keys = np.zeros(0, dtype="S32")
         self._rows = np.zeros((0, 2), dtype=np.int64)  # (part number, row) of each sorted key
-        self._parts: list[np.ndarray] = []
+        self._parts: list[tuple[Path, int]] = []  # (embeddings file, dimension); mapped only while read
         self._loaded: set[str] = set()
 
     def _refresh(self) -> None:
@@ -224,7 +224,8 @@ class EmbeddingCache:
                 self._loaded.add(name)
                 continue
             self._loaded.add(name)
-            self._parts.append(e)
+            self._parts.append((self.folder / f"{name}.emb.npy", int(e.shape[1])))
+            del e
             keys.append(k)
             rows.append(np.c_[np.full(len(k), len(self._parts) - 1), np.arange(len(k))])
         all_keys = np.concatenate(keys)
@@ -244,13 +245,19 @@ class EmbeddingCache:
         pos = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
         found = self._keys[pos] == keys
         rows = self._rows[pos[found]]
-        dim = self._parts[0].shape[1]
+        dim = self._parts[0][1]
         out = np.empty((len(rows), dim), dtype=np.float32)
         for part in np.unique(rows[:, 0]):
             sel = rows[:, 0] == part
-            if self._parts[part].shape[1] != dim:
+            path, part_dim = self._parts[part]
+            if part_dim != dim:
                 raise ConfigError(f"{self.folder}: cached embeddings of different dimensions; delete the folder")
-            out[sel] = self._parts[part][rows[sel, 1]]
+            # mapped for this read only: pages of a mapped file count as the process's memory while it stays mapped
+            try:
+                out[sel] = np.load(path, allow_pickle=False, mmap_mode="r")[rows[sel, 1]]
+            except (OSError, ValueError) as err:
+                raise BclsError(f"embedding cache part {path} became unreadable during the build ({err}); run "
+                                "the build again, or delete the cache folder to re-embed") from None
         return found, out
 
     def add(self, keys: np.ndarray, embeddings: np.ndarray) -> None:
@@ -310,9 +317,13 @@ def cached_encoder(cache: EmbeddingCache, make_encoder: Callable[[], Encoder], b
             if emb_uniq is not None and cached.shape[1] != emb_uniq.shape[1]:
                 raise ConfigError(f"embedding cache {cache.folder}: holds {cached.shape[1]}-dim embeddings but the "
                                   f"model gives {emb_uniq.shape[1]}-dim ones; delete that folder or pass --no-cache")
-            if emb_uniq is None:
-                emb_uniq = np.empty((len(uniq), cached.shape[1]), dtype=np.float32)
-            emb_uniq[found] = cached
+            if emb_uniq is None and found.all():
+                emb_uniq = cached  # all cached: the lookup's rows are already in the order of uniq, no copy
+            else:
+                if emb_uniq is None:
+                    emb_uniq = np.empty((len(uniq), cached.shape[1]), dtype=np.float32)
+                emb_uniq[found] = cached
+            del cached  # before the gather below: at most two caption-set-sized arrays at once
         if emb_uniq is None:
             return np.zeros((0, 0), dtype=np.float32)
         return emb_uniq[inverse.ravel()]
