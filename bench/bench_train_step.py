@@ -25,7 +25,11 @@ of the epoch), and 20 steps are profiled phase by phase (feature and token gathe
 forward, label lookup, loss forward, backward, clip + optimizer).
 
 Variants are interleaved round by round (this machine is noisy) and the median per variant is reported with its
-ratio to ``triplet``, and samples/s. With ``--device cuda`` the steps run on the GPU with bf16 autocast, and
+ratio to ``triplet``, and samples/s. ``--compile`` also times the default BCLS step (batch 128) with its loss
+(``BCLSLoss``: triplet + Kendall, many small tensor operations) run eagerly and through ``torch.compile`` (and, on
+CUDA, ``torch.compile(mode="reduce-overhead")``, which replays the loss's kernels as a CUDA graph): compile time,
+ms/step and the ratio to eager, after checking that the first step's loss terms agree. With ``--device cuda`` the
+steps run on the GPU with bf16 autocast, and
 before timing, one BCLS step's loss terms computed on CUDA are checked against the same step on the CPU (same
 initial weights and batch; the difference is printed and must stay below ``--tolerance``). The last line printed
 is one JSON object of the figures.
@@ -154,6 +158,47 @@ def _epoch(data: str, labels: str, tmp: str, device: str, embed_dim: int, profil
             "phase_ms_per_step": profile}
 
 
+def _compiled(data: str, labels: str, tmp: str, device: str, rounds: int, steps: int,
+               tolerance: float) -> dict[str, Any]:
+    """The default BCLS step with its loss eager and compiled (same initial weights and batches), interleaved."""
+    modes = {"eager": None, "compile": "default"} | ({"compile-cudagraphs": "reduce-overhead"}
+                                                      if device.startswith("cuda") else {})
+    runs, first, out = {}, {}, {}
+    for name, mode in modes.items():
+        config = TrainConfig(data=data, labels=labels, out=str(Path(tmp) / f"compile-{name}"), batch_size=128,
+                             warmup_epochs=0, device=device, seed=0)
+        run = _Run(config)
+        if mode is not None:
+            run.criterion = torch.compile(run.criterion, mode=mode, dynamic=False)
+        batches = list(run.batches(1))
+        start = time.perf_counter()
+        first[name] = run.step(batches[0], 2, 0)  # compiles here
+        out[name] = {"first_step_s": round(time.perf_counter() - start, 2)}
+        runs[name] = (run, batches)
+    for name in runs:
+        diff = max(abs(first[name][k] - first["eager"][k]) for k in ("loss", "binary", "continuous"))
+        if diff > tolerance:
+            raise SystemExit(f"{name}: loss terms differ from eager by {diff:.4f} > {tolerance}")
+        out[name]["max_abs_diff_to_eager"] = round(diff, 7)
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(rounds):
+        for name, (run, batches) in runs.items():
+            for s in range(steps):
+                start = time.perf_counter()
+                run.step(batches[(1 + r * steps + s) % len(batches)], 2, s)
+                if device != "cpu":
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - start)
+    base = statistics.median(times["eager"])
+    for name in runs:
+        med = statistics.median(times[name])
+        out[name] |= {"ms_per_step": round(1000 * med, 2), "speedup": round(base / med, 3)}
+        print(f"loss {name:<19} {1000 * med:>8.1f} ms/step  {base / med:>5.2f}× eager  (first step "
+              f"{out[name]['first_step_s']:.1f} s, loss terms within {out[name]['max_abs_diff_to_eager']:.1e})")
+    sys.stdout.flush()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data")
@@ -166,6 +211,7 @@ def main() -> None:
     parser.add_argument("--epoch-dims", default="512,256",
                         help="joint-space sizes of the full-epoch runs ('' = none): train's default and the demo's")
     parser.add_argument("--profile-steps", type=int, default=20)
+    parser.add_argument("--compile", action="store_true", help="also time the loss eager vs torch.compile")
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory()
     data, labels = args.data, args.labels
@@ -218,6 +264,9 @@ def main() -> None:
             print(f"{size:>6} {name:<16} {1000 * med:>9.1f} {med / base:>10.2f} {np.mean(pairs[name]):>15.1f} "
                   f"{np.mean(pairs[name]) / size:>15.2f} {np.mean(compared[name]):>15.2f}")
         sys.stdout.flush()
+    if args.compile:
+        results["compile@128"] = _compiled(data, labels, tmp.name, args.device, args.rounds, args.steps,
+                                           args.tolerance)
     for dim in [int(d) for d in args.epoch_dims.split(",") if d]:
         epoch = _epoch(data, labels, tmp.name, args.device, dim, args.profile_steps)
         results[f"epoch@{dim}"] = epoch

@@ -16,7 +16,8 @@
 #    search on the GPU (faiss-gpu when faiss sees the GPU, else torch; see pipeline/indexes.py), cider on the
 #    CPU cores; its phase times and peak memory come from bench/bench_coco_full.py;
 # 2. the GPU embeddings of 5,000 captions against the same model on the CPU in float32 (cosine);
-# 3. bench/bench_train_step.py --device cuda (CUDA-vs-CPU loss check, then step times).
+# 3. bench/bench_train_step.py --device cuda --compile (CUDA-vs-CPU loss check, step times, then the loss eager
+#    against torch.compile and torch.compile(mode="reduce-overhead"), i.e. CUDA graphs).
 set -uo pipefail   # no -e: a failing step is reported and the next one still runs
 export DATA=${DATA:-.devdata} OUT=${OUT:-/tmp/gpu_out} DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT"
@@ -53,5 +54,5 @@ EOF
 
 echo "== 3. training step on CUDA"
 [ "$DEVICE" = cuda ] || exit 0
-timeout 240 python3 bench/bench_train_step.py --device cuda --rounds 3 --steps 20 2>&1 | tail -n 20 \
+timeout 300 python3 bench/bench_train_step.py --device cuda --rounds 3 --steps 20 --compile 2>&1 | tail -n 24 \
   | tee "$OUT/train_step_cuda.txt" || echo "bench_train_step stopped: $?"
