@@ -56,7 +56,8 @@ class IndexSpec:
     """Which FAISS index finds caption neighbours, and its parameters.
 
     Attributes:
-        kind: ``exact`` (brute force), ``ivf`` (inverted lists; ``codes`` says how their vectors are stored) or ``hnsw`` (graph).
+        kind: ``exact`` (brute force), ``ivf`` (inverted lists; ``codes`` says how their vectors are stored) or
+            ``hnsw`` (graph).
         nlist: IVF lists; ``None`` = ``4·sqrt(N)``, at most ``N / 39`` (faiss wants ≥ 39 training points a list).
         nprobe: IVF lists visited per query.
         codes: how an IVF index stores its vectors: ``float16`` (faiss's ``IndexIVFScalarQuantizer`` with
