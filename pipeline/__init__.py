@@ -3,7 +3,8 @@
 * :mod:`~.corpus` — :class:`LabelCorpus` and the :class:`LabelSource` protocol (the base types);
 * :mod:`~.sources` — the label sources (sbert, cider, spice, file) and their registry;
 * :mod:`~.embed` — sentence embeddings and their on-disk cache (:mod:`~.embed_process`: a build's embedding in a
-  child process that fills the cache); :mod:`~.neighbours` — FAISS search and candidate pairs;
+  child process that fills the cache); :mod:`~.indexes` — FAISS indexes and their search; :mod:`~.neighbours`
+  — candidate pairs;
 * :mod:`~.build` — the build's phases and its orchestrator, with :mod:`~.resume` (the output folder, resuming)
   and :mod:`~.scheduling` (dask shard tasks);
 * :mod:`~.agreement` — agreement of label sources with human judgments (:mod:`~.correlation` its statistics);

@@ -59,7 +59,7 @@ from bcls.data.errors import ConfigError
 
 from ..corpus import LabelCorpus
 from .cache import CorpusCache
-from .hashing import HASH_MUL, GroupedHash
+from .hashing import HASH_MUL, GroupedHash, run_starts
 from .ptb import PTB_PUNCTUATIONS, ptb_token_ids, ptb_tokenize
 
 __all__ = ["CiderSource", "CiderTables", "GroupedHash", "NgramCounts", "PTB_PUNCTUATIONS", "cider_d_scores",
@@ -145,11 +145,7 @@ def ngram_counts_from_ids(flat: np.ndarray, n_words: np.ndarray, n_vocab: int, n
     key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
     del keys
     key.sort()
-    boundary = np.empty(len(key), dtype=bool)
-    boundary[:1] = True
-    np.not_equal(key[1:], key[:-1], out=boundary[1:])
-    first = np.flatnonzero(boundary)
-    del boundary
+    first = run_starts(key)
     count = np.diff(first, append=len(key))
     pair_key = key[first]
     del key, first
@@ -242,11 +238,7 @@ def prepare_cider(texts: Sequence[str], image_index: np.ndarray, refs: np.ndarra
         order = np.lexsort((cap_of_entry, key))
     key_sorted = key[order]
     del key
-    is_first = np.empty(len(key_sorted), dtype=bool)  # key_sorted is sorted: its distinct values at a change
-    is_first[:1] = True
-    np.not_equal(key_sorted[1:], key_sorted[:-1], out=is_first[1:])
-    first = np.flatnonzero(is_first)
-    del is_first
+    first = run_starts(key_sorted)
     ig_keys = key_sorted[first]
     ig_ptr = np.append(first, len(key_sorted)).astype(np.int64)
     del key_sorted, first

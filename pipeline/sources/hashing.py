@@ -29,9 +29,17 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     ``bench/bench_ivf.py``). ``np.unique`` with ``return_index`` / ``return_inverse`` / ``return_counts`` still
     sorts."""
     out = np.sort(np.asarray(values).ravel())
-    if len(out) > 1:
-        out = out[np.r_[True, out[1:] != out[:-1]]]
-    return out
+    return out[run_starts(out)] if len(out) > 1 else out
+
+
+def run_starts(sorted_values: np.ndarray) -> np.ndarray:
+    """Positions (int64) where each run of equal values of a sorted 1-d array starts, so its distinct values are
+    ``sorted_values[run_starts(sorted_values)]`` and their counts ``np.diff(starts, append=len(sorted_values))``;
+    one boolean temporary, no copy of the values."""
+    first = np.empty(len(sorted_values), dtype=bool)
+    first[:1] = True
+    np.not_equal(sorted_values[1:], sorted_values[:-1], out=first[1:])
+    return np.flatnonzero(first)
 
 
 HASH_MUL = np.uint64(0x9E3779B97F4A7C15)
