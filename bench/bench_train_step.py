@@ -22,14 +22,17 @@ window / gap filters; ``compared`` of the training log).
 Then, for each ``--epoch-dims`` size (512, train's default, and 256, the demo's), one full epoch of the default
 settings — sampler, label lookup and steps, data loading included — and the dev evaluation are timed (samples/s
 of the epoch), and 20 steps are profiled phase by phase (feature and token gathering, image and text encoder
-forward, label lookup, loss forward, backward, clip + optimizer).
+forward, label lookup, loss forward, backward, clip + optimizer; on CUDA the device is synchronised at each phase
+end), with the work each phase dispatches in one step (``torch.profiler``): kernel launches on CUDA, where a small
+step is bound by them, top-level aten operators on the CPU.
 
 Variants are interleaved round by round (this machine is noisy) and the median per variant is reported with its
 ratio to ``triplet``, and samples/s. ``--compile`` also times the default BCLS step (batch 128) with its loss
 (``BCLSLoss``: triplet + Kendall, many small tensor operations) run eagerly and through ``torch.compile`` (and, on
-CUDA, ``torch.compile(mode="reduce-overhead")``, which replays the loss's kernels as a CUDA graph): compile time,
-ms/step and the ratio to eager, after checking that the first step's loss terms agree. With ``--device cuda`` the
-steps run on the GPU with bf16 autocast, and
+CUDA, ``torch.compile(mode="reduce-overhead")``, which replays the loss's kernels as a CUDA graph), and with
+Adam's fused implementation: compile time, ms/step and the ratio to eager, after checking that the first step's
+loss terms agree, and how far each variant's weights are from the eager run's after the timed steps. With
+``--device cuda`` the steps run on the GPU with bf16 autocast, and
 before timing, one BCLS step's loss terms computed on CUDA are checked against the same step on the CPU (same
 initial weights and batch; the difference is printed and must stay below ``--tolerance``). The last line printed
 is one JSON object of the figures.
@@ -95,41 +98,89 @@ def _check_device(data: str, labels: str, tmp: str, device: str, tolerance: floa
     return {f"max_abs_diff_{k}": round(v, 6) for k, v in diff.items()}
 
 
-def _phase_profile(run: _Run, batches: list, n_steps: int) -> dict[str, float]:
-    """ms per step of each phase of :meth:`_Run.step` (same work, timed piece by piece), after 2 untimed steps."""
-    from collections import defaultdict
-
+def _phase_step(run: _Run, rows: torch.Tensor, mark) -> None:
+    """One default BCLS step of :meth:`_Run.step` (same work, bf16 autocast on CUDA), calling ``mark(name)`` as
+    each phase ends."""
     from bcls.trainer.models import pad_batch
 
+    images = run.image_index[rows]
+    feats = torch.from_numpy(run.feats.batch(images.numpy())).to(run.device)
+    ids, lengths = pad_batch([run.token_ids[r] for r in rows.tolist()])
+    ids = ids.to(run.device)
+    mark("feature and token gathering")
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
+        img = run.model.encode_images(feats).float()
+        mark("image encoder forward")
+        txt = run.model.encode_texts(ids, lengths).float()
+    mark("text encoder forward")
+    positive = images[:, None] == images[None, :]
+    values, known = run.batch_labels.lookup(images, rows)
+    values = torch.where(positive, torch.tensor(run.norm.top), run.norm(values))
+    values, known, positive = values.to(run.device), (known | positive).to(run.device), positive.to(run.device)
+    mark("label lookup")
+    terms = run.criterion((img @ txt.T).float(), values, known, positive)
+    mark("loss forward")
+    run.optimizer.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    mark("backward")
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.grad_clip)
+    run.optimizer.step()
+    mark("clip + optimizer")
+
+
+def _phase_profile(run: _Run, batches: list, n_steps: int) -> tuple[dict[str, float], dict[str, int]]:
+    """ms per step of each phase of :meth:`_Run.step` (timed piece by piece, after 2 untimed steps; on CUDA the
+    device is synchronised at each phase end), and the work each phase dispatches in one more step, from
+    ``torch.profiler``: on CUDA the kernel launches (what bounds a small GPU step), on the CPU the top-level aten
+    operators. Backward work the autograd engine runs on its own thread counts as "backward"."""
+    from collections import Counter, defaultdict
+
+    cuda = run.device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     spent: dict[str, float] = defaultdict(float)
     for s, (rows, _) in enumerate(batches[:n_steps + 2]):
         if s == 2:
             spent.clear()
-        marks = [("start", time.perf_counter())]
-        images = run.image_index[rows]
-        feats = torch.from_numpy(run.feats.batch(images.numpy())).to(run.device)
-        ids, lengths = pad_batch([run.token_ids[r] for r in rows.tolist()])
-        marks.append(("feature and token gathering", time.perf_counter()))
-        img = run.model.encode_images(feats)
-        marks.append(("image encoder forward", time.perf_counter()))
-        txt = run.model.encode_texts(ids.to(run.device), lengths)
-        marks.append(("text encoder forward", time.perf_counter()))
-        positive = images[:, None] == images[None, :]
-        values, known = run.batch_labels.lookup(images, rows)
-        values = torch.where(positive, torch.tensor(run.norm.top), run.norm(values))
-        marks.append(("label lookup", time.perf_counter()))
-        terms = run.criterion(img @ txt.T, values.to(run.device), (known | positive).to(run.device),
-                              positive.to(run.device))
-        marks.append(("loss forward", time.perf_counter()))
-        run.optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        marks.append(("backward", time.perf_counter()))
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.grad_clip)
-        run.optimizer.step()
-        marks.append(("clip + optimizer", time.perf_counter()))
-        for (_, t0), (name, t1) in zip(marks[:-1], marks[1:]):
-            spent[name] += t1 - t0
-    return {name: round(1000 * t / n_steps, 2) for name, t in spent.items()}
+        sync()
+        last = [time.perf_counter()]
+
+        def mark(name: str) -> None:
+            sync()
+            now = time.perf_counter()
+            spent[name] += now - last[0]
+            last[0] = now
+        _phase_step(run, rows, mark)
+    ms = {name: round(1000 * t / n_steps, 2) for name, t in spent.items()}
+
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    class Scopes:  # one record_function range per phase: mark(name) ends that phase and opens the next one
+        def __init__(self) -> None:
+            self.at, self.scope = 0, record_function(f"phase: {names[0]}")
+            self.scope.__enter__()
+
+        def __call__(self, name: str) -> None:
+            self.scope.__exit__(None, None, None)
+            self.at += 1
+            if self.at < len(names):
+                self.scope = record_function(f"phase: {names[self.at]}")
+                self.scope.__enter__()
+    names = list(ms)
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        _phase_step(run, batches[(n_steps + 2) % len(batches)][0], Scopes())
+        sync()
+    counts: Counter[str] = Counter()
+    for event in prof.events():
+        launch = "LaunchKernel" in event.name
+        if not (launch if cuda else event.name.startswith("aten::")):
+            continue
+        parent = event.cpu_parent
+        if not cuda and parent is not None and parent.name.startswith("aten::"):
+            continue  # only top-level operators
+        while parent is not None and not parent.name.startswith("phase: "):
+            parent = parent.cpu_parent
+        counts[parent.name[len("phase: "):] if parent is not None else "backward"] += 1
+    return ms, {name: counts.get(name, 0) for name in names}
 
 
 def _epoch(data: str, labels: str, tmp: str, device: str, embed_dim: int, profile_steps: int) -> dict[str, Any]:
@@ -152,24 +203,33 @@ def _epoch(data: str, labels: str, tmp: str, device: str, embed_dim: int, profil
     start = time.perf_counter()
     evaluate_model(run.model, run.vocab, run.dev[0], run.dev[1], run.device) if run.dev is not None else None
     dev_seconds = time.perf_counter() - start
-    profile = _phase_profile(run, list(run.batches(3)), profile_steps) if device == "cpu" else {}
+    profile, dispatched = _phase_profile(run, list(run.batches(3)), profile_steps)
     return {"embed_dim": embed_dim, "steps": steps, "samples": len(run.table), "epoch_s": round(seconds, 2),
             "samples_per_s": round(len(run.table) / seconds, 1), "dev_eval_s": round(dev_seconds, 2),
-            "phase_ms_per_step": profile}
+            "phase_ms_per_step": profile,
+            ("phase_kernel_launches" if device.startswith("cuda") else "phase_aten_ops"): dispatched}
 
 
 def _compiled(data: str, labels: str, tmp: str, device: str, rounds: int, steps: int,
                tolerance: float) -> dict[str, Any]:
-    """The default BCLS step with its loss eager and compiled (same initial weights and batches), interleaved."""
-    modes = {"eager": None, "compile": "default"} | ({"compile-cudagraphs": "reduce-overhead"}
-                                                      if device.startswith("cuda") else {})
+    """The default BCLS step with its loss eager and compiled, and with Adam's fused implementation (the whole
+    update in one multi-tensor kernel instead of one per stage of the update), from the same initial weights on
+    the same batches, interleaved; after the timed steps, each variant's weights are compared with the eager
+    run's."""
+    modes = {"eager": (None, False), "compile": ("default", False), "fused-adam": (None, True)} | (
+        {"compile-cudagraphs": ("reduce-overhead", False)} if device.startswith("cuda") else {})
     runs, first, out = {}, {}, {}
-    for name, mode in modes.items():
+    for name, (mode, fused) in modes.items():
         config = TrainConfig(data=data, labels=labels, out=str(Path(tmp) / f"compile-{name}"), batch_size=128,
                              warmup_epochs=0, device=device, seed=0)
         run = _Run(config)
         if mode is not None:
             run.criterion = torch.compile(run.criterion, mode=mode, dynamic=False)
+        if fused:
+            groups = [{k: v for k, v in g.items() if k not in ("fused", "foreach")}
+                      for g in run.optimizer.param_groups]
+            run.optimizer = type(run.optimizer)(groups, fused=True)
+            assert all(g["fused"] for g in run.optimizer.param_groups)
         batches = list(run.batches(1))
         start = time.perf_counter()
         first[name] = run.step(batches[0], 2, 0)  # compiles here
@@ -190,11 +250,15 @@ def _compiled(data: str, labels: str, tmp: str, device: str, rounds: int, steps:
                     torch.cuda.synchronize()
                 times[name].append(time.perf_counter() - start)
     base = statistics.median(times["eager"])
-    for name in runs:
+    eager = runs["eager"][0].model.state_dict()
+    for name, (run, _) in runs.items():
         med = statistics.median(times[name])
-        out[name] |= {"ms_per_step": round(1000 * med, 2), "speedup": round(base / med, 3)}
-        print(f"loss {name:<19} {1000 * med:>8.1f} ms/step  {base / med:>5.2f}× eager  (first step "
-              f"{out[name]['first_step_s']:.1f} s, loss terms within {out[name]['max_abs_diff_to_eager']:.1e})")
+        weights = max(float((v.float() - eager[k].float()).abs().max()) for k, v in run.model.state_dict().items())
+        out[name] |= {"ms_per_step": round(1000 * med, 2), "speedup": round(base / med, 3),
+                      "max_abs_weight_diff_to_eager": weights}
+        print(f"{name:<19} {1000 * med:>8.1f} ms/step  {base / med:>5.2f}× eager  (first step "
+              f"{out[name]['first_step_s']:.1f} s, its loss terms within {out[name]['max_abs_diff_to_eager']:.1e}; "
+              f"weights after {1 + rounds * steps} steps within {weights:.1e})")
     sys.stdout.flush()
     return out
 
@@ -211,7 +275,8 @@ def main() -> None:
     parser.add_argument("--epoch-dims", default="512,256",
                         help="joint-space sizes of the full-epoch runs ('' = none): train's default and the demo's")
     parser.add_argument("--profile-steps", type=int, default=20)
-    parser.add_argument("--compile", action="store_true", help="also time the loss eager vs torch.compile")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the loss eager vs torch.compile, and Adam's fused implementation")
     args = parser.parse_args()
     tmp = tempfile.TemporaryDirectory()
     data, labels = args.data, args.labels
@@ -274,6 +339,9 @@ def main() -> None:
               f"({epoch['samples_per_s']:.0f} samples/s, {epoch['steps']} steps) + dev evaluation "
               f"{epoch['dev_eval_s']:.1f} s; ms per step: " +
               ", ".join(f"{k} {v:.1f}" for k, v in epoch["phase_ms_per_step"].items()))
+        what, counts = next((k, v) for k, v in epoch.items() if k in ("phase_kernel_launches", "phase_aten_ops"))
+        print(f"  {what[6:].replace('_', ' ')} per step: " + ", ".join(f"{k} {v}" for k, v in counts.items()) +
+              f"; {sum(counts.values())} in all")
         sys.stdout.flush()
     print(json.dumps(results))
 
