@@ -58,8 +58,8 @@ def release_free_memory() -> bool:
     threshold, and it returns freed heap memory to the system only from the heap's top. A label build frees
     many such arrays in each phase (search blocks, tokenisation), so without this they stayed resident: on
     full COCO 3.66 GiB after the search phase against 1.68 GiB with those arrays kept out of the heap, and through
-    every later phase (README "Results"). A label build calls this between its phases and after each shard; it
-    took 35 ms to give back 300 MiB of scattered arrays.
+    every later phase (docs/label_builds.md, run 9). A label build calls this between its phases and after each
+    shard; it took 35 ms to give back 300 MiB of scattered arrays.
     """
     global _malloc_trim
     if _malloc_trim is None:

@@ -65,7 +65,8 @@ class IndexSpec:
             measured on the 592,623 distinct COCO captions (3,079 lists, nprobe 32, 2 cores; ``bench/bench_ivf.py``):
             float16 searches 60,000 consecutive captions of the list order (as a build searches them) 1.55×
             faster, with recall@33 0.9818 against 0.9820, 99.98 % of the float32 index's neighbours, top scores
-            within 1e-4, and half the memory; a full-COCO build's search ran 1.63× as fast (README, run 11).
+            within 1e-4, and half the memory; a full-COCO build's search ran 1.63× as fast
+            (docs/label_builds.md, run 11).
         train_per_list: the IVF k-means trains on at most this many sampled vectors a list (faiss's
             ``max_points_per_centroid``, whose default is 256). Our choice, measured on the 592,623 distinct COCO
             captions (3,079 lists, 2 cores; ``bench/bench_ivf.py``): 64 trains in 42 s against 112 s, recall@33 0.983

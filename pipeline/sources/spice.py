@@ -328,7 +328,8 @@ class SpiceSource:
     model: str = DEFAULT_SPACY_MODEL
     batch_size: int = 256
     processes: int = 2  # parse processes (0: one per core; at most one per core; about 0.5 GiB each); the values
-    # do not depend on it. 2: the full-COCO build on 2 cores parsed 1.8–2× faster and peaked at 6.6 GiB (README)
+    # do not depend on it. 2: the full-COCO build on 2 cores parsed 1.8–2× faster and peaked at 6.6 GiB
+    # (docs/label_builds.md)
     measure: str = "f1"
     name: str = field(default="spice", init=False)
     needs_embeddings: bool = field(default=False, init=False)
