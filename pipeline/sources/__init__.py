@@ -1,6 +1,7 @@
 """Continuous label sources: how relevant image i is to caption c, from c and i's reference captions.
 
-One module per source — :mod:`~.sbert`, :mod:`~.cider` (CIDEr-D), :mod:`~.spice` (SPICE-like; its parse rules in
+One module per source — :mod:`~.sbert`, :mod:`~.cider` (CIDEr-D; its tokeniser in :mod:`~.ptb`, its table
+kernels in :mod:`~.ngram_kernels`), :mod:`~.spice` (SPICE-like; its parse rules in
 :mod:`~.spice_graph`, its spaCy speed-ups in :mod:`~.spacy_speed`), :mod:`~.file` (user scores), :mod:`~.truth`
 (the demo's ground truth), :mod:`~.ensemble` (a fitted or rank-average combination of the others,
 :mod:`bcls.pipeline.ensemble`) — plus what they share

@@ -30,16 +30,19 @@ shards, normalisation belongs to the trainer. A pair whose image has no caption 
 
 **Speed.** Per corpus, once (:func:`prepare_cider`, cached per corpus object by :func:`cider_tables`):
 tokenisation of all captions at once straight to word ids (:func:`~bcls.pipeline.sources.ptb.ptb_token_ids`,
-each distinct token split once); everything else (n-gram ids, counts, document frequencies, tf-idf norms, a hash
-index from (image, n-gram) to the captions of the image that hold it, filled by a numba loop) is vectorised numpy.
+each distinct token split once); n-gram ids by hashing, each caption's counts and the grouping of the entries by
+(image, n-gram) in numba loops with small per-caption / per-image sorts instead of global sorts
+(:mod:`~bcls.pipeline.sources.ngram_kernels`: full COCO 6.0–6.4 s against 17.7–17.8 s, the same tables array
+for array); document frequencies, tf-idf norms and a hash index from (image, n-gram) to the captions of the
+image that hold it are vectorised numpy.
 Per call (:func:`cider_d_scores`): a numba-compiled loop over the pairs looks up each
 candidate n-gram in the (image, n-gram) index (an n-gram that only the candidate's own image holds is skipped for
 other images) and accumulates the clipped products per (reference, order) in one small buffer. It replaced a
 vectorised numpy join (gathers, ``bincount``) that was about 3× slower (``bench/bench_cider.py``: 442× against
 pycocoevalcap with warm tables, against 166× for the numpy join); the parity tests hold it to coco-caption within
 1e-9. The kernel releases the GIL: a call's pairs are split over one thread per core, and dask's threads score
-shards in parallel. Cold (tables and scoring) it measured 311× pycocoevalcap, warm 1,584× (README). float64 throughout;
-:class:`CiderSource` returns float32 as the label-source protocol asks.
+shards in parallel. Cold (tables and scoring) it measured 311–361× pycocoevalcap, warm 1,175–1,580× (README).
+float64 throughout; :class:`CiderSource` returns float32 as the label-source protocol asks.
 """
 
 from __future__ import annotations
@@ -59,7 +62,8 @@ from bcls.data.errors import ConfigError
 
 from ..corpus import LabelCorpus
 from .cache import CorpusCache
-from .hashing import HASH_MUL, GroupedHash, run_starts
+from .hashing import HASH_MUL, GroupedHash
+from .ngram_kernels import gram_ids, group_by_image, sequence_counts
 from .ptb import PTB_PUNCTUATIONS, ptb_token_ids, ptb_tokenize
 
 __all__ = ["CiderSource", "CiderTables", "GroupedHash", "NgramCounts", "PTB_PUNCTUATIONS", "cider_d_scores",
@@ -109,50 +113,16 @@ def ngram_counts_from_ids(flat: np.ndarray, n_words: np.ndarray, n_vocab: int, n
     another, each in ``0 .. n_vocab-1``) and ``n_words`` (int64, the length of each sequence)."""
     if n < 1:
         raise ConfigError(f"n-gram order must be at least 1, got {n}")
-    flat = np.asarray(flat, dtype=np.int64)
-    n_words = np.asarray(n_words, dtype=np.int64)
-    n_seq = len(n_words)
-    starts = np.zeros(n_seq + 1, dtype=np.int64)
-    np.cumsum(n_words, out=starts[1:])
-    seq_of_pos = np.repeat(np.arange(n_seq, dtype=np.int64), n_words)
-    room = starts[1:][seq_of_pos] - np.arange(len(flat), dtype=np.int64)  # positions left in the sequence
-    v = max(n_vocab, 1)
-    # One int64 key per gram occurrence, (sequence << 32) | gram id: the sort by key is the sort by (sequence,
-    # gram id) whatever the final number of ids, so each order's keys are made and its temporaries freed in turn
-    # (full COCO: 1.8 → 0.9 GiB peak; bench/bench_cider.py).
-    keys, orders = [], []
-    offset = 0
-    prev = flat  # id of the order-k gram starting at each position (valid where k <= room)
-    for k in range(1, n + 1):
-        valid = np.flatnonzero(room >= k)
-        if k == 1:
-            local, n_local = prev, n_vocab
-            ids = local[valid]
-        else:
-            uniq, ids = np.unique(prev[valid] * v + flat[valid + k - 1], return_inverse=True)
-            n_local = len(uniq)
-            del uniq
-            local = np.full(len(flat), -1, dtype=np.int64)
-            local[valid] = ids
-        if offset + n_local >= 1 << 32:
-            raise ConfigError(f"more than 2**32 distinct n-grams ({offset + n_local}); split the caption table")
-        keys.append((seq_of_pos[valid] << 32) | (ids.reshape(-1) + offset))
-        orders.append(np.full(n_local, k, dtype=np.int8))
-        offset += n_local
-        prev = local
-        del valid, ids
-    del prev, local, seq_of_pos, room
-    key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
-    del keys
-    key.sort()
-    first = run_starts(key)
-    count = np.diff(first, append=len(key))
-    pair_key = key[first]
-    del key, first
-    ptr = np.zeros(n_seq + 1, dtype=np.int64)
-    np.cumsum(np.bincount(pair_key >> 32, minlength=n_seq), out=ptr[1:])
-    return NgramCounts(ptr, pair_key & 0xFFFFFFFF, count, np.concatenate(orders) if orders else np.zeros(0, np.int8),
-                       n_words)
+    flat = np.ascontiguousarray(flat, dtype=np.int64)
+    n_words = np.ascontiguousarray(n_words, dtype=np.int64)
+    ids, per_order = gram_ids(flat, n_words, n_vocab, n)
+    offsets = np.cumsum([0] + per_order[:-1])
+    if int(offsets[-1]) + per_order[-1] >= 1 << 32:
+        raise ConfigError(f"more than 2**32 distinct n-grams ({sum(per_order)}); split the caption table")
+    ptr, gram, count = sequence_counts(ids, offsets, n_words)
+    del ids
+    order = np.repeat(np.arange(1, n + 1, dtype=np.int8), per_order)
+    return NgramCounts(ptr, gram, count, order, n_words)
 
 
 @dataclass(frozen=True)
@@ -224,26 +194,13 @@ def prepare_cider(texts: Sequence[str], image_index: np.ndarray, refs: np.ndarra
         counts = ngram_counts_from_ids(flat, n_words, len(words), n)
     else:
         counts = ngram_counts([t.split() for t in texts], n)
-    g = max(counts.n_grams, 1)
     n_cap = len(texts)
     # Each full-size temporary is freed as soon as it is used (full COCO: 21 M entries, 164 MiB per int64 array).
     cap_of_entry = np.repeat(np.arange(n_cap, dtype=np.int64), np.diff(counts.ptr))
     # document frequencies: distinct (image, gram) keys, each image's full caption set counted once
-    key = image_of[cap_of_entry] * g + counts.gram
-    if len(key) and int(key.max()) < (1 << 62) // max(n_cap, 1):  # one int64 sort key: 2-3× faster than lexsort
-        sort_key = key * n_cap + cap_of_entry
-        order = np.argsort(sort_key)  # keys are distinct: any sort gives lexsort's order
-        del sort_key
-    else:
-        order = np.lexsort((cap_of_entry, key))
-    key_sorted = key[order]
-    del key
-    first = run_starts(key_sorted)
-    ig_keys = key_sorted[first]
-    ig_ptr = np.append(first, len(key_sorted)).astype(np.int64)
-    del key_sorted, first
+    order, ig_image, ig_keys, ig_ptr = group_by_image(image_of, len(refs), counts.ptr, counts.gram)
     n_docs = int(np.count_nonzero((refs >= 0).any(axis=1))) if refs.size else 0
-    df = np.bincount(ig_keys % g, minlength=counts.n_grams).astype(np.float64)
+    df = np.bincount(ig_keys, minlength=counts.n_grams).astype(np.float64)
     ref_len = np.log(float(n_docs)) if n_docs else 0.0
     idf = ref_len - np.log(np.maximum(1.0, df))
     value = counts.count.astype(np.float64) * idf[counts.gram]
@@ -261,8 +218,6 @@ def prepare_cider(texts: Sequence[str], image_index: np.ndarray, refs: np.ndarra
     del cap_of_entry
     ig_value = value[order]
     del order
-    ig_image = ig_keys // g
-    ig_keys -= ig_image * g  # now the gram of each (image, gram)
     ig_index = GroupedHash.build(ig_image, ig_keys, np.arange(len(ig_keys), dtype=np.int64), len(refs))
     del ig_image, ig_keys
     tables = CiderTables(

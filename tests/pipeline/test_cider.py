@@ -1,5 +1,6 @@
 """The ``cider`` label source: CIDEr-D against coco-caption's CiderScorer, leave-one-out, tokenizer, hand examples."""
 
+import collections
 import json
 import math
 from collections import defaultdict
@@ -9,7 +10,8 @@ import pytest
 
 from bcls.data.errors import ConfigError
 from bcls.pipeline.sources.cider import (CiderSource, GroupedHash, cider_d_scores, cider_tables, ngram_counts,
-                                 prepare_cider, ptb_token_ids, ptb_tokenize)
+                                 ngram_counts_from_ids, prepare_cider, ptb_token_ids, ptb_tokenize)
+from bcls.pipeline.sources.ngram_kernels import group_by_image
 from bcls.pipeline.corpus import LabelCorpus
 from bcls.pipeline.sources import LABEL_SOURCES, make_source
 
@@ -120,7 +122,22 @@ def test_tokenizer(text, expected):
 
 _TRICKY = ["A man with a red helmet .", "A dog's head.", "I don't know; it cannot be... 3.5 or 1,000 at 10:30",
            "", "ends with 1,", "2, starts with a digit", "line\nbreak inside", "ΟΔΟΣ ΣΑΣ", "a NUL\x00inside",
-           "the dogs' toys -- in the U.S.", "  spaces   only  ", "'quoted' words.'", ":", "10:", ":30"]
+           "the dogs' toys -- in the U.S.", "  spaces   only  ", "'quoted' words.'", ":", "10:", ":30",
+           "no-break\u00a0space, thin\u2009space\u3000and\x1cseparators\x85too", "tab\tvertical\x0bfeed\x0c.",
+           "café crème", "一只狗 在 草地上"]
+
+
+@pytest.mark.parametrize("text", ["a b  a\tb\n c", "  ", "", "x", "dog dog dog cat " * 50,
+                                  "\u00a0a\u2009b\u3000a\x1cc\x85d\x0be\x0cf é é 狗", "é\u00a0é"])
+def test_distinct_tokens_equal_str_split(text):
+    """The numba token splitter gives exactly ``str.split``'s tokens (Unicode whitespace included), numbered as
+    the dict-based code it replaced numbered them."""
+    from bcls.pipeline.sources.ptb import _distinct_tokens
+
+    tok, distinct = _distinct_tokens(text)
+    raw = text.split()
+    assert [distinct[t] for t in tok] == raw
+    assert distinct == list(dict.fromkeys(reversed(raw)))  # by descending last occurrence
 
 
 @pytest.mark.parametrize("with_nul", [False, True])
@@ -257,3 +274,56 @@ def test_threaded_scoring_equals_one_thread(coco_corpus, monkeypatch):
     monkeypatch.setattr(cider.os, "cpu_count", lambda: 3)
     np.testing.assert_array_equal(cider_d_scores(tables, img, cap), one)
     assert np.nanmax(one) > 1.0
+
+
+def _reference_counts(seqs: list[list[int]], n_vocab: int, n: int):
+    """Plain construction of :class:`NgramCounts` from word ids: order-k ids number the distinct (order k-1 id,
+    next word) keys in sorted order; each sequence's distinct grams sorted by id, with counts."""
+    local = [list(s) for s in seqs]  # order-1 ids: the word ids
+    sizes, per_seq = [n_vocab], [collections.Counter(s) for s in seqs]
+    offset = n_vocab
+    for k in range(2, n + 1):
+        keys = [[local[i][p] * max(n_vocab, 1) + s[p + k - 1] for p in range(len(s) - k + 1)]
+                for i, s in enumerate(seqs)]
+        distinct = sorted({key for row in keys for key in row})
+        rank = {key: r for r, key in enumerate(distinct)}
+        local = [[rank[key] for key in row] for row in keys]
+        for i, row in enumerate(local):
+            per_seq[i].update(r + offset for r in row)
+        sizes.append(len(distinct))
+        offset += len(distinct)
+    ptr = np.cumsum([0] + [len(c) for c in per_seq])
+    gram = [g for c in per_seq for g in sorted(c)]
+    count = [c[g] for c in per_seq for g in sorted(c)]
+    order = np.repeat(np.arange(1, n + 1), sizes)
+    return ptr, gram, count, order
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 5])
+def test_ngram_kernels_equal_a_plain_construction(n):
+    rng = np.random.default_rng(n)
+    # short and empty sequences, repeats, and a few longer than the kernel's in-place sort handles (> 64 grams)
+    lengths = np.concatenate([rng.integers(0, 14, 300), [0, 1, 40, 90]])
+    seqs = [rng.integers(0, 25, int(m)).tolist() for m in lengths]
+    seqs[5] = [3] * 12  # one word repeated: counts above 1 at every order
+    flat = np.array([w for s in seqs for w in s], dtype=np.int64)
+    counts = ngram_counts_from_ids(flat, np.array([len(s) for s in seqs], dtype=np.int64), 25, n)
+    ptr, gram, count, order = _reference_counts(seqs, 25, n)
+    np.testing.assert_array_equal(counts.ptr, ptr)
+    np.testing.assert_array_equal(counts.gram, gram)
+    np.testing.assert_array_equal(counts.count, count)
+    np.testing.assert_array_equal(counts.order, order)
+    assert counts.gram.dtype == counts.count.dtype == counts.ptr.dtype == np.int64 and counts.order.dtype == np.int8
+    # grouping by (image, gram): the order of a plain sort by (image, gram, caption). Images 0-8 have about 25
+    # captions each (sorted), images 10-69 a few (merged); images 7 and 9 have none
+    image_of = np.concatenate([rng.choice([0, 1, 2, 3, 4, 5, 6, 8], 200), rng.integers(10, 70, len(seqs) - 200)])
+    rng.shuffle(image_of)
+    order_, ig_image, ig_gram, ig_ptr = group_by_image(image_of, 70, counts.ptr, counts.gram)
+    cap = np.repeat(np.arange(len(seqs)), np.diff(counts.ptr))
+    expected = np.lexsort((cap, counts.gram, image_of[cap]))
+    np.testing.assert_array_equal(order_, expected)
+    pairs = np.stack([image_of[cap][expected], counts.gram[expected]], axis=1)
+    first = np.flatnonzero(np.r_[True, (pairs[1:] != pairs[:-1]).any(axis=1)])
+    np.testing.assert_array_equal(ig_image, pairs[first, 0])
+    np.testing.assert_array_equal(ig_gram, pairs[first, 1])
+    np.testing.assert_array_equal(ig_ptr, np.r_[first, len(expected)])
