@@ -32,7 +32,7 @@ shards, normalisation belongs to the trainer. A pair whose image has no caption 
 tokenisation of all captions at once straight to word ids (:func:`~bcls.pipeline.sources.ptb.ptb_token_ids`,
 each distinct token split once); n-gram ids by hashing, each caption's counts and the grouping of the entries by
 (image, n-gram) in numba loops with small per-caption / per-image sorts instead of global sorts
-(:mod:`~bcls.pipeline.sources.ngram_kernels`: full COCO 6.0–6.4 s against 17.7–17.8 s, the same tables array
+(:mod:`~bcls.pipeline.sources.ngram_kernels`: full COCO 6.0–8.0 s against 16.1–17.8 s, the same tables array
 for array); document frequencies, tf-idf norms and a hash index from (image, n-gram) to the captions of the
 image that hold it are vectorised numpy.
 Per call (:func:`cider_d_scores`): a numba-compiled loop over the pairs looks up each
