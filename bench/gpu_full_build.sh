@@ -14,7 +14,8 @@
 #
 # 1. the full COCO label build, `--sources sbert,cider --index exact --device cuda`: the model on CUDA, exact
 #    search on the GPU (faiss-gpu when faiss sees the GPU, else torch; see pipeline/indexes.py), cider on the
-#    CPU cores; its phase times and peak memory come from bench/bench_coco_full.py;
+#    CPU cores; its phase times and peak memory come from bench/bench_coco_full.py. On a fresh machine numba
+#    compiles the CIDEr kernels inside this step (about 6 s on the 2-core dev machine, once per installation);
 # 2. the GPU embeddings of 5,000 captions against the same model on the CPU in float32 (cosine);
 # 3. bench/bench_train_step.py --device cuda --compile (CUDA-vs-CPU loss check, step times, then the loss eager
 #    against torch.compile and torch.compile(mode="reduce-overhead"), i.e. CUDA graphs, and Adam fused; one epoch
