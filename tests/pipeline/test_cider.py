@@ -128,7 +128,8 @@ _TRICKY = ["A man with a red helmet .", "A dog's head.", "I don't know; it canno
 
 
 @pytest.mark.parametrize("text", ["a b  a\tb\n c", "  ", "", "x", "dog dog dog cat " * 50,
-                                  "\u00a0a\u2009b\u3000a\x1cc\x85d\x0be\x0cf é é 狗", "é\u00a0é"])
+                                  "\u00a0a\u2009b\u3000a\x1cc\x85d\x0be\x0cf é é 狗", "é\u00a0é",
+                                  " ".join(f"w{i % 40_000}" for i in range(50_000))])  # > 2**15 distinct: growth
 def test_distinct_tokens_equal_str_split(text):
     """The numba token splitter gives exactly ``str.split``'s tokens (Unicode whitespace included), numbered as
     the dict-based code it replaced numbered them."""
