@@ -75,9 +75,10 @@ def test_the_child_stops_when_the_build_is_killed(tmp_path):
     import time
 
     marker = tmp_path / "stopped"
+    # the watch starts inside the try: a child slower to start than its parent's 0.5 s is interrupted at once
     child = (f"import sys, time; from bcls.pipeline.embed_process import stop_with_parent\n"
-             f"stop_with_parent(int(sys.argv[1]), poll=0.1)\n"
-             f"try:\n    time.sleep(60)\nexcept KeyboardInterrupt:\n    open({str(marker)!r}, 'w').close()\n")
+             f"try:\n    stop_with_parent(int(sys.argv[1]), poll=0.1)\n    time.sleep(60)\n"
+             f"except KeyboardInterrupt:\n    open({str(marker)!r}, 'w').close()\n")
     parent = (f"import os, subprocess, sys, time\n"
               f"subprocess.Popen([sys.executable, '-c', {child!r}, str(os.getpid())])\ntime.sleep(0.5)")
     subprocess.run([sys.executable, "-c", parent], check=True, timeout=30)  # the parent exits, its child stays
