@@ -8,8 +8,9 @@ Queries are searched in blocks so memory stays bounded, with a rate/ETA log.
 
 When faiss sees no GPU but torch does (a faiss-cpu install on a CUDA machine: the CUDA-12 faiss-gpu wheels need
 CUDA-12 runtime libraries that a CUDA-13 machine lacks), ``exact`` runs as :class:`TorchExactIndex` on the first
-CUDA device: fp32 matrix products (TF32 off) and ``torch.topk``, the same neighbours as ``IndexFlatIP`` up to float
-rounding and the order of ties (our choice; the tests compare it with faiss on the CPU).
+CUDA device: float16 matrix products and ``torch.topk``, the top ``k + 32`` re-scored in float32, so the same
+neighbours as ``IndexFlatIP`` up to float rounding and the order of ties (our choice; the tests run the same code
+in bfloat16 on the CPU and compare it with faiss).
 """
 
 from __future__ import annotations
@@ -143,8 +144,8 @@ def build_index(base: np.ndarray, spec: IndexSpec = IndexSpec(), use_gpu: bool |
     info: dict[str, Any] = {"kind": spec.kind}
     if spec.kind == "exact" and use_gpu is not False and not n_gpus and torch_cuda_available():
         index = TorchExactIndex(base, "cuda")
-        info |= {"description": "exact inner product (torch fp32 matmul + topk)", "device": "1 GPU (torch)",
-                 "build_seconds": round(time.perf_counter() - t0, 3)}
+        info |= {"description": "exact inner product (torch float16 matmul + topk, float32 re-scoring)",
+                 "device": "1 GPU (torch)", "build_seconds": round(time.perf_counter() - t0, 3)}
         log.info("exact search over %d vectors with torch on CUDA (faiss sees no GPU)", n)
         return index, info
     import faiss

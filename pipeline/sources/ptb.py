@@ -116,11 +116,12 @@ def ptb_token_ids(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[st
     vocab: dict[str, int] = {}
     split: list[tuple[int, ...]] = []
     for t in distinct:
-        out = (-1,) if t == _SEPARATOR else _split_token(t)
-        if len(out) == 1 and t != _SEPARATOR:  # most tokens: one word
-            split.append((vocab.setdefault(out[0], len(vocab)),))
-        else:
-            split.append(out if t == _SEPARATOR else tuple(vocab.setdefault(w, len(vocab)) for w in out))
+        if t == _SEPARATOR:
+            split.append((-1,))
+            continue
+        out = _split_token(t)
+        split.append((vocab.setdefault(out[0], len(vocab)),) if len(out) == 1  # most tokens: one word
+                     else tuple(vocab.setdefault(w, len(vocab)) for w in out))
     lens = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
     words = np.fromiter(itertools.chain.from_iterable(split), dtype=np.int64, count=int(lens.sum()))
     starts = np.cumsum(lens) - lens
