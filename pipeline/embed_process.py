@@ -110,7 +110,13 @@ def embed_in_child(texts: Sequence[str], model: str, device: str | None, batch_s
 
 def stop_with_parent(parent: int, poll: float = 1.0) -> None:
     """Interrupt this process, as Ctrl-C would, once process ``parent`` is no longer its parent (the build was
-    killed), so that no orphaned child goes on embedding; a watcher thread checks every ``poll`` seconds."""
+    killed), so that no orphaned child goes on embedding; a watcher thread checks every ``poll`` seconds.
+
+    Call it from the main thread: it also makes SIGINT raise ``KeyboardInterrupt`` again where the process
+    inherited it ignored (a shell starts background jobs, ``bcls labels build … &``, with SIGINT ignored, and
+    Python keeps that), so that neither this interrupt nor the build's forwarded Ctrl-C is lost."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -67,9 +67,11 @@ def test_a_crash_of_the_child_says_what_was_kept(monkeypatch, tmp_path):
         embed_process.embed_in_child(["a dog"], "all-MiniLM-L6-v2", None, None, "torch", tmp_path / "cache", "x")
 
 
-def test_the_child_stops_when_the_build_is_killed(tmp_path):
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_the_child_stops_when_the_build_is_killed(tmp_path, sigint):
     """A child whose parent exits without stopping it (as a build killed by SIGKILL does) interrupts itself
-    instead of embedding on."""
+    instead of embedding on, also when it inherited SIGINT ignored (a build started as a background job)."""
+    import signal
     import subprocess
     import sys
     import time
@@ -81,7 +83,9 @@ def test_the_child_stops_when_the_build_is_killed(tmp_path):
              f"except KeyboardInterrupt:\n    open({str(marker)!r}, 'w').close()\n")
     parent = (f"import os, subprocess, sys, time\n"
               f"subprocess.Popen([sys.executable, '-c', {child!r}, str(os.getpid())])\ntime.sleep(0.5)")
-    subprocess.run([sys.executable, "-c", parent], check=True, timeout=30)  # the parent exits, its child stays
+    disposition = signal.SIG_IGN if sigint == "ignored" else signal.SIG_DFL  # whatever this test runs under
+    subprocess.run([sys.executable, "-c", parent], check=True, timeout=30,  # the parent exits, its child stays
+                   preexec_fn=lambda: signal.signal(signal.SIGINT, disposition))
     deadline = time.monotonic() + 20
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
