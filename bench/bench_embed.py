@@ -16,6 +16,15 @@ minimum) on all ``--n`` captions.
 With ``--batch-sizes 32,64,128,256`` it instead times the pipeline encoder of each backend in ``--backends``
 (default ``torch``) at each batch size, all in alternating rounds, and reports the captions/s of each against
 batch 256 (the default before the CPU default became 64, :data:`bcls.pipeline.embed.CPU_BATCH_SIZE`).
+
+With ``--tokeniser`` it instead times the tokenisation alone: the model's own ``preprocess`` (what
+``SentenceTransformer.encode`` calls per batch) against :class:`bcls.pipeline.tokens.FastTokenizer` (one Rust call
+for all texts, then padding per batch), alternating rounds, on length-sorted batches of ``--batch-size``, and checks
+that every batch's arrays are identical.
+
+``--device cuda`` runs the torch model on the GPU (the ``bare`` library loop against the pipeline's
+:func:`bcls.pipeline.embed.torch_embed`); ``--parquet`` takes the texts from a captions table (column ``text``,
+e.g. ``bench/bench_coco_full.py table``'s) instead of the COCO test captions.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import time
 import numpy as np
 
 import coco_test5k  # bench/coco_test5k.py: where the COCO test captions come from
-from bcls.pipeline.embed import load_sentence_model, sbert_encoder
+from bcls.pipeline.embed import DEFAULT_MODEL, load_sentence_model, sbert_encoder
 
 
 
@@ -52,6 +61,42 @@ def sweep_batch_sizes(texts: list[str], backends: list[str], sizes: list[int], r
     print(json.dumps({"captions": len(texts), "rounds": rounds, "per_s": figures}))
 
 
+def time_tokenisers(texts: list[str], batch_size: int, rounds: int, model_name: str) -> None:
+    """Captions/s of the model's own preprocessing and of the fast tokenizer, alternating rounds; equal arrays."""
+    from bcls.pipeline.tokens import fast_tokenizer
+
+    model = load_sentence_model(model_name)
+    fast = fast_tokenizer(model)
+    if fast is None:
+        raise SystemExit("the fast tokenizer does not reproduce this model's preprocessing")
+    texts = sorted(texts, key=len)  # as the pipeline batches them
+    spans = range(0, len(texts), batch_size)
+
+    def library() -> list[dict]:
+        return [{k: v.numpy() for k, v in model.preprocess(texts[lo:lo + batch_size]).items() if k in fast.keys}
+                for lo in spans]
+
+    def ours() -> list[dict]:
+        encodings = fast.encode(texts)
+        return [fast.pad(encodings[lo:lo + batch_size]) for lo in spans]
+
+    rates: dict[str, list[float]] = {"library": [], "fast": []}
+    out = {}
+    for _ in range(rounds):
+        for name, run in (("library", library), ("fast", ours)):
+            start = time.perf_counter()
+            out[name] = run()
+            rates[name].append(len(texts) / (time.perf_counter() - start))
+    same = all(a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+               for a, b in zip(out["library"], out["fast"], strict=True))
+    lib, fast_rate = statistics.median(rates["library"]), statistics.median(rates["fast"])
+    print(f"{len(texts)} captions, batches of {batch_size}, {rounds} rounds each; arrays identical: {same}")
+    print(f"model preprocess (library) {lib:9.0f} captions/s")
+    print(f"FastTokenizer              {fast_rate:9.0f} captions/s   ({fast_rate / lib:.2f}× the library)")
+    print(json.dumps({"captions": len(texts), "batch": batch_size, "library_per_s": round(lib, 1),
+                      "fast_per_s": round(fast_rate, 1), "ratio": round(fast_rate / lib, 3), "identical": same}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000)
@@ -61,20 +106,31 @@ def main() -> None:
                         "torch,onnx-int8,openvino-int8")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--batch-sizes", default="", help="compare these batch sizes instead (see above)")
+    parser.add_argument("--tokeniser", action="store_true", help="time the tokenisers instead (see above)")
+    parser.add_argument("--device", default=None, help="torch device of the model (default: the CPU)")
+    parser.add_argument("--parquet", default=None, help="texts from this captions table (column text)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="sentence model name or folder")
     args = parser.parse_args()
-    rows = coco_test5k.rows(args.captions)
-    texts = [r["caption"] for r in rows[: args.n]]
+    if args.parquet:
+        import pyarrow.parquet as pq
+
+        texts = pq.read_table(args.parquet, columns=["text"]).column("text").to_pylist()[: args.n]
+    else:
+        texts = [r["caption"] for r in coco_test5k.rows(args.captions)[: args.n]]
+    if args.tokeniser:
+        time_tokenisers(texts, args.batch_size, args.rounds, args.model)
+        return
     if args.batch_sizes:
         sweep_batch_sizes(texts, [b for b in args.backends.split(",") if b] or ["torch"],
                           [int(b) for b in args.batch_sizes.split(",")], args.rounds)
         return
-    model = load_sentence_model()
-    ours = sbert_encoder(batch_size=args.batch_size)
+    model = load_sentence_model(args.model, args.device)
+    ours = sbert_encoder(args.model, device=args.device, batch_size=args.batch_size)
     backends = [b for b in args.backends.split(",") if b]
     encoders, export_s = {}, {}
     for backend in backends:
         start = time.perf_counter()
-        encoders[backend] = sbert_encoder(batch_size=args.batch_size, backend=backend)
+        encoders[backend] = sbert_encoder(args.model, batch_size=args.batch_size, backend=backend)
         export_s[backend] = round(time.perf_counter() - start, 2)
     rates: dict[str, list[float]] = {"bare": [], "pipeline": []} | {b: [] for b in backends}
     out = {}

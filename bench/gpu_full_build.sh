@@ -16,8 +16,9 @@
 #    search on the GPU (faiss-gpu when faiss sees the GPU, else torch; see pipeline/indexes.py), cider on the
 #    CPU cores; its phase times and peak memory come from bench/bench_coco_full.py. On a fresh machine numba
 #    compiles the CIDEr kernels inside this step (about 6 s on the 2-core dev machine, once per installation);
-# 2. the GPU embeddings of 5,000 captions against the same model on the CPU in float32 (cosine), and the
-#    tokeniser's own rate on this machine's cores (how much of step 1's embedding it explains);
+# 2. the GPU embeddings of 5,000 captions against the same model on the CPU in float32 (cosine), the tokeniser's
+#    own rate on this machine's cores (the library's call against bcls.pipeline.tokens), and the GPU embedding
+#    loop (SentenceTransformer.encode against bcls.pipeline.embed.torch_embed, side by side);
 # 3. bench/bench_train_step.py --device cuda --compile (CUDA-vs-CPU loss check, step times, then the loss eager
 #    against torch.compile and torch.compile(mode="reduce-overhead"), i.e. CUDA graphs, and Adam fused; one epoch
 #    with each phase's ms and kernel launches per step).
@@ -53,16 +54,15 @@ model = load_sentence_model(f"{data}/minilm-fp16", "cpu").float()
 cpu = model.encode(texts, batch_size=256, normalize_embeddings=True, convert_to_numpy=True)
 cos = (gpu * cpu).sum(1) / np.linalg.norm(gpu, axis=1)
 print(f"cosine(GPU fp16 build embedding, CPU fp32): min {cos.min():.5f}, mean {cos.mean():.6f}")
-# the tokeniser alone, on this machine's cores: how much of step 1's embedding phase it can explain (on the
-# 2-core dev machine, 14-24k captions/s, i.e. 26-44 s for the 617k captions)
-import time
-many = pq.read_table(f"{data}/coco_full.parquet", columns=["text"]).column("text").to_pylist()[:100000]
-start = time.perf_counter()
-for lo in range(0, len(many), 1024):
-    model.tokenizer(many[lo:lo + 1024], padding=True, truncation=True, return_tensors="pt")
-rate = len(many) / (time.perf_counter() - start)
-print(f"tokeniser alone, batches of 1024: {rate:.0f} captions/s ({616767 / rate:.1f} s for the full set)")
 EOF
+
+# the tokeniser alone on this machine's cores (the library's call against bcls.pipeline.tokens, on the 2-core dev
+# machine 17.5k against 50.9k captions/s in batches of 1024), then the torch loop on the GPU: the library's
+# SentenceTransformer.encode against the pipeline's torch_embed, the same model, 100,000 captions, batch 1024
+python3 bench/bench_embed.py --tokeniser --parquet "$DATA/coco_full.parquet" --model "$DATA/minilm-fp16" \
+  --n 100000 --batch-size 1024 --rounds 2 2>&1 | tail -n 4 | tee -a "$OUT/embed_check.txt"
+[ "$DEVICE" = cuda ] && python3 bench/bench_embed.py --device cuda --parquet "$DATA/coco_full.parquet" \
+  --model "$DATA/minilm-fp16" --n 100000 --batch-size 1024 --rounds 2 2>&1 | tail -n 5 | tee -a "$OUT/embed_check.txt"
 
 echo "== 3. training step on CUDA"
 [ "$DEVICE" = cuda ] || exit 0

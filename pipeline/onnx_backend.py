@@ -169,7 +169,13 @@ def check_mean_pooling(st_model) -> None:
 
 def model_inputs(st_model, texts: Sequence[str]) -> dict[str, np.ndarray]:
     """The exported transformer's inputs for ``texts``: int64 token ids and attention mask, padded to the longest
-    and truncated at the model's maximum length."""
+    and truncated at the model's maximum length (:mod:`bcls.pipeline.tokens` where it passes its check)."""
+    from .tokens import fast_tokenizer
+
+    fast = fast_tokenizer(st_model)
+    if fast is not None:
+        batch = fast(texts)
+        return {"ids": batch["input_ids"], "mask": batch["attention_mask"]}
     max_length = int(getattr(st_model[0], "max_seq_length", None) or 512)
     batch = st_model.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
                                return_tensors="np")
