@@ -45,7 +45,7 @@ from .resume import (CANDIDATES_FILE, CONFIG_FILE, finish_resume_state, load_can
                      save_candidates)
 from .scheduling import LOCAL_SCHEDULERS, ShardPlan, ShardProgress, existing_entry, pairs_hash, \
     run_distributed, run_local, warm_sources
-from .sources import LABEL_SOURCES, make_source
+from .sources import LABEL_SOURCES, make_source, precompile
 from .sources.ensemble import check_sentence_model
 
 log = logging.getLogger(__name__)
@@ -321,12 +321,14 @@ def _build(config: LabelBuildConfig, encoder: Encoder | None, table: CaptionTabl
     log.info("label build: %d captions of %d images from %s, sources %s, K=%d (captions per image), %d (images "
              "per caption), index %s", len(table), len(image_ids), table.path, ",".join(config.sources), config.k,
              config.images_k, config.index)
+    compiling = precompile.start(config.sources, config.source_options, table.texts, image_index)
     embeddings = embed_captions(config, table, encoder, encoder_id)
     release_free_memory()  # between phases: glibc keeps freed heap pages otherwise (2 GiB after the search)
     t_embed = time.perf_counter()
     cands = find_candidates(config, embeddings, image_index, out, identity_hash)
     release_free_memory()
     t_search = time.perf_counter()
+    precompile.finish(compiling)  # before the scoring's large arrays (pipeline/sources/precompile.py)
     corpus = LabelCorpus.from_groups(table.texts, image_index, embeddings, image_ids=image_ids,
                                      caption_ids=table.caption_ids)
     bytes_per_pair = 16 + 4 * len(sources)  # uncompressed keys + float32 values: an upper bound for zstd shards
