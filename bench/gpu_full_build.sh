@@ -15,7 +15,9 @@
 # 1. the full COCO label build, `--sources sbert,cider --index exact --device cuda`: the model on CUDA, exact
 #    search on the GPU (faiss-gpu when faiss sees the GPU, else torch; see pipeline/indexes.py), cider on the
 #    CPU cores; its phase times and peak memory come from bench/bench_coco_full.py. On a fresh machine numba
-#    compiles the CIDEr kernels inside this step (about 6 s on the 2-core dev machine, once per installation);
+#    compiles the CIDEr kernels in this step (about 6 s on the 2-core dev machine, once per installation), in a
+#    child process beside the embedding (pipeline/sources/precompile.py; its log line says how long the build
+#    waited for it);
 # 2. the GPU embeddings of 5,000 captions against the same model on the CPU in float32 (cosine), the tokeniser's
 #    own rate on this machine's cores (the library's call against bcls.pipeline.tokens), and the GPU embedding
 #    loop (SentenceTransformer.encode against bcls.pipeline.embed.torch_embed, side by side);
