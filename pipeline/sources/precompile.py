@@ -45,11 +45,18 @@ def start(sources: Sequence[str], options: Mapping[str, Mapping[str, Any]], text
     job = {"sources": {n: dict(options.get(n, {})) for n in names}, "texts": list(texts[:SAMPLE]),
            "image_index": index.ravel().tolist()}
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    child = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env=env)
-    assert child.stdin is not None
-    with child.stdin:
-        child.stdin.write(json.dumps(job).encode("utf-8"))
+    try:  # an optimisation only: nothing here may stop the build
+        child = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    except OSError as err:
+        log.warning("cannot start the process that compiles the kernels (%s); they compile in this process", err)
+        return None
+    try:
+        assert child.stdin is not None
+        with child.stdin:
+            child.stdin.write(json.dumps(job).encode("utf-8"))
+    except OSError:  # the child ended at once (a broken pipe): finish() reports its exit code
+        pass
     log.info("compiling the %s kernels in a child process (pid %d) beside the embedding", ",".join(names),
              child.pid)
     return child

@@ -73,3 +73,19 @@ def test_the_child_fills_the_cache_the_build_then_loads(coco_corpus, monkeypatch
     loaded = _count_compiles(corpus.texts[later], corpus.image_index[later] - corpus.image_index[later].min(),
                              ["cider", "spice"], tmp_path / "filled")
     assert all(misses == 0 and hits >= 1 for misses, hits in loaded.values()), loaded  # loaded, none compiled
+
+
+def test_a_child_that_fails_leaves_the_build_to_compile(monkeypatch, caplog):
+    """A child that cannot start, or ends at once without reading its job, is reported in one warning and the
+    build goes on (the kernels then compile in the build's process, as without the child)."""
+    monkeypatch.setattr(precompile, "MIN_CAPTIONS", 5)
+    texts, index = ["a dog runs"] * 300, np.arange(300) // 5
+    monkeypatch.setattr(precompile.sys, "executable", "/nonexistent/python")
+    with caplog.at_level(logging.WARNING, logger=precompile.__name__):
+        assert precompile.start(["cider"], {}, texts, index) is None
+    assert "cannot start the process" in caplog.text
+    monkeypatch.setattr(precompile.sys, "executable", "false")  # exits 1 at once, its stdin unread
+    child = precompile.start(["cider"], {}, texts, index)
+    with caplog.at_level(logging.WARNING, logger=precompile.__name__):
+        precompile.finish(child)
+    assert child.returncode == 1 and "failed (exit 1); they compile in this process instead" in caplog.text
