@@ -54,7 +54,7 @@ def start(sources: Sequence[str], options: Mapping[str, Mapping[str, Any]], text
     try:
         assert child.stdin is not None
         with child.stdin:
-            child.stdin.write(json.dumps(job).encode("utf-8"))
+            child.stdin.write(json.dumps(job, default=str).encode("utf-8"))  # e.g. a Path option as text
     except OSError:  # the child ended at once (a broken pipe): finish() reports its exit code
         pass
     log.info("compiling the %s kernels in a child process (pid %d) beside the embedding", ",".join(names),

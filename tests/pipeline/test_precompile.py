@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,7 +86,7 @@ def test_a_child_that_fails_leaves_the_build_to_compile(monkeypatch, caplog):
         assert precompile.start(["cider"], {}, texts, index) is None
     assert "cannot start the process" in caplog.text
     monkeypatch.setattr(precompile.sys, "executable", "false")  # exits 1 at once, its stdin unread
-    child = precompile.start(["cider"], {}, texts, index)
+    child = precompile.start(["cider"], {"cider": {"path": Path("x")}}, texts, index)  # any option type is sent
     with caplog.at_level(logging.WARNING, logger=precompile.__name__):
         precompile.finish(child)
     assert child.returncode == 1 and "failed (exit 1); they compile in this process instead" in caplog.text
