@@ -122,7 +122,8 @@ def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_si
     (:mod:`bcls.pipeline.openvino_backend`, from the same export), ``torch-bf16`` / ``torch-fp16`` in torch under
     autocast (:data:`HALF_BACKENDS`). ``batch_size`` None: :data:`CPU_BATCH_SIZE` on the CPU,
     :data:`GPU_BATCH_SIZE` on a GPU."""
-    from .onnx_backend import BACKEND_PACKAGES, OnnxSentenceEncoder, check_backend, export_onnx, onnx_dir
+    from .onnx_backend import (BACKEND_PACKAGES, OnnxSentenceEncoder, check_backend, embedding_dim, export_onnx,
+                               onnx_dir)
     from .tokens import fast_tokenizer
 
     import torch
@@ -155,8 +156,7 @@ def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_si
         texts = list(texts)
         # Sorting by length makes padded batches tight (2–3× faster on short captions); order is restored below.
         order = np.argsort([len(t) for t in texts], kind="stable")
-        dim_of = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        out = np.empty((len(texts), dim_of()), dtype=np.float32)
+        out = np.empty((len(texts), embedding_dim(model)), dtype=np.float32)
         chunk = batch_size * 16
         with contextlib.ExitStack() as stack:
             if progress is None:
@@ -190,10 +190,11 @@ def torch_embed(model, tokens, texts: Sequence[str], batch_size: int) -> np.ndar
     flight). The library's loop waits for every batch and keeps one tensor per text."""
     import torch
 
+    from .onnx_backend import embedding_dim
+
     device = model.device
     cuda = device.type == "cuda"
-    dim_of = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    out = np.empty((len(texts), dim_of()), dtype=np.float32)
+    out = np.empty((len(texts), embedding_dim(model)), dtype=np.float32)
     encodings = tokens.encode(texts)
     in_flight: list[tuple[int, Any, Any]] = []  # (offset, pinned host tensor, CUDA event) of copies under way
 

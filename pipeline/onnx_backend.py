@@ -147,8 +147,7 @@ class OnnxSentenceEncoder:
             options.intra_op_num_threads = threads
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.st_model = st_model
-        dim_of = getattr(st_model, "get_embedding_dimension", None) or st_model.get_sentence_embedding_dimension
-        self.dim = int(dim_of())
+        self.dim = embedding_dim(st_model)
 
     def __call__(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """float32 ``(N, d)`` L2-normalised embeddings of ``texts`` (batched in the given order)."""
@@ -157,6 +156,12 @@ class OnnxSentenceEncoder:
             inputs = model_inputs(self.st_model, texts[lo:lo + batch_size])
             out[lo:lo + batch_size] = mean_pool(self.session.run(None, inputs)[0], inputs["mask"])
         return out
+
+
+def embedding_dim(st_model) -> int:
+    """The sentence embedding's dimension of a sentence-transformers model (the method was renamed in v5)."""
+    dim_of = getattr(st_model, "get_embedding_dimension", None) or st_model.get_sentence_embedding_dimension
+    return int(dim_of())
 
 
 def check_mean_pooling(st_model) -> None:

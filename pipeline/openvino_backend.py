@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .onnx_backend import check_mean_pooling, mean_pool, model_inputs
+from .onnx_backend import check_mean_pooling, embedding_dim, mean_pool, model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,7 @@ class OpenVinoSentenceEncoder:
         self.queue = openvino.AsyncInferQueue(self.compiled,
                                               int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self.st_model = st_model
-        dim_of = getattr(st_model, "get_embedding_dimension", None) or st_model.get_sentence_embedding_dimension
-        self.dim = int(dim_of())
+        self.dim = embedding_dim(st_model)
 
     def __call__(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """float32 ``(N, d)`` L2-normalised embeddings of ``texts`` (batched in the given order)."""
