@@ -1,6 +1,7 @@
 """Candidates and the sbert source against brute-force loops."""
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -304,3 +305,22 @@ def test_ivf_queries_searched_list_by_list_give_the_same_candidates(monkeypatch)
     np.testing.assert_array_equal(by_list.image_pos, in_order.image_pos)
     np.testing.assert_array_equal(by_list.caption_pos, in_order.caption_pos)
     assert by_list.info == in_order.info
+
+
+def test_candidates_on_a_cuda_machine_without_faiss(monkeypatch):
+    """The GPU image has torch with CUDA but no faiss at all: the exact search (torch) and everything around it must
+    not import faiss. Simulated on the CPU: ``import faiss`` fails, and the torch index that CUDA would get runs on
+    the CPU in float32; the candidates equal faiss's exact ones (computed before faiss is hidden)."""
+    from bcls.pipeline import indexes, neighbours
+    from bcls.pipeline.torch_search import TorchExactIndex
+
+    emb, image_index = _random_corpus(n_images=30)
+    expected = neighbours.candidate_pairs(emb, image_index, 3, 2, use_gpu=False)
+    monkeypatch.setitem(sys.modules, "faiss", None)  # any `import faiss` now raises ImportError
+    monkeypatch.setattr(indexes, "torch_cuda_available", lambda: True)
+    monkeypatch.setattr(indexes, "TorchExactIndex", lambda base, device: TorchExactIndex(base, "cpu"))
+    got = neighbours.candidate_pairs(emb, image_index, 3, 2)
+    np.testing.assert_array_equal(got.image_pos, expected.image_pos)
+    np.testing.assert_array_equal(got.caption_pos, expected.caption_pos)
+    assert indexes.faiss_gpu_count() == 0
+
