@@ -324,3 +324,32 @@ def test_candidates_on_a_cuda_machine_without_faiss(monkeypatch):
     np.testing.assert_array_equal(got.caption_pos, expected.caption_pos)
     assert indexes.faiss_gpu_count() == 0
 
+
+@pytest.mark.parametrize("rows,n,k,chunk", [(7, 1000, 5, 64), (3, 1024, 40, 128), (4, 300, 70, 64),
+                                            (2, 130, 3, 64), (6, 5000, 235, 256), (3, 500, 64, 64)])
+def test_chunked_topk_equals_one_topk(rows, n, k, chunk):
+    """The two-stage top-k of the GPU search (best of each chunk, then best of those) returns exactly
+    ``torch.topk``'s indices, best first, also with a padded last chunk and when it falls back to one call."""
+    import torch
+
+    from bcls.pipeline.torch_search import chunked_topk
+
+    scores = torch.from_numpy(np.random.default_rng(n + k).standard_normal((rows, n)).astype(np.float32))
+    assert torch.equal(chunked_topk(scores, k, chunk), torch.topk(scores, k, dim=1).indices)
+    assert torch.equal(chunked_topk(scores, k, 0), torch.topk(scores, k, dim=1).indices)
+
+
+def test_torch_index_with_chunked_topk_equals_exact():
+    """The whole low-precision path with a chunked top-k (chunks of 64 of 900 columns, the last one padded)."""
+    import torch
+
+    from bcls.pipeline.indexes import TorchExactIndex, knn
+
+    rng = np.random.default_rng(8)
+    emb = rng.standard_normal((900, 32)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    index = TorchExactIndex(emb, device="cpu", low_precision=torch.bfloat16, topk_chunk=64)
+    scores, ids = knn(index, emb[:60], 9, block=16)
+    truth_scores, truth_ids = exact_knn(emb[:60], emb, 9, use_gpu=False)
+    np.testing.assert_array_equal(ids, truth_ids)
+    np.testing.assert_allclose(scores, truth_scores, atol=1e-6)
