@@ -109,7 +109,7 @@ def run_build(captions: Path, out: Path, extra: list[str], log_path: Path) -> di
     phase_peak: dict[str, int] = {}
     figures: dict[str, object] = {"command": " ".join(cmd[1:])}
     start = time.perf_counter()
-    with open(log_path, "w") as log:
+    with open(log_path, "w", buffering=1) as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         done = threading.Event()
 

@@ -203,6 +203,7 @@ def _epoch(data: str, labels: str, tmp: str, device: str, embed_dim: int, profil
     start = time.perf_counter()
     evaluate_model(run.model, run.vocab, run.dev[0], run.dev[1], run.device) if run.dev is not None else None
     dev_seconds = time.perf_counter() - start
+    run.model.train()  # as `bcls train` does after each dev evaluation (cuDNN's GRU has no backward in eval mode)
     profile, dispatched = _phase_profile(run, list(run.batches(3)), profile_steps)
     return {"embed_dim": embed_dim, "steps": steps, "samples": len(run.table), "epoch_s": round(seconds, 2),
             "samples_per_s": round(len(run.table) / seconds, 1), "dev_eval_s": round(dev_seconds, 2),
