@@ -48,7 +48,7 @@ def main() -> None:
     first = indexes[chunks[0]]
 
     def scores_only() -> None:  # the same sub-blocks' float16 products, no top-k
-        step = max(1, first.max_scores // first.ntotal)
+        step = first.block_rows
         with torch.no_grad():
             for lo in range(0, len(queries), step):
                 q = torch.from_numpy(queries[lo:lo + step]).to(first.device).to(first.low.dtype)

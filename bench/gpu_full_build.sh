@@ -74,8 +74,9 @@ if want search && [ -f /tmp/labels_gpu/_caption_embeddings.npy ]; then
     --device "$DEVICE" --queries 30000 --k 203 2>&1 | tail -n 8 | tee "$OUT/search_topk.txt"
 fi
 
-want 2 && echo "== 2. GPU embeddings against the CPU (at $SECONDS s)"
-want 2 && timeout 60 python3 - <<'EOF' 2>&1 | tee "$OUT/embed_check.txt"
+if want 2; then
+echo "== 2. GPU embeddings against the CPU (at $SECONDS s)"
+timeout 60 python3 - <<'EOF' 2>&1 | tee "$OUT/embed_check.txt"
 import os, numpy as np, pyarrow.parquet as pq
 from bcls.pipeline.embed import load_sentence_model
 data = os.environ.get("DATA", ".devdata")
@@ -90,10 +91,11 @@ EOF
 # the tokeniser alone on this machine's cores (the library's call against bcls.pipeline.tokens, on the 2-core dev
 # machine 17.5k against 50.9k captions/s in batches of 1024), then the torch loop on the GPU: the library's
 # SentenceTransformer.encode against the pipeline's torch_embed, the same model, 100,000 captions, batch 1024
-want 2 && timeout 60 python3 bench/bench_embed.py --tokeniser --parquet "$DATA/coco_full.parquet" --model "$DATA/minilm-fp16" \
+timeout 60 python3 bench/bench_embed.py --tokeniser --parquet "$DATA/coco_full.parquet" --model "$DATA/minilm-fp16" \
   --n 100000 --batch-size 1024 --rounds 2 2>&1 | tail -n 4 | tee -a "$OUT/embed_check.txt"
-want 2 && [ "$DEVICE" = cuda ] && timeout 90 python3 bench/bench_embed.py --device cuda --parquet "$DATA/coco_full.parquet" \
+[ "$DEVICE" = cuda ] && timeout 90 python3 bench/bench_embed.py --device cuda --parquet "$DATA/coco_full.parquet" \
   --model "$DATA/minilm-fp16" --n 100000 --batch-size 1024 --rounds 2 2>&1 | tail -n 5 | tee -a "$OUT/embed_check.txt"
+fi
 
 if want 3 && [ "$DEVICE" = cuda ]; then
   echo "== 3. training step on CUDA (at $SECONDS s)"

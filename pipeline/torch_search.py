@@ -33,8 +33,8 @@ def chunked_topk(scores: Any, k: int, chunk: int = TOPK_CHUNK) -> Any:
         scores = torch.nn.functional.pad(scores, (0, chunks * chunk - n), value=float("-inf"))
     values, within = torch.topk(scores.view(rows, chunks, chunk), k, dim=2)
     best = torch.topk(values.view(rows, chunks * k), k, dim=1).indices
-    offsets = torch.arange(chunks, device=scores.device).repeat_interleave(k) * chunk
-    return (within.view(rows, chunks * k) + offsets).gather(1, best)
+    columns = within + chunk * torch.arange(chunks, device=scores.device)[:, None]  # chunk-local -> row columns
+    return columns.view(rows, chunks * k).gather(1, best)
 
 
 class TorchExactIndex:
@@ -65,12 +65,17 @@ class TorchExactIndex:
         self.margin = margin
         self.topk_chunk = topk_chunk
 
+    @property
+    def block_rows(self) -> int:
+        """Queries per sub-block: their score matrix holds about ``max_scores`` entries."""
+        return max(1, self.max_scores // max(self.ntotal, 1))
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(scores float32 (Q, k), ids int64 (Q, k))``, best first (``k`` clipped to ``ntotal``)."""
         import torch
 
         k = min(k, self.ntotal)
-        step = max(1, self.max_scores // max(self.ntotal, 1))
+        step = self.block_rows
         scores = np.empty((queries.shape[0], k), dtype=np.float32)
         ids = np.empty((queries.shape[0], k), dtype=np.int64)
         tf32 = torch.backends.cuda.matmul.allow_tf32
