@@ -2,11 +2,13 @@
 
 The embeddings come with the corpus (the label build's sentence model, :mod:`bcls.pipeline.embed`); the source
 itself only aggregates them. :func:`aggregate_similarities` is the one definition of every aggregate, used by the
-source (per pair) and by the trainer's dense in-batch labels (per batch).
+source (per pair) and by the trainer's dense in-batch labels (per batch). The per-pair cosines come from a small
+numba kernel (:func:`reference_cosines`), 3.7× the numpy code it replaced at full COCO's size.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +66,44 @@ def aggregate_similarities(raw: np.ndarray, valid: np.ndarray, aggregate: str, *
     return np.where(n_valid > 0, value, np.nan).astype(np.float32)
 
 
+def _reference_cosines(emb, caption_pos, refs, out):  # pragma: no cover (compiled)
+    """``out[p, m] = emb[caption_pos[p]] · emb[refs[p, m]]`` (0 where ``refs[p, m] < 0``), float32 sums."""
+    d = emb.shape[1]
+    for p in range(refs.shape[0]):
+        c = caption_pos[p]
+        for m in range(refs.shape[1]):
+            r = refs[p, m]
+            total = np.float32(0.0)
+            if r >= 0:
+                for j in range(d):
+                    total += emb[c, j] * emb[r, j]
+            out[p, m] = total
+
+
+@functools.cache
+def _cosines_kernel():
+    """:func:`_reference_cosines` compiled by numba (``nogil``, on-disk cache; ``fastmath`` lets the dot product
+    use SIMD lanes, which reorders its float32 sum: within ~1e-7 of numpy's)."""
+    import numba
+
+    return numba.njit(nogil=True, cache=True, fastmath=True)(_reference_cosines)
+
+
+def reference_cosines(emb: np.ndarray, caption_pos: np.ndarray, refs: np.ndarray) -> np.ndarray:
+    """float32 ``(P, M)``: the cosine of caption ``caption_pos[p]`` to each reference ``refs[p, m]`` (0 where
+    ``refs[p, m] < 0``) from L2-normalised float32 ``emb``.
+
+    Our code, measured (``python bench/bench_sbert.py``, one thread, 2 M pairs of full COCO's shape): 1.52 M
+    against 0.41 M pairs/s (3.7×) for gathering the references' embeddings and ``np.einsum("pd,pmd->pm")``, which
+    streams a gathered ``(P, M, d)`` block through memory; 14× when the embeddings fit in the cache
+    (``--captions 5000``). Same products; a test holds it to that einsum within 1e-6."""
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    out = np.empty(refs.shape, dtype=np.float32)
+    _cosines_kernel()(emb, np.ascontiguousarray(caption_pos, dtype=np.int64),
+                      np.ascontiguousarray(refs, dtype=np.int64), out)
+    return out
+
+
 @dataclass(frozen=True)
 class SbertSource:
     """``sbert``: cosine similarity of sentence embeddings between c and each reference r ≠ c of image i,
@@ -81,7 +121,7 @@ class SbertSource:
     aggregate: str = "max"
     k: int = 2
     temperature: float = 0.1
-    chunk: int = 16384  # pairs per block: the gathered reference embeddings take chunk·M·d·4 bytes per thread
+    chunk: int = 16384  # pairs per block (the centroid aggregate gathers chunk·M·d·4 bytes of references)
     name: str = field(default="sbert", init=False)
     needs_embeddings: bool = field(default=True, init=False)
 
@@ -108,12 +148,14 @@ class SbertSource:
     def score(self, corpus: LabelCorpus, image_pos: np.ndarray, caption_pos: np.ndarray) -> np.ndarray:
         if corpus.embeddings is None:
             raise ConfigError("the sbert label source needs caption embeddings in the corpus")
-        emb = corpus.embeddings
+        emb = np.ascontiguousarray(corpus.embeddings, dtype=np.float32)  # once, not per chunk
         out = np.empty(len(image_pos), dtype=np.float32)
         for lo in range(0, len(image_pos), self.chunk):
-            refs = reference_matrix(corpus, image_pos[lo:lo + self.chunk], caption_pos[lo:lo + self.chunk])
-            ref_emb = emb[np.maximum(refs, 0)]
-            raw = np.einsum("pd,pmd->pm", emb[caption_pos[lo:lo + self.chunk]], ref_emb)
-            gram = np.einsum("pmd,pnd->pmn", ref_emb, ref_emb) if self.aggregate == "centroid" else None
-            out[lo:lo + self.chunk] = self.aggregate_raw(raw, refs >= 0, gram)
+            caps = caption_pos[lo:lo + self.chunk]
+            refs = reference_matrix(corpus, image_pos[lo:lo + self.chunk], caps)
+            gram = None
+            if self.aggregate == "centroid":
+                ref_emb = emb[np.maximum(refs, 0)]
+                gram = np.einsum("pmd,pnd->pmn", ref_emb, ref_emb)
+            out[lo:lo + self.chunk] = self.aggregate_raw(reference_cosines(emb, caps, refs), refs >= 0, gram)
         return out
