@@ -3,10 +3,12 @@
 # Issue 15's target: step 1 (full COCO, sbert,cider) in at most 60 s end to end on one H200. Since issue 15 the
 # torch exact search scores in float16 and re-scores the top k + 32 in float32 (equal to float32 exact search),
 # and candidate merging runs beside the search and on every core. GPU run 3 (docs/label_builds.md): 87.3 s, of
-# which 35 s are the search's torch.topk; step "search" times the two-stage top-k against it. Run 3's command:
+# which most should be the search's torch.topk; step "search" times the exact alternatives (chunk:N,
+# threshold:G; pipeline/torch_search.py) against it, and step "1c" builds again with the fastest when it is at
+# least 1.1x one torch.topk (BCLS_TORCH_TOPK). Run 3's command:
 #   DATA=.devdata BUDGET_S=530 bash bench/gpu_full_build.sh
-# and, to measure the chunked top-k and the epoch profile only (about 4 minutes):
-#   DATA=.devdata BUDGET_S=280 STEPS="1 search 3" TRAIN_ARGS="--sizes 128 --rounds 1 --steps 2" bash bench/gpu_full_build.sh
+# and, to measure the top-k variants and the build with the fastest only (about 4.5 minutes):
+#   DATA=.devdata BUDGET_S=290 STEPS="1 search 1c" bash bench/gpu_full_build.sh
 #
 # It runs on a CUDA machine whose Python already has torch, sentence-transformers, numba and pyarrow, with this
 # repository as the working directory and these inputs in $DATA (default .devdata, made on a dev machine):
@@ -32,10 +34,11 @@
 #    with each phase's ms and kernel launches per step).
 # Each step has its own time limit (BUDGET_S, default 540 s, is the whole script's), so that one slow step
 # still leaves the others their turn; a second, warm build (numba's cache filled by the first) runs last, only
-# when the time left allows. At most 8 files go to $OUT (the device tool returns no more).
+# when the time left allows. At most 8 files go to $OUT (the device tool returns no more): gpu.txt, build_gpu.log
+# and .txt, search_topk.txt, build_gpu_topk.txt, embed_check.txt, train_step_cuda.txt, build_gpu_warm.txt.
 set -uo pipefail   # no -e: a failing step is reported and the next one still runs
-# STEPS (default "1 search 2 3 4") picks steps; TRAIN_ARGS overrides step 3's bench_train_step options.
-BUDGET_S=${BUDGET_S:-540} STEPS=${STEPS:-1 search 2 3 4}
+# STEPS (default "1 search 1c 2 3 4") picks steps; TRAIN_ARGS overrides step 3's bench_train_step options.
+BUDGET_S=${BUDGET_S:-540} STEPS=${STEPS:-1 search 1c 2 3 4}
 TRAIN_ARGS=${TRAIN_ARGS:---rounds 3 --steps 20 --compile}
 left() { echo $(( BUDGET_S - SECONDS )); }
 want() { [[ " $STEPS " == *" $1 "* ]]; }
@@ -57,21 +60,36 @@ typer.__version__, 'cuda', torch.cuda.is_available())" 2>&1 | tee -a "$OUT/gpu.t
 # the command line imports (typer, dask's threads scheduler, no faiss on that image): a failure shows in seconds
 python3 -m bcls.cli labels build --help >/dev/null 2>>"$OUT/gpu.txt" || echo "bcls.cli does not start" | tee -a "$OUT/gpu.txt"
 
-build() {  # $1: log name; the build's own log goes to $OUT/$1.log, the figures (last lines) to $OUT/$1.txt
+build() {  # $1: name, $2: time limit; the figures (last lines, then the build log's phase lines) go to $OUT/$1.txt,
+           # the whole build log to $OUT/$1.log for the first build only (the device tool returns at most 8 files)
+  local log="$OUT/$1.log"; [ "$1" = build_gpu ] || log="/tmp/$1.log"
   rm -rf /tmp/labels_gpu
   timeout "$2" python3 bench/bench_coco_full.py build --captions "$DATA/coco_full.parquet" --out /tmp/labels_gpu \
-    --log "$OUT/$1.log" -- --sources sbert,cider --index exact --device "$DEVICE" --model "$DATA/minilm-fp16" \
+    --log "$log" -- --sources sbert,cider --index exact --device "$DEVICE" --model "$DATA/minilm-fp16" \
     --batch-size 1024 --no-cache 2>&1 | tail -n 25 | tee "$OUT/$1.txt"
+  grep -E "phase |candidates:|prepared|waited|label build done" "$log" >> "$OUT/$1.txt" 2>/dev/null
 }
 if want 1; then
   echo "== 1. full COCO build on the GPU (at $SECONDS s)"
   build build_gpu 240
 fi
-# the exact search alone on the build's embeddings: one torch.topk per row against the two-stage chunked top-k
+# the exact search alone on the build's embeddings: one torch.topk per row against the exact alternatives
 if want search && [ -f /tmp/labels_gpu/_caption_embeddings.npy ]; then
   echo "== 1b. torch exact search: top-k variants (at $SECONDS s)"
   timeout 100 python3 bench/bench_torch_search.py --embeddings /tmp/labels_gpu/_caption_embeddings.npy \
-    --device "$DEVICE" --queries 30000 --k 203 2>&1 | tail -n 8 | tee "$OUT/search_topk.txt"
+    --device "$DEVICE" --queries 30000 --k 203 2>&1 | tail -n 9 | tee "$OUT/search_topk.txt"
+fi
+# the build again with the fastest variant, when one beat torch.topk by 10 % or more
+if want 1c && [ -f "$OUT/search_topk.txt" ] && [ "$(left)" -gt 130 ]; then
+  BEST=$(tail -n 1 "$OUT/search_topk.txt" | python3 -c "import json, sys
+f = json.loads(sys.stdin.read()); v = {k: r['ratio'] for k, r in f.items() if isinstance(r, dict) and k != 'scores_only'}
+best = max(v, key=v.get); print(best if v[best] >= 1.1 else '')" 2>/dev/null)
+  if [ -n "$BEST" ]; then
+    echo "== 1c. full COCO build with BCLS_TORCH_TOPK=$BEST (at $SECONDS s)"
+    t=$(( $(left) - 5 )); BCLS_TORCH_TOPK=$BEST build build_gpu_topk $(( t > 200 ? 200 : t ))
+  else
+    echo "== 1c. no top-k variant beat torch.topk by 10 %: no second build"
+  fi
 fi
 
 if want 2; then

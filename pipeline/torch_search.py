@@ -1,19 +1,33 @@
 """Exact inner-product search in torch, for CUDA machines where faiss cannot use the GPU
-(:class:`TorchExactIndex`; :func:`bcls.pipeline.indexes.build_index` chooses it)."""
+(:class:`TorchExactIndex`; :func:`bcls.pipeline.indexes.build_index` chooses it).
+
+Choosing the top k of each row of a score matrix (:func:`select_topk`) can be done three ways, all exact:
+``torch`` (one ``torch.topk`` per row), ``chunk:N`` (:func:`chunked_topk`) and ``threshold:G``
+(:func:`threshold_topk`). Which is fastest on a GPU has not been measured yet (no GPU was lent since they were
+written): ``bench/bench_torch_search.py`` (step "search" of ``bench/gpu_full_build.sh``) times them side by side,
+and :data:`TOPK` stays ``torch`` until it has; the environment variable ``BCLS_TORCH_TOPK`` picks another for a
+build (the script uses it to rerun the build with the fastest).
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
-#: Columns per chunk of the two-stage top-k (:func:`chunked_topk`); 0 turns it off (one ``torch.topk`` per row).
-#: 0 until measured on a GPU: ``bench/bench_torch_search.py`` (step "search" of ``bench/gpu_full_build.sh``) times
-#: chunks of 4096–32768 against it; on the CPU (where this index is not used) chunks are 0.8× as fast.
-TOPK_CHUNK = 0
+from bcls.data.errors import ConfigError
+
+#: The top-k of the search (:func:`select_topk`): ``$BCLS_TORCH_TOPK``, else ``torch`` until another is measured
+#: faster on a GPU. On the CPU (where this index is not used) the others ran 0.4–0.8× as fast as ``torch``
+#: (``python bench/bench_torch_search.py --device cpu --n 50000 --queries 2000``).
+TOPK = os.environ.get("BCLS_TORCH_TOPK", "torch")
+#: Above this many candidates per row (the rows of a block with the most), :func:`threshold_topk` falls back to
+#: ``torch.topk`` over the full rows.
+THRESHOLD_MAX_CANDIDATES = 16384
 
 
-def chunked_topk(scores: Any, k: int, chunk: int = TOPK_CHUNK) -> Any:
+def chunked_topk(scores: Any, k: int, chunk: int) -> Any:
     """Column indices of the ``k`` largest entries of each row of ``scores`` (torch ``(R, N)``), best first.
 
     Our choice, for the GPU search: one ``torch.topk`` over rows of 617k scores is slow on a GPU (a few slices
@@ -37,14 +51,76 @@ def chunked_topk(scores: Any, k: int, chunk: int = TOPK_CHUNK) -> Any:
     return columns.view(rows, chunks * k).gather(1, best)
 
 
+def threshold_topk(scores: Any, k: int, groups: int) -> Any:
+    """Column indices of the ``k`` largest entries of each row of ``scores`` (torch ``(R, N)``), best first.
+
+    Our choice, for the GPU search: a row is cut into ``groups`` groups of consecutive columns and each group's
+    maximum taken (one pass over the scores). The ``k``-th largest of those maxima, ``t``, is a lower bound of
+    the row's ``k``-th largest entry (the ``k`` best groups hold ``k`` distinct entries ``≥ t``), so the row's
+    top ``k`` are among its entries ``≥ t``: typically not many more than ``k`` when ``groups`` is well above
+    ``k``. Those entries are gathered into a small ``(R, C)`` matrix (``C``: the most any row has) and one
+    ``torch.topk`` over it picks the ``k``. Exact, like :func:`chunked_topk`; ties may come back in another
+    order than ``torch.topk``'s. Falls back to ``torch.topk`` when ``groups < k``, when a row is shorter than
+    two groups' worth, or when ``C`` exceeds :data:`THRESHOLD_MAX_CANDIDATES` (rows of many equal scores).
+    """
+    import torch
+
+    rows, n = scores.shape
+    width = -(-n // groups) if groups else 0
+    if groups < k or width < 2 or rows == 0:
+        return torch.topk(scores, k, dim=1).indices
+    padded = scores
+    if groups * width != n:
+        padded = torch.nn.functional.pad(scores, (0, groups * width - n), value=float("-inf"))
+    group_max = padded.view(rows, groups, width).amax(dim=2)
+    bound = torch.topk(group_max, k, dim=1).values[:, -1:]
+    keep = scores >= bound
+    counts = keep.sum(dim=1)
+    most = int(counts.max())
+    if most > THRESHOLD_MAX_CANDIDATES or int(counts.min()) < k:  # (fewer than k: NaN scores)
+        return torch.topk(scores, k, dim=1).indices
+    row, col = keep.nonzero(as_tuple=True)  # row-major: each row's columns together, in order
+    slot = torch.arange(len(row), device=scores.device) - (torch.cumsum(counts, 0) - counts)[row]
+    values = torch.full((rows, most), float("-inf"), dtype=scores.dtype, device=scores.device)
+    columns = torch.zeros((rows, most), dtype=torch.int64, device=scores.device)
+    values[row, slot] = scores[row, col]
+    columns[row, slot] = col
+    return columns.gather(1, torch.topk(values, k, dim=1).indices)
+
+
+def parse_topk(spec: str) -> tuple[str, int]:
+    """``(method, size)`` of a top-k spec: ``torch``, ``chunk:N`` (columns per chunk) or ``threshold:G`` (groups
+    per row); a malformed spec is a :class:`ConfigError`."""
+    method, _, size = spec.partition(":")
+    if method == "torch" and not size:
+        return method, 0
+    if method in ("chunk", "threshold") and size.isdigit() and int(size) > 0:
+        return method, int(size)
+    raise ConfigError(f"unknown top-k {spec!r} (BCLS_TORCH_TOPK or topk=): give torch, chunk:N or threshold:G (N, G "
+                      "positive integers)")
+
+
+def select_topk(scores: Any, k: int, spec: str = TOPK) -> Any:
+    """Column indices of the ``k`` largest entries of each row of ``scores``, best first, by the method ``spec``
+    names (:func:`parse_topk`)."""
+    import torch
+
+    method, size = parse_topk(spec)
+    if method == "chunk":
+        return chunked_topk(scores, k, size)
+    if method == "threshold":
+        return threshold_topk(scores, k, size)
+    return torch.topk(scores, k, dim=1).indices
+
+
 class TorchExactIndex:
     """Exact inner-product search with torch (``IndexFlatIP``'s ``search`` and ``ntotal``), for a CUDA device
     that faiss cannot use.
 
     Each query block is cut into sub-blocks whose score matrix stays near ``max_scores`` entries. With
     ``low_precision`` (default float16 on CUDA) the base is also held in that type and the sub-block's scores are
-    computed there (tensor cores), the top ``k + margin`` candidates (:func:`chunked_topk`, chunks of
-    ``topk_chunk`` columns) are re-scored in float32 from the float32 base, and the top ``k`` of those are
+    computed there (tensor cores), the top ``k + margin`` candidates (:func:`select_topk` by the method ``topk``)
+    are re-scored in float32 from the float32 base, and the top ``k`` of those are
     returned: the float32 exact result whenever the true top ``k`` are among the low-precision top ``k + margin``
     (float16 scores of unit vectors err by about 1e-3, so ``margin`` = 32 covers neighbours packed that closely).
     ``low_precision=None`` multiplies in float32 with TF32 off. The same code runs on the CPU (tests use bfloat16
@@ -52,7 +128,7 @@ class TorchExactIndex:
     """
 
     def __init__(self, base: np.ndarray, device: str = "cuda", max_scores: int = 1 << 28,
-                 low_precision: Any = "auto", margin: int = 32, topk_chunk: int = TOPK_CHUNK) -> None:
+                 low_precision: Any = "auto", margin: int = 32, topk: str = TOPK) -> None:
         import torch
 
         self.device = torch.device(device)
@@ -63,7 +139,8 @@ class TorchExactIndex:
             low_precision = torch.float16 if self.device.type == "cuda" else None
         self.low = self.base.to(low_precision) if low_precision is not None else None
         self.margin = margin
-        self.topk_chunk = topk_chunk
+        parse_topk(topk)  # a malformed spec fails here, not at the first search
+        self.topk = topk
 
     @property
     def block_rows(self) -> int:
@@ -90,7 +167,7 @@ class TorchExactIndex:
                         values, indices = top.values, top.indices
                     else:
                         wide = min(self.ntotal, k + self.margin)
-                        cand = chunked_topk(q.to(self.low.dtype) @ self.low.T, wide, self.topk_chunk)
+                        cand = select_topk(q.to(self.low.dtype) @ self.low.T, wide, self.topk)
                         exact = torch.einsum("qd,qcd->qc", q, self.base[cand])  # float32 re-scoring
                         top = torch.topk(exact, k, dim=1)
                         values, indices = top.values, torch.gather(cand, 1, top.indices)

@@ -11,6 +11,7 @@ from bcls.pipeline.neighbours import exact_knn, image_candidates
 from bcls.pipeline.corpus import LabelCorpus
 from bcls.pipeline.sources import LABEL_SOURCES, SbertSource, make_source
 from bcls.pipeline.sources.hashing import sorted_unique
+from bcls.pipeline.sources.sbert import reference_cosines
 from tests.conftest import brute_candidate_pairs
 
 
@@ -70,6 +71,22 @@ def _naive_aggregate(emb, c, refs, aggregate, k=2, temperature=0.1):
 def _naive_sbert(emb, image_index, pairs, aggregate, **options):
     return np.array([_naive_aggregate(emb, c, [r for r in np.flatnonzero(image_index == i) if r != c], aggregate,
                                       **options) for i, c in pairs])
+
+
+def test_reference_cosines_equal_gathered_einsum():
+    emb, image_index = _random_corpus(n_images=30, dim=384)
+    rng = np.random.default_rng(2)
+    caps = rng.integers(0, len(emb), 500)
+    refs = rng.integers(-1, len(emb), (500, 6))  # -1: padding or the caption itself
+    got = reference_cosines(emb, caps, refs)
+    expected = np.einsum("pd,pmd->pm", emb[caps], emb[np.maximum(refs, 0)])  # the code the kernel replaced
+    np.testing.assert_allclose(got[refs >= 0], expected[refs >= 0], atol=1e-6)
+    assert (got[refs < 0] == 0).all() and got.dtype == np.float32
+    naive = np.array([[float(emb[c].astype(np.float64) @ emb[r]) if r >= 0 else 0.0 for r in row]
+                      for c, row in zip(caps[:20], refs[:20])])
+    np.testing.assert_allclose(got[:20], naive, atol=1e-6)
+    np.testing.assert_array_equal(reference_cosines(emb.astype(np.float64), caps, refs), got)  # cast once
+    assert reference_cosines(emb, caps[:0], refs[:0]).shape == (0, 6)
 
 
 @pytest.mark.parametrize("aggregate,options", [("max", {}), ("mean", {}), ("topk", {"k": 2}), ("topk", {"k": 9}),
@@ -325,22 +342,47 @@ def test_candidates_on_a_cuda_machine_without_faiss(monkeypatch):
     assert indexes.faiss_gpu_count() == 0
 
 
-@pytest.mark.parametrize("rows,n,k,chunk", [(7, 1000, 5, 64), (3, 1024, 40, 128), (4, 300, 70, 64),
-                                            (2, 130, 3, 64), (6, 5000, 235, 256), (3, 500, 64, 64)])
-def test_chunked_topk_equals_one_topk(rows, n, k, chunk):
-    """The two-stage top-k of the GPU search (best of each chunk, then best of those) returns exactly
-    ``torch.topk``'s indices, best first, also with a padded last chunk and when it falls back to one call."""
+@pytest.mark.parametrize("rows,n,k,size", [(7, 1000, 5, 64), (3, 1024, 40, 128), (4, 300, 70, 64),
+                                           (2, 130, 3, 64), (6, 5000, 235, 256), (3, 500, 64, 64)])
+def test_chunked_and_threshold_topk_equal_one_topk(rows, n, k, size):
+    """The GPU search's two exact top-k variants (best of each chunk, then best of those; entries above the
+    k-th best group maximum, then best of those) return exactly ``torch.topk``'s indices, best first, also
+    with a padded last chunk or group and when they fall back to one call."""
     import torch
 
-    from bcls.pipeline.torch_search import chunked_topk
+    from bcls.pipeline.torch_search import select_topk, threshold_topk
 
     scores = torch.from_numpy(np.random.default_rng(n + k).standard_normal((rows, n)).astype(np.float32))
-    assert torch.equal(chunked_topk(scores, k, chunk), torch.topk(scores, k, dim=1).indices)
-    assert torch.equal(chunked_topk(scores, k, 0), torch.topk(scores, k, dim=1).indices)
+    expected = torch.topk(scores, k, dim=1).indices
+    for spec in (f"chunk:{size}", f"threshold:{size}", f"threshold:{4 * size}", "torch"):
+        assert torch.equal(select_topk(scores, k, spec), expected), spec
+    assert torch.equal(threshold_topk(scores, k, max(k - 1, 1)), expected)  # fewer groups than k: one call
 
 
-def test_torch_index_with_chunked_topk_equals_exact():
-    """The whole low-precision path with a chunked top-k (chunks of 64 of 900 columns, the last one padded)."""
+def test_threshold_topk_with_ties_and_fallback(monkeypatch):
+    """Many equal scores (the threshold keeps every entry equal to it): the same top-k values as
+    ``torch.topk``, indices of equal entries in any order; past the candidate limit it falls back to one call."""
+    import torch
+
+    from bcls.data.errors import ConfigError
+    from bcls.pipeline import torch_search
+
+    scores = torch.from_numpy(np.random.default_rng(3).integers(0, 6, (5, 2000)).astype(np.float32))
+    expected = torch.topk(scores, 50, dim=1)
+    got = torch_search.threshold_topk(scores, 50, 400)
+    assert torch.equal(scores.gather(1, got), expected.values)
+    assert all(len(set(row.tolist())) == 50 for row in got)  # distinct columns
+    monkeypatch.setattr(torch_search, "THRESHOLD_MAX_CANDIDATES", 10)
+    assert torch.equal(torch_search.threshold_topk(scores, 50, 400), expected.indices)
+    for bad in ("chunk", "chunk:0", "threshold:x", "radix", "torch:5"):
+        with pytest.raises(ConfigError, match="unknown top-k"):
+            torch_search.parse_topk(bad)
+
+
+@pytest.mark.parametrize("topk", ["chunk:64", "threshold:64"])
+def test_torch_index_with_other_topk_equals_exact(topk):
+    """The whole low-precision path with each top-k variant (64 chunks or groups of 900 columns, the last one
+    padded)."""
     import torch
 
     from bcls.pipeline.indexes import TorchExactIndex, knn
@@ -348,7 +390,7 @@ def test_torch_index_with_chunked_topk_equals_exact():
     rng = np.random.default_rng(8)
     emb = rng.standard_normal((900, 32)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    index = TorchExactIndex(emb, device="cpu", low_precision=torch.bfloat16, topk_chunk=64)
+    index = TorchExactIndex(emb, device="cpu", low_precision=torch.bfloat16, topk=topk)
     scores, ids = knn(index, emb[:60], 9, block=16)
     truth_scores, truth_ids = exact_knn(emb[:60], emb, 9, use_gpu=False)
     np.testing.assert_array_equal(ids, truth_ids)
