@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -38,7 +39,7 @@ from .corpus import LabelCorpus, LabelSource
 from .embed import DEFAULT_MODEL, EmbeddingCache, Encoder, cached_encoder, check_device, default_cache_dir, \
     model_cache_id, sbert_encoder
 from .embed_process import embed_in_child, use_child
-from .indexes import IndexSpec, faiss_gpu_count
+from .indexes import IndexSpec, faiss_gpu_count, torch_cuda_available
 from .neighbours import CandidateSet, candidate_pairs
 from .onnx_backend import BACKEND_PACKAGES, check_backend
 from .resume import (CANDIDATES_FILE, CONFIG_FILE, finish_resume_state, load_candidates, prepare_out,
@@ -231,6 +232,37 @@ def find_candidates(config: LabelBuildConfig, embeddings: np.ndarray, image_inde
     return cands
 
 
+def search_on_gpu(config: LabelBuildConfig) -> bool:
+    """Whether the neighbour search runs on a GPU (as :func:`~.indexes.build_index` decides: faiss-gpu for exact
+    and IVF, else torch's exact index on CUDA), leaving the CPU cores free meanwhile."""
+    if config.index not in ("exact", "ivf"):
+        return False
+    return bool(faiss_gpu_count()) or (config.index == "exact" and torch_cuda_available())
+
+
+def prepare_beside_search(config: LabelBuildConfig, corpus: LabelCorpus, sources: Sequence[LabelSource],
+                          compiling: Any) -> Future | None:
+    """When the search runs on a GPU, a thread waits for the kernel-compiling child and builds the per-corpus
+    tables of the sources that need no embeddings (CIDEr-D's, spice's) while the search runs (None otherwise:
+    on the CPU the search has the cores). Our choice, for the GPU build: the tables took 6.2 s of its scoring
+    phase (docs/label_builds.md, GPU run 3). The result is cached per corpus object, as at the scoring's start."""
+    if config.scheduler not in ("threads", "sync") or not search_on_gpu(config):
+        return None
+    tabled = [s for s in sources if not s.needs_embeddings]
+    if not tabled:
+        return None
+
+    def work() -> None:
+        precompile.finish(compiling)
+        warm_sources(corpus, tabled)
+
+    log.info("the search runs on a GPU: preparing the %s tables beside it", ",".join(s.name for s in tabled))
+    pool = ThreadPoolExecutor(1, thread_name_prefix="bcls-tables")
+    future = pool.submit(work)
+    pool.shutdown(wait=False)  # the thread ends with its one task
+    return future
+
+
 def plan_shards(cands: CandidateSet, image_ids: np.ndarray, caption_ids: np.ndarray, images_per_shard: int,
                 identity_hash: str) -> list[ShardPlan]:
     """The shards of a build: pairs of ``images_per_shard`` consecutive image positions each (candidates are
@@ -325,12 +357,18 @@ def _build(config: LabelBuildConfig, encoder: Encoder | None, table: CaptionTabl
     embeddings = embed_captions(config, table, encoder, encoder_id)
     release_free_memory()  # between phases: glibc keeps freed heap pages otherwise (2 GiB after the search)
     t_embed = time.perf_counter()
-    cands = find_candidates(config, embeddings, image_index, out, identity_hash)
-    release_free_memory()
-    t_search = time.perf_counter()
-    precompile.finish(compiling)  # before the scoring's large arrays (pipeline/sources/precompile.py)
     corpus = LabelCorpus.from_groups(table.texts, image_index, embeddings, image_ids=image_ids,
                                      caption_ids=table.caption_ids)
+    tables = prepare_beside_search(config, corpus, sources, compiling)
+    cands = find_candidates(config, embeddings, image_index, out, identity_hash)
+    if tables is not None:
+        t_wait = time.perf_counter()
+        tables.result()  # its errors are the build's
+        log.info("tables prepared beside the search (waited %.1fs for them)", time.perf_counter() - t_wait)
+    release_free_memory()
+    t_search = time.perf_counter()
+    if tables is None:
+        precompile.finish(compiling)  # before the scoring's large arrays (pipeline/sources/precompile.py)
     bytes_per_pair = 16 + 4 * len(sources)  # uncompressed keys + float32 values: an upper bound for zstd shards
     ensure_free_space(out, len(cands.image_pos) * bytes_per_pair + embeddings.shape[0] * embeddings.shape[1] * 2
                       + (1 << 20), f"{len(cands.image_pos)} labelled pairs in shards and the caption embeddings")

@@ -326,3 +326,37 @@ def test_cuda_without_a_gpu_is_refused_before_any_work(tmp_path, encoder):
         build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "l"), k=4, device="cuda"),
                      encoder=encoder, encoder_id="hash")
     assert not (tmp_path / "l").exists()
+
+
+def test_tables_prepared_beside_a_gpu_search_give_the_same_shards(tmp_path, encoder, monkeypatch, caplog):
+    """When the search runs on a GPU, CIDEr-D's tables are built in a thread during the search (once: the
+    scoring finds them cached) and the shards are those of the usual order."""
+    import logging
+
+    from bcls.pipeline import build
+
+    captions = write_caption_csv(tmp_path / "caps.csv", n_images=12)
+    common = dict(captions=str(captions), k=3, sources=("sbert", "cider"), images_per_shard=5, use_cache=False)
+    build_labels(LabelBuildConfig(out=str(tmp_path / "usual"), **common), encoder=encoder)
+    monkeypatch.setattr(build, "search_on_gpu", lambda config: True)
+    with caplog.at_level(logging.INFO, logger="bcls"):
+        build_labels(LabelBuildConfig(out=str(tmp_path / "beside"), **common), encoder=encoder)
+    prepared = [r for r in caplog.records if r.getMessage().startswith("cider: prepared")]
+    assert len(prepared) == 1 and prepared[0].threadName.startswith("bcls-tables")
+    assert any("tables prepared beside the search" in r.getMessage() for r in caplog.records)
+    assert _files(tmp_path / "usual") == _files(tmp_path / "beside")
+
+
+def test_search_on_gpu_follows_the_index_choice(monkeypatch):
+    from bcls.pipeline import build
+
+    def config(index):
+        return LabelBuildConfig(captions="caps.csv", out="out", index=index)
+
+    monkeypatch.setattr(build, "faiss_gpu_count", lambda: 0)
+    monkeypatch.setattr(build, "torch_cuda_available", lambda: False)
+    assert not any(build.search_on_gpu(config(i)) for i in ("exact", "ivf", "hnsw"))
+    monkeypatch.setattr(build, "torch_cuda_available", lambda: True)  # torch's exact index only
+    assert [build.search_on_gpu(config(i)) for i in ("exact", "ivf", "hnsw")] == [True, False, False]
+    monkeypatch.setattr(build, "faiss_gpu_count", lambda: 1)  # faiss-gpu: exact and IVF
+    assert [build.search_on_gpu(config(i)) for i in ("exact", "ivf", "hnsw")] == [True, True, False]
