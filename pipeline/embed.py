@@ -180,14 +180,18 @@ def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_si
     return encode
 
 
-def torch_embed(model, tokens, texts: Sequence[str], batch_size: int) -> np.ndarray:
+def torch_embed(model, tokens, texts: Sequence[str], batch_size: int,
+                per_batch: bool | None = None) -> np.ndarray:
     """float32 ``(N, d)`` L2-normalised embeddings of ``texts`` (batched in the given order) from a
     sentence-transformers model run in torch, with :class:`bcls.pipeline.tokens.FastTokenizer` ``tokens``.
 
     Our replacement of ``SentenceTransformer.encode`` for the torch backends (the model's forward is the
-    library's): the texts are tokenised in one call, and on a GPU each batch's result is copied to pinned host
-    memory without waiting, so the GPU runs a batch while the next one is padded and sent (two batches in
-    flight). The library's loop waits for every batch and keeps one tensor per text."""
+    library's): on a GPU each batch's result is copied to pinned host memory without waiting, so the GPU runs a
+    batch while the next one is tokenised, padded and sent (two batches in flight). The library's loop waits for
+    every batch and keeps one tensor per text. ``per_batch`` (default: on a GPU) tokenises batch by batch, so that
+    the tokeniser runs while the GPU works on the batches before (GPU run 3 tokenised all of a call's texts first,
+    about 4.5 s of full COCO's embedding during which the GPU waited; not yet measured since); otherwise all texts
+    in one call, which spreads better over few cores. The same token ids either way (tested)."""
     import torch
 
     from .onnx_backend import embedding_dim
@@ -195,7 +199,9 @@ def torch_embed(model, tokens, texts: Sequence[str], batch_size: int) -> np.ndar
     device = model.device
     cuda = device.type == "cuda"
     out = np.empty((len(texts), embedding_dim(model)), dtype=np.float32)
-    encodings = tokens.encode(texts)
+    if per_batch is None:
+        per_batch = cuda
+    encodings = None if per_batch else tokens.encode(texts)
     in_flight: list[tuple[int, Any, Any]] = []  # (offset, pinned host tensor, CUDA event) of copies under way
 
     def land(lo: int, host, event) -> None:
@@ -205,8 +211,8 @@ def torch_embed(model, tokens, texts: Sequence[str], batch_size: int) -> np.ndar
     model.eval()
     with torch.inference_mode():
         for lo in range(0, len(texts), batch_size):
-            features = {k: torch.from_numpy(v).to(device, non_blocking=cuda)
-                        for k, v in tokens.pad(encodings[lo:lo + batch_size]).items()}
+            batch = tokens.encode(texts[lo:lo + batch_size]) if encodings is None else encodings[lo:lo + batch_size]
+            features = {k: torch.from_numpy(v).to(device, non_blocking=cuda) for k, v in tokens.pad(batch).items()}
             emb = model(features | tokens.constants)["sentence_embedding"]
             emb = torch.nn.functional.normalize(emb.float(), dim=1)
             if not cuda:

@@ -69,6 +69,8 @@ def test_the_torch_loop_equals_sentence_transformers_encode(model, coco_corpus, 
     assert ours.shape == reference.shape == (len(texts), 384) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, reference, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-6)
+    # tokenised batch by batch (the GPU's way: the tokeniser runs while the GPU works): the very same arrays
+    np.testing.assert_array_equal(torch_embed(model, fast_tokenizer(model), texts, 32, per_batch=True), ours)
     used = []
     monkeypatch.setattr(embed, "torch_embed", lambda *a: used.append(len(a[2])) or torch_embed(*a))
     again = sbert_encoder(batch_size=32)(texts)
