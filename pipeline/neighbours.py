@@ -226,7 +226,8 @@ def candidate_pairs(embeddings: np.ndarray, image_index: np.ndarray, k: int, cap
     if caption_k:  # the caption side always holds the caption's own image
         parts_i.append(image_index)
         parts_c.append(np.arange(n, dtype=np.int64))
-    key = sorted_unique(np.concatenate(parts_i) * np.int64(n) + np.concatenate(parts_c))
+    unique = getattr(index, "sorted_unique", sorted_unique)  # on the GPU when the search ran there (torch)
+    key = unique(np.concatenate(parts_i) * np.int64(n) + np.concatenate(parts_c))
     image_pos, caption_pos = key // n, key % n
     info = {"index": spec.settings() | {"description": info["description"]}, "device": info["device"],
             "neighbours_searched": int(depth), "captions_searched_deeper": n_retry,

@@ -335,11 +335,33 @@ def test_candidates_on_a_cuda_machine_without_faiss(monkeypatch):
     expected = neighbours.candidate_pairs(emb, image_index, 3, 2, use_gpu=False)
     monkeypatch.setitem(sys.modules, "faiss", None)  # any `import faiss` now raises ImportError
     monkeypatch.setattr(indexes, "torch_cuda_available", lambda: True)
-    monkeypatch.setattr(indexes, "TorchExactIndex", lambda base, device: TorchExactIndex(base, "cpu"))
+    made = []
+    monkeypatch.setattr(indexes, "TorchExactIndex",
+                        lambda base, device: made.append(TorchExactIndex(base, "cpu")) or made[-1])
+    original, unique_calls = TorchExactIndex.sorted_unique, []
+
+    def spy(self, values):
+        unique_calls.append(len(values))
+        return original(self, values)
+
+    monkeypatch.setattr(TorchExactIndex, "sorted_unique", spy)
     got = neighbours.candidate_pairs(emb, image_index, 3, 2)
     np.testing.assert_array_equal(got.image_pos, expected.image_pos)
     np.testing.assert_array_equal(got.caption_pos, expected.caption_pos)
     assert indexes.faiss_gpu_count() == 0
+    assert len(made) == 1 and len(unique_calls) == 1  # the keys were merged on the search's device
+
+
+def test_torch_index_sorted_unique_equals_numpy():
+    from bcls.pipeline.torch_search import TorchExactIndex
+
+    rng = np.random.default_rng(4)
+    keys = rng.integers(0, 1 << 40, 5000)
+    keys = np.concatenate([keys, keys[:1200], [0, 1 << 40]])
+    index = TorchExactIndex(np.eye(3, dtype=np.float32), "cpu")
+    np.testing.assert_array_equal(index.sorted_unique(keys), np.unique(keys))
+    np.testing.assert_array_equal(index.sorted_unique(keys[:1]), keys[:1])
+    assert index.sorted_unique(keys[:0]).shape == (0,)
 
 
 @pytest.mark.parametrize("rows,n,k,size", [(7, 1000, 5, 64), (3, 1024, 40, 128), (4, 300, 70, 64),
