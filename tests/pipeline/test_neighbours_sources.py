@@ -417,3 +417,50 @@ def test_torch_index_with_other_topk_equals_exact(topk):
     truth_scores, truth_ids = exact_knn(emb[:60], emb, 9, use_gpu=False)
     np.testing.assert_array_equal(ids, truth_ids)
     np.testing.assert_allclose(scores, truth_scores, atol=1e-6)
+
+
+def _caption_side_lexsort(ids, rows, image_index, n_images, k):
+    """The numpy code the caption-side kernel replaced (two lexsorts over every (row, image, rank))."""
+    b, m = ids.shape
+    img = np.where(ids >= 0, image_index[np.maximum(ids, 0)], -1)
+    img[ids == rows[:, None]] = -1
+    row = np.repeat(np.arange(b, dtype=np.int64), m)
+    rank = np.tile(np.arange(m, dtype=np.int64), b)
+    img = img.ravel()
+    valid = img >= 0
+    row, rank, img = row[valid], rank[valid], img[valid]
+    key = row * n_images + img
+    order = np.lexsort((rank, key))
+    key, rank = key[order], rank[order]
+    first = np.ones(len(key), dtype=bool)
+    first[1:] = key[1:] != key[:-1]
+    key, rank = key[first], rank[first]
+    row, img = key // n_images, key % n_images
+    order = np.lexsort((rank, row))
+    row, img = row[order], img[order]
+    starts = np.flatnonzero(np.r_[True, row[1:] != row[:-1]]) if len(row) else np.zeros(0, dtype=np.int64)
+    pos = np.arange(len(row)) - np.repeat(starts, np.diff(np.r_[starts, len(row)]))
+    keep = pos < k
+    found = np.minimum(np.bincount(row, minlength=b), k)
+    return img[keep], rows[row[keep]], found
+
+
+@pytest.mark.parametrize("m,k", [(40, 5), (12, 30), (60, 60), (7, 1)])
+def test_caption_side_kernel_equals_the_lexsort_code(m, k):
+    """The caption side's first k distinct images of each neighbour list (without -1 and the caption itself), in
+    order of first appearance, exactly as the numpy code it replaced; also with lists shorter than k."""
+    from bcls.pipeline.neighbours import _caption_side
+
+    rng = np.random.default_rng(m + k)
+    n, n_images, b = 600, 90, 50
+    image_index = rng.integers(0, n_images, n)
+    rows = rng.choice(n, b, replace=False)
+    ids = rng.integers(-1, n, (b, m))
+    ids[:, 0] = rows  # each list starts with the caption itself, as an exact search returns it
+    ids[3] = -1  # a list with nothing
+    got = _caption_side(ids, rows, image_index, n_images, k)
+    expected = _caption_side_lexsort(ids, rows, image_index, n_images, k)
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
+    assert got[2][3] == 0 and (got[2] <= k).all()
+
