@@ -24,8 +24,8 @@ that every batch's arrays are identical.
 
 ``--device cuda`` runs the torch model on the GPU (the ``bare`` library loop against the pipeline's
 :func:`bcls.pipeline.embed.torch_embed`, which there tokenises batch by batch while the GPU works; also timed:
-the same loop with each call's texts tokenised up front, as in GPU run 3); ``--parquet`` takes the texts from a captions table (column ``text``,
-e.g. ``bench/bench_coco_full.py table``'s) instead of the COCO test captions.
+the same loop with each call's texts tokenised up front, as in GPU run 3); ``--parquet`` takes the texts from a
+captions table (column ``text``, e.g. ``bench/bench_coco_full.py table``'s) instead of the COCO test captions.
 """
 
 from __future__ import annotations

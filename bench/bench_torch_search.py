@@ -7,10 +7,10 @@ build's stored caption embeddings; without ``--embeddings``, random unit vectors
 ``--queries`` rows are searched against all rows for ``--k`` neighbours (203: what full COCO's caption side asks
 for) with each of ``--variants`` (``torch`` = one ``torch.topk`` per row; it must come first), in alternating rounds
 (the median is reported). Also timed: the float16 score matrices alone, without any top-k (the floor of this
-search). Every variant's neighbours are compared with those of ``torch``: the share of rows with identical ids, of rows with
-identical scores, and the largest score difference. Duplicate captions (full COCO has 592,623 distinct texts of
-616,767) have identical embeddings, and such exact ties may come back in another order: their ids differ while
-the scores are the same. The last line printed is one JSON object of the figures.
+search). Every variant's neighbours are compared with those of ``torch``: the share of rows with identical ids,
+of rows with identical scores, and the largest score difference. Duplicate captions (full COCO has 592,623
+distinct texts of 616,767) have identical embeddings, and such exact ties may come back in another order: their
+ids differ while the scores are the same. The last line printed is one JSON object of the figures.
 """
 
 from __future__ import annotations

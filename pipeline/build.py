@@ -39,7 +39,7 @@ from .corpus import LabelCorpus, LabelSource
 from .embed import DEFAULT_MODEL, EmbeddingCache, Encoder, cached_encoder, check_device, default_cache_dir, \
     model_cache_id, sbert_encoder
 from .embed_process import embed_in_child, use_child
-from .indexes import IndexSpec, faiss_gpu_count, torch_cuda_available
+from .indexes import IndexSpec, faiss_gpu_count, search_device
 from .neighbours import CandidateSet, candidate_pairs
 from .onnx_backend import BACKEND_PACKAGES, check_backend
 from .resume import (CANDIDATES_FILE, CONFIG_FILE, finish_resume_state, load_candidates, prepare_out,
@@ -233,11 +233,9 @@ def find_candidates(config: LabelBuildConfig, embeddings: np.ndarray, image_inde
 
 
 def search_on_gpu(config: LabelBuildConfig) -> bool:
-    """Whether the neighbour search runs on a GPU (as :func:`~.indexes.build_index` decides: faiss-gpu for exact
-    and IVF, else torch's exact index on CUDA), leaving the CPU cores free meanwhile."""
-    if config.index not in ("exact", "ivf"):
-        return False
-    return bool(faiss_gpu_count()) or (config.index == "exact" and torch_cuda_available())
+    """Whether the neighbour search runs on a GPU (:func:`~.indexes.search_device`, as the index is built),
+    leaving the CPU cores free meanwhile."""
+    return search_device(config.index) != "cpu"
 
 
 def prepare_beside_search(config: LabelBuildConfig, corpus: LabelCorpus, sources: Sequence[LabelSource],

@@ -189,9 +189,9 @@ def torch_embed(model, tokens, texts: Sequence[str], batch_size: int,
     library's): on a GPU each batch's result is copied to pinned host memory without waiting, so the GPU runs a
     batch while the next one is tokenised, padded and sent (two batches in flight). The library's loop waits for
     every batch and keeps one tensor per text. ``per_batch`` (default: on a GPU) tokenises batch by batch, so that
-    the tokeniser runs while the GPU works on the batches before (GPU run 3 tokenised all of a call's texts first,
-    about 4.5 s of full COCO's embedding during which the GPU waited; not yet measured since); otherwise all texts
-    in one call, which spreads better over few cores. The same token ids either way (tested)."""
+    the tokeniser runs while the GPU works on the batches before (GPU run 3 tokenised all of a call's texts first
+    while the GPU waited; on an H200 batch by batch ran 1.15× that, ``bench/bench_embed.py --device cuda``);
+    otherwise all texts in one call, which spreads better over few cores. The same token ids either way (tested)."""
     import torch
 
     from .onnx_backend import embedding_dim

@@ -52,6 +52,17 @@ def torch_cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def search_device(kind: str, use_gpu: bool | None = None) -> str:
+    """Where :func:`build_index` puts an index of ``kind``: ``"faiss-gpu"`` (every GPU faiss sees; exact and IVF),
+    ``"torch-cuda"`` (exact search in torch, when faiss sees no GPU but torch sees CUDA) or ``"cpu"`` (HNSW
+    always: faiss has no GPU HNSW). ``use_gpu=False`` forces the CPU."""
+    if use_gpu is False or kind == "hnsw":
+        return "cpu"
+    if faiss_gpu_count():
+        return "faiss-gpu"
+    return "torch-cuda" if kind == "exact" and torch_cuda_available() else "cpu"
+
+
 @dataclass(frozen=True)
 class IndexSpec:
     """Which FAISS index finds caption neighbours, and its parameters.
@@ -140,9 +151,10 @@ def build_index(base: np.ndarray, spec: IndexSpec = IndexSpec(), use_gpu: bool |
     base = np.ascontiguousarray(base, dtype=np.float32)
     n, d = base.shape
     t0 = time.perf_counter()
-    n_gpus = faiss_gpu_count() if use_gpu is not False else 0
+    where = search_device(spec.kind, use_gpu)
+    n_gpus = faiss_gpu_count() if where == "faiss-gpu" else 0
     info: dict[str, Any] = {"kind": spec.kind}
-    if spec.kind == "exact" and use_gpu is not False and not n_gpus and torch_cuda_available():
+    if where == "torch-cuda":
         index = TorchExactIndex(base, "cuda")
         info |= {"description": "exact inner product (torch float16 matmul + topk, float32 re-scoring)",
                  "device": "1 GPU (torch)", "build_seconds": round(time.perf_counter() - t0, 3)}
@@ -174,9 +186,8 @@ def build_index(base: np.ndarray, spec: IndexSpec = IndexSpec(), use_gpu: bool |
         index.hnsw.efSearch = spec.ef_search
         info |= {"description": f"IndexHNSWFlat (inner product, M {spec.hnsw_m}, efConstruction "
                                 f"{spec.ef_construction}, efSearch {spec.ef_search})"}
-        if n_gpus and use_gpu is None:
+        if use_gpu is None and faiss_gpu_count():
             log.info("faiss has no GPU HNSW: building and searching it on the CPU")
-        n_gpus = 0
     if n_gpus:
         index = _to_gpu(index, n_gpus)
         info["device"] = f"{n_gpus} GPU(s)" + (" (sharded)" if n_gpus > 1 else "")

@@ -137,19 +137,17 @@ def _caption_lists(ids, rows, image_index, k, seen, images, found):  # pragma: n
     for r in range(ids.shape[0]):
         n = 0
         for j in range(ids.shape[1]):
+            if n == k:
+                break
             c = ids[r, j]
             if c < 0 or c == rows[r]:
                 continue
             img = image_index[c]
-            if seen[img] == r:
-                continue
-            seen[img] = r
-            if n < k:
+            if seen[img] != r:
+                seen[img] = r
                 images[r * width + n] = img
-            n += 1
-            if n >= k:
-                break
-        found[r] = min(n, k)
+                n += 1
+        found[r] = n
 
 
 @functools.cache

@@ -348,15 +348,15 @@ def test_tables_prepared_beside_a_gpu_search_give_the_same_shards(tmp_path, enco
 
 
 def test_search_on_gpu_follows_the_index_choice(monkeypatch):
-    from bcls.pipeline import build
+    from bcls.pipeline import build, indexes
 
     def config(index):
         return LabelBuildConfig(captions="caps.csv", out="out", index=index)
 
-    monkeypatch.setattr(build, "faiss_gpu_count", lambda: 0)
-    monkeypatch.setattr(build, "torch_cuda_available", lambda: False)
+    monkeypatch.setattr(indexes, "faiss_gpu_count", lambda: 0)
+    monkeypatch.setattr(indexes, "torch_cuda_available", lambda: False)
     assert not any(build.search_on_gpu(config(i)) for i in ("exact", "ivf", "hnsw"))
-    monkeypatch.setattr(build, "torch_cuda_available", lambda: True)  # torch's exact index only
+    monkeypatch.setattr(indexes, "torch_cuda_available", lambda: True)  # torch's exact index only
     assert [build.search_on_gpu(config(i)) for i in ("exact", "ivf", "hnsw")] == [True, False, False]
-    monkeypatch.setattr(build, "faiss_gpu_count", lambda: 1)  # faiss-gpu: exact and IVF
+    monkeypatch.setattr(indexes, "faiss_gpu_count", lambda: 1)  # faiss-gpu: exact and IVF
     assert [build.search_on_gpu(config(i)) for i in ("exact", "ivf", "hnsw")] == [True, True, False]

@@ -463,4 +463,3 @@ def test_caption_side_kernel_equals_the_lexsort_code(m, k):
     for g, e in zip(got, expected):
         np.testing.assert_array_equal(g, e)
     assert got[2][3] == 0 and (got[2] <= k).all()
-
