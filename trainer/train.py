@@ -66,6 +66,12 @@ def _ramp(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> f
     return min(1.0, done / (config.lam_ramp_epochs * steps_per_epoch))
 
 
+def feature_kind(model: str) -> str:
+    """Which arrays of a feature folder ``model`` reads: the global vectors for ``vse-global``, else regions when
+    the folder has them (:func:`bcls.data.datasets.read_split`)."""
+    return "global" if model == "vse-global" else "auto"
+
+
 class _Run:
     """Everything a training run holds: data, model, labels, losses, optimizer, sampler state."""
 
@@ -78,7 +84,8 @@ class _Run:
         torch.manual_seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         where = {"data": config.data, "captions": config.captions, "features": config.features}
-        where |= {"caption_format": config.caption_format, "skip_missing": config.skip_missing}
+        where |= {"caption_format": config.caption_format, "skip_missing": config.skip_missing,
+                  "kind": feature_kind(config.model)}
         self.table, self.feats = read_split(config.train_split, **where)
         has_dev = has_split(config.dev_split, config.data, config.captions, caption_format=config.caption_format)
         self.dev = read_split(config.dev_split, **where) if has_dev else None
@@ -161,7 +168,7 @@ class _Run:
             values, known = batch_labels.lookup(images, rows)
             labelled = int((known & ~positive).sum())
             values = torch.where(positive, torch.tensor(self.norm.top), self.norm(values))
-            known = known | positive
+            known = known & ~positive if config.kendall_pairs == "negatives" else known | positive
         else:
             values, known, labelled = positive.float(), positive, 0
         loss_fn = self.warmup if epoch <= config.warmup_epochs else self.criterion

@@ -80,9 +80,51 @@ def flickr8k_ids(
     return out
 
 
+SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt",
+               "test": "Flickr_8k.testImages.txt"}
+"""The official split lists (one image name a line) that ship beside ``Flickr8k.token.txt`` in ``Flickr8k_text``."""
+UNLISTED = "unlisted"
+"""The split of an image that none of the split lists names (Flickr8k has 8,091 images, the lists 8,000)."""
+
+
+_REPORTED: set[tuple[str, int]] = set()
+
+
+def _first_read(path: Path) -> bool:
+    """Whether this process reads this state of ``path`` for the first time."""
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    first = key not in _REPORTED
+    _REPORTED.add(key)
+    return first
+
+
+def read_split_lists(folder: Path) -> dict[int, str] | None:
+    """Image id → split from the official lists ``Flickr_8k.{train,dev,test}Images.txt`` in ``folder``, or None
+    when none of them is there. An image listed in two splits is an error naming both files."""
+    found = {split: folder / name for split, name in SPLIT_FILES.items() if (folder / name).is_file()}
+    if not found:
+        return None
+    missing = sorted(set(SPLIT_FILES) - set(found))
+    if missing:
+        logger.warning("%s: no %s beside the token file; those splits are empty", folder,
+                       ", ".join(SPLIT_FILES[m] for m in missing))
+    split_of: dict[int, str] = {}
+    for split, file in found.items():
+        lines = [(i + 1, line.strip()) for i, line in enumerate(text_lines(file, "image names")) if line.strip()]
+        ids = flickr8k_ids([name for _, name in lines], path=file, where=lambda r: f"line {lines[r][0]}")
+        for image_id in ids.tolist():
+            other = split_of.setdefault(image_id, split)
+            if other != split:
+                raise fail(file, f"image id {image_id} is also in the {other} list ({SPLIT_FILES[other]}); an "
+                                 "image belongs to one split, remove it from one list")
+    return split_of
+
+
 def read_flickr8k(path: Path, split: str | None = None, allow_unknown_images: bool = False) -> RawCaptions:
     """``Flickr8k.token.txt`` (``<name>.jpg#<n><TAB><caption>``): image id = the Flickr photo id of the name,
-    caption id = ``photo id * 10 + n``; blank lines are skipped; no split column."""
+    caption id = ``photo id * 10 + n``; blank lines are skipped. The split column comes from the official lists
+    beside the file (:data:`SPLIT_FILES`; an image in none of them is :data:`UNLISTED`); without them the table
+    has no split column."""
     lines = text_lines(path)
     line_no: list[int] = []
     keys: list[str] = []
@@ -118,7 +160,16 @@ def read_flickr8k(path: Path, split: str | None = None, allow_unknown_images: bo
         raise fail(path, f"{where(r)}: image {names[r]} has the photo id {int(image_ids[r])} of image "
                           f"{names[other]} ({where(other)}); Flickr8k image ids must be unique, rename one")
     n_quirk = sum(1 for k in keys if ".jpg." in k.lower())
+    report = logger.info if _first_read(path) else logger.debug  # a run reads one file several times: say it once
     if n_quirk:
-        logger.debug("%s: read %d caption key(s) of the form X.jpg.<n>#k as X.jpg#k", path, n_quirk)
-    return RawCaptions(path, "flickr8k", image_ids, caption_ids, texts, None, where,
-                caption_id_name="caption id (photo id * 10 + n)")
+        report("%s: read %d caption key(s) of the form X.jpg.<n>#k (an upstream typo) as X.jpg#k", path,
+                    n_quirk)
+    split_of = read_split_lists(path.parent)
+    splits = None
+    if split_of is not None:
+        splits = np.array([split_of.get(i, UNLISTED) for i in image_ids.tolist()], dtype=object)
+        n_unlisted = len(np.unique(image_ids[splits == UNLISTED]))
+        if n_unlisted:
+            report("%s: %d image(s) are in none of the split lists (split %r)", path, n_unlisted, UNLISTED)
+    return RawCaptions(path, "flickr8k", image_ids, caption_ids, texts, splits, where,
+                       caption_id_name="caption id (photo id * 10 + n)")

@@ -114,7 +114,9 @@ def read_captions(
         * flickr8k: lines ``<name>.jpg#<n>\t<caption>`` (``Flickr8k.token.txt``); image_id = the Flickr photo id
           that starts the file name (``1000268201_693b08cb0e.jpg`` → 1000268201, see :func:`flickr8k_ids`),
           caption_id = ``image_id * 10 + n``. The upstream quirk ``2258277193_586949ec62.jpg.1#0`` is read as
-          ``2258277193_586949ec62.jpg#0``. Blank lines are skipped; no split column.
+          ``2258277193_586949ec62.jpg#0``. Blank lines are skipped. The split column comes from the official
+          ``Flickr_8k.{train,dev,test}Images.txt`` beside the token file (images in none: ``unlisted``); without
+          those lists there is no split column.
 
     Texts are stripped of leading and trailing whitespace.
 

@@ -207,7 +207,9 @@ def check_unique_ids(path: Path, ids: np.ndarray, where: Where, name: str) -> No
 def filter_split(table: CaptionTable, split: str, wanted: tuple[str, ...]) -> CaptionTable:
     """The rows of ``table`` whose split is one of ``wanted`` (what ``split`` selects); errors name the file."""
     if table.splits is None:
-        raise fail(table.path, f"has no split column, so split={split!r} cannot be selected; omit split=")
+        hint = (" or put the official Flickr_8k.{train,dev,test}Images.txt beside it" if table.format == "flickr8k"
+                else "")
+        raise fail(table.path, f"has no split column, so split={split!r} cannot be selected; omit split={hint}")
     mask = np.isin(table.splits, np.array(wanted, dtype=object))
     if not mask.any():
         present = ", ".join(sorted(set(table.splits.tolist())))

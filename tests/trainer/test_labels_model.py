@@ -117,7 +117,7 @@ def test_dense_sbert_labels_equal_the_shard_values(tmp_path, encoder):
     torch.testing.assert_close(d_val[s_known], s_val[s_known], atol=2e-3, rtol=0)
 
 
-@pytest.mark.parametrize("source", ["cider", "truth"])
+@pytest.mark.parametrize("source", ["cider", "truth", "image"])
 def test_dense_source_labels_equal_the_shard_values(tmp_path, encoder, source):
     """Any source but file gives dense labels: itself, rebuilt with the build's options, on every in-batch pair."""
     from bcls.data.captions import read_captions
@@ -127,11 +127,17 @@ def test_dense_source_labels_equal_the_shard_values(tmp_path, encoder, source):
     from bcls.pipeline.build import LabelBuildConfig, build_labels
     from bcls.trainer.batches.labels import DenseSourceLabels, dense_labels
 
+    from bcls.data.feature_folder import write_feature_folder
+
     generate_demo(tmp_path / "d", DemoConfig(seed=4, n_train=12, n_dev=5, n_test=5))
-    build_labels(LabelBuildConfig(captions=str(tmp_path / "d"), split="train", out=str(tmp_path / "l"), k=5,
-                                  sources=("cider", "truth"), source_options={"truth": {"path": str(tmp_path / "d")}}),
-                 encoder=encoder)
     table = read_captions(tmp_path / "d", split="train")
+    write_feature_folder(tmp_path / "f", table.unique_images(),
+                         np.random.default_rng(0).random((12, 8)).astype(np.float16))
+    build_labels(LabelBuildConfig(captions=str(tmp_path / "d"), split="train", out=str(tmp_path / "l"), k=5,
+                                  sources=("cider", "truth", "image"),
+                                  source_options={"truth": {"path": str(tmp_path / "d")},
+                                                  "image": {"features": str(tmp_path / "f")}}),
+                 encoder=encoder)
     label_set = open_labels(tmp_path / "l")
     dense = dense_labels(label_set, source, table)
     assert isinstance(dense, DenseSourceLabels)

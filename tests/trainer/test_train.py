@@ -251,3 +251,28 @@ def test_evaluation_reports_progress(tiny, caplog):
     table, feats = read_precomp_split(tiny / "data", "test")
     total = feats.n_images + len(table)
     assert lines and f"{total}/{total}" in lines[-1]
+
+
+@pytest.mark.parametrize("pairs", ["all", "negatives"])
+def test_kendall_pairs_decides_whether_ground_truth_pairs_are_ranked(tiny, pairs):
+    """``kendall_pairs=negatives`` hands the Kendall term a mask without any same-image pair; ``all`` (the default)
+    marks every same-image pair known, with the top label, beside the labelled negatives."""
+    run = _Run(_config(tiny, f"pairs{pairs}", epochs=2, warmup_epochs=0, kendall_pairs=pairs, label_mode="dense"))
+    seen = {}
+    real = run.criterion.forward
+
+    def spy(S, R, label_mask, positive_mask=None):
+        seen.update(R=R.clone(), mask=label_mask.clone(), positive=positive_mask.clone())
+        return real(S, R, label_mask, positive_mask)
+
+    run.criterion.forward = spy
+    rows = torch.arange(16)
+    run.step((rows, None), epoch=1, step=0)
+    positive, mask = seen["positive"], seen["mask"]
+    assert positive.any() and (mask & ~positive).any()
+    if pairs == "negatives":
+        assert not (mask & positive).any()
+    else:
+        assert mask[positive].all() and (seen["R"][positive] == run.norm.top).all()
+    with pytest.raises(ConfigError, match="unknown kendall_pairs 'some'"):
+        _config(tiny, "bad", kendall_pairs="some")

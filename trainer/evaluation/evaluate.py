@@ -15,6 +15,8 @@ from bcls.data.captions import CaptionTable
 from bcls.data.errors import ConfigError, DataFormatError
 from bcls.data.features import ImageFeatures
 from bcls.data.datasets import read_split
+from bcls.data.judgments import read_judgments
+from bcls.data.shards import sha256_file
 from bcls.data.progress import Progress
 from bcls.data.shards import open_labels
 from bcls.data.version import __version__
@@ -23,6 +25,8 @@ from ..batches.labels import PairLabels
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..models import Vocabulary, pad_batch, tokenize_texts
 from .eccv import eccv_metrics_from_sims
+from .examples import write_examples
+from .judged import judged_metrics
 from .metrics import recall_metrics, retrieval_ranks
 from .protocols import PROTOCOLS, coco_5fold_1k, detect_protocol
 from .report import RECALL_KEYS, markdown_report, plot_recall_curves, plot_similarity_vs_label, recall_curve
@@ -145,7 +149,9 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None, spli
              relevance: str | os.PathLike | None = None, relevance_source: str | None = None,
              protocol: str = "auto", eccv: bool = True, plots: bool = True, *,
              captions: str | os.PathLike | None = None, features: str | os.PathLike | None = None,
-             caption_format: str = "auto", skip_missing: bool = False) -> dict[str, Any]:
+             caption_format: str = "auto", skip_missing: bool = False,
+             judgments: str | os.PathLike | None = None, judgment_format: str = "auto",
+             images: str | os.PathLike | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on ``split`` of a precomp folder ``data`` (or of a caption file ``captions`` with a
     feature folder ``features``, joined by image id: :func:`bcls.data.datasets.read_split`).
 
@@ -155,16 +161,24 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None, spli
         protocol: ``auto`` (:func:`detect_protocol`), ``coco`` (5-fold 1K + 5K), ``flickr`` (1K) or ``full``.
         eccv: on COCO, also ECCV Caption mAP@R / R-P / R@1 and CxC R@K (eccv-caption package).
         out: folder for ``metrics.json``, ``report.md`` and the plots.
+        judgments: human judgments of (image, caption) pairs (Flickr8k CrowdFlower / expert, CxC SITS;
+            :func:`bcls.data.judgments.read_judgments` with ``judgment_format``): adds the ``judged_*`` metrics
+            (:func:`~bcls.trainer.evaluation.judged.judged_metrics`); the file and its sha256 go in the provenance.
+        images: the folder of the split's image files: with ``out``, also writes ``examples.html``
+            (:func:`~bcls.trainer.evaluation.examples.write_examples`).
 
     ``metrics.json`` keys: ``i2t_r{1,5,10}``, ``t2i_r{1,5,10}``, ``rsum``, ``{i2t,t2i}_{medr,meanr}`` over the whole
     split; ``coco_1k_*`` (5-fold average) for COCO; ``rel_{kendall,spearman}_{i2t,t2i}`` and ``ncs_{i2t,t2i}_K``
     with a relevance, and ``rel_{map_at_r,rprecision}_{i2t,t2i}`` with a full one (the demo's ground truth);
-    ``eccv_*``, ``cxc_*`` on COCO; ``_provenance``.
+    ``eccv_*``, ``cxc_*`` on COCO; ``judged_*`` with ``judgments``; ``_provenance``.
     """
+    if images is not None and out is None:
+        raise ConfigError("images: examples.html is written into the output folder; give out (--out)")
     ckpt = load_checkpoint(checkpoint, device)
     model, vocab = model_from_checkpoint(ckpt, device, checkpoint)
+    kind = "global" if ckpt.get("train_config", {}).get("model") == "vse-global" else "auto"
     table, feats = read_split(split, data, captions, features, caption_format=caption_format,
-                              skip_missing=skip_missing)
+                              skip_missing=skip_missing, kind=kind)
     where = data if data else captions
     image_dim = ckpt["model_settings"].get("image_dim")
     if image_dim is not None and image_dim != feats.dim:
@@ -203,10 +217,17 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None, spli
     if rel_path is not None:
         rel, known, rel_desc = load_relevance(rel_path, table, relevance_source)
         metrics |= relevance_metrics(sims, rel, caption_to_image, known)
+    judged_info = judged = None
+    if judgments is not None:
+        judged = read_judgments(judgments, judgment_format)
+        metrics |= judged_metrics(sims, table, judged)
+        judged_info = {"path": str(judgments), "format": judged.format, "sha256": sha256_file(Path(judgments)),
+                       "rows": len(judged)}
     log.info("eval %s/%s: rsum %.1f", where, split, metrics["rsum"])
     provenance = {"checkpoint": str(checkpoint), "data": str(data) if data else None,
                   "caption_file": str(captions) if captions else None,
                   "features": str(features) if features else None, "split": split, "protocol": protocol,
+                  "judgments": judged_info,
                   "images": feats.n_images, "captions": len(table), "relevance": rel_desc,
                   "epoch": ckpt.get("epoch"), "bcls_version": __version__,
                   "checkpoint_bcls_version": ckpt.get("bcls_version"), "eccv_skipped": eccv_skipped,
@@ -227,6 +248,9 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None, spli
             if rel is not None:
                 written.append(plot_similarity_vs_label(sims, rel, known, out / "similarity_vs_label.png",
                                                         subtitle=subtitle))
+        if images is not None:
+            written_html = write_examples(out / "examples.html", sims, table, images, judged)
+            log.info("eval: wrote %s", written_html)
         atomic_write_json(out / "metrics.json", metrics | {"_provenance": provenance})
         atomic_write_bytes(out / "report.md", markdown_report(metrics, provenance, [str(p) for p in written])
                            .encode())

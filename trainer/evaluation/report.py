@@ -116,6 +116,15 @@ def markdown_report(metrics: dict[str, Any], provenance: dict[str, Any], plots: 
             i2t, t2i = (f"{name}_{d}" if name.startswith("rel") else name.replace("ncs_", f"ncs_{d}_")
                         for d in ("i2t", "t2i"))
             lines.append(f"| {name} | {_fmt(metrics.get(i2t))} | {_fmt(metrics.get(t2i))} |")
+    judged = {k: v for k, v in metrics.items() if k.startswith("judged_")}
+    if judged:
+        j = provenance.get("judgments") or {}
+        lines += ["", f"## Agreement with human judgments (`{j.get('path')}`, {j.get('format')})", "",
+                  "The model's similarity of every judged (image, caption) pair of the split against the human "
+                  "score: over all judged pairs, and Kendall τ-b within each query averaged over the queries.", "",
+                  "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v) if 'pairs' not in k and 'queries' not in k and 'outside' not in k else int(v)} |"
+                  for k, v in judged.items()]
     train = provenance.get("train_config") or {}
     if any(v is not None for v in train.values()):
         lines[3:3] = ["trained with " + ", ".join(f"{k} `{v}`" for k, v in train.items() if v is not None), ""]
@@ -180,10 +189,13 @@ def metrics_table(rows: dict[str, dict[str, float]]) -> str:
     """A fixed-width text table of R@K / rsum (and the semantic metrics every row has), one row per model."""
     keys = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"]
     extra = [k for k in ("coco_1k_rsum", "rel_kendall_i2t", "rel_kendall_t2i", "ncs_i2t_5", "ncs_t2i_5",
-                         "rel_map_at_r_i2t", "rel_map_at_r_t2i") if all(k in m for m in rows.values())]
-    head = f"{'model':<22}" + "".join(f"{k:>9}" for k in keys) + "".join(f"{k:>17}" for k in extra)
+                         "rel_map_at_r_i2t", "rel_map_at_r_t2i", "judged_spearman", "judged_query_kendall_b")
+             if all(k in m for m in rows.values())]
+    width = {k: max(17, len(k) + 2) for k in extra}
+    head = f"{'model':<22}" + "".join(f"{k:>9}" for k in keys) + "".join(f"{k:>{width[k]}}" for k in extra)
     lines = [head, "-" * len(head)]
     for name, m in rows.items():
         lines.append(f"{name:<22}" + "".join(f"{m[k]:>9.2f}" for k in keys) +
-                     "".join(f"{m[k]:>17.4f}" if k.startswith("rel_kendall") else f"{m[k]:>17.2f}" for k in extra))
+                     "".join(f"{m[k]:>{width[k]}.4f}" if k.startswith(("rel_kendall", "judged_"))
+                             else f"{m[k]:>{width[k]}.2f}" for k in extra))
     return "\n".join(lines)
