@@ -328,7 +328,7 @@ def train_cmd(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size [128]."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [1e-3]."),
     lam: Optional[float] = typer.Option(None, "--lambda", help="Weight of the continuous Kendall loss; 0 trains "
-                                        "the triplet loss alone [1.0]."),
+                                        "the triplet loss alone [0.3]."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed [0]."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or cuda:N [cpu]."),
     source: Optional[str] = typer.Option(None, "--source", help="Label column supervising the Kendall loss [sbert]."),
@@ -355,8 +355,8 @@ def train_cmd(
     kendall_margin: Optional[float] = typer.Option(None, "--kendall-margin", help="Hinge surrogate margin [0.0]."),
     n_hard: Optional[int] = typer.Option(None, "--n-hard", help="SW-HS: hardest partners kept per anchor [1]."),
     embed_dim: Optional[int] = typer.Option(None, "--embed-dim", help="Joint-space size of the model [512]."),
-    kendall_pairs: Optional[str] = typer.Option(None, "--kendall-pairs", help="Pairs the Kendall term ranks: all "
-                                                "(ground truth among them) or negatives (other images only) [all]."),
+    kendall_pairs: Optional[str] = typer.Option(None, "--kendall-pairs", help="Pairs the Kendall term ranks: "
+                                                "negatives (other images only) or all (ground truth too) [negatives]."),
     label_mode: Optional[str] = typer.Option(None, "--label-mode", help="sparse (the pairs stored in the shards, "
                                              "any source), dense (every in-batch pair scored on the fly by the "
                                              "source; not file) or auto (dense but for file) [auto]."),

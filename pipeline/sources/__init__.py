@@ -38,4 +38,5 @@ LABEL_SOURCES.register("ensemble", ensemble_source, "a combination of other sour
                        "cider,spice) normalised on a sample of the corpus's pairs")
 
 __all__ = ["LABEL_SOURCES", "CiderSource", "EnsembleSource", "FileSource", "ImageSource", "SbertSource", "SpiceSource",
-           "TruthSource", "ensemble_source", "file_source", "image_source", "make_source", "read_pair_scores", "truth_source"]
+           "TruthSource", "ensemble_source", "file_source", "image_source", "make_source", "read_pair_scores",
+           "truth_source"]
