@@ -351,7 +351,7 @@ def test_output_folder_holding_something_else_is_refused(tiny, tmp_path):
     before = (run / "last.pt").read_bytes()
     _refused(_train(tiny, tiny / "data", run, "--epochs", "2"), "holds a training run already", "--resume")
     _refused(_train(tiny, tiny / "data", run, "--resume", "--lr", "0.5"),
-             "last.pt: the run was started with different settings (lr)")
+             "last.pt: the run was started with different settings (lr: 0.001 then, 0.5 now)")
     assert (run / "last.pt").read_bytes() == before
     # a label build into a folder holding another build, or other files
     captions = _write(tmp_path / "caps.csv", HEADER + "1,1,a dog\n1,2,a cat\n")

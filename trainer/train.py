@@ -202,13 +202,18 @@ class _Run:
         return ckpt["epoch"], list(ckpt["history"]), (ckpt["best_rsum"], ckpt["best_epoch"])
 
 
+SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {"kendall_pairs": "all"}
+"""What a run saved before a setting existed did: an older checkpoint without the key behaved like this value."""
+
+
 def _check_resumable(config: TrainConfig, ckpt: dict[str, Any], path: Path) -> None:
-    saved = dict(ckpt.get("train_config", {}))
+    saved = SETTINGS_BEFORE_THEY_EXISTED | dict(ckpt.get("train_config", {}))
     now = asdict(config)
     differ = sorted(k for k in now if k not in ("epochs", "device", "log_every") and saved.get(k) != now[k])
     if differ:
-        raise CheckpointError(f"{path}: the run was started with different settings ({', '.join(differ)}); "
-                              "resume with the same settings or choose another --out")
+        shown = ", ".join(f"{k}: {saved.get(k)!r} then, {now[k]!r} now" for k in differ)
+        raise CheckpointError(f"{path}: the run was started with different settings ({shown}); resume with the "
+                              "same settings or choose another --out")
     if "generator_state" not in ckpt:
         raise CheckpointError(f"{path}: checkpoint holds no training state to resume from")
 

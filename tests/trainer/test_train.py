@@ -91,7 +91,7 @@ def test_run_folder_rules(tiny):
     train(_config(tiny, "c", epochs=1))
     with pytest.raises(ConfigError, match="--resume"):
         train(_config(tiny, "c", epochs=1))
-    with pytest.raises(CheckpointError, match="different settings \\(lr\\)"):
+    with pytest.raises(CheckpointError, match="different settings \\(lr: 0.001 then, 0.5 now\\)"):
         train(_config(tiny, "c", epochs=2, lr=0.5), resume=True)
     train(_config(tiny, "c", epochs=1, lr=0.5), overwrite=True)
     assert json.loads((tiny / "c" / "train_config.json").read_text())["lr"] == 0.5
@@ -276,3 +276,16 @@ def test_kendall_pairs_decides_whether_ground_truth_pairs_are_ranked(tiny, pairs
         assert mask[positive].all() and (seen["R"][positive] == run.norm.top).all()
     with pytest.raises(ConfigError, match="unknown kendall_pairs 'some'"):
         _config(tiny, "bad", kendall_pairs="some")
+
+
+def test_a_run_saved_before_kendall_pairs_existed_resumes_as_it_trained(tiny):
+    """A checkpoint without the key ranked every pair (the only behaviour then): resuming it needs
+    kendall_pairs=all, and the new default is refused by name rather than silently changing the run."""
+    train(_config(tiny, "old", epochs=1, kendall_pairs="all"))
+    ckpt = torch.load(tiny / "old" / "last.pt", weights_only=False)
+    del ckpt["train_config"]["kendall_pairs"]
+    torch.save(ckpt, tiny / "old" / "last.pt")
+    with pytest.raises(CheckpointError, match="kendall_pairs: 'all' then, 'negatives' now"):
+        train(_config(tiny, "old", epochs=2), resume=True)
+    summary = train(_config(tiny, "old", epochs=2, kendall_pairs="all"), resume=True)
+    assert len(summary["history"]) == 2
