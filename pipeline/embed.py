@@ -86,7 +86,7 @@ CPU_BATCH_SIZE = 64
 GPU_BATCH_SIZE = 256
 
 #: The half-precision torch backends: the model runs under ``torch.autocast`` with this dtype (weights stay fp32;
-#: the matrix products run in half precision, layer norms and softmax in fp32). Our choice, measured in the README:
+#: the matrix products run in half precision, layer norms and softmax in fp32). Our choice, measured in docs/label_sources.md:
 #: on a 2-core AMD EPYC with avx512_bf16, ``torch-bf16`` embedded 10,000 COCO captions 1.63× faster than ``torch``,
 #: cosine to its embeddings at least 0.99997 (``bench/bench_embed.py``); ``torch-fp16`` is for CUDA devices.
 HALF_BACKENDS = {"torch-bf16": "bfloat16", "torch-fp16": "float16"}

@@ -4,7 +4,7 @@ A label build that has many captions to embed (:data:`CHILD_MIN_TEXTS` or more) 
 child process (``python -m bcls.pipeline.embed_process JOB``) instead of its own, and then reads the embeddings
 from the cache as a warm rerun does. The build's process so never loads sentence-transformers, transformers or
 an inference runtime: they and the model's buffers stay resident once loaded (0.4–0.5 GiB of the full-COCO
-build's peak with ``--backend openvino-int8``, measured in the README), through the search and scoring phases
+build's peak with ``--backend openvino-int8``, measured in docs/benchmarks.md), through the search and scoring phases
 that follow. This is our engineering choice; the embeddings are the same as in one process (tested).
 
 The job is a folder holding ``job.json`` (the model, device, batch size, backend, cache and log settings) and

@@ -5,7 +5,7 @@ nothing downloaded) and run it in OpenVINO on the CPU, then pool as the packaged
 attention mask, L2 normalisation). Requests run asynchronously, as many at once as OpenVINO's throughput mode
 asks for on the threads torch is given (two one-thread streams on two cores).
 
-``openvino-int8`` (our choice of method, measured in the README): NNCF post-training quantisation of the
+``openvino-int8`` (our choice of method, measured in docs/label_sources.md): NNCF post-training quantisation of the
 transformer (``ModelType.TRANSFORMER``: SmoothQuant, then int8 weights per channel and int8 activations with
 ranges fixed on :data:`CALIBRATION_SIZE` calibration captions). The ranges are static, so unlike ``onnx-int8``
 (ranges per batch) a caption's embedding does not depend on the other captions of its batch. The calibration

@@ -1,4 +1,4 @@
-"""The layout rules of the README's "Development" section, checked on the source.
+"""The layout rules of docs/development.md, checked on the source.
 
 * dependency direction ``data`` ← ``pipeline`` ← ``trainer`` ← ``cli``; nothing imports upward, nothing imports the
   root package ``bcls`` (it may re-export everything), and only ``cli.py`` imports typer;

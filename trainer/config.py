@@ -51,7 +51,7 @@ class TrainConfig:
         warmup_epochs: first epochs trained with the mean-over-negatives triplet loss alone, instead of
             ``binary_loss`` + λ·Kendall: hardest-negative mining from a random start collapses all embeddings
             together (VSE∞ warms up the same way), and so does the Kendall loss, whose labelled candidates are
-            the nearest caption neighbours (measured on the demo: see README).
+            the nearest caption neighbours (measured on the demo: docs/method.md).
         window, gap, surrogate, temperature, kendall_margin, n_hard: the Kendall / SW-HS settings, with the
             defaults of :class:`~bcls.trainer.losses.KendallParams` (``kendall_margin`` is its ``margin``, the hinge
             surrogate's; ``margin`` is the triplet loss's); :meth:`kendall_params` carries them to the loss.

@@ -41,7 +41,7 @@ other images) and accumulates the clipped products per (reference, order) in one
 vectorised numpy join (gathers, ``bincount``) that was about 3× slower (``bench/bench_cider.py``: 442× against
 pycocoevalcap with warm tables, against 166× for the numpy join); the parity tests hold it to coco-caption within
 1e-9. The kernel releases the GIL: a call's pairs are split over one thread per core, and dask's threads score
-shards in parallel. Cold (tables and scoring) it measured 311–361× pycocoevalcap, warm 1,175–1,580× (README).
+shards in parallel. Cold (tables and scoring) it measured 311–361× pycocoevalcap, warm 1,175–1,580× (docs/benchmarks.md).
 float64 throughout; :class:`CiderSource` returns float32 as the label-source protocol asks.
 """
 

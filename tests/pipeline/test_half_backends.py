@@ -10,7 +10,7 @@ from bcls.pipeline.embed import model_cache_id, sbert_encoder
 
 def test_bf16_embeddings_are_close_to_fp32_on_real_captions(coco_corpus, monkeypatch):
     """torch-bf16 runs the model under autocast: on real COCO captions its embeddings stay within the cosine the
-    README states, and differ from fp32 (bf16 for real, not the fp32 model under another name). The CPU-flag check
+    docs/label_sources.md states, and differ from fp32 (bf16 for real, not the fp32 model under another name). The CPU-flag check
     is bypassed: without bf16 instructions the arithmetic is the same, only slower."""
     monkeypatch.setattr(embed, "cpu_flags", lambda: {"avx512_bf16"})
     texts = list(coco_corpus(60).texts)

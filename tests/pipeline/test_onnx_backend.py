@@ -36,7 +36,7 @@ def test_cache_ids_and_build_identity_separate_the_backends(tmp_path):
 
 
 def test_onnx_embeddings_match_torch_on_real_captions(coco_corpus, monkeypatch, tmp_path, caplog):
-    """fp32 ONNX equals torch to rounding; int8 stays within the cosine the README states (real COCO captions);
+    """fp32 ONNX equals torch to rounding; int8 stays within the cosine docs/label_sources.md states (real COCO captions);
     the export is written once, with its provenance, under the embedding cache folder."""
     monkeypatch.setenv("BCLS_CACHE_DIR", str(tmp_path))
     texts = list(coco_corpus(80).texts)
@@ -60,7 +60,7 @@ def test_onnx_embeddings_match_torch_on_real_captions(coco_corpus, monkeypatch, 
     again = sbert_encoder(backend="onnx-int8")(texts)
     np.testing.assert_array_equal(again, int8)  # same captions, same batches: the same embeddings
     assert (folder / "model-int8.onnx").stat().st_mtime_ns == stamp
-    # activations are quantised per batch, so a caption embedded in another batch moves a little (README)
+    # activations are quantised per batch, so a caption embedded in another batch moves a little (docs/label_sources.md)
     alone = sbert_encoder(backend="onnx-int8")(texts[:5])
     assert (alone * int8[:5]).sum(1).min() > 0.98
 

@@ -55,7 +55,7 @@ def test_calibration_captions_avoid_the_test_split():
 
 
 def test_openvino_embeddings_match_torch_on_real_captions(coco_corpus, monkeypatch, tmp_path):
-    """fp32 equals torch to rounding; int8 stays within the README's cosine and, its ranges being static, gives
+    """fp32 equals torch to rounding; int8 stays within the cosine of docs/label_sources.md and, its ranges being static, gives
     a caption the same embedding alone as in a batch; the quantised model is written once, with its provenance."""
     monkeypatch.setenv("BCLS_CACHE_DIR", str(tmp_path))
     texts = list(coco_corpus(80).texts)
