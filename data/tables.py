@@ -229,6 +229,19 @@ def missing_key(path: Path, where: str, obj: Any, keys: Sequence[str]) -> DataFo
     return fail(path, f"{where} has no {', '.join(map(repr, absent))} (keys: {', '.join(obj) or 'none'})")
 
 
+def id_positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """int64 index in ``ids`` (distinct, any order) of each of ``wanted``; -1 where absent: how files keyed by id
+    (judgments, feature rows) join a table."""
+    ids = np.asarray(ids)
+    wanted = np.asarray(wanted)
+    order = np.argsort(ids, kind="stable")
+    srt = ids[order]
+    if not len(srt):
+        return np.full(len(wanted), -1, dtype=np.int64)
+    at = np.minimum(np.searchsorted(srt, wanted), len(srt) - 1)
+    return np.where(srt[at] == wanted, order[at], -1).astype(np.int64)
+
+
 def first_duplicate(keys: Sequence[np.ndarray]) -> tuple[int, int, int] | None:
     """The first repeated row of the composite key ``keys`` (arrays of one length): ``(first row, repeat row,
     number of repeats)`` with the repeat the earliest in file order, or None when every key is unique."""

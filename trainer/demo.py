@@ -24,8 +24,9 @@ DEMO_TRAIN_SETTINGS: dict[str, Any] = {"embed_dim": 256, "lr": 3e-3, "kendall_pa
 text encoder (most of a CPU step) costs 2.8× less than at 512, and a learning rate of 3e-3 instead of 1e-3, which
 reaches a better dev rsum in 6 epochs (``run_demo``'s default) than 1e-3 in 9: on the demo's labels, one thread,
 seeds 0/1/2, dev rsum 358.8 / 351.0 / 359.8 against 329.1 / … at 1e-3 and 9 epochs (screen and test figures:
-docs/results.md, "Demo size and speed"; cosine or step decay lost 40+ points, 5e-3 peaked lower at epoch 4). The demo also keeps the Kendall settings it was tuned with, λ = 1 (``run_demo``'s
-``lam``) over all in-batch pairs (``kendall_pairs="all"``), where ``bcls train``'s defaults come from real images
+docs/results.md, "Demo size and speed"; cosine or step decay lost 40+ points, 5e-3 peaked lower at epoch 4).
+The demo also keeps the Kendall settings it was tuned with, λ = 1 (``run_demo``'s ``lam``) over all in-batch pairs
+(``kendall_pairs="all"``), where ``bcls train``'s defaults come from real images
 (:class:`~bcls.trainer.config.TrainConfig`)."""
 
 MARKER = ".bcls-demo"

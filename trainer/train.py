@@ -28,7 +28,7 @@ from .distributed import (DistInfo, barrier, gather_with_local_grad, init_distri
                           sum_gradients)
 from .evaluation import evaluate_model
 from .losses import BCLSLoss, KendallLoss, make_binary_loss
-from .models import Vocabulary, make_model, model_setting_names, pad_batch, tokenize_texts
+from .models import Vocabulary, feature_kind, make_model, model_setting_names, pad_batch, tokenize_texts
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,6 @@ def _ramp(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> f
     after the warm-up, then 1."""
     done = (epoch - 1 - config.warmup_epochs) * steps_per_epoch + step + 1
     return min(1.0, done / (config.lam_ramp_epochs * steps_per_epoch))
-
-
-def feature_kind(model: str) -> str:
-    """Which arrays of a feature folder ``model`` reads: the global vectors for ``vse-global``, else regions when
-    the folder has them (:func:`bcls.data.datasets.read_split`)."""
-    return "global" if model == "vse-global" else "auto"
 
 
 class _Run:

@@ -22,6 +22,7 @@ import numpy as np
 
 from bcls.data.errors import ConfigError
 from bcls.data.feature_folder import read_feature_folder
+from bcls.data.tables import id_positions
 
 from ..corpus import LabelCorpus
 
@@ -31,7 +32,7 @@ class ImageSource:
     """``image``: cosine of the global image features of the pair's image and of the caption's own image.
 
     Attributes:
-        image_ids: int64 ``(M,)`` ids of the feature rows, ascending.
+        image_ids: int64 ``(M,)`` ids of the feature rows (the factory sorts them).
         vectors: float32 ``(M, D)`` L2-normalised global features, row k for ``image_ids[k]``.
         fingerprint: sha256 of the feature file (from its ``features.json``), recorded in :meth:`settings`.
         features: the folder they came from (provenance only).
@@ -49,18 +50,13 @@ class ImageSource:
         return {"features": self.features, "fingerprint": self.fingerprint, "dim": int(self.vectors.shape[1]),
                 "definition": "cosine of the global features of the image and of the caption's own image"}
 
-    def _rows(self, ids: np.ndarray) -> np.ndarray:
-        """Feature row of each id, -1 where the folder has none."""
-        at = np.minimum(np.searchsorted(self.image_ids, ids), len(self.image_ids) - 1)
-        return np.where(self.image_ids[at] == ids, at, -1)
-
     def score(self, corpus: LabelCorpus, image_pos: np.ndarray, caption_pos: np.ndarray) -> np.ndarray:
         """Cosine, float32 ``(P,)``, of the features of image_pos[p] and of caption_pos[p]'s own image."""
         image_pos = np.asarray(image_pos, dtype=np.int64)
         caption_pos = np.asarray(caption_pos, dtype=np.int64)
         img_ids, _ = corpus.ids_of(image_pos, caption_pos, "image")
         own_ids, _ = corpus.ids_of(corpus.image_index[caption_pos], caption_pos, "image")
-        a, b = self._rows(img_ids), self._rows(own_ids)
+        a, b = id_positions(self.image_ids, img_ids), id_positions(self.image_ids, own_ids)
         ok = (a >= 0) & (b >= 0)
         out = np.full(len(image_pos), np.nan, dtype=np.float32)
         if ok.any():
@@ -77,6 +73,6 @@ def image_source(features: str | os.PathLike | None = None) -> ImageSource:
     vectors = np.asarray(feats.batch(np.arange(feats.n_images)), dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     vectors = vectors / np.maximum(norms, 1e-12)
-    order = np.argsort(ids)
+    order = np.argsort(ids)  # sorted once, so each batch's id lookup sorts an already sorted array
     fingerprint = str(info.get("sha256", {}).get("features.npy", ""))
     return ImageSource(ids[order], np.ascontiguousarray(vectors[order]), fingerprint, str(features))

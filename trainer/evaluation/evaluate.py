@@ -16,14 +16,13 @@ from bcls.data.errors import ConfigError, DataFormatError
 from bcls.data.features import ImageFeatures
 from bcls.data.datasets import read_split
 from bcls.data.judgments import read_judgments
-from bcls.data.shards import sha256_file
 from bcls.data.progress import Progress
-from bcls.data.shards import open_labels
+from bcls.data.shards import open_labels, sha256_file
 from bcls.data.version import __version__
 
 from ..batches.labels import PairLabels
 from ..checkpoint import load_checkpoint, model_from_checkpoint
-from ..models import Vocabulary, pad_batch, tokenize_texts
+from ..models import Vocabulary, feature_kind, pad_batch, tokenize_texts
 from .eccv import eccv_metrics_from_sims
 from .examples import write_examples
 from .judged import judged_metrics
@@ -176,9 +175,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None, spli
         raise ConfigError("images: examples.html is written into the output folder; give out (--out)")
     ckpt = load_checkpoint(checkpoint, device)
     model, vocab = model_from_checkpoint(ckpt, device, checkpoint)
-    kind = "global" if ckpt.get("train_config", {}).get("model") == "vse-global" else "auto"
     table, feats = read_split(split, data, captions, features, caption_format=caption_format,
-                              skip_missing=skip_missing, kind=kind)
+                              skip_missing=skip_missing, kind=feature_kind(ckpt["model_name"]))
     where = data if data else captions
     image_dim = ckpt["model_settings"].get("image_dim")
     if image_dim is not None and image_dim != feats.dim:

@@ -19,20 +19,16 @@ import torch
 from bcls.data.captions import CaptionTable
 from bcls.data.errors import ConfigError
 from bcls.data.judgments import Judgments
+from bcls.data.tables import id_positions
 from bcls.pipeline.correlation import correlations
 
 log = logging.getLogger(__name__)
 
+JUDGED_COUNTS: tuple[str, ...] = ("judged_pairs", "judged_queries", "judged_outside_split")
+"""The ``metrics.json`` keys of :func:`judged_metrics` that are counts."""
 JUDGED_KEYS: tuple[str, ...] = ("judged_spearman", "judged_kendall_b", "judged_kendall_c", "judged_query_kendall_b",
-                                "judged_pairs", "judged_queries", "judged_outside_split")
+                                *JUDGED_COUNTS)
 """The ``metrics.json`` keys :func:`judged_metrics` writes."""
-
-
-def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Index in the distinct ``ids`` of each of ``wanted``; -1 where absent."""
-    order = np.argsort(ids, kind="stable")
-    at = np.minimum(np.searchsorted(ids, wanted, sorter=order), len(ids) - 1)
-    return np.where(ids[order[at]] == wanted, order[at], -1).astype(np.int64)
 
 
 def judged_similarities(sims: torch.Tensor | np.ndarray, table: CaptionTable, judgments: Judgments
@@ -55,8 +51,8 @@ def judged_similarities(sims: torch.Tensor | np.ndarray, table: CaptionTable, ju
                           "bcls eval --judgments takes image-caption judgments (Flickr8k CrowdFlower / expert, "
                           "CxC SITS)")
     caption_ids, image_ids = judgments.caption_image_pairs()
-    img = _positions(table.unique_images(), image_ids)
-    cap = _positions(table.caption_ids, caption_ids)
+    img = id_positions(table.unique_images(), image_ids)
+    cap = id_positions(table.caption_ids, caption_ids)
     inside = (img >= 0) & (cap >= 0)
     s = np.asarray(sims, dtype=np.float64) if not isinstance(sims, torch.Tensor) else sims.double().numpy()
     return s[img[inside], cap[inside]], judgments.scores[inside].astype(np.float64), \

@@ -14,6 +14,8 @@ import torch
 from bcls.data.atomic import atomic_path, atomic_write_bytes
 from bcls.data.errors import DataFormatError
 
+from .judged import JUDGED_COUNTS
+
 log = logging.getLogger(__name__)
 
 RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum")
@@ -123,8 +125,7 @@ def markdown_report(metrics: dict[str, Any], provenance: dict[str, Any], plots: 
                   "The model's similarity of every judged (image, caption) pair of the split against the human "
                   "score: over all judged pairs, and Kendall τ-b within each query averaged over the queries.", "",
                   "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v) if 'pairs' not in k and 'queries' not in k and 'outside' not in k else int(v)} |"
-                  for k, v in judged.items()]
+        lines += [f"| {k} | {int(v) if k in JUDGED_COUNTS else _fmt(v)} |" for k, v in judged.items()]
     train = provenance.get("train_config") or {}
     if any(v is not None for v in train.values()):
         lines[3:3] = ["trained with " + ", ".join(f"{k} `{v}`" for k, v in train.items() if v is not None), ""]

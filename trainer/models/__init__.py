@@ -10,7 +10,7 @@ May import: :mod:`bcls.data`, :mod:`bcls.pipeline` (the offline sentence-model f
 
 from .gpo import GPO, gpo_pool, positional_encoding
 from .image import GlobalImageAdapter, RegionGPOImageEncoder, RegionImageEncoder, ResidualProjection
-from .registry import MODELS, make_model, model_setting_names
+from .registry import MODELS, feature_kind, make_model, model_setting_names
 from .text import PAD, UNK, GRUTextEncoder, TransformerTextEncoder, Vocabulary, pad_batch, tokenize, tokenize_texts
 from .vse import (RetrievalModel, VSEConfig, VSEGlobalConfig, VSEGlobalModel, VSEGPOConfig, VSEGPOModel, VSEModel,
                   VSETransformerConfig, VSETransformerModel)
@@ -18,5 +18,5 @@ from .vse import (RetrievalModel, VSEConfig, VSEGlobalConfig, VSEGlobalModel, VS
 __all__ = ["GPO", "MODELS", "PAD", "UNK", "GRUTextEncoder", "GlobalImageAdapter", "RegionGPOImageEncoder",
            "RegionImageEncoder", "ResidualProjection", "RetrievalModel", "TransformerTextEncoder", "VSEConfig",
            "VSEGPOConfig", "VSEGPOModel", "VSEGlobalConfig", "VSEGlobalModel", "VSEModel", "VSETransformerConfig",
-           "VSETransformerModel", "Vocabulary", "gpo_pool", "make_model", "model_setting_names", "pad_batch",
+           "VSETransformerModel", "Vocabulary", "feature_kind", "gpo_pool", "make_model", "model_setting_names", "pad_batch",
            "positional_encoding", "tokenize", "tokenize_texts"]

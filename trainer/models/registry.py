@@ -34,6 +34,12 @@ def model_setting_names(name: str) -> tuple[str, ...]:
     return MODELS.options(name)
 
 
+def feature_kind(name: str) -> str:
+    """Which arrays of a feature folder model ``name`` reads: the global vectors for ``vse-global``, else regions
+    when the folder has them (:func:`bcls.data.datasets.read_split`)."""
+    return "global" if name == "vse-global" else "auto"
+
+
 def make_model(name: str, **settings: Any) -> RetrievalModel:
     """Build a registered model; an unknown name lists the valid ones, an unknown or missing setting is a
     ``ConfigError`` that names the accepted settings."""
