@@ -10,21 +10,21 @@ their sub-package on first use, so ``import bcls`` itself stays cheap.
 
 from __future__ import annotations
 
-from .data.lazy import lazy_exports
-from .data.version import __version__
+from .data.infra.lazy import lazy_exports
+from .data.infra.version import __version__
 
 _API: dict[str, str] = {
     # errors and data
-    "BclsError": "bcls.data.errors", "ConfigError": "bcls.data.errors", "DataFormatError": "bcls.data.errors",
-    "ShardError": "bcls.data.errors", "CheckpointError": "bcls.data.errors",
+    "BclsError": "bcls.data.infra.errors", "ConfigError": "bcls.data.infra.errors", "DataFormatError": "bcls.data.infra.errors",
+    "ShardError": "bcls.data.infra.errors", "CheckpointError": "bcls.data.infra.errors",
     "CaptionTable": "bcls.data.captions", "read_captions": "bcls.data.captions",
     "open_labels": "bcls.data.shards", "read_labels": "bcls.data.shards",
     "DemoConfig": "bcls.data.demo", "generate_demo": "bcls.data.demo",
     # stage 1: labels
     "LabelCorpus": "bcls.pipeline.corpus", "LabelSource": "bcls.pipeline.corpus",
     "LABEL_SOURCES": "bcls.pipeline.sources", "make_source": "bcls.pipeline.sources",
-    "LabelBuildConfig": "bcls.pipeline.build", "build_labels": "bcls.pipeline.build",
-    "evaluate_agreement": "bcls.pipeline.agreement",
+    "LabelBuildConfig": "bcls.pipeline.building.label_build", "build_labels": "bcls.pipeline.building.label_build",
+    "evaluate_agreement": "bcls.pipeline.fidelity.agreement",
     # stage 2: losses, models, training, evaluation
     "KendallParams": "bcls.trainer.losses", "KendallLoss": "bcls.trainer.losses", "BCLSLoss": "bcls.trainer.losses",
     "BINARY_LOSSES": "bcls.trainer.losses", "make_binary_loss": "bcls.trainer.losses",

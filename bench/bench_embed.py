@@ -2,12 +2,12 @@
 
 Run ``python bench/bench_embed.py [--n 5000]``. Both embed the same real COCO captions
 (``bench/coco_test5k.py``, or ``--captions TSV``) with the packaged all-MiniLM-L6-v2, batch 256, normalised.
-The pipeline encoder (:func:`bcls.pipeline.embed.sbert_encoder`, no cache) sorts captions by length so padded
+The pipeline encoder (:func:`bcls.pipeline.embedding.embed.sbert_encoder`, no cache) sorts captions by length so padded
 batches are tight and logs progress. Rounds alternate between the two (this machine is noisy); the median
 throughput of each and their ratio are reported, and the embeddings are checked to agree. The last line is one
 JSON object of the figures.
 
-With ``--backends torch,onnx,onnx-int8`` (or any of :data:`bcls.pipeline.onnx_backend.BACKENDS`, e.g.
+With ``--backends torch,onnx,onnx-int8`` (or any of :data:`bcls.pipeline.embedding.onnx_backend.BACKENDS`, e.g.
 ``openvino-int8``) it also times the pipeline encoder on each backend (ONNX and OpenVINO files exported on first
 use, not timed: the export is timed apart) in the same alternating rounds, and reports each backend's
 throughput ratio to ``torch`` and the cosine of its embeddings to the ``torch`` ones (mean, 1st percentile,
@@ -15,15 +15,15 @@ minimum) on all ``--n`` captions.
 
 With ``--batch-sizes 32,64,128,256`` it instead times the pipeline encoder of each backend in ``--backends``
 (default ``torch``) at each batch size, all in alternating rounds, and reports the captions/s of each against
-batch 256 (the default before the CPU default became 64, :data:`bcls.pipeline.embed.CPU_BATCH_SIZE`).
+batch 256 (the default before the CPU default became 64, :data:`bcls.pipeline.embedding.embed.CPU_BATCH_SIZE`).
 
 With ``--tokeniser`` it instead times the tokenisation alone: the model's own ``preprocess`` (what
-``SentenceTransformer.encode`` calls per batch) against :class:`bcls.pipeline.tokens.FastTokenizer` (one Rust call
+``SentenceTransformer.encode`` calls per batch) against :class:`bcls.pipeline.embedding.tokens.FastTokenizer` (one Rust call
 for all texts, then padding per batch), alternating rounds, on length-sorted batches of ``--batch-size``, and checks
 that every batch's arrays are identical.
 
 ``--device cuda`` runs the torch model on the GPU (the ``bare`` library loop against the pipeline's
-:func:`bcls.pipeline.embed.torch_embed`, which there tokenises batch by batch while the GPU works; also timed:
+:func:`bcls.pipeline.embedding.embed.torch_embed`, which there tokenises batch by batch while the GPU works; also timed:
 the same loop with each call's texts tokenised up front, as in GPU run 3); ``--parquet`` takes the texts from a
 captions table (column ``text``, e.g. ``bench/bench_coco_full.py table``'s) instead of the COCO test captions.
 """
@@ -38,7 +38,7 @@ import time
 import numpy as np
 
 import coco_test5k  # bench/coco_test5k.py: where the COCO test captions come from
-from bcls.pipeline.embed import DEFAULT_MODEL, load_sentence_model, sbert_encoder
+from bcls.pipeline.embedding.embed import DEFAULT_MODEL, load_sentence_model, sbert_encoder
 
 
 
@@ -64,7 +64,7 @@ def sweep_batch_sizes(texts: list[str], backends: list[str], sizes: list[int], r
 
 def time_tokenisers(texts: list[str], batch_size: int, rounds: int, model_name: str) -> None:
     """Captions/s of the model's own preprocessing and of the fast tokenizer, alternating rounds; equal arrays."""
-    from bcls.pipeline.tokens import fast_tokenizer
+    from bcls.pipeline.embedding.tokens import fast_tokenizer
 
     model = load_sentence_model(model_name)
     fast = fast_tokenizer(model)
@@ -136,7 +136,7 @@ def main() -> None:
     if args.device and args.device.startswith("cuda"):  # the loop of GPU run 3: tokenised up front
         import functools
 
-        from bcls.pipeline import embed
+        from bcls.pipeline.embedding import embed
 
         per_batch = embed.torch_embed
 

@@ -23,7 +23,7 @@ import torch
 
 import coco_test5k  # bench/coco_test5k.py: where the COCO test captions come from
 from bcls.data.captions import CaptionTable
-from bcls.pipeline.build import LabelBuildConfig, build_labels
+from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
 from bcls.trainer.evaluation.evaluate import load_relevance, relevance_metrics
 from bcls.trainer.evaluation.metrics import recall_metrics
 from bcls.trainer.evaluation.protocols import coco_5fold_1k

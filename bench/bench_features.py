@@ -44,7 +44,7 @@ def main() -> None:
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     from bcls.data.captions import CaptionTable
-    from bcls.pipeline.features import extract_features
+    from bcls.pipeline.images.image_encoders import extract_features
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -76,7 +76,7 @@ def lite_chunks(args: argparse.Namespace) -> None:
     import torch
     from efficientnet_lite_pytorch import EfficientNet
 
-    from bcls.pipeline.features import efficientnet_lite_weights
+    from bcls.pipeline.images.image_encoders import efficientnet_lite_weights
 
     size = int(EfficientNet.get_image_size(args.lite))
     model = EfficientNet.from_pretrained(args.lite, weights_path=str(efficientnet_lite_weights(args.lite))).eval()

@@ -6,10 +6,10 @@ Embeds the distinct captions of the table through the embedding cache (a warm ca
 nothing; the captions are shuffled with a fixed seed so their order says nothing about the index), then:
 
 * IVF training with ``train_per_list`` 256 (faiss's default), 64 (the default of
-  :class:`bcls.pipeline.indexes.IndexSpec`) and 32: training time, and recall@33 / @203 against exact search on 1,000
+  :class:`bcls.pipeline.search.indexes.IndexSpec`) and 32: training time, and recall@33 / @203 against exact search on 1,000
   sampled captions (the depths a K = 32 build searches);
 * ``--queries`` of the indexed captions searched for 203 neighbours in their own order and in inverted-list order
-  (:func:`bcls.pipeline.indexes.ivf_base_order`), alternating rounds, medians, with a check that both give the
+  (:func:`bcls.pipeline.search.indexes.ivf_base_order`), alternating rounds, medians, with a check that both give the
   same neighbours and scores;
 * ``--queries`` consecutive captions of the list order (from its middle, as a build searches them) against IVF
   indexes with float16 and float32 codes (the same lists: the k-means is the same), alternating rounds, medians;
@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from bcls.data.captions import read_captions
-from bcls.pipeline.embed import DEFAULT_MODEL, EmbeddingCache, cached_encoder, model_cache_id, sbert_encoder
-from bcls.pipeline.indexes import IndexSpec, build_index, ivf_base_order, knn, recall_at_k
+from bcls.pipeline.embedding.embed import DEFAULT_MODEL, EmbeddingCache, cached_encoder, model_cache_id, sbert_encoder
+from bcls.pipeline.search.indexes import IndexSpec, build_index, ivf_base_order, knn, recall_at_k
 from bcls.pipeline.sources.hashing import sorted_unique
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 import coco_test5k  # bench/coco_test5k.py: where the COCO test captions come from
-from bcls.pipeline.embed import (DEFAULT_MODEL, EmbeddingCache, cached_encoder, default_cache_dir, model_cache_id,
+from bcls.pipeline.embedding.embed import (DEFAULT_MODEL, EmbeddingCache, cached_encoder, default_cache_dir, model_cache_id,
                                  sbert_encoder)
-from bcls.pipeline.indexes import IndexSpec, build_index, faiss_gpu_count, knn, recall_at_k
+from bcls.pipeline.search.indexes import IndexSpec, build_index, faiss_gpu_count, knn, recall_at_k
 
 log = logging.getLogger("bench_neighbours")
 def read_texts(path: Path | None) -> list[str]:
@@ -46,7 +46,7 @@ def merge_timings(ids: np.ndarray, emb: np.ndarray, image_index: np.ndarray, k: 
     on one thread per core, in alternating rounds (medians), with a check that both give the same pairs."""
     import statistics
 
-    from bcls.pipeline import neighbours
+    from bcls.pipeline.search import neighbours
 
     scores = np.einsum("nd,nkd->nk", emb, emb[ids]).astype(np.float32)
     neighbours.MIN_ROWS_PER_THREAD = 1000  # the 25k test captions are below the library's own threshold

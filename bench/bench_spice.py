@@ -122,7 +122,7 @@ def main() -> None:
     if args.agreement:
         from bcls.data.captions import read_captions
         from bcls.data.judgments import read_judgments
-        from bcls.pipeline.agreement import evaluate_agreement
+        from bcls.pipeline.fidelity.agreement import evaluate_agreement
 
         folder = args.agreement
         with tempfile.TemporaryDirectory() as out:

@@ -1,5 +1,5 @@
-"""Benchmark: the torch exact search (:class:`bcls.pipeline.torch_search.TorchExactIndex`) with one ``torch.topk``
-per row against the two exact alternatives of :func:`~bcls.pipeline.torch_search.select_topk` (``chunk:N``,
+"""Benchmark: the torch exact search (:class:`bcls.pipeline.search.torch_search.TorchExactIndex`) with one ``torch.topk``
+per row against the two exact alternatives of :func:`~bcls.pipeline.search.torch_search.select_topk` (``chunk:N``,
 ``threshold:G``), side by side.
 
 Run ``python bench/bench_torch_search.py --embeddings LABELS/_caption_embeddings.npy --device cuda`` (a label
@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from bcls.pipeline.torch_search import TorchExactIndex
+from bcls.pipeline.search.torch_search import TorchExactIndex
 
 
 def main() -> None:

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from bcls.data.demo import generate_demo
-from bcls.pipeline.build import LabelBuildConfig, build_labels
+from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
 from bcls.trainer.batches import Batch
 from bcls.trainer.config import TrainConfig
 from bcls.trainer.train import _Run

@@ -24,7 +24,7 @@ import sys
 sys.path.insert(0, sys.argv[3])
 from pathlib import Path
 from tests.conftest import hash_encoder, write_caption_csv
-from bcls.pipeline.build import LabelBuildConfig, build_labels
+from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
 root = Path(sys.argv[1])
 caps = write_caption_csv(root / "caps.csv", n_images=40)
 real = sys.argv[2] == "1"

@@ -22,7 +22,7 @@ COLUMNS = ("row", "coco_ann_id", "coco_image_id", "caption")
 
 def _from_packages() -> list[dict[str, str]]:
     from bcls.data.captions.coco import packaged_val2014
-    from bcls.data.errors import ConfigError
+    from bcls.data.infra.errors import ConfigError
 
     try:
         annotations, ids = packaged_val2014("the COCO test captions (or pass --captions TSV)")

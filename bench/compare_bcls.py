@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bcls.data.demo import generate_demo
-from bcls.pipeline.build import LabelBuildConfig, build_labels
+from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
 from bcls.trainer.evaluation.evaluate import evaluate
 from bcls.trainer.config import TrainConfig
 from bcls.trainer.train import train

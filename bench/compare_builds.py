@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from bcls.data.errors import ShardError
+from bcls.data.infra.errors import ShardError
 from bcls.data.shards import open_labels, read_labels
 
 

@@ -23,7 +23,7 @@ torch.set_num_threads(1)
 
 from bcls.data.demo import DemoConfig, generate_demo  # noqa: E402
 
-from bcls.pipeline.build import LabelBuildConfig, build_labels  # noqa: E402
+from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels  # noqa: E402
 from bcls.trainer.config import TrainConfig  # noqa: E402
 from bcls.trainer.evaluation import evaluate  # noqa: E402
 from bcls.trainer.train import train  # noqa: E402

@@ -109,7 +109,7 @@ def ridge_floor(text: Path, feats: Path) -> dict:
 
     from bcls.data.datasets import read_split
     from bcls.data.judgments import read_judgments
-    from bcls.pipeline.agreement import default_encoder
+    from bcls.pipeline.fidelity.agreement import default_encoder
     from bcls.trainer.evaluation.judged import judged_metrics
     from bcls.trainer.evaluation.metrics import recall_metrics
 

@@ -3,7 +3,7 @@
 # Issue 15's target: step 1 (full COCO, sbert,cider) in at most 60 s end to end on one H200. GPU run 5
 # (docs/label_builds.md): 37.3 s and 37.2 s (embedding 19.5 s, search 11.6 s, scoring + writing 4.7 s), after run 4
 # (70.3 s) showed the search paced by the caption-side merge on one CPU core. Step "search" times the exact top-k
-# variants (chunk:N, threshold:G; pipeline/torch_search.py) against one torch.topk (on the H200 none was faster),
+# variants (chunk:N, threshold:G; pipeline/search/torch_search.py) against one torch.topk (on the H200 none was faster),
 # and step "1c" builds again with the fastest when it beats torch.topk by 10 % or more. Run 5's command:
 #   DATA=.devdata BUDGET_S=300 STEPS="1 4" bash bench/gpu_full_build.sh
 # run 4's (the top-k variants; about 2.5 minutes):
@@ -20,15 +20,15 @@
 # Figures and logs go to $OUT (default /tmp/gpu_out).
 #
 # 1. the full COCO label build, `--sources sbert,cider --index exact --device cuda`: the model on CUDA, exact
-#    search on the GPU (faiss-gpu when faiss sees the GPU, else torch; see pipeline/indexes.py), cider on the
+#    search on the GPU (faiss-gpu when faiss sees the GPU, else torch; see pipeline/search/indexes.py), cider on the
 #    CPU cores; its phase times and peak memory come from bench/bench_coco_full.py. On a fresh machine numba
 #    compiles the CIDEr kernels in this step (about 6 s on the 2-core dev machine, once per installation), in a
 #    child process beside the embedding (pipeline/sources/precompile.py; its log line says how long the build
 #    waited for it);
 # 2. the GPU embeddings of 5,000 captions (step 1's build, of this call or an earlier one on the same warm machine)
 #    against the same model on the CPU in float32 (cosine), the tokeniser's
-#    own rate on this machine's cores (the library's call against bcls.pipeline.tokens), and the GPU embedding
-#    loop (SentenceTransformer.encode against bcls.pipeline.embed.torch_embed, side by side);
+#    own rate on this machine's cores (the library's call against bcls.pipeline.embedding.tokens), and the GPU embedding
+#    loop (SentenceTransformer.encode against bcls.pipeline.embedding.embed.torch_embed, side by side);
 # 3. bench/bench_train_step.py --device cuda --compile (CUDA-vs-CPU loss check, step times, then the loss eager
 #    against torch.compile and torch.compile(mode="reduce-overhead"), i.e. CUDA graphs, and Adam fused; one epoch
 #    with each phase's ms and kernel launches per step).
@@ -95,7 +95,7 @@ if want 2; then
 echo "== 2. GPU embeddings against the CPU (at $SECONDS s)"
 timeout 60 python3 - <<'EOF' 2>&1 | tee "$OUT/embed_check.txt"
 import os, numpy as np, pyarrow.parquet as pq
-from bcls.pipeline.embed import load_sentence_model
+from bcls.pipeline.embedding.embed import load_sentence_model
 data = os.environ.get("DATA", ".devdata")
 texts = pq.read_table(f"{data}/coco_full.parquet", columns=["text"]).column("text").to_pylist()[:5000]
 gpu = np.load("/tmp/labels_gpu/_caption_embeddings.npy").astype(np.float32)[:5000]
@@ -105,7 +105,7 @@ cos = (gpu * cpu).sum(1) / np.linalg.norm(gpu, axis=1)
 print(f"cosine(GPU fp16 build embedding, CPU fp32): min {cos.min():.5f}, mean {cos.mean():.6f}")
 EOF
 
-# the tokeniser alone on this machine's cores (the library's call against bcls.pipeline.tokens, on the 2-core dev
+# the tokeniser alone on this machine's cores (the library's call against bcls.pipeline.embedding.tokens, on the 2-core dev
 # machine 17.5k against 50.9k captions/s in batches of 1024), then the torch loop on the GPU: the library's
 # SentenceTransformer.encode against the pipeline's torch_embed, the same model, 100,000 captions, batch 1024
 timeout 60 python3 bench/bench_embed.py --tokeniser --parquet "$DATA/coco_full.parquet" --model "$DATA/minilm-fp16" \

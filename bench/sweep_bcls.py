@@ -34,7 +34,7 @@ import numpy as np
 from bcls.data.captions import read_captions
 from bcls.data.demo import generate_demo
 from bcls.data.shards import open_labels, read_labels
-from bcls.pipeline.build import LabelBuildConfig, build_labels
+from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
 from bcls.trainer.config import TrainConfig
 from bcls.trainer.evaluation import evaluate
 from bcls.trainer.train import train
@@ -61,7 +61,7 @@ def setup_ensemble(out: Path) -> None:
     and built on the same candidates (K = 32) into ``OUT/labels_ens``; spice precision alone into
     ``OUT/labels_spp``."""
     from bcls.data.judgments import read_judgments
-    from bcls.pipeline.fit import fit_ensemble, fit_report_markdown
+    from bcls.pipeline.fidelity.fit import fit_ensemble, fit_report_markdown
 
     data = out / "data"
     _, report = fit_ensemble(read_captions(data, split="dev"), read_judgments(data / "dev_relevance.npy"),
@@ -238,7 +238,7 @@ def run(out: Path, queue: Path, only: set[str] | None, poll: float) -> None:
 def reevaluate(out: Path, only: set[str] | None = None) -> None:
     """Evaluate every finished run's best.pt (or the run folders in ``only``) again with this bcls (after a change
     to the metrics), in place."""
-    from bcls.data.version import __version__
+    from bcls.data.infra.version import __version__
 
     for path in sorted((out / "runs").glob("*/result.json")):
         if only and path.parent.name not in only:

@@ -1,8 +1,8 @@
 """bcls.data — file formats and datasets, the bottom layer: everything else may import it, it imports nothing else.
 
-* :mod:`~.errors` (the one-line errors), :mod:`~.atomic` (atomic writes, disk-space checks), :mod:`~.tables`
-  (reading user tables with one-line errors), :mod:`~.registry` (the plug-in registry shape), :mod:`~.version`,
-  :mod:`~.progress` (the one progress style), :mod:`~.runtime` (OpenMP's wait policy on a busy machine);
+* :mod:`~.infra` — the shared infrastructure: errors, the plug-in registry, config checks, atomic writes,
+  progress, lazy exports, runtime, version;
+* :mod:`~.tables` (reading user tables with one-line errors);
 * :mod:`~.captions` (caption tables, one module per format), :mod:`~.precomp` (the precomp folder layout),
   :mod:`~.features` (image features), :mod:`~.feature_folder` (features keyed by image id), :mod:`~.datasets`
   (one split from either layout, joined by image id), :mod:`~.judgments` (human relevance judgments);
@@ -12,15 +12,15 @@
 May import: only :mod:`bcls.data` modules (never :mod:`bcls.pipeline`, :mod:`bcls.trainer` or the CLI).
 """
 
-from .lazy import lazy_exports as _lazy
+from .infra.lazy import lazy_exports as _lazy
 
 _EXPORTS = {
-    'BclsError': 'bcls.data.errors',
-    'ConfigError': 'bcls.data.errors',
-    'DataFormatError': 'bcls.data.errors',
-    'ShardError': 'bcls.data.errors',
-    'CheckpointError': 'bcls.data.errors',
-    'DiskSpaceError': 'bcls.data.errors',
+    'BclsError': 'bcls.data.infra.errors',
+    'ConfigError': 'bcls.data.infra.errors',
+    'DataFormatError': 'bcls.data.infra.errors',
+    'ShardError': 'bcls.data.infra.errors',
+    'CheckpointError': 'bcls.data.infra.errors',
+    'DiskSpaceError': 'bcls.data.infra.errors',
     'CaptionTable': 'bcls.data.captions',
     'CAPTION_FORMATS': 'bcls.data.captions',
     'read_captions': 'bcls.data.captions',
@@ -39,7 +39,7 @@ _EXPORTS = {
     'DemoConfig': 'bcls.data.demo',
     'generate_demo': 'bcls.data.demo',
     'demo_relevance': 'bcls.data.demo',
-    'Registry': 'bcls.data.registry',
+    'Registry': 'bcls.data.infra.plugins',
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = _lazy(__name__, globals(), _EXPORTS)

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from .captions import CaptionTable, read_captions
-from .errors import ConfigError
+from .infra.errors import ConfigError
 from .feature_folder import features_for_images
 from .features import ImageFeatures
 from .precomp import read_precomp_split
@@ -90,7 +90,7 @@ def has_split(split: str, data: str | os.PathLike | None = None, captions: str |
     """Whether the precomp folder or caption file holds ``split`` (for an optional dev split); a caption file
     without splits (a COCO JSON, a table without a ``split`` column) holds none: all of it is one split, so it
     never doubles as its own dev split."""
-    from .errors import DataFormatError
+    from .infra.errors import DataFormatError
     from .precomp import precomp_paths
 
     if data:

@@ -23,9 +23,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .atomic import atomic_path, atomic_write_json
+from .infra.atomic import atomic_path, atomic_write_json
 from .captions import CaptionTable
-from .errors import DataFormatError
+from .infra.errors import DataFormatError
 from .features import ImageFeatures, load_features
 from .shards import sha256_file
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bcls.data.errors import DataFormatError
+from bcls.data.infra.errors import DataFormatError
 
 logger = logging.getLogger(__name__)
 

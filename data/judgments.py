@@ -22,7 +22,7 @@ so a judgment table joins the caption table read from ``Flickr8k.token.txt``. Th
 column; their ``method`` is ``same_image`` when the caption is one of the query image's own captions and
 ``other_image`` otherwise.
 
-Every reader reports a bad input as a one-line :class:`~bcls.data.errors.DataFormatError` naming the file, the
+Every reader reports a bad input as a one-line :class:`~bcls.data.infra.errors.DataFormatError` naming the file, the
 line and what to do.
 """
 
@@ -41,7 +41,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .captions import flickr8k_ids
-from .errors import ConfigError
+from .infra.errors import ConfigError
 from .tables import fail as _fail, first_duplicate, shown as _shown
 
 logger = logging.getLogger(__name__)

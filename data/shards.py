@@ -29,8 +29,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import atomic_path, atomic_write_bytes
-from .errors import ShardError
+from .infra.atomic import atomic_path, atomic_write_bytes
+from .infra.errors import ShardError
 
 MANIFEST = "_manifest.json"
 EMBEDDINGS_FILE = "_caption_embeddings.npy"

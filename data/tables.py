@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import DataFormatError
+from .infra.errors import DataFormatError
 
 MAX_SHOWN = 120
 """Characters of a user value quoted in a message."""

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 
 __all__ = ["LabelCorpus", "LabelSource", "reference_matrix"]
 

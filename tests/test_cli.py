@@ -209,7 +209,7 @@ def test_train_flag_defaults_are_the_config_defaults():
 
 
 def test_version_and_friendly_pointers(tiny, tmp_path):
-    from bcls.data.version import __version__
+    from bcls.data.infra.version import __version__
 
     assert _ok(["--version"]).output.strip() == f"bcls {__version__}"
     run = tmp_path / "run"
@@ -299,7 +299,7 @@ def test_every_command_shows_every_default_in_its_rendered_help():
 def test_idle_openmp_threads_sleep_only_on_a_busy_machine_and_never_against_the_user():
     """bench/bench_contention.py: beside a busy process the spinning default ran 3.5x slower, PASSIVE 1.3x; alone
     PASSIVE was slower. So PASSIVE is chosen only when others keep >= half a core busy, and a set value stays."""
-    from bcls.data.runtime import busy_cores, choose_openmp_wait_policy
+    from bcls.data.infra.runtime import busy_cores, choose_openmp_wait_policy
 
     env: dict[str, str] = {}
     assert choose_openmp_wait_policy(env, busy=0.1) is None and env == {}

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 from bcls.cli import app
 from bcls.data.captions import read_captions
 from bcls.data.demo import DemoConfig, generate_demo
-from bcls.pipeline.build import LabelBuildConfig, build_labels
-from bcls.pipeline.embed import DEFAULT_MODEL, EmbeddingCache, cached_encoder, model_cache_id
+from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
+from bcls.pipeline.embedding.embed import DEFAULT_MODEL, EmbeddingCache, cached_encoder, model_cache_id
 from tests.conftest import hash_encoder
 
 runner = CliRunner()
@@ -389,8 +389,8 @@ def test_not_enough_disk_space_is_refused_before_writing(tiny, tmp_path, monkeyp
 
 
 def test_ensure_free_space_checks_the_nearest_existing_folder(tmp_path, monkeypatch):
-    from bcls.data.atomic import ensure_free_space
-    from bcls.data.errors import DiskSpaceError
+    from bcls.data.infra.atomic import ensure_free_space
+    from bcls.data.infra.errors import DiskSpaceError
 
     ensure_free_space(tmp_path / "a" / "b" / "c.pt", 1, "a file")  # plenty of space
     _tiny_disk(monkeypatch, free=10 * 2**20)
@@ -402,7 +402,7 @@ def test_ensure_free_space_checks_the_nearest_existing_folder(tmp_path, monkeypa
 
 
 def test_embedding_cache_of_another_dimension_is_a_clear_error(tmp_path):
-    from bcls.data.errors import ConfigError
+    from bcls.data.infra.errors import ConfigError
 
     cache = _prefill_cache(["a dog"], tmp_path / "cache")  # 64-dim
     encode = cached_encoder(EmbeddingCache(cache, model_cache_id(DEFAULT_MODEL)), lambda: hash_encoder(32))

@@ -4,7 +4,8 @@
   root package ``bcls`` (it may re-export everything), and only ``cli.py`` imports typer;
 * no import cycle between bcls modules, counting every import (inside functions and ``TYPE_CHECKING`` too);
 * every package folder is installed (listed in ``pyproject.toml``), and the version agrees;
-* no library file over 500 lines.
+* no library file over 500 lines;
+* no two library modules share a file name (``__init__.py`` aside), so a name in a traceback or a search is one file.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import ast
 import tomllib
 from pathlib import Path
 
-from bcls.data.version import __version__
+from bcls.data.infra.version import __version__
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {"data": 0, "pipeline": 1, "trainer": 2, "cli": 3}
@@ -75,7 +76,7 @@ def _layer(name: str) -> int:
 
 
 def test_modules_were_found():
-    assert {"bcls.data.captions", "bcls.pipeline.build", "bcls.trainer.losses.kendall", "bcls.cli"} <= set(GRAPH)
+    assert {"bcls.data.captions", "bcls.pipeline.building.label_build", "bcls.trainer.losses.kendall", "bcls.cli"} <= set(GRAPH)
 
 
 def test_nothing_imports_upward_or_the_root_package():
@@ -130,3 +131,12 @@ def test_every_package_is_installed_and_the_version_agrees():
 def test_library_files_stay_short():
     long = {str(p.relative_to(ROOT)): n for p in MODULES.values() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"files over {MAX_LINES} lines (split them by concern): {long}"
+
+
+def test_no_two_library_modules_share_a_file_name():
+    seen: dict[str, list[str]] = {}
+    for name, path in MODULES.items():
+        if path.name != "__init__.py":
+            seen.setdefault(path.name, []).append(name)
+    shared = {file: names for file, names in seen.items() if len(names) > 1}
+    assert not shared, f"library modules sharing a file name: {shared}"

@@ -8,7 +8,7 @@ loop), :mod:`~.distributed` (torchrun), :mod:`~.checkpoint`; :mod:`~.demo` runs 
 May import: :mod:`bcls.data` and :mod:`bcls.pipeline` (never the CLI).
 """
 
-from bcls.data.lazy import lazy_exports as _lazy
+from bcls.data.infra.lazy import lazy_exports as _lazy
 
 _EXPORTS = {
     'KendallParams': 'bcls.trainer.losses',

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from bcls.data.atomic import atomic_path
-from bcls.data.errors import CheckpointError, ConfigError
-from bcls.data.version import __version__
+from bcls.data.infra.atomic import atomic_path
+from bcls.data.infra.errors import CheckpointError, ConfigError
+from bcls.data.infra.version import __version__
 
 from .models import MODELS, Vocabulary, make_model
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from bcls.data.configs import check_field_types
-from bcls.data.errors import ConfigError
+from bcls.data.infra.config_checks import check_field_types
+from bcls.data.infra.errors import ConfigError
 
 from .batches import SAMPLERS
 from .losses import DEFAULT_KENDALL, KendallParams, binary_loss_params

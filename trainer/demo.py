@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from bcls.data.demo import DemoConfig, generate_demo
-from bcls.data.atomic import atomic_write_json
-from bcls.data.errors import ConfigError
-from bcls.pipeline.build import LabelBuildConfig, build_labels
+from bcls.data.infra.atomic import atomic_write_json
+from bcls.data.infra.errors import ConfigError
+from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
 
 from .config import TrainConfig
 from .evaluation import evaluate

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from bcls.data.atomic import atomic_write_json, ensure_free_space, remove_stale_temporaries
-from bcls.data.errors import CheckpointError, ConfigError
+from bcls.data.infra.atomic import atomic_write_json, ensure_free_space, remove_stale_temporaries
+from bcls.data.infra.errors import CheckpointError, ConfigError
 from bcls.data.datasets import has_split, read_split
-from bcls.data.progress import Progress
+from bcls.data.infra.progress import Progress
 from bcls.data.shards import open_labels
-from bcls.data.version import __version__
+from bcls.data.infra.version import __version__
 
 from .batches import Batch, LabelNormalizer, PairLabels, dense_labels, make_batches
 from .checkpoint import load_checkpoint, save_checkpoint

@@ -5,7 +5,7 @@
   ``flickr8k`` — each a reader registered in :data:`CAPTION_FORMATS`;
 * :mod:`~bcls.data.captions.read` — :func:`read_captions` and :func:`detect_format`.
 
-Every reader reports a bad input as a one-line :class:`~bcls.data.errors.DataFormatError` naming the file, the
+Every reader reports a bad input as a one-line :class:`~bcls.data.infra.errors.DataFormatError` naming the file, the
 row or field, and what to do. May import: :mod:`bcls.data` modules only.
 """
 

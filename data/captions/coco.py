@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 from ..tables import fail, int_list, load_json, missing_key
 from .table import RawCaptions, texts_of
 

@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ConfigError
-from ..registry import Registry
+from bcls.data.infra.errors import ConfigError
+from bcls.data.infra.plugins import Registry
 from ..tables import fail, load_json
-from . import coco, flickr8k, karpathy, precomp, tabular
-from .precomp import split_of_file
+from . import coco, flickr8k, karpathy, tabular
+from . import precomp_captions as precomp
+from .precomp_captions import split_of_file
 from .table import CaptionTable, RawCaptions, filter_split
 
 logger = logging.getLogger(__name__)

@@ -37,8 +37,8 @@ features), :mod:`~.relevance` (:func:`demo_relevance`), :mod:`~.io` (:func:`gene
 :func:`read_demo_facts`). May import: :mod:`bcls.data` modules only.
 """
 
-from .config import DEMO_SPLITS, DemoConfig, DemoFacts
-from .features import DemoPrototypes, demo_prototypes
+from .demo_config import DEMO_SPLITS, DemoConfig, DemoFacts
+from .regions import DemoPrototypes, demo_prototypes
 from .io import FACTS_FORMAT, FACTS_VERSION, generate_demo, read_demo_facts
 from .relevance import demo_pair_relevance, demo_relevance
 

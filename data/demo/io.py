@@ -14,13 +14,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
-from ..errors import DataFormatError
+from bcls.data.infra.atomic import atomic_write_bytes
+from bcls.data.infra.errors import DataFormatError
 from ..precomp import write_precomp_split
-from ..version import __version__
+from bcls.data.infra.version import __version__
 from .captions import scene_captions
-from .config import DemoConfig, DemoFacts
-from .features import DemoPrototypes, demo_prototypes, region_features
+from .demo_config import DemoConfig, DemoFacts
+from .regions import DemoPrototypes, demo_prototypes, region_features
 from .relevance import demo_relevance
 from .scenes import sample_scene
 from .world import ATTR_NAMES, CONTEXT_NAMES, CONTEXTS, OBJ_NAMES, OBJECTS, RELATIONS, VOCAB

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import DemoFacts
+from .demo_config import DemoFacts
 
 
 def _rows(rows: Sequence[int] | np.ndarray | None, n: int, what: str) -> np.ndarray:

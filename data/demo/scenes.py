@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import DemoConfig
+from .demo_config import DemoConfig
 from .world import (ATTR_INDEX, CONTEXT_NAMES, CONTEXTS, OBJECTS, PLACING, RELATION_WEIGHT, RELATIONS, VOCAB, implied,
                     plausible)
 

@@ -3,17 +3,17 @@
 One module per source — :mod:`~.sbert`, :mod:`~.cider` (CIDEr-D; its tokeniser in :mod:`~.ptb`, its table
 kernels in :mod:`~.ngram_kernels`), :mod:`~.spice` (SPICE-like; its parse rules in
 :mod:`~.spice_graph`, its spaCy speed-ups in :mod:`~.spacy_speed`), :mod:`~.file` (user scores), :mod:`~.truth`
-(the demo's ground truth), :mod:`~.image` (cosine of image features), :mod:`~.ensemble` (a fitted or rank-average combination of the others,
-:mod:`bcls.pipeline.ensemble`) — plus what they share
-(:mod:`~.hashing`, the per-corpus :mod:`~.cache`) and the registry (:mod:`~.registry`). May import:
-:mod:`bcls.data`, :mod:`bcls.pipeline.corpus`, :mod:`bcls.pipeline.ensemble`.
+(the demo's ground truth), :mod:`~.image_similarity` (cosine of image features), :mod:`~.ensemble` (a fitted
+or rank-average combination of the others, :mod:`bcls.pipeline.fidelity.fitted_ensemble`) — plus what they share
+(:mod:`~.hashing`, the per-corpus :mod:`~.cache`) and the registry (:mod:`~.source_registry`). May import:
+:mod:`bcls.data`, :mod:`bcls.pipeline.corpus`, :mod:`bcls.pipeline.fidelity.fitted_ensemble`.
 """
 
 from .cider import CiderSource
 from .ensemble import EnsembleSource, ensemble_source
 from .file import FileSource, file_source, read_pair_scores
-from .image import ImageSource, image_source
-from .registry import LABEL_SOURCES, make_source
+from .image_similarity import ImageSource, image_source
+from .source_registry import LABEL_SOURCES, make_source
 from .sbert import SbertSource
 from .spice import SpiceSource
 from .truth import TruthSource, truth_source

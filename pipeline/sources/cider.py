@@ -58,7 +58,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 
 from ..corpus import LabelCorpus
 from .cache import CorpusCache

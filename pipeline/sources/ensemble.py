@@ -1,6 +1,6 @@
 """``ensemble``: a combination of other label sources' values, fitted on human judgments or a plain rank average.
 
-With ``path=`` it applies an :class:`~bcls.pipeline.ensemble.EnsembleModel` written by ``bcls labels fit`` (plain
+With ``path=`` it applies an :class:`~bcls.pipeline.fidelity.fitted_ensemble.EnsembleModel` written by ``bcls labels fit`` (plain
 JSON; its sha256 is part of the build's identity and manifest). Without one it is the documented **rank average**
 of ``members`` (default ``sbert,cider,spice``): each member's values are rank-normalised against a reference
 sample drawn from the corpus itself — ``reference_images`` images (seeded), each with all its own captions
@@ -17,12 +17,12 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 
 from ..corpus import LabelCorpus, LabelSource
-from ..ensemble import EnsembleModel, Member, load_ensemble, rank_knots
+from bcls.pipeline.fidelity.fitted_ensemble import EnsembleModel, Member, load_ensemble, rank_knots
 from .cache import CorpusCache
-from .registry import LABEL_SOURCES, convert_option, make_source
+from .source_registry import LABEL_SOURCES, convert_option, make_source
 
 _REFERENCE = CorpusCache(size=4)
 
@@ -162,7 +162,7 @@ class EnsembleSource:
 def check_sentence_model(sources, model: str | None) -> None:
     """Refuse a fitted ensemble whose embedding members were fitted with another sentence model than ``model``
     (the embeddings the corpus will hold); ``model=None`` (a custom encoder) checks nothing."""
-    from ..models import full_name
+    from bcls.pipeline.embedding.sentence_models import full_name
 
     for s in sources:
         fitted = getattr(s, "sentence_model", None)

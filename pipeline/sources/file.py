@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 from bcls.data.tables import fail as _fail, first_duplicate, int_column, read_delimited_strings, \
     read_parquet_columns, shown as _shown
 

@@ -84,7 +84,7 @@ def finish(child: subprocess.Popen | None, timeout: float = 300.0) -> None:
 def main() -> None:
     """The child: score every pair of the sample with each source (results discarded)."""
     from bcls.pipeline.corpus import LabelCorpus
-    from bcls.pipeline.sources.registry import make_source
+    from bcls.pipeline.sources.source_registry import make_source
 
     job = json.loads(sys.stdin.buffer.read())
     corpus = LabelCorpus.from_groups(tuple(job["texts"]), np.asarray(job["image_index"], dtype=np.int64))

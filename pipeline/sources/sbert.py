@@ -1,6 +1,6 @@
 """``sbert``: cosine similarity of sentence embeddings between a caption and an image's other captions.
 
-The embeddings come with the corpus (the label build's sentence model, :mod:`bcls.pipeline.embed`); the source
+The embeddings come with the corpus (the label build's sentence model, :mod:`bcls.pipeline.embedding.embed`); the source
 itself only aggregates them. :func:`aggregate_similarities` is the one definition of every aggregate, used by the
 source (per pair) and by the trainer's dense in-batch labels (per batch). The per-pair cosines come from a small
 numba kernel (:func:`reference_cosines`), 3.8× the numpy code it replaced at full COCO's size.
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 
 from ..corpus import LabelCorpus, reference_matrix
 

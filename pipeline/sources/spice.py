@@ -76,7 +76,7 @@ import importlib.util
 
 import numpy as np
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 
 from ..corpus import LabelCorpus
 from .cache import CorpusCache

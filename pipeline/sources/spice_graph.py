@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from bcls.data.errors import ConfigError
-from bcls.data.progress import Progress
+from bcls.data.infra.errors import ConfigError
+from bcls.data.infra.progress import Progress
 
 from .hashing import expand_ranges
 from .spacy_speed import MemoAttributeRuler, use_matmul_ops

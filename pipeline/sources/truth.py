@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bcls.data.demo import DemoFacts, demo_pair_relevance, read_demo_facts
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 
 from ..corpus import LabelCorpus
 

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bcls.data.captions import CAPTION_FORMATS, CaptionTable, detect_format, read_captions
-from bcls.data.errors import ConfigError, DataFormatError
+from bcls.data.infra.errors import ConfigError, DataFormatError
 from bcls.data.precomp import write_precomp_split
 from tests.conftest import SHARED
 

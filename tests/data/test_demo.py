@@ -20,7 +20,7 @@ from bcls.data.demo import (
     generate_demo,
     read_demo_facts,
 )
-from bcls.data.errors import ConfigError, DataFormatError
+from bcls.data.infra.errors import ConfigError, DataFormatError
 from bcls.data.precomp import precomp_paths
 
 TINY = DemoConfig(seed=3, n_train=200, n_dev=15, n_test=120)

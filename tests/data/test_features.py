@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bcls.data.errors import DataFormatError
+from bcls.data.infra.errors import DataFormatError
 from bcls.data.features import ImageFeatures, load_features
 from bcls.data.precomp import precomp_paths, read_precomp_split, write_precomp_split
 

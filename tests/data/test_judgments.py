@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bcls.data.captions import detect_format, flickr8k_ids, flickr8k_image_name, read_captions
-from bcls.data.errors import ConfigError, DataFormatError
+from bcls.data.infra.errors import ConfigError, DataFormatError
 from bcls.data.judgments import (JUDGMENT_FORMATS, Judgments, cxc_caption_id, cxc_image_id, detect_judgment_format,
                                  read_judgments)
 from tests.conftest import SHARED

@@ -2,12 +2,12 @@
 
 import logging
 
-from bcls.data.progress import Progress
+from bcls.data.infra.progress import Progress
 
 
 def test_log_lines_are_spaced_and_quiet_mode_hides_them(caplog, monkeypatch):
     clock = iter(range(0, 10_000, 3))  # every call to the clock advances 3 s
-    monkeypatch.setattr("bcls.data.progress.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("bcls.data.infra.progress.time.perf_counter", lambda: next(clock))
     log = logging.getLogger("bcls.test.progress")
     with caplog.at_level(logging.INFO, logger="bcls.test.progress"):
         with Progress(10, "training", "steps", log, interval=10.0, bar=False) as p:

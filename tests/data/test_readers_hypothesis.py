@@ -1,5 +1,5 @@
 """Property-based tests: whatever bytes, CSV-like text or JSON a reader is given, it returns a result or raises a
-:class:`~bcls.data.errors.BclsError` (one-line message naming the file) — never another exception.
+:class:`~bcls.data.infra.errors.BclsError` (one-line message naming the file) — never another exception.
 
 Examples are small and few so that the module runs in seconds (set BCLS_HYPOTHESIS_EXAMPLES for a deeper search).
 """
@@ -20,7 +20,7 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 from bcls.data.captions import CaptionTable, read_captions  # noqa: E402
-from bcls.data.errors import BclsError  # noqa: E402
+from bcls.data.infra.errors import BclsError  # noqa: E402
 from bcls.data.features import ImageFeatures, load_features  # noqa: E402
 from bcls.data.judgments import Judgments, read_judgments  # noqa: E402
 from bcls.data.shards import LabelSet, open_labels, read_labels, sha256_file, write_shard  # noqa: E402

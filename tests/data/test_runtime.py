@@ -9,7 +9,7 @@ import pytest
 # Run in a fresh process: the heap of a test session that has run other tests is in no known state.
 SCENARIO = """
 import json, numpy as np, psutil
-from bcls.data.runtime import release_free_memory
+from bcls.data.infra.runtime import release_free_memory
 rss = lambda: psutil.Process().memory_info().rss / 2**20
 big = np.ones(30 << 17)
 del big  # a freed 30 MiB array raises glibc's mmap threshold: the next 1 MiB arrays come from the heap

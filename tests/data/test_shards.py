@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bcls.data.errors import ShardError
+from bcls.data.infra.errors import ShardError
 from bcls.data.shards import label_schema, open_labels, read_labels, write_manifest, write_shard
 
 

@@ -1,4 +1,4 @@
-"""Tests of bcls.pipeline.agreement: pair scoring (label definition), correlations, skips, outputs, real data."""
+"""Tests of bcls.pipeline.fidelity.agreement: pair scoring (label definition), correlations, skips, outputs, real data."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from scipy import stats
 
 from bcls.data.captions import CaptionTable, read_captions
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 from bcls.data.judgments import Judgments, read_judgments
-from bcls.pipeline.agreement import correlations, evaluate_agreement, score_judgments
+from bcls.pipeline.fidelity.agreement import correlations, evaluate_agreement, score_judgments
 from bcls.pipeline.sources.cider import CiderSource
 from bcls.pipeline.corpus import LabelCorpus
 from bcls.pipeline.sources import SbertSource

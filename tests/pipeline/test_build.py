@@ -8,11 +8,11 @@ import pyarrow as pa
 import pytest
 
 from bcls.data.captions import read_captions
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 from bcls.data.shards import read_labels
-from bcls.pipeline.build import LabelBuildConfig, build_labels
+from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
 from bcls.pipeline.corpus import LabelCorpus
-from bcls.pipeline.indexes import IndexSpec
+from bcls.pipeline.search.indexes import IndexSpec
 from bcls.pipeline.sources import SbertSource
 from tests.conftest import brute_candidate_pairs, write_caption_csv
 
@@ -108,7 +108,7 @@ def test_embedding_cache_makes_a_second_build_embed_nothing(tmp_path, encoder):
 
 
 def test_embedding_cache_fills_only_missing_texts(tmp_path, encoder):
-    from bcls.pipeline.embed import EmbeddingCache, cached_encoder
+    from bcls.pipeline.embedding.embed import EmbeddingCache, cached_encoder
 
     counting = _Counting(encoder)
     enc = cached_encoder(EmbeddingCache(tmp_path, "m"), lambda: counting)
@@ -127,7 +127,7 @@ def test_embedding_cache_fills_only_missing_texts(tmp_path, encoder):
 
 def test_embedding_cache_reports_one_progress_over_all_blocks(tmp_path, encoder, caplog):
     """Blocks share one rate/ETA report: an encoder that reports progress gets the cache's, others are counted."""
-    from bcls.pipeline.embed import EmbeddingCache, cached_encoder
+    from bcls.pipeline.embedding.embed import EmbeddingCache, cached_encoder
 
     seen = []
 
@@ -140,7 +140,7 @@ def test_embedding_cache_reports_one_progress_over_all_blocks(tmp_path, encoder,
     texts = [f"caption number {i}" for i in range(25)]
     for enc in (reporting, _Counting(encoder)):
         caplog.clear()
-        with caplog.at_level("INFO", logger="bcls.pipeline.embed"):
+        with caplog.at_level("INFO", logger="bcls.pipeline.embedding.embed"):
             cached_encoder(EmbeddingCache(tmp_path / type(enc).__name__, "m"), lambda: enc, block=10)(texts)
         lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("embedding captions:")]
         assert lines and lines[-1].startswith("embedding captions: 25/25 captions")
@@ -162,7 +162,7 @@ def test_distributed_scheduler_gives_the_same_shards(tmp_path, encoder):
 
 def test_unreachable_scheduler_is_a_config_error(tmp_path, encoder, monkeypatch):
     pytest.importorskip("distributed")
-    monkeypatch.setattr("bcls.pipeline.scheduling.CONNECT_TIMEOUT", "0.5s")
+    monkeypatch.setattr("bcls.pipeline.building.scheduling.CONNECT_TIMEOUT", "0.5s")
     captions = write_caption_csv(tmp_path / "caps.csv")
     with pytest.raises(ConfigError, match="dask scheduler"):
         build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "o"), k=2, use_cache=False,
@@ -171,7 +171,7 @@ def test_unreachable_scheduler_is_a_config_error(tmp_path, encoder, monkeypatch)
 
 def test_resume_reuses_complete_shards_and_equals_a_clean_build(tmp_path, encoder):
     from bcls.data.shards import open_labels, write_shard
-    from bcls.data.errors import ShardError
+    from bcls.data.infra.errors import ShardError
 
     captions = write_caption_csv(tmp_path / "caps.csv", n_images=12)
     common = dict(captions=str(captions), k=3, images_per_shard=3, use_cache=False)
@@ -262,8 +262,8 @@ def test_file_source_values_reach_the_shards(tmp_path, encoder):
 
 
 def test_parse_processes_reach_the_spice_source_but_not_the_build_identity(tmp_path):
-    from bcls.data.errors import ConfigError
-    from bcls.pipeline.build import LabelBuildConfig, build_identity
+    from bcls.data.infra.errors import ConfigError
+    from bcls.pipeline.building.label_build import LabelBuildConfig, build_identity
 
     table = read_captions(write_caption_csv(tmp_path / "caps.csv"))
     a = LabelBuildConfig(captions="caps.csv", out=str(tmp_path), sources=("spice",),
@@ -317,7 +317,7 @@ def test_folders_of_the_old_layout_still_open(tmp_path, encoder):
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="the machine has a CUDA device")
 def test_cuda_without_a_gpu_is_refused_before_any_work(tmp_path, encoder):
-    from bcls.data.errors import ConfigError
+    from bcls.data.infra.errors import ConfigError
 
     captions = write_caption_csv(tmp_path / "caps.csv")
     build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "warm"), k=4), encoder=encoder,
@@ -333,7 +333,7 @@ def test_tables_prepared_beside_a_gpu_search_give_the_same_shards(tmp_path, enco
     scoring finds them cached) and the shards are those of the usual order."""
     import logging
 
-    from bcls.pipeline import build
+    from bcls.pipeline.building import label_build as build
 
     captions = write_caption_csv(tmp_path / "caps.csv", n_images=12)
     common = dict(captions=str(captions), k=3, sources=("sbert", "cider"), images_per_shard=5, use_cache=False)
@@ -348,7 +348,8 @@ def test_tables_prepared_beside_a_gpu_search_give_the_same_shards(tmp_path, enco
 
 
 def test_search_on_gpu_follows_the_index_choice(monkeypatch):
-    from bcls.pipeline import build, indexes
+    from bcls.pipeline.building import label_build as build
+    from bcls.pipeline.search import indexes
 
     def config(index):
         return LabelBuildConfig(captions="caps.csv", out="out", index=index)

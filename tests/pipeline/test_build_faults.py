@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from bcls.data.captions import read_captions
-from bcls.data.errors import ShardError
+from bcls.data.infra.errors import ShardError
 from bcls.data.shards import open_labels
-from bcls.pipeline.embed import DEFAULT_MODEL, EmbeddingCache, cached_encoder, model_cache_id
+from bcls.pipeline.embedding.embed import DEFAULT_MODEL, EmbeddingCache, cached_encoder, model_cache_id
 from tests.conftest import hash_encoder, write_caption_csv
 
 WORDS = "dog cat man woman beach street red blue small large runs sits car ball tree park".split()

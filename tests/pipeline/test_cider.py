@@ -8,7 +8,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 from bcls.pipeline.sources.cider import (CiderSource, GroupedHash, cider_d_scores, cider_tables, ngram_counts,
                                  ngram_counts_from_ids, prepare_cider, ptb_token_ids, ptb_tokenize)
 from bcls.pipeline.sources.ngram_kernels import group_by_image
@@ -235,7 +235,7 @@ def test_label_build_writes_cider_values(tmp_path, encoder):
 
     from bcls.data.captions import read_captions
     from bcls.data.shards import read_labels
-    from bcls.pipeline.build import LabelBuildConfig, build_labels
+    from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
 
     words = "dog cat man woman beach street red blue small large runs sits car ball".split()
     rng = np.random.default_rng(0)

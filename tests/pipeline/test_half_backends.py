@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from bcls.data.errors import ConfigError
-from bcls.pipeline import embed
-from bcls.pipeline.embed import model_cache_id, sbert_encoder
+from bcls.data.infra.errors import ConfigError
+from bcls.pipeline.embedding import embed
+from bcls.pipeline.embedding.embed import model_cache_id, sbert_encoder
 
 
 def test_bf16_embeddings_are_close_to_fp32_on_real_captions(coco_corpus, monkeypatch):

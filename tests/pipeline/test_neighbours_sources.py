@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from bcls.data.errors import ConfigError
-from bcls.pipeline.neighbours import exact_knn, image_candidates
+from bcls.data.infra.errors import ConfigError
+from bcls.pipeline.search.neighbours import exact_knn, image_candidates
 from bcls.pipeline.corpus import LabelCorpus
 from bcls.pipeline.sources import LABEL_SOURCES, SbertSource, make_source
 from bcls.pipeline.sources.hashing import sorted_unique
@@ -146,7 +146,7 @@ def test_registry_lists_sources_and_rejects_unknown():
 
 @pytest.mark.parametrize("k,caption_k", [(2, 0), (3, 2), (1, 6)])
 def test_candidate_pairs_equal_the_brute_force_union(k, caption_k):
-    from bcls.pipeline.neighbours import candidate_pairs
+    from bcls.pipeline.search.neighbours import candidate_pairs
 
     emb, image_index = _random_corpus(n_images=15)
     # uneven caption counts: images with 1, 2 and 9 captions (the deeper re-search must kick in)
@@ -165,7 +165,7 @@ def test_candidate_pairs_equal_the_brute_force_union(k, caption_k):
 def test_threaded_merging_equals_one_thread(monkeypatch):
     """The image side reduced in image ranges on several threads, and caption sides merged block by block beside
     the search, give exactly the single-threaded candidates (captions not grouped by image)."""
-    from bcls.pipeline import neighbours
+    from bcls.pipeline.search import neighbours
 
     rng = np.random.default_rng(4)
     emb, image_index = _random_corpus(n_images=40)
@@ -186,7 +186,7 @@ def test_threaded_merging_equals_one_thread(monkeypatch):
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_approximate_indexes_find_most_exact_neighbours(kind):
-    from bcls.pipeline.indexes import IndexSpec, build_index, knn, measure_recall, recall_at_k
+    from bcls.pipeline.search.indexes import IndexSpec, build_index, knn, measure_recall, recall_at_k
 
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((20, 24)).astype(np.float32)
@@ -211,7 +211,7 @@ def test_ivf_float16_codes_find_the_float32_neighbours():
     neighbours with scores within float16 rounding; probing every list, it is exact search."""
     import faiss
 
-    from bcls.pipeline.indexes import IndexSpec, build_index, knn
+    from bcls.pipeline.search.indexes import IndexSpec, build_index, knn
 
     rng = np.random.default_rng(4)
     emb = rng.standard_normal((3000, 32)).astype(np.float32)
@@ -235,7 +235,7 @@ def test_ivf_float16_codes_find_the_float32_neighbours():
 @pytest.mark.parametrize("max_scores", [1 << 28, 700])  # one block; sub-blocks of 1 query (700 // 600)
 def test_torch_exact_index_matches_faiss_flat(max_scores):
     """The torch search used on CUDA machines without faiss-gpu returns faiss's exact neighbours (run on CPU)."""
-    from bcls.pipeline.indexes import TorchExactIndex, knn
+    from bcls.pipeline.search.indexes import TorchExactIndex, knn
 
     rng = np.random.default_rng(3)
     emb = rng.standard_normal((600, 16)).astype(np.float32)
@@ -256,7 +256,7 @@ def test_low_precision_search_with_float32_rescoring_equals_exact(max_scores):
     bfloat16 ranking alone differs."""
     import torch
 
-    from bcls.pipeline.indexes import TorchExactIndex, knn
+    from bcls.pipeline.search.indexes import TorchExactIndex, knn
 
     rng = np.random.default_rng(5)
     emb = rng.standard_normal((900, 32)).astype(np.float32)
@@ -271,7 +271,7 @@ def test_low_precision_search_with_float32_rescoring_equals_exact(max_scores):
 
 
 def test_exact_search_uses_torch_only_when_faiss_has_no_gpu_and_torch_has_cuda(monkeypatch):
-    from bcls.pipeline import indexes
+    from bcls.pipeline.search import indexes
 
     emb = np.eye(4, dtype=np.float32)
     monkeypatch.setattr(indexes, "torch_cuda_available", lambda: True)
@@ -299,7 +299,7 @@ def test_sorted_unique_is_numpy_unique(values):
 def test_ivf_queries_searched_list_by_list_give_the_same_candidates(monkeypatch):
     """An IVF index's own vectors are searched in inverted-list order (cache locality); the candidates, including
     the captions searched again deeper, equal those of a search in caption order."""
-    from bcls.pipeline import neighbours
+    from bcls.pipeline.search import neighbours
 
     emb, image_index = _random_corpus(n_images=60, dim=8)
     image_index = np.r_[image_index, 60, 61, 61]
@@ -328,8 +328,8 @@ def test_candidates_on_a_cuda_machine_without_faiss(monkeypatch):
     """The GPU image has torch with CUDA but no faiss at all: the exact search (torch) and everything around it must
     not import faiss. Simulated on the CPU: ``import faiss`` fails, and the torch index that CUDA would get runs on
     the CPU in float32; the candidates equal faiss's exact ones (computed before faiss is hidden)."""
-    from bcls.pipeline import indexes, neighbours
-    from bcls.pipeline.torch_search import TorchExactIndex
+    from bcls.pipeline.search import indexes, neighbours
+    from bcls.pipeline.search.torch_search import TorchExactIndex
 
     emb, image_index = _random_corpus(n_images=30)
     expected = neighbours.candidate_pairs(emb, image_index, 3, 2, use_gpu=False)
@@ -353,7 +353,7 @@ def test_candidates_on_a_cuda_machine_without_faiss(monkeypatch):
 
 
 def test_torch_index_sorted_unique_equals_numpy():
-    from bcls.pipeline.torch_search import TorchExactIndex
+    from bcls.pipeline.search.torch_search import TorchExactIndex
 
     rng = np.random.default_rng(4)
     keys = rng.integers(0, 1 << 40, 5000)
@@ -372,7 +372,7 @@ def test_chunked_and_threshold_topk_equal_one_topk(rows, n, k, size):
     with a padded last chunk or group and when they fall back to one call."""
     import torch
 
-    from bcls.pipeline.torch_search import select_topk, threshold_topk
+    from bcls.pipeline.search.torch_search import select_topk, threshold_topk
 
     scores = torch.from_numpy(np.random.default_rng(n + k).standard_normal((rows, n)).astype(np.float32))
     expected = torch.topk(scores, k, dim=1).indices
@@ -386,8 +386,8 @@ def test_threshold_topk_with_ties_and_fallback(monkeypatch):
     ``torch.topk``, indices of equal entries in any order; past the candidate limit it falls back to one call."""
     import torch
 
-    from bcls.data.errors import ConfigError
-    from bcls.pipeline import torch_search
+    from bcls.data.infra.errors import ConfigError
+    from bcls.pipeline.search import torch_search
 
     scores = torch.from_numpy(np.random.default_rng(3).integers(0, 6, (5, 2000)).astype(np.float32))
     expected = torch.topk(scores, 50, dim=1)
@@ -407,7 +407,7 @@ def test_torch_index_with_other_topk_equals_exact(topk):
     padded)."""
     import torch
 
-    from bcls.pipeline.indexes import TorchExactIndex, knn
+    from bcls.pipeline.search.indexes import TorchExactIndex, knn
 
     rng = np.random.default_rng(8)
     emb = rng.standard_normal((900, 32)).astype(np.float32)
@@ -449,7 +449,7 @@ def _caption_side_lexsort(ids, rows, image_index, n_images, k):
 def test_caption_side_kernel_equals_the_lexsort_code(m, k):
     """The caption side's first k distinct images of each neighbour list (without -1 and the caption itself), in
     order of first appearance, exactly as the numpy code it replaced; also with lists shorter than k."""
-    from bcls.pipeline.neighbours import _caption_side
+    from bcls.pipeline.search.neighbours import _caption_side
 
     rng = np.random.default_rng(m + k)
     n, n_images, b = 600, 90, 50

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from bcls.data.errors import ConfigError
-from bcls.pipeline.embed import model_cache_id, sbert_encoder
-from bcls.pipeline.onnx_backend import BACKENDS, check_backend, onnx_dir
+from bcls.data.infra.errors import ConfigError
+from bcls.pipeline.embedding.embed import model_cache_id, sbert_encoder
+from bcls.pipeline.embedding.onnx_backend import BACKENDS, check_backend, onnx_dir
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -16,7 +16,7 @@ def test_unknown_backend_and_gpu_are_refused(monkeypatch, tmp_path):
         check_backend("tensorrt")
     with pytest.raises(ConfigError, match="runs on the CPU"):
         sbert_encoder(backend="onnx-int8", device="cuda")
-    from bcls.pipeline.build import LabelBuildConfig
+    from bcls.pipeline.building.label_build import LabelBuildConfig
 
     with pytest.raises(ConfigError, match="unknown sentence-model backend"):
         LabelBuildConfig(captions="x", out=str(tmp_path), backend="int4")
@@ -25,7 +25,7 @@ def test_unknown_backend_and_gpu_are_refused(monkeypatch, tmp_path):
 
 def test_cache_ids_and_build_identity_separate_the_backends(tmp_path):
     from bcls.data.captions import CaptionTable
-    from bcls.pipeline.build import LabelBuildConfig, build_identity
+    from bcls.pipeline.building.label_build import LabelBuildConfig, build_identity
 
     ids = {b: model_cache_id("all-MiniLM-L6-v2", b) for b in BACKENDS}
     assert len(set(ids.values())) == len(BACKENDS) and ids["onnx-int8"] == ids["torch"] + " [onnx-int8]"
@@ -69,7 +69,7 @@ def test_a_build_records_its_backend(coco_corpus, monkeypatch, tmp_path):
     """A label build with an ONNX backend names it and onnxruntime's version in its provenance, and a rebuild with
     the torch backend into the same folder is another build (refused without --force)."""
     from bcls.data.captions import CaptionTable
-    from bcls.pipeline.build import LabelBuildConfig, build_labels
+    from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
 
     monkeypatch.setenv("BCLS_CACHE_DIR", str(tmp_path / "cache"))
     corpus = coco_corpus(12)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bcls.data.errors import ConfigError
-from bcls.pipeline.embed import model_cache_id, sbert_encoder
-from bcls.pipeline.onnx_backend import BACKENDS, check_backend, onnx_dir
+from bcls.data.infra.errors import ConfigError
+from bcls.pipeline.embedding.embed import model_cache_id, sbert_encoder
+from bcls.pipeline.embedding.onnx_backend import BACKENDS, check_backend, onnx_dir
 
 pytest.importorskip("openvino")
 pytest.importorskip("onnx")
@@ -33,7 +33,7 @@ def test_missing_packages_and_gpu_are_refused(monkeypatch):
 def test_calibration_captions_avoid_the_test_split():
     """1,024 distinct val2014 annotations, evenly spread, none of an image of the Karpathy 5K test split (checked
     against eccv-caption's ids and the jar's annotations, read here independently)."""
-    from bcls.pipeline.openvino_backend import calibration_set
+    from bcls.pipeline.embedding.openvino_backend import calibration_set
 
     rows = calibration_set()
     assert len(rows) == 1024 and len({r["id"] for r in rows}) == 1024
@@ -88,9 +88,9 @@ def test_a_failed_quantisation_leaves_no_model(monkeypatch, tmp_path):
     never imports NNCF)."""
     import sys
 
-    from bcls.pipeline import openvino_backend
-    from bcls.pipeline.embed import load_sentence_model
-    from bcls.pipeline.onnx_backend import export_onnx
+    from bcls.pipeline.embedding import openvino_backend
+    from bcls.pipeline.embedding.embed import load_sentence_model
+    from bcls.pipeline.embedding.onnx_backend import export_onnx
 
     model = load_sentence_model()
     onnx_path = export_onnx(model, tmp_path, "test-model", int8=False)
@@ -112,7 +112,7 @@ def test_a_failed_quantisation_leaves_no_model(monkeypatch, tmp_path):
 
 def test_a_build_records_the_openvino_backend(coco_corpus, monkeypatch, tmp_path):
     from bcls.data.captions import CaptionTable
-    from bcls.pipeline.build import LabelBuildConfig, build_labels
+    from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
 
     corpus = coco_corpus(12)
     table = CaptionTable.from_lists(corpus.image_index.tolist(), list(range(len(corpus.texts))), list(corpus.texts))

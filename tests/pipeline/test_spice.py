@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 from bcls.pipeline.corpus import LabelCorpus
 from bcls.pipeline.sources import LABEL_SOURCES, make_source
 from bcls.pipeline.sources.spice import (SpiceSource, canonical_word_ids, load_synsets, prepare_spice, spice_scores,

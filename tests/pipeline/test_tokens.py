@@ -5,10 +5,10 @@ import copy
 import numpy as np
 import pytest
 
-from bcls.pipeline import embed, tokens
-from bcls.pipeline.embed import load_sentence_model, sbert_encoder, torch_embed
-from bcls.pipeline.onnx_backend import model_inputs
-from bcls.pipeline.tokens import PROBE, fast_tokenizer
+from bcls.pipeline.embedding import embed, tokens
+from bcls.pipeline.embedding.embed import load_sentence_model, sbert_encoder, torch_embed
+from bcls.pipeline.embedding.onnx_backend import model_inputs
+from bcls.pipeline.embedding.tokens import PROBE, fast_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ import pytest
 
 from bcls.data.captions import read_captions
 from bcls.data.demo import DemoConfig, demo_relevance, generate_demo, read_demo_facts
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 from bcls.data.shards import read_labels
-from bcls.pipeline.build import LabelBuildConfig, build_labels
+from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
 from bcls.pipeline.corpus import LabelCorpus
 from bcls.pipeline.sources import make_source
 

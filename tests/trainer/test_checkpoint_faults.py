@@ -24,9 +24,9 @@ from typer.testing import CliRunner
 
 import bcls
 from bcls.cli import app
-from bcls.data.atomic import remove_stale_temporaries
+from bcls.data.infra.atomic import remove_stale_temporaries
 from bcls.data.demo import DemoConfig, generate_demo
-from bcls.data.errors import CheckpointError
+from bcls.data.infra.errors import CheckpointError
 from bcls.trainer.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from bcls.trainer.models import Vocabulary, make_model
 
@@ -164,7 +164,7 @@ def test_pickled_code_is_never_run(tmp_path):
     # the label and feature readers do not unpickle either
     import pickle
 
-    from bcls.data.errors import BclsError
+    from bcls.data.infra.errors import BclsError
     from bcls.data.features import load_features
     from bcls.data.shards import open_labels
 

@@ -24,7 +24,7 @@ def test_demo_keeps_every_stage_and_reports_ground_truth_metrics(tmp_path, encod
 def test_demo_never_replaces_what_it_did_not_make(tmp_path, encoder):
     import pytest
 
-    from bcls.data.errors import ConfigError
+    from bcls.data.infra.errors import ConfigError
 
     mine = tmp_path / "mine"
     mine.mkdir()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bcls.data.errors import CheckpointError, ConfigError
+from bcls.data.infra.errors import CheckpointError, ConfigError
 from bcls.trainer.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from bcls.trainer.batches.labels import PairLabels
 from bcls.trainer.models import Vocabulary, make_model, tokenize
@@ -94,7 +94,7 @@ def test_dense_sbert_labels_equal_the_shard_values(tmp_path, encoder):
 
     from bcls.data.captions import read_captions
     from bcls.data.shards import open_labels
-    from bcls.pipeline.build import LabelBuildConfig, build_labels
+    from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
     from bcls.trainer.batches.labels import DenseSbertLabels
 
     rng = np.random.default_rng(0)
@@ -122,9 +122,9 @@ def test_dense_source_labels_equal_the_shard_values(tmp_path, encoder, source):
     """Any source but file gives dense labels: itself, rebuilt with the build's options, on every in-batch pair."""
     from bcls.data.captions import read_captions
     from bcls.data.demo import DemoConfig, generate_demo
-    from bcls.data.errors import ConfigError
+    from bcls.data.infra.errors import ConfigError
     from bcls.data.shards import open_labels
-    from bcls.pipeline.build import LabelBuildConfig, build_labels
+    from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
     from bcls.trainer.batches.labels import DenseSourceLabels, dense_labels
 
     from bcls.data.feature_folder import write_feature_folder

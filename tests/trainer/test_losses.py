@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 from bcls.trainer.losses import (
     BINARY_LOSSES,
     BCLSLoss,

@@ -9,7 +9,7 @@ stated margin, +0.02 in both directions, leaves room for float and platform diff
 import pytest
 
 from bcls.data.demo import DemoConfig, generate_demo
-from bcls.pipeline.build import LabelBuildConfig, build_labels
+from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
 from bcls.trainer.config import TrainConfig
 from bcls.trainer.evaluation import evaluate
 from bcls.trainer.train import train

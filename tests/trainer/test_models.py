@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 from bcls.trainer.losses import make_binary_loss
 from bcls.trainer.models import (
     GPO,

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from bcls.data.demo import DemoConfig, generate_demo
-from bcls.data.errors import CheckpointError, ConfigError
-from bcls.pipeline.build import LabelBuildConfig, build_labels
+from bcls.data.infra.errors import CheckpointError, ConfigError
+from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
 from bcls.trainer.checkpoint import load_checkpoint
 from bcls.trainer.batches import Batch
 from bcls.trainer.config import TrainConfig

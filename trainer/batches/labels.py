@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from bcls.data.captions import CaptionTable
-from bcls.data.errors import ShardError
+from bcls.data.infra.errors import ShardError
 from bcls.data.shards import LabelSet, read_caption_embeddings, read_labels
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 from bcls.pipeline.corpus import LabelCorpus, LabelSource
-from bcls.pipeline.resume import stored_source_options
+from bcls.pipeline.building.resume import stored_source_options
 from bcls.pipeline.sources import SbertSource, make_source
 
 log = logging.getLogger(__name__)

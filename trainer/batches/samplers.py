@@ -14,8 +14,8 @@ from typing import Any, Callable, Iterator, NamedTuple
 import torch
 
 from bcls.data.captions import CaptionTable
-from bcls.data.errors import ConfigError
-from bcls.data.registry import Registry
+from bcls.data.infra.errors import ConfigError
+from bcls.data.infra.plugins import Registry
 from bcls.data.shards import LabelSet
 
 from .labels import PairLabels

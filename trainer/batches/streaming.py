@@ -40,7 +40,7 @@ class ShardPairStream(IterableDataset):
     def __init__(self, labels: LabelSet, source: str, buffer_size: int = 65536, seed: int = 0, rank: int = 0,
                  world: int = 1, batch_rows: int = 8192):
         if source not in labels.sources:
-            from bcls.data.errors import ShardError
+            from bcls.data.infra.errors import ShardError
             raise ShardError(f"{labels.folder}: label source {source!r} not in this build; it has {labels.sources}")
         self.labels, self.source = labels, source
         self.buffer_size, self.seed, self.rank, self.world, self.batch_rows = buffer_size, seed, rank, world, batch_rows

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bcls.data.errors import DataFormatError
+from bcls.data.infra.errors import DataFormatError
 
 __all__ = ["eccv_metrics", "eccv_metrics_from_sims", "eccv_required_length", "load_coco_test_ids",
            "rankings_from_sims"]

@@ -10,15 +10,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from bcls.data.atomic import atomic_write_bytes, atomic_write_json
+from bcls.data.infra.atomic import atomic_write_bytes, atomic_write_json
 from bcls.data.captions import CaptionTable
-from bcls.data.errors import ConfigError, DataFormatError
+from bcls.data.infra.errors import ConfigError, DataFormatError
 from bcls.data.features import ImageFeatures
 from bcls.data.datasets import read_split
 from bcls.data.judgments import read_judgments
-from bcls.data.progress import Progress
+from bcls.data.infra.progress import Progress
 from bcls.data.shards import open_labels, sha256_file
-from bcls.data.version import __version__
+from bcls.data.infra.version import __version__
 
 from ..batches.labels import PairLabels
 from ..checkpoint import load_checkpoint, model_from_checkpoint

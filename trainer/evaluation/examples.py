@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bcls.data.atomic import atomic_write_bytes
+from bcls.data.infra.atomic import atomic_write_bytes
 from bcls.data.captions import CaptionTable
 from bcls.data.judgments import Judgments
 
@@ -82,7 +82,7 @@ def write_examples(path: str | os.PathLike, sims: torch.Tensor, table: CaptionTa
     Returns:
         The path written.
     """
-    from bcls.pipeline.features import image_files
+    from bcls.pipeline.images.image_encoders import image_files
 
     image_ids = table.unique_images()
     files = image_files(table, images)

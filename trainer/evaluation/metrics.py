@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from bcls.data.errors import DataFormatError
+from bcls.data.infra.errors import DataFormatError
 
 __all__ = ["recall_metrics", "retrieval_ranks"]
 

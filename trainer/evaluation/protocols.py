@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from bcls.data.captions import CaptionTable
-from bcls.data.errors import DataFormatError
+from bcls.data.infra.errors import DataFormatError
 
 from .eccv import load_coco_test_ids
 from .metrics import recall_metrics

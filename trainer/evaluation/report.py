@@ -11,8 +11,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from bcls.data.atomic import atomic_path, atomic_write_bytes
-from bcls.data.errors import DataFormatError
+from bcls.data.infra.atomic import atomic_path, atomic_write_bytes
+from bcls.data.infra.errors import DataFormatError
 
 from .judged import JUDGED_COUNTS
 

@@ -19,7 +19,7 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor, nn
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 
 from .validation import check_mask, check_square
 

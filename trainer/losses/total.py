@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 
 from .kendall import KendallLoss
 

@@ -16,8 +16,8 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor, nn
 
-from bcls.data.errors import ConfigError
-from bcls.data.registry import Registry
+from bcls.data.infra.errors import ConfigError
+from bcls.data.infra.plugins import Registry
 
 from .validation import check_mask, check_square
 

@@ -2,15 +2,15 @@
 pretrained transformer), both into one L2-normalised joint space.
 
 * :mod:`~.text` — tokenisation, :class:`Vocabulary`, the GRU and transformer text encoders;
-* :mod:`~.image` — region and global image encoders; :mod:`~.gpo` — VSE∞'s Generalized Pooling Operator;
-* :mod:`~.vse` — the model configs and models; :mod:`~.registry` — :data:`MODELS`, :func:`make_model`.
+* :mod:`~.image_tower` — region and global image encoders; :mod:`~.gpo` — VSE∞'s Generalized Pooling Operator;
+* :mod:`~.vse` — the model configs and models; :mod:`~.model_registry` — :data:`MODELS`, :func:`make_model`.
 
 May import: :mod:`bcls.data`, :mod:`bcls.pipeline` (the offline sentence-model folder of the transformer tower).
 """
 
 from .gpo import GPO, gpo_pool, positional_encoding
-from .image import GlobalImageAdapter, RegionGPOImageEncoder, RegionImageEncoder, ResidualProjection
-from .registry import MODELS, feature_kind, make_model, model_setting_names
+from .image_tower import GlobalImageAdapter, RegionGPOImageEncoder, RegionImageEncoder, ResidualProjection
+from .model_registry import MODELS, feature_kind, make_model, model_setting_names
 from .text import PAD, UNK, GRUTextEncoder, TransformerTextEncoder, Vocabulary, pad_batch, tokenize, tokenize_texts
 from .vse import (RetrievalModel, VSEConfig, VSEGlobalConfig, VSEGlobalModel, VSEGPOConfig, VSEGPOModel, VSEModel,
                   VSETransformerConfig, VSETransformerModel)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 
 
 def positional_encoding(length: int, dim: int, device: torch.device | None = None,

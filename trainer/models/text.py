@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 
 from .gpo import GPO
 
@@ -100,7 +100,7 @@ class TransformerTextEncoder(nn.Module):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
-        from bcls.pipeline.embed import resolve_model
+        from bcls.pipeline.embedding.embed import resolve_model
 
         path = resolve_model(name)
         try:

@@ -20,9 +20,9 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 
-from .image import GlobalImageAdapter, RegionGPOImageEncoder, RegionImageEncoder
+from .image_tower import GlobalImageAdapter, RegionGPOImageEncoder, RegionImageEncoder
 from .text import TEXT_POOLINGS, GRUTextEncoder, TransformerTextEncoder
 
 

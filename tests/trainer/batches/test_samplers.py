@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 from bcls.trainer.batches import PairLabels, make_batches
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bcls.data.captions import read_captions
-from bcls.data.errors import DataFormatError
+from bcls.data.infra.errors import DataFormatError
 from bcls.data.precomp import write_precomp_split
 from bcls.trainer.evaluation import detect_protocol, load_relevance, relevance_metrics
 from bcls.trainer.evaluation.report import compare_runs, markdown_report, recall_curve
@@ -30,7 +30,7 @@ def test_dense_relevance_file_and_shape_check(tmp_path):
 
 
 def test_label_folder_relevance_is_sparse(tmp_path, encoder):
-    from bcls.pipeline.build import LabelBuildConfig, build_labels
+    from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
 
     table = _split(tmp_path)
     build_labels(LabelBuildConfig(captions=str(tmp_path), split="test", out=str(tmp_path / "labels"), k=3),

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from bcls.data.captions import CaptionTable
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 from bcls.data.judgments import Judgments
 from bcls.trainer.evaluation.judged import JUDGED_KEYS, judged_metrics, query_kendall_b
 

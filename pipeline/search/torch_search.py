@@ -1,5 +1,5 @@
 """Exact inner-product search in torch, for CUDA machines where faiss cannot use the GPU
-(:class:`TorchExactIndex`; :func:`bcls.pipeline.indexes.build_index` chooses it).
+(:class:`TorchExactIndex`; :func:`bcls.pipeline.search.indexes.build_index` chooses it).
 
 Choosing the top k of each row of a score matrix (:func:`select_topk`) can be done three ways, all exact:
 ``torch`` (one ``torch.topk`` per row), ``chunk:N`` (:func:`chunked_topk`) and ``threshold:G``
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 
 #: The top-k of the search (:func:`select_topk`): ``$BCLS_TORCH_TOPK``, else ``torch``, the fastest on an H200.
 TOPK = os.environ.get("BCLS_TORCH_TOPK", "torch")

@@ -35,15 +35,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from bcls.data.atomic import atomic_path, atomic_write_json
+from bcls.data.infra.atomic import atomic_path, atomic_write_json
 from bcls.data.captions import CaptionTable, flickr8k_ids
-from bcls.data.errors import ConfigError, DataFormatError
+from bcls.data.infra.errors import ConfigError, DataFormatError
 from bcls.data.feature_folder import GLOBAL_FILE, IDS_FILE, INFO_FILE, REGIONS_FILE, finish_feature_folder
-from bcls.data.progress import Progress
+from bcls.data.infra.progress import Progress
 from bcls.data.shards import sha256_file
-from bcls.data.version import package_versions
+from bcls.data.infra.version import package_versions
 
-from .embed import check_device
+from bcls.pipeline.embedding.embed import check_device
 
 log = logging.getLogger(__name__)
 

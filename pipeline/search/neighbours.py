@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .indexes import IndexSpec, build_index, exact_knn, ivf_base_order, measure_recall, search_blocks
-from .sources.hashing import sorted_unique
+from bcls.pipeline.sources.hashing import sorted_unique
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 from bcls.data.feature_folder import read_feature_folder
 from bcls.data.tables import id_positions
 

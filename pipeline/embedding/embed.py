@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from bcls.data.errors import BclsError, ConfigError
-from bcls.data.progress import Progress
+from bcls.data.infra.errors import BclsError, ConfigError
+from bcls.data.infra.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,9 @@ def check_device(device: str | None) -> None:
 
 def resolve_model(name: str) -> str:
     """Map a model name to something loadable offline: the packaged MiniLM folder for its names (and ``minilm``),
-    an installed model's folder for its full or short name (``mpnet``, :mod:`bcls.pipeline.models`), else as
+    an installed model's folder for its full or short name (``mpnet``, :mod:`bcls.pipeline.embedding.sentence_models`), else as
     given."""
-    from .models import PART_MODELS, full_name, installed_path
+    from .sentence_models import PART_MODELS, full_name, installed_path
 
     name = full_name(name)
     if name in PART_MODELS:
@@ -117,9 +117,9 @@ def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_si
                   backend: str = "torch", cache: str | os.PathLike | None = None) -> Encoder:
     """An :data:`Encoder` backed by a sentence-transformers model (each call shows its progress: a bar on a
     terminal, log lines with rate and ETA otherwise); ``backend`` ``onnx`` / ``onnx-int8`` runs it in ONNX
-    Runtime on the CPU (:mod:`bcls.pipeline.onnx_backend`; exported on first use into ``cache``, the embedding
+    Runtime on the CPU (:mod:`bcls.pipeline.embedding.onnx_backend`; exported on first use into ``cache``, the embedding
     cache folder, default :func:`default_cache_dir`), ``openvino`` / ``openvino-int8`` in OpenVINO on the CPU
-    (:mod:`bcls.pipeline.openvino_backend`, from the same export), ``torch-bf16`` / ``torch-fp16`` in torch under
+    (:mod:`bcls.pipeline.embedding.openvino_backend`, from the same export), ``torch-bf16`` / ``torch-fp16`` in torch under
     autocast (:data:`HALF_BACKENDS`). ``batch_size`` None: :data:`CPU_BATCH_SIZE` on the CPU,
     :data:`GPU_BATCH_SIZE` on a GPU."""
     from .onnx_backend import (BACKEND_PACKAGES, OnnxSentenceEncoder, check_backend, embedding_dim, export_onnx,
@@ -183,7 +183,7 @@ def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_si
 def torch_embed(model, tokens, texts: Sequence[str], batch_size: int,
                 per_batch: bool | None = None) -> np.ndarray:
     """float32 ``(N, d)`` L2-normalised embeddings of ``texts`` (batched in the given order) from a
-    sentence-transformers model run in torch, with :class:`bcls.pipeline.tokens.FastTokenizer` ``tokens``.
+    sentence-transformers model run in torch, with :class:`bcls.pipeline.embedding.tokens.FastTokenizer` ``tokens``.
 
     Our replacement of ``SentenceTransformer.encode`` for the torch backends (the model's forward is the
     library's): on a GPU each batch's result is copied to pinned host memory without waiting, so the GPU runs a
@@ -321,7 +321,7 @@ class EmbeddingCache:
         """Store new embeddings (float32 ``(n, d)``) for ``keys`` as one new part."""
         if not len(keys):
             return
-        from bcls.data.atomic import atomic_path, atomic_write_json
+        from bcls.data.infra.atomic import atomic_path, atomic_write_json
 
         self.folder.mkdir(parents=True, exist_ok=True)
         meta = self.folder / "model.json"
@@ -342,7 +342,7 @@ def cached_encoder(cache: EmbeddingCache, make_encoder: Callable[[], Encoder], b
     texts are embedded in blocks of ``block`` (shortest first) and each block is stored as soon as it is done, so
     Ctrl-C or a crash keeps what was embedded and a rerun embeds only the rest. ``fill``, when given, is offered
     the missing texts first: it returns True once it has stored them in the cache itself (a label build does so in
-    a child process, :mod:`bcls.pipeline.embed_process`), False to let them be embedded here.
+    a child process, :mod:`bcls.pipeline.embedding.child`), False to let them be embedded here.
     """
 
     def encode(texts: Sequence[str]) -> np.ndarray:
@@ -412,7 +412,7 @@ def model_cache_id(name: str, backend: str = "torch") -> str:
     ``torch`` (its embeddings differ slightly)."""
     if backend != "torch":
         return f"{model_cache_id(name)} [{backend}]"
-    from .models import full_name, installed_path
+    from .sentence_models import full_name, installed_path
 
     name = full_name(name)
     installed = installed_path(name)

@@ -1,6 +1,6 @@
 """OpenVINO backends of the sentence model: ``openvino`` (fp32) and ``openvino-int8`` (static int8, NNCF).
 
-Both start from the ONNX export of :mod:`bcls.pipeline.onnx_backend` (made locally from the packaged weights,
+Both start from the ONNX export of :mod:`bcls.pipeline.embedding.onnx_backend` (made locally from the packaged weights,
 nothing downloaded) and run it in OpenVINO on the CPU, then pool as the packaged models do (mean over the
 attention mask, L2 normalisation). Requests run asynchronously, as many at once as OpenVINO's throughput mode
 asks for on the threads torch is given (two one-thread streams on two cores).
@@ -61,8 +61,8 @@ def export_openvino(st_model, onnx_path: Path, int8: bool, calibration: int = CA
         return onnx_path
     import openvino
 
-    from bcls.data.atomic import atomic_write_json
-    from bcls.data.version import package_versions
+    from bcls.data.infra.atomic import atomic_write_json
+    from bcls.data.infra.version import package_versions
 
     folder = onnx_path.parent
     target = folder / "model-ov-int8.xml"
@@ -94,7 +94,7 @@ def export_openvino(st_model, onnx_path: Path, int8: bool, calibration: int = CA
 
 
 def _quantise_command(onnx_path: Path, batches: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "bcls.pipeline.openvino_backend", str(onnx_path), str(batches), str(out)]
+    return [sys.executable, "-m", "bcls.pipeline.embedding.openvino_backend", str(onnx_path), str(batches), str(out)]
 
 
 def quantise(onnx_path: str, batches_path: str, out: str) -> None:
@@ -149,5 +149,5 @@ class OpenVinoSentenceEncoder:
         return out
 
 
-if __name__ == "__main__":  # python -m bcls.pipeline.openvino_backend ONNX BATCHES.npz OUT.xml
+if __name__ == "__main__":  # python -m bcls.pipeline.embedding.openvino_backend ONNX BATCHES.npz OUT.xml
     quantise(*sys.argv[1:4])

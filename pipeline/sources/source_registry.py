@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from bcls.data.errors import ConfigError
-from bcls.data.registry import Registry
+from bcls.data.infra.errors import ConfigError
+from bcls.data.infra.plugins import Registry
 
 from ..corpus import LabelSource
 

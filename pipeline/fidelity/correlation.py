@@ -1,5 +1,5 @@
 """Rank and linear correlations between label values and human scores (:func:`correlations`), shared by the
-agreement report (:mod:`~.agreement`) and the ensemble's cross-validation (:mod:`~.ensemble`)."""
+agreement report (:mod:`~.agreement`) and the ensemble's cross-validation (:mod:`~.fitted_ensemble`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 
 CORRELATIONS: tuple[str, ...] = ("spearman", "pearson", "kendall", "kendall_c")
 """The statistics of each result: Spearman ρ, Pearson r, Kendall τ-b (``kendall``) and τ-c (``kendall_c``)."""

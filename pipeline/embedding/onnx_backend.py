@@ -31,14 +31,14 @@ from typing import Sequence
 
 import numpy as np
 
-from bcls.data.errors import ConfigError
+from bcls.data.infra.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8", "openvino", "openvino-int8", "torch-bf16", "torch-fp16")
 """Sentence-model backends: ``torch`` (sentence-transformers as is, the reference), ``onnx`` and ``onnx-int8``
-(here), ``openvino`` and ``openvino-int8`` (:mod:`bcls.pipeline.openvino_backend`, from this module's export),
-``torch-bf16`` and ``torch-fp16`` (torch under autocast; :data:`bcls.pipeline.embed.HALF_BACKENDS`)."""
+(here), ``openvino`` and ``openvino-int8`` (:mod:`bcls.pipeline.embedding.openvino_backend`, from this module's export),
+``torch-bf16`` and ``torch-fp16`` (torch under autocast; :data:`bcls.pipeline.embedding.embed.HALF_BACKENDS`)."""
 
 #: MatMuls left in fp32 by the int8 export (feed-forward output projections; see the module docstring).
 FP32_MATMULS = "/output/dense/MatMul"
@@ -72,7 +72,7 @@ def export_onnx(st_model, folder: Path, model_id: str, int8: bool) -> Path:
     missing; written under temporary names and renamed, so an interrupted export leaves nothing half-written)."""
     import torch
 
-    from bcls.data.atomic import atomic_path, atomic_write_json
+    from bcls.data.infra.atomic import atomic_path, atomic_write_json
 
     fp32 = folder / "model.onnx"
     target = folder / ("model-int8.onnx" if int8 else "model.onnx")
@@ -174,7 +174,7 @@ def check_mean_pooling(st_model) -> None:
 
 def model_inputs(st_model, texts: Sequence[str]) -> dict[str, np.ndarray]:
     """The exported transformer's inputs for ``texts``: int64 token ids and attention mask, padded to the longest
-    and truncated at the model's maximum length (:mod:`bcls.pipeline.tokens` where it passes its check)."""
+    and truncated at the model's maximum length (:mod:`bcls.pipeline.embedding.tokens` where it passes its check)."""
     from .tokens import fast_tokenizer
 
     fast = fast_tokenizer(st_model)

@@ -3,11 +3,11 @@
 Phases, each a public function with a rate/ETA log, run in order by :func:`build_labels`:
 
 1. :func:`embed_captions`: sentence embeddings through an on-disk cache
-   (:class:`~bcls.pipeline.embed.EmbeddingCache`, keyed by model and caption text), so a rebuild or another
+   (:class:`~bcls.pipeline.embedding.embed.EmbeddingCache`, keyed by model and caption text), so a rebuild or another
    caption file with the same captions never re-embeds them;
 2. :func:`find_candidates`: FAISS neighbours (exact, IVF or HNSW; GPU when faiss sees one) → candidate pairs:
    each image's top-K captions, each caption's top-K images plus its own image
-   (:func:`~.neighbours.candidate_pairs`); saved so that a resumed build reuses them;
+   (:func:`~bcls.pipeline.search.neighbours.candidate_pairs`); saved so that a resumed build reuses them;
 3. :func:`plan_shards` and :func:`score_shards`: shards of ``images_per_shard`` images built in parallel dask tasks
    (:mod:`~.scheduling`), each scoring its pairs with every source and writing its shard atomically;
 4. the caption embeddings and the manifest, written last.
@@ -27,27 +27,27 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from bcls.data.atomic import atomic_write_json, ensure_free_space
+from bcls.data.infra.atomic import atomic_write_json, ensure_free_space
 from bcls.data.captions import CaptionTable, read_captions
-from bcls.data.configs import check_field_types
-from bcls.data.errors import BclsError, ConfigError
+from bcls.data.infra.config_checks import check_field_types
+from bcls.data.infra.errors import BclsError, ConfigError
 from bcls.data.shards import LabelSet, config_hash, open_labels, write_caption_embeddings, write_manifest
-from bcls.data.runtime import release_free_memory
-from bcls.data.version import PROVENANCE_PACKAGES, __version__, package_versions
+from bcls.data.infra.runtime import release_free_memory
+from bcls.data.infra.version import PROVENANCE_PACKAGES, __version__, package_versions
 
-from .corpus import LabelCorpus, LabelSource
-from .embed import DEFAULT_MODEL, EmbeddingCache, Encoder, cached_encoder, check_device, default_cache_dir, \
+from bcls.pipeline.corpus import LabelCorpus, LabelSource
+from bcls.pipeline.embedding.embed import DEFAULT_MODEL, EmbeddingCache, Encoder, cached_encoder, check_device, default_cache_dir, \
     model_cache_id, sbert_encoder
-from .embed_process import embed_in_child, use_child
-from .indexes import IndexSpec, faiss_gpu_count, search_device
-from .neighbours import CandidateSet, candidate_pairs
-from .onnx_backend import BACKEND_PACKAGES, check_backend
+from bcls.pipeline.embedding.child import embed_in_child, use_child
+from bcls.pipeline.search.indexes import IndexSpec, faiss_gpu_count, search_device
+from bcls.pipeline.search.neighbours import CandidateSet, candidate_pairs
+from bcls.pipeline.embedding.onnx_backend import BACKEND_PACKAGES, check_backend
 from .resume import (CANDIDATES_FILE, CONFIG_FILE, finish_resume_state, load_candidates, prepare_out,
                      save_candidates)
 from .scheduling import LOCAL_SCHEDULERS, ShardPlan, ShardProgress, existing_entry, pairs_hash, \
     run_distributed, run_local, warm_sources
-from .sources import LABEL_SOURCES, make_source, precompile
-from .sources.ensemble import check_sentence_model
+from bcls.pipeline.sources import LABEL_SOURCES, make_source, precompile
+from bcls.pipeline.sources.ensemble import check_sentence_model
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +69,18 @@ class LabelBuildConfig:
         format / split: passed to the caption reader (a precomp folder defaults to split ``train``).
         model: sentence-transformers model name or path (embeddings for candidates and the sbert source).
         backend: how the sentence model runs: ``torch`` (sentence-transformers, the reference), ``onnx`` or
-            ``onnx-int8`` (ONNX Runtime on the CPU; :mod:`bcls.pipeline.onnx_backend`), ``openvino`` or
-            ``openvino-int8`` (OpenVINO on the CPU; :mod:`bcls.pipeline.openvino_backend`), ``torch-bf16`` or
-            ``torch-fp16`` (torch under autocast; :data:`bcls.pipeline.embed.HALF_BACKENDS`).
+            ``onnx-int8`` (ONNX Runtime on the CPU; :mod:`bcls.pipeline.embedding.onnx_backend`), ``openvino`` or
+            ``openvino-int8`` (OpenVINO on the CPU; :mod:`bcls.pipeline.embedding.openvino_backend`), ``torch-bf16`` or
+            ``torch-fp16`` (torch under autocast; :data:`bcls.pipeline.embedding.embed.HALF_BACKENDS`).
         index: FAISS index for the neighbours: ``exact``, ``ivf`` or ``hnsw``.
         nlist / nprobe: IVF lists (``None``: ``4·sqrt(N)``) and lists probed per query.
         ivf_codes: how the IVF index stores its vectors: ``float16`` (default) or ``float32`` (see
-            :class:`~bcls.pipeline.indexes.IndexSpec`).
+            :class:`~bcls.pipeline.search.indexes.IndexSpec`).
         hnsw_m / ef_construction / ef_search: HNSW parameters.
         recall_queries: sampled captions on which an approximate index's recall@K against exact is measured.
         images_per_shard: images whose candidate pairs go into one shard.
         batch_size: sentence-embedding batch size (``None``: 64 on the CPU, 256 on a GPU; see
-            :data:`~bcls.pipeline.embed.CPU_BATCH_SIZE`).
+            :data:`~bcls.pipeline.embedding.embed.CPU_BATCH_SIZE`).
         device: torch device for the sentence model (``None`` = its default).
         cache: embedding cache folder (``None``: ``$BCLS_CACHE_DIR`` or ``~/.cache/bcls/embeddings``).
         use_cache: read and fill the embedding cache.
@@ -233,7 +233,7 @@ def find_candidates(config: LabelBuildConfig, embeddings: np.ndarray, image_inde
 
 
 def search_on_gpu(config: LabelBuildConfig) -> bool:
-    """Whether the neighbour search runs on a GPU (:func:`~.indexes.search_device`, as the index is built),
+    """Whether the neighbour search runs on a GPU (:func:`~bcls.pipeline.search.indexes.search_device`, as the index is built),
     leaving the CPU cores free meanwhile."""
     return search_device(config.index) != "cpu"
 
