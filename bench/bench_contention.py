@@ -29,9 +29,9 @@ if os.environ.pop("BCLS_AUTO_POLICY", None):  # what `bcls train` decides for it
     print("auto:", choose_openmp_wait_policy() or "default policy", file=sys.stderr)
 import torch
 from bcls.trainer.config import TrainConfig
-from bcls.trainer.train import _Run
+from bcls.trainer.train import Trainer
 config = TrainConfig(data=sys.argv[1], labels=sys.argv[2], out=sys.argv[3], warmup_epochs=0)
-run = _Run(config)
+run = Trainer(config)
 batches = list(run.batches(1))
 run.step(batches[0], 2, 0)
 start = time.perf_counter()

@@ -24,6 +24,7 @@ import torch
 import coco_test5k  # bench/coco_test5k.py: where the COCO test captions come from
 from bcls.data.captions import CaptionTable
 from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
+from bcls.pipeline.embedding.embed import EncoderSpec
 from bcls.trainer.evaluation.evaluate import load_relevance, relevance_metrics
 from bcls.trainer.evaluation.metrics import recall_metrics
 from bcls.trainer.evaluation.protocols import coco_5fold_1k
@@ -52,7 +53,7 @@ def main() -> None:
     figures: dict[str, float] = {}
     start = time.perf_counter()
     labels_dir = Path(args.out) / "labels"
-    build_labels(LabelBuildConfig(captions=table.path, out=str(labels_dir), k=32, cache=args.cache), table=table)
+    build_labels(LabelBuildConfig(captions=table.path, out=str(labels_dir), k=32, encoder=EncoderSpec(cache=args.cache)), table=table)
     figures["label_build_s"] = time.perf_counter() - start
 
     gen = torch.Generator().manual_seed(0)

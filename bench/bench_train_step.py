@@ -56,7 +56,7 @@ from bcls.data.demo import generate_demo
 from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
 from bcls.trainer.batches import Batch
 from bcls.trainer.config import TrainConfig
-from bcls.trainer.train import _Run
+from bcls.trainer.train import Trainer
 
 VARIANTS = {
     "triplet": {"lam": 0.0},
@@ -88,7 +88,7 @@ def _check_device(data: str, labels: str, tmp: str, device: str, tolerance: floa
     for dev in ("cpu", device):
         config = TrainConfig(data=data, labels=labels, out=str(Path(tmp) / f"check-{dev}"), batch_size=128,
                              warmup_epochs=0, label_mode="dense", device=dev, seed=0)
-        run = _Run(config)
+        run = Trainer(config)
         terms[dev] = run.step(Batch(torch.arange(128)), 2, 0)
     diff = {k: abs(terms[device][k] - terms["cpu"][k]) for k in ("loss", "binary", "continuous")}
     print(f"{device} vs cpu, one step: " + ", ".join(f"{k} {terms['cpu'][k]:.5f} / {terms[device][k]:.5f}"
@@ -98,13 +98,13 @@ def _check_device(data: str, labels: str, tmp: str, device: str, tolerance: floa
     return {f"max_abs_diff_{k}": round(v, 6) for k, v in diff.items()}
 
 
-def _phase_step(run: _Run, rows: torch.Tensor, mark) -> None:
-    """One default BCLS step of :meth:`_Run.step` (same work, bf16 autocast on CUDA), calling ``mark(name)`` as
+def _phase_step(run: Trainer, rows: torch.Tensor, mark) -> None:
+    """One default BCLS step of :meth:`Trainer.step` (same work, bf16 autocast on CUDA), calling ``mark(name)`` as
     each phase ends."""
     from bcls.trainer.models import pad_batch
 
     images = run.image_index[rows]
-    feats = torch.from_numpy(run.feats.batch(images.numpy())).to(run.device)
+    feats = torch.from_numpy(run.data.feats.batch(images.numpy())).to(run.device)
     ids, lengths = pad_batch([run.token_ids[r] for r in rows.tolist()])
     ids = ids.to(run.device)
     mark("feature and token gathering")
@@ -113,12 +113,10 @@ def _phase_step(run: _Run, rows: torch.Tensor, mark) -> None:
         mark("image encoder forward")
         txt = run.model.encode_texts(ids, lengths).float()
     mark("text encoder forward")
-    positive = images[:, None] == images[None, :]
-    values, known = run.batch_labels.lookup(images, rows)
-    values = torch.where(positive, torch.tensor(run.norm.top), run.norm(values))
-    values, known, positive = values.to(run.device), (known | positive).to(run.device), positive.to(run.device)
+    values, known, positive, _ = run.targets((rows, None))
+    values, known, positive = values.to(run.device), known.to(run.device), positive.to(run.device)
     mark("label lookup")
-    terms = run.criterion((img @ txt.T).float(), values, known, positive)
+    terms = run.losses.main((img @ txt.T).float(), values, known, positive)
     mark("loss forward")
     run.optimizer.zero_grad(set_to_none=True)
     terms["loss"].backward()
@@ -128,8 +126,8 @@ def _phase_step(run: _Run, rows: torch.Tensor, mark) -> None:
     mark("clip + optimizer")
 
 
-def _phase_profile(run: _Run, batches: list, n_steps: int) -> tuple[dict[str, float], dict[str, int]]:
-    """ms per step of each phase of :meth:`_Run.step` (timed piece by piece, after 2 untimed steps; on CUDA the
+def _phase_profile(run: Trainer, batches: list, n_steps: int) -> tuple[dict[str, float], dict[str, int]]:
+    """ms per step of each phase of :meth:`Trainer.step` (timed piece by piece, after 2 untimed steps; on CUDA the
     device is synchronised at each phase end), and the work each phase dispatches in one more step, from
     ``torch.profiler``: on CUDA the kernel launches (what bounds a small GPU step), on the CPU the top-level aten
     operators. Backward work the autograd engine runs on its own thread counts as "backward"."""
@@ -190,7 +188,7 @@ def _epoch(data: str, labels: str, tmp: str, device: str, embed_dim: int, profil
 
     config = TrainConfig(data=data, labels=labels, out=str(Path(tmp) / f"epoch-{embed_dim}"), warmup_epochs=0,
                          device=device, embed_dim=embed_dim)
-    run = _Run(config)
+    run = Trainer(config)
     run.step(next(iter(run.batches(1))), 1, 0)  # warm-up
     start = time.perf_counter()
     steps = 0
@@ -201,12 +199,12 @@ def _epoch(data: str, labels: str, tmp: str, device: str, embed_dim: int, profil
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     start = time.perf_counter()
-    evaluate_model(run.model, run.vocab, run.dev[0], run.dev[1], run.device) if run.dev is not None else None
+    evaluate_model(run.model, run.vocab, run.data.dev[0], run.data.dev[1], run.device) if run.data.dev is not None else None
     dev_seconds = time.perf_counter() - start
     run.model.train()  # as `bcls train` does after each dev evaluation (cuDNN's GRU has no backward in eval mode)
     profile, dispatched = _phase_profile(run, list(run.batches(3)), profile_steps)
-    return {"embed_dim": embed_dim, "steps": steps, "samples": len(run.table), "epoch_s": round(seconds, 2),
-            "samples_per_s": round(len(run.table) / seconds, 1), "dev_eval_s": round(dev_seconds, 2),
+    return {"embed_dim": embed_dim, "steps": steps, "samples": len(run.data.table), "epoch_s": round(seconds, 2),
+            "samples_per_s": round(len(run.data.table) / seconds, 1), "dev_eval_s": round(dev_seconds, 2),
             "phase_ms_per_step": profile,
             ("phase_kernel_launches" if device.startswith("cuda") else "phase_aten_ops"): dispatched}
 
@@ -223,9 +221,9 @@ def _compiled(data: str, labels: str, tmp: str, device: str, rounds: int, steps:
     for name, (mode, fused) in modes.items():
         config = TrainConfig(data=data, labels=labels, out=str(Path(tmp) / f"compile-{name}"), batch_size=128,
                              warmup_epochs=0, device=device, seed=0)
-        run = _Run(config)
+        run = Trainer(config)
         if mode is not None:
-            run.criterion = torch.compile(run.criterion, mode=mode, dynamic=False)
+            run.losses.main = torch.compile(run.losses.main, mode=mode, dynamic=False)
         if fused:
             groups = [{k: v for k, v in g.items() if k not in ("fused", "foreach")}
                       for g in run.optimizer.param_groups]
@@ -299,9 +297,9 @@ def main() -> None:
     for size in sizes:
         runs = {}
         for name, kw in VARIANTS.items():
-            config = TrainConfig(data=data, labels=labels, out=str(Path(tmp.name) / name), batch_size=size,
-                                 warmup_epochs=0, device=args.device, **kw)
-            run = _Run(config)
+            config = TrainConfig.from_dict(dict(data=data, labels=labels, out=str(Path(tmp.name) / name),
+                                                batch_size=size, warmup_epochs=0, device=args.device, **kw))
+            run = Trainer(config)
             batches = list(run.batches(1))
             runs[name] = (run, batches)
             run.step(batches[0], 1, 0)  # warm-up

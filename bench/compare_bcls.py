@@ -60,8 +60,8 @@ def main() -> None:
         for seed in (int(s) for s in args.seeds.split(",")):
             start = time.perf_counter()
             run = out / f"{name}-s{seed}"
-            config = TrainConfig(data=str(data), labels=str(labels), out=str(run), epochs=args.epochs, seed=seed,
-                                 **VARIANTS[name])
+            config = TrainConfig.from_dict(dict(data=str(data), labels=str(labels), out=str(run),
+                                                epochs=args.epochs, seed=seed, **VARIANTS[name]))
             if not (run / "summary.json").is_file():
                 train(config, overwrite=True)
             done = run / "eval" / "metrics.json"

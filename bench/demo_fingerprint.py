@@ -79,8 +79,8 @@ def main() -> None:
     for name, settings in runs.items():
         labels = out / ("labels3" if settings.get("source") == "cider" else "labels")
         run = out / f"run-{name}"
-        cfg = TrainConfig(data=str(data), labels=str(labels), out=str(run), epochs=2, embed_dim=64, word_dim=32,
-                          batch_size=64, **settings)
+        cfg = TrainConfig.from_dict(dict(data=str(data), labels=str(labels), out=str(run), epochs=2, embed_dim=64,
+                                         word_dim=32, batch_size=64, **settings))
         train(cfg, overwrite=True)
         fp[f"run-{name}"] = {ck: ckpt_hash(run / ck) for ck in ("init.pt", "best.pt", "last.pt")}
         log = (run / "train_log.csv").read_text()

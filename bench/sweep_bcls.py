@@ -211,8 +211,8 @@ def run(out: Path, queue: Path, only: set[str] | None, poll: float) -> None:
         run_dir, start = out / "runs" / tag, time.perf_counter()
         try:
             chosen = dict(settings)  # a job may train on another label folder of OUT ("labels": "labels_ens")
-            config = TrainConfig(data=str(data), labels=str(out / chosen.pop("labels", "labels")), out=str(run_dir),
-                                 epochs=epochs, seed=seed, **chosen)
+            config = TrainConfig.from_dict(dict(data=str(data), labels=str(out / chosen.pop("labels", "labels")),
+                                                out=str(run_dir), epochs=epochs, seed=seed, **chosen))
             summary = train(config, overwrite=True)
             metrics = {split: evaluate(run_dir / "best.pt", data, split, plots=False)["metrics"]
                        for split in ("dev", "test")}

@@ -180,32 +180,54 @@ def test_fit_an_ensemble_on_demo_truth_then_evaluate_build_and_train_with_it(tin
     assert refused.exit_code == 2 and "the ensemble source now has other settings" in refused.output
 
 
-def test_train_flag_defaults_are_the_config_defaults():
-    """Every `bcls train` flag that names its default in its help ("[value]") names TrainConfig's default."""
+def test_option_defaults_are_written_once_in_the_configs():
+    """Every option that sets a config field defaults to None (the config decides) and names the config's default
+    in its help as "[=Owner.field]", which the rendered help shows as that default, looked up in the config."""
     import dataclasses
     import re
 
     import typer.main
 
-    from bcls.trainer.config import TrainConfig
+    from bcls.cli import _with_defaults, config_default
+    from bcls.data.demo import DemoConfig
+    from bcls.pipeline.building.label_build import LabelBuildConfig
+    from bcls.pipeline.embedding.embed import EncoderSpec
+    from bcls.pipeline.fidelity.agreement import AgreementConfig
+    from bcls.pipeline.fidelity.fit import FitConfig
+    from bcls.trainer.config import KENDALL_FLAGS, TrainConfig
+    from bcls.trainer.evaluation import EvalConfig
 
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
-    command = typer.main.get_command(app).commands["train"]
-    rendered = " ".join(runner.invoke(app, ["train", "--help"]).output.split())
+    root = typer.main.get_command(app)
+    owners = {("train",): (TrainConfig,), ("eval",): (EvalConfig,), ("demo",): (DemoConfig,),
+              ("labels", "build"): (LabelBuildConfig, EncoderSpec), ("labels", "evaluate"): (AgreementConfig, EncoderSpec),
+              ("labels", "fit"): (FitConfig, EncoderSpec)}
+    kept = {"out", "captions", "judgments", "checkpoint", "data", "features", "labels"}  # required or a path
     checked = 0
-    for param in command.params:
-        found = re.search(r"\[([^\]]+)\]\.?$", param.help or "")
-        if not found or param.name not in (n := {"lam": "lam", "triplet_eps": "triplet_eps"} | {
-                k: k for k in defaults}):
-            continue
-        shown, want = found.group(1), defaults[n[param.name]]
-        if isinstance(want, (int, float)) and not isinstance(want, bool):
-            assert float(shown) == want, f"--{param.name}: help says {shown}, TrainConfig {want}"
-        else:
-            assert shown == str(want), f"--{param.name}: help says {shown}, TrainConfig {want}"
-        assert f"[{shown}]" in rendered, f"--{param.name}: the rendered help lost its default [{shown}]"
-        checked += 1
-    assert checked >= 20
+    for path, configs in owners.items():
+        command = root.commands[path[0]] if len(path) == 1 else root.commands[path[0]].commands[path[1]]
+        fields = {f.name for c in configs for f in dataclasses.fields(c)} | (
+            set(KENDALL_FLAGS) if path == ("train",) else set())
+        rendered = " ".join(runner.invoke(app, [*path, "--help"]).output.split())
+        for param in command.params:
+            name = "format" if param.name == "fmt" else param.name
+            if name not in fields or name in kept or getattr(param, "is_flag", False) or param.default is not None:
+                assert name not in fields or name in kept or getattr(param, "is_flag", False), (path, name)
+                continue
+            mark = re.search(r"\[=(\w+)\.([\w.]+)\]\.?$", param.help or "")
+            if mark is None:
+                continue  # a None default the help describes in words ([CPU 64, GPU 256], [4*sqrt(N)] …)
+            shown = _with_defaults(mark.group(0)).rstrip(".")
+            value = config_default(mark.group(1), mark.group(2))
+            assert shown in (f"[{value}]", f"[{','.join(map(str, value))}]") if isinstance(value, tuple) else \
+                shown == f"[{value}]", (path, name, shown)
+            assert shown.replace(" ", "") in rendered.replace(" ", ""), (path, name, shown)  # click may wrap it
+            checked += 1
+    assert checked >= 45
+    want = dataclasses.fields(TrainConfig)
+    lam = next(f.default for f in want if f.name == "lam")
+    assert f"triplet alone [{lam}]" in " ".join(runner.invoke(app, ["train", "--help"]).output.split())
+    gap = next(f.default for f in want if f.name == "kendall").gap
+    assert f"this far apart [{gap}]" in " ".join(runner.invoke(app, ["train", "--help"]).output.split())
 
 
 def test_version_and_friendly_pointers(tiny, tmp_path):
@@ -271,6 +293,8 @@ def test_every_command_shows_every_default_in_its_rendered_help():
 
     import typer.main
 
+    from bcls.cli import _with_defaults
+
     root = typer.main.get_command(app)
     commands = {("train",): root.commands["train"], ("eval",): root.commands["eval"],
                 ("demo",): root.commands["demo"]}
@@ -282,9 +306,9 @@ def test_every_command_shows_every_default_in_its_rendered_help():
         for param in command.params:
             if not getattr(param, "help", None):
                 continue
-            found = re.search(r"\[([^\]]+)\]\.?$", param.help)
-            if found:
-                assert f"[{found.group(1)}]" in rendered, (path, param.name)
+            found = re.search(r"\[([^\]]+)\]\.?$", _with_defaults(param.help))
+            if found:  # click may wrap a long default at a hyphen
+                assert f"[{found.group(1)}]".replace(" ", "") in rendered.replace(" ", ""), (path, param.name)
                 checked += 1
             elif getattr(param, "show_default", True) is not False and param.default not in (None, False, True, ()) \
                     and not callable(param.default):

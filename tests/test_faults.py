@@ -24,7 +24,7 @@ from bcls.pipeline.embedding.embed import DEFAULT_MODEL, EmbeddingCache, cached_
 from tests.conftest import hash_encoder
 
 runner = CliRunner()
-SMALL = {"batch_size": 16, "embed_dim": 16, "word_dim": 8, "epochs": 1, "log_every": 1000}
+SMALL = {"batch_size": 16, "embed_dim": 16, "word_dim": 8, "epochs": 1}
 
 
 def _prefill_cache(texts, cache):

@@ -2,8 +2,10 @@
 
 Library parts: :mod:`~.losses` (triplet, Kendall/SW-HS, total), :mod:`~.models` (VSE-style models and their
 registry), :mod:`~.batches` (samplers, in-batch label lookup, streaming), :mod:`~.evaluation` (metrics, protocols,
-semantic metrics, ``bcls eval``). The run around them: :mod:`~.config` (:class:`TrainConfig`), :mod:`~.train` (the
-loop), :mod:`~.distributed` (torchrun), :mod:`~.checkpoint`; :mod:`~.demo` runs all three stages on the demo data.
+semantic metrics, ``bcls eval`` and its :class:`EvalConfig`). The run around them: :mod:`~.config`
+(:class:`TrainConfig` and its version migration), :mod:`~.builders` (data, model, labels, losses, optimizer),
+:mod:`~.run_folder` (checkpoints, resume, the step log), :mod:`~.train` (:class:`Trainer` and the loop),
+:mod:`~.distributed` (torchrun), :mod:`~.checkpoint`; :mod:`~.demo` runs all three stages on the demo data.
 
 May import: :mod:`bcls.data` and :mod:`bcls.pipeline` (never the CLI).
 """
@@ -21,6 +23,8 @@ _EXPORTS = {
     'SAMPLERS': 'bcls.trainer.batches',
     'TrainConfig': 'bcls.trainer.config',
     'evaluate': 'bcls.trainer.evaluation',
+    'EvalConfig': 'bcls.trainer.evaluation',
+    'Trainer': 'bcls.trainer.train',
     'load_checkpoint': 'bcls.trainer.checkpoint',
     'model_from_checkpoint': 'bcls.trainer.checkpoint',
     'run_demo': 'bcls.trainer.demo',

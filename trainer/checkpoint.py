@@ -1,4 +1,5 @@
-"""Checkpoints: plain dicts of tensors, strings and numbers, written atomically, loaded with ``weights_only=True``."""
+"""Checkpoints: plain dicts of tensors, strings and numbers, written atomically, loaded with ``weights_only=True``;
+the training settings they hold are brought to the current config version on loading."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from bcls.data.infra.atomic import atomic_path
 from bcls.data.infra.errors import CheckpointError, ConfigError
 from bcls.data.infra.version import __version__
 
+from .config import migrate_saved
 from .models import MODELS, Vocabulary, make_model
 
 FORMAT = "bcls-checkpoint"
@@ -57,6 +59,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         raise CheckpointError(f"{path}: checkpoint format_version {ckpt.get('format_version')!r} was written by bcls "
                               f"{ckpt.get('bcls_version')}; this bcls {__version__} reads version {FORMAT_VERSION}: "
                               f"load it with bcls {ckpt.get('bcls_version')} or retrain")
+    if isinstance(ckpt.get("train_config"), dict):  # an older run's settings in today's shape
+        ckpt["train_config"] = migrate_saved(ckpt["train_config"], f"{path}: train_config")
     return ckpt
 
 

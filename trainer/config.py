@@ -1,19 +1,20 @@
 """The settings of one training run (:class:`TrainConfig`), saved as ``train_config.json`` and in checkpoints.
 
-One source of truth for defaults: the Kendall settings default to :class:`~bcls.trainer.losses.KendallParams`'s,
-and the CLI's ``bcls train`` flags default to these fields (a test checks both).
+One source of truth for defaults: the Kendall settings are one :class:`~bcls.trainer.losses.KendallParams` field,
+and the CLI's ``bcls train`` help shows these fields' defaults (it reads them from here). A saved config carries
+``config_version``; an older one is brought up to date by :func:`migrate_saved`, one tested step per version.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from bcls.data.infra.config_checks import check_field_types
-from bcls.data.infra.errors import ConfigError
+from bcls.data.infra.errors import ConfigError, setting, setting_is
 
 from .batches import SAMPLERS
 from .losses import DEFAULT_KENDALL, KendallParams, binary_loss_params
@@ -52,9 +53,12 @@ class TrainConfig:
             ``binary_loss`` + λ·Kendall: hardest-negative mining from a random start collapses all embeddings
             together (VSE∞ warms up the same way), and so does the Kendall loss, whose labelled candidates are
             the nearest caption neighbours (measured on the demo: docs/method.md).
-        window, gap, surrogate, temperature, kendall_margin, n_hard: the Kendall / SW-HS settings, with the
-            defaults of :class:`~bcls.trainer.losses.KendallParams` (``kendall_margin`` is its ``margin``, the hinge
-            surrogate's; ``margin`` is the triplet loss's); :meth:`kendall_params` carries them to the loss.
+        warmup_loss: the registered binary loss of the warm-up epochs (default ``triplet-mean``, the mean over
+            negatives), with the same ``margin`` / ``triplet_eps`` / ``triplet_tau``.
+        kendall: the Kendall / SW-HS settings (window, gap, surrogate, temperature, margin, n_hard), one
+            :class:`~bcls.trainer.losses.KendallParams` handed to the loss as it is (``kendall.margin`` is the hinge
+            surrogate's; ``margin`` is the triplet loss's). The CLI flags ``--window``, ``--gap``, …,
+            ``--kendall-margin`` set its fields; a JSON / TOML config nests them under ``kendall``.
         kendall_pairs: which in-batch pairs the Kendall term ranks: ``negatives`` (default; only pairs of
             different images: the binary loss alone puts the ground truth first, the Kendall term orders the rest)
             or ``all`` (the ground-truth pairs too, labelled
@@ -93,15 +97,11 @@ class TrainConfig:
     text_pooling: str | None = None
     binary_loss: str = "triplet-sn"
     warmup_epochs: int = 1
+    warmup_loss: str = "triplet-mean"
     margin: float = 0.2
     triplet_eps: float = 0.05
     triplet_tau: float = 0.1
-    window: int = DEFAULT_KENDALL.window
-    gap: float = DEFAULT_KENDALL.gap
-    surrogate: str = DEFAULT_KENDALL.surrogate
-    temperature: float = DEFAULT_KENDALL.temperature
-    kendall_margin: float = DEFAULT_KENDALL.margin
-    n_hard: int = DEFAULT_KENDALL.n_hard
+    kendall: KendallParams = DEFAULT_KENDALL
     kendall_pairs: str = "negatives"
     sampler: str = "random"
     neighbour_fraction: float = 0.5
@@ -118,7 +118,6 @@ class TrainConfig:
     amp: bool = True
     train_split: str = "train"
     dev_split: str = "dev"
-    log_every: int = 50  # no longer used (progress is reported every 10 s); kept so older configs still load
     captions: str | None = None
     features: str | None = None
     caption_format: str = "auto"
@@ -136,28 +135,29 @@ class TrainConfig:
                   "grad_clip": self.grad_clip > 0, "embed_dim": self.embed_dim >= 1, "word_dim": self.word_dim >= 1,
                   "weight_decay": self.weight_decay >= 0, "lr_step_epoch": self.lr_step_epoch >= 0,
                   "lr_warmup_steps": self.lr_warmup_steps >= 0, "text_lr_mult": self.text_lr_mult > 0,
-                  "neighbour_fraction": 0 <= self.neighbour_fraction < 1, "group_size": self.group_size >= 2,
-                  "log_every": self.log_every >= 1}
+                  "neighbour_fraction": 0 <= self.neighbour_fraction < 1, "group_size": self.group_size >= 2}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ConfigError("out-of-range training setting(s): " +
-                              ", ".join(f"{b}={getattr(self, b)!r}" for b in bad))
-        self.kendall_params()  # validates the Kendall settings
+                              ", ".join(setting_is(b, getattr(self, b)) for b in bad))
+        if not isinstance(self.kendall, KendallParams):
+            raise ConfigError(f"training setting kendall must be KendallParams, got {type(self.kendall).__name__}")
+        self.binary_params(), self.binary_params(self.warmup_loss)  # an unknown loss lists the valid ones
         choices = {"sampler": SAMPLERS.names(), "label_mode": ("auto", "sparse", "dense"),
                    "kendall_pairs": ("all", "negatives"),
                    "optimizer": ("adam", "adamw"), "schedule": ("constant", "step", "cosine")}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
-                raise ConfigError(f"unknown {name} {getattr(self, name)!r}; valid: {', '.join(valid)}")
+                raise ConfigError(f"unknown {setting(name)} {getattr(self, name)!r}; valid: {', '.join(valid)}")
         if self.sampler == "stream" and (not self.labels or self.label_norm != "none"):
-            raise ConfigError("the stream sampler needs --labels and label_norm=none (it keeps no label index to "
-                              "fit a normalisation on)")
+            raise ConfigError(f"the stream sampler needs {setting('labels')} and {setting_is('label_norm', 'none')} "
+                              "(it keeps no label index to fit a normalisation on)")
         if self.label_mode == "dense" and self.source == "file":
             raise ConfigError("dense labels need a source that can score any pair; the file source only knows its "
-                              "listed pairs: use label_mode=sparse")
+                              f"listed pairs: use {setting_is('label_mode', 'sparse')}")
         if self.lam > 0 and not self.labels:
-            raise ConfigError("lam > 0 needs --labels (a folder from `bcls labels build`); use --lambda 0 to "
-                              "train the triplet loss alone")
+            raise ConfigError(f"{setting('lam')} > 0 needs {setting('labels')} (a folder from `bcls labels build`); "
+                              f"use {setting_is('lam', 0)} to train the triplet loss alone")
 
     @property
     def resolved_label_mode(self) -> str:
@@ -166,26 +166,83 @@ class TrainConfig:
             return self.label_mode
         return "sparse" if self.source == "file" else "dense"
 
-    def kendall_params(self) -> KendallParams:
-        """The Kendall / SW-HS settings of this run, as the loss takes them."""
-        return KendallParams(window=self.window, gap=self.gap, surrogate=self.surrogate,
-                             temperature=self.temperature, margin=self.kendall_margin, n_hard=self.n_hard)
-
-    def binary_params(self) -> dict[str, float]:
-        """The hyper-parameters of :attr:`binary_loss` that it accepts (margin, eps, tau)."""
+    def binary_params(self, loss: str | None = None) -> dict[str, float]:
+        """The hyper-parameters (margin, eps, tau) that the binary loss ``loss`` (default :attr:`binary_loss`)
+        accepts."""
         hyper = {"margin": self.margin, "eps": self.triplet_eps, "tau": self.triplet_tau}
-        return {k: hyper[k] for k in binary_loss_params(self.binary_loss)}
+        return {k: hyper[k] for k in binary_loss_params(loss or self.binary_loss)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON values with their ``config_version`` (what ``train_config.json`` holds)."""
+        return {"config_version": CONFIG_VERSION} | asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], origin: str = "config") -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any], origin: str | None = None) -> "TrainConfig":
+        """The config of a dict of settings in :meth:`to_dict`'s shape (``kendall`` a dict of its fields); a dict
+        with an older ``config_version`` is migrated first (:func:`migrate_saved`), and one without a version is
+        read as a user's settings, whose older spellings are renamed (:func:`rename_v1_spellings`). A message
+        about a bad setting starts with ``origin`` (the config file's name) when given."""
+        values = dict(values)
+        if "config_version" in values:
+            values = migrate_saved(values, origin or "config")
+            values.pop("config_version")
+        else:
+            values = rename_v1_spellings(values)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigError(f"{origin}: unknown training setting(s) {unknown}; valid: {', '.join(sorted(known))}")
+            raise ConfigError(f"{origin + ': ' if origin else ''}unknown training setting(s) {unknown}; valid: "
+                              f"{', '.join(sorted(known))}")
+        kendall = values.get("kendall", {})
         try:
+            if isinstance(kendall, dict):
+                bad = sorted(set(kendall) - {f.name for f in fields(KendallParams)})
+                if bad:
+                    raise ConfigError(f"unknown kendall setting(s) {bad}; valid: "
+                                      f"{', '.join(f.name for f in fields(KendallParams))}")
+                values["kendall"] = replace(DEFAULT_KENDALL, **kendall)
             return cls(**values)
         except ConfigError as err:
-            raise ConfigError(f"{origin}: {err}") from None
+            raise ConfigError(f"{origin}: {err.raw}" if origin else err.raw) from None
+
+
+CONFIG_VERSION = 2
+"""The shape of a saved ``train_config.json``: 1 (no ``config_version`` key) had the Kendall settings as flat
+fields (``window``, ``gap``, ``surrogate``, ``temperature``, ``kendall_margin``, ``n_hard``) and a ``log_every``
+that nothing read; 2 nests them in ``kendall``."""
+
+KENDALL_FLAGS = {"window": "window", "gap": "gap", "surrogate": "surrogate", "temperature": "temperature",
+                 "kendall_margin": "margin", "n_hard": "n_hard"}
+"""The flat names of the Kendall settings — ``bcls train``'s flags, and version 1's fields — and the
+:class:`~bcls.trainer.losses.KendallParams` field each sets."""
+
+
+def rename_v1_spellings(values: dict[str, Any]) -> dict[str, Any]:
+    """Version 1's spellings in today's shape: the flat Kendall settings go into ``kendall`` (``kendall_margin``
+    as its ``margin``) and ``log_every`` goes (progress is reported every 10 s)."""
+    out = {k: v for k, v in values.items() if k not in KENDALL_FLAGS and k != "log_every"}
+    flat = {new: values[old] for old, new in KENDALL_FLAGS.items() if old in values}
+    if flat:
+        out["kendall"] = dict(out.get("kendall") or {}) | flat
+    return out
+
+
+def migrate_saved(values: dict[str, Any], origin: str = "saved config") -> dict[str, Any]:
+    """A saved config (``train_config.json`` or a checkpoint's) in the current version's shape.
+
+    Version 1 → 2: :func:`rename_v1_spellings`; ``kendall_pairs`` is ``all`` where it is missing (a run saved
+    before the setting existed ranked every pair, so that is what resuming or reporting it must assume) and
+    ``warmup_loss`` is ``triplet-mean`` (the warm-up loss of version 1, then not a setting)."""
+    values = dict(values)
+    version = values.pop("config_version", 1)
+    if not isinstance(version, int) or not 1 <= version <= CONFIG_VERSION:
+        raise ConfigError(f"{origin}: config_version {version!r} is not one this bcls reads (1 to "
+                          f"{CONFIG_VERSION}); use the bcls version that wrote it")
+    if version < 2:
+        values = rename_v1_spellings(values)
+        values.setdefault("kendall_pairs", "all")
+        values.setdefault("warmup_loss", "triplet-mean")
+    return values | {"config_version": CONFIG_VERSION}
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

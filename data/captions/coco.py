@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bcls.data.infra.errors import ConfigError
+from bcls.data.infra.errors import ConfigError, setting_is
 from ..tables import fail, int_list, load_json, missing_key
 from .table import RawCaptions, texts_of
 
@@ -60,8 +60,8 @@ def read_coco(path: Path, split: str | None = None, allow_unknown_images: bool =
                 what = (f"{int(unknown.sum())} annotation(s) refer to image ids not listed in 'images' (first: "
                         f"{where(first)}, image_id {int(raw.image_ids[first])})")
                 if not allow_unknown_images:
-                    raise fail(path, f"{what}; fix the file or pass --allow-unknown-images "
-                                      "(allow_unknown_images=True) to keep them")
+                    raise fail(path, f"{what}; fix the file or pass {setting_is('allow_unknown_images', True)} to "
+                                      "keep them")
                 logger.warning("%s: %s; kept them", path, what)
             uncaptioned = ~np.isin(known, raw.image_ids)
             if uncaptioned.any():

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from bcls.data.infra.errors import ConfigError
+from bcls.data.infra.errors import ConfigError, setting
 from bcls.data.infra.plugins import Registry
 from ..tables import fail, load_json
 from . import coco, flickr8k, karpathy, tabular
@@ -70,11 +70,11 @@ def detect_format(path: str | os.PathLike) -> str:
             if isinstance(images, list) and images and isinstance(images[0], dict) and "sentences" in images[0]:
                 return "karpathy"
         raise fail(p, "JSON is neither COCO captions (no 'annotations') nor Karpathy (no images[].sentences); "
-                       "pass format= explicitly")
+                       f"pass {setting('format')} explicitly")
     raise fail(
         p,
         f"cannot tell the caption format from the suffix {suffix!r}; use .csv/.tsv/.parquet, a COCO or Karpathy "
-        f".json, a precomp folder, a Flickr8k *.token.txt, or pass format= (one of "
+        f".json, a precomp folder, a Flickr8k *.token.txt, or pass {setting('format')} (one of "
         f"{', '.join(CAPTION_FORMATS.names())})",
     )
 
@@ -132,7 +132,7 @@ def read_captions(
     if not p.exists():
         raise fail(p, "no such file or folder; check the path")
     fmt = detect_format(p) if format == "auto" else format
-    raw = CAPTION_FORMATS.get(fmt).factory(p, split, allow_unknown_images)
+    raw = CAPTION_FORMATS.create(fmt, path=p, split=split, allow_unknown_images=allow_unknown_images)
     table = raw.finish(skip_empty=skip_empty)
     if split is not None and raw.split_names is not None:
         table = filter_split(table, split, raw.split_names(split))

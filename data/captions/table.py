@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..infra.errors import setting, setting_is
 from ..tables import Where, fail, first_duplicate, shown
 
 logger = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ class RawCaptions:
             first = int(np.argmax(empty))
             if not skip_empty:
                 raise fail(self.path, f"{n_empty} empty caption(s), first at {self.where(first)}; fix them or pass "
-                                      "--skip-empty (skip_empty=True) to leave them out")
+                                      f"{setting_is('skip_empty', True)} to leave them out")
             logger.warning("%s: skipped %d empty caption(s) (first at %s)", self.path, n_empty, self.where(first))
             table = table.select(~empty)
             if len(table) == 0:
@@ -209,7 +210,8 @@ def filter_split(table: CaptionTable, split: str, wanted: tuple[str, ...]) -> Ca
     if table.splits is None:
         hint = (" or put the official Flickr_8k.{train,dev,test}Images.txt beside it" if table.format == "flickr8k"
                 else "")
-        raise fail(table.path, f"has no split column, so split={split!r} cannot be selected; omit split={hint}")
+        raise fail(table.path, f"has no split column, so {setting_is('split', split)} cannot be selected; "
+                               f"omit {setting('split')}{hint}")
     mask = np.isin(table.splits, np.array(wanted, dtype=object))
     if not mask.any():
         present = ", ".join(sorted(set(table.splits.tolist())))

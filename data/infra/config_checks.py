@@ -1,5 +1,7 @@
-"""Checks shared by the frozen config dataclasses: every field holds a value of its annotated type, so a config
-file with ``{"epochs": "two"}`` is a one-line error naming the key, not a traceback deep inside a run."""
+"""What the frozen config dataclasses share: every field holds a value of its annotated type, so a config file with
+``{"epochs": "two"}`` is a one-line error naming the key, not a traceback deep inside a run
+(:func:`check_field_types`); and the defaults and given values by field name, so a front end such as the CLI
+writes no default of its own (:func:`field_default`, :func:`given_fields`)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import types
 import typing
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, setting
 
 _NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
 
@@ -51,5 +53,33 @@ def check_field_types(config: Any, what: str) -> None:
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if _accepts(hints[f.name], value) is False:
-            raise ConfigError(f"{what} {f.name} must be {_describe(hints[f.name])}, got {value!r} "
+            raise ConfigError(f"{what} {setting(f.name)} must be {_describe(hints[f.name])}, got {value!r} "
                               f"({type(value).__name__})")
+
+
+def field_default(owner: Any, path: str) -> Any:
+    """The default of ``path`` (``field``, or ``field.sub`` into a nested config) in ``owner``: a config dataclass
+    (its field's default), a function (its parameter's) or a dict (its key's value)."""
+    import inspect
+
+    first, *rest = path.split(".")
+    if isinstance(owner, dict):
+        value = owner[first]
+    elif dataclasses.is_dataclass(owner):
+        f = {f.name: f for f in dataclasses.fields(owner)}[first]
+        value = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+    else:
+        value = inspect.signature(owner).parameters[first].default
+    for name in rest:
+        value = getattr(value, name)
+    return value
+
+
+def given_fields(values: dict[str, Any], owner: type, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The entries of ``values`` that name fields of the dataclass ``owner`` (but not ``skip``) and are not None —
+    what a user gave — with paths as strings."""
+    import os
+
+    names = {f.name for f in dataclasses.fields(owner)} - set(skip)
+    return {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in values.items()
+            if k in names and v is not None}

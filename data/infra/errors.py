@@ -1,13 +1,68 @@
-"""Errors that bcls reports to the user as one line (the CLI prints ``str(err)`` and exits non-zero)."""
+"""Errors that bcls reports to the user as one line (the CLI prints the message and exits non-zero).
+
+A message names the settings it is about as structured tokens — :func:`setting` (``k``) and :func:`setting_is`
+(``lr=-1.0``) — so that each front end shows them in its own words: ``str(err)`` in Python's (``k must be at
+least 1``, ``lr=-1.0``), the CLI in flags (``--k must be at least 1``, ``--lr -1.0``; :meth:`BclsError.render`).
+Code that wraps an error in a longer message keeps the tokens by using :attr:`BclsError.raw`.
+"""
 
 from __future__ import annotations
+
+from typing import Mapping
+
+_OPEN, _CLOSE = "\u27e6", "\u27e7"  # ⟦ ⟧, which no message contains otherwise
+
+
+def setting(name: str) -> str:
+    """A setting named in a message (``k``; a nested one as ``kendall.gap``): on the command line, its flag."""
+    return f"{_OPEN}{name}{_CLOSE}"
+
+
+def setting_is(name: str, value: object) -> str:
+    """A setting with its value: ``lr=-1.0`` in Python; ``--lr -1.0`` on the command line (a switch given True
+    shows as the switch alone, an ``-o SOURCE.KEY`` flag as ``-o SOURCE.KEY=value``)."""
+    return f"{_OPEN}{name}={value if isinstance(value, str) else repr(value)}{_CLOSE}"
+
+
+def render(text: str, flags: Mapping[str, str] | None = None) -> str:
+    """``text`` with its setting tokens in Python's words (``flags`` None), or as the flags ``flags`` maps setting
+    names to (a setting without a flag keeps its Python spelling)."""
+    out, rest = [], text
+    while _OPEN in rest:
+        head, _, tail = rest.partition(_OPEN)
+        token, _, rest = tail.partition(_CLOSE)
+        name, has_value, value = token.partition("=")
+        flag = (flags or {}).get(name)
+        if flag is None:
+            word = token
+        elif not has_value:
+            word = flag
+        elif flag.startswith("-o "):
+            word = f"{flag}={value}"
+        else:
+            word = flag if value == "True" else f"{flag} {value}"
+        out += [head, word]
+    return "".join(out) + rest
 
 
 class BclsError(Exception):
     """Base class of every error the CLI turns into a one-line message (exit code 2).
 
-    The message must name the file (and the row or field where it applies) and say what to do.
+    The message must name the file (and the row or field where it applies) and say what to do; the settings it
+    names are tokens (:func:`setting`, :func:`setting_is`), shown by :meth:`render` in the caller's words.
     """
+
+    @property
+    def raw(self) -> str:
+        """The message with its setting tokens (to wrap it in a longer message that keeps them)."""
+        return str(self.args[0]) if self.args else ""
+
+    def render(self, flags: Mapping[str, str] | None = None) -> str:
+        """The message, its settings shown as the flags ``flags`` maps them to (:func:`render`)."""
+        return render(self.raw, flags)
+
+    def __str__(self) -> str:
+        return render(self.raw)
 
 
 class DataFormatError(BclsError, ValueError):
@@ -28,28 +83,3 @@ class CheckpointError(BclsError, ValueError):
 
 class DiskSpaceError(BclsError):
     """Not enough free disk space for the next write (checked before a long phase starts)."""
-
-
-def in_flag_words(text: str, flags: dict[str, str]) -> str:
-    """A library message in the words of a command line: setting names become their flags (``lam=-1`` →
-    ``--lambda -1``, ``k must`` → ``--k must``, ``pass format=`` → ``pass --format``; a flag ``-o S.K`` gives
-    ``-o S.K=v``), and the Python spellings next to a flag (``(skip_empty=True)``) go.
-
-    Args:
-        text: the message.
-        flags: setting name → flag (``{"lam": "--lambda"}``).
-    """
-    import re
-
-    text = text.removeprefix("command line: ")
-    for name, flag in sorted(flags.items(), key=lambda kv: -len(kv[0])):
-        text = re.sub(rf"\(\s*{name}=\w+\s*\)", "", text)
-        if flag.startswith("-o "):
-            text = re.sub(rf"(?<![\w.-]){name}=(\w+)", lambda m: f"{flag}={m.group(1).lower()}", text)
-            continue
-        text = re.sub(rf"(?<![\w.-]){name}=(?=[^\s,;)])", f"{flag} ", text)
-        text = re.sub(rf"(?<![\w.-]){name}=", flag, text)
-        text = re.sub(rf"(?<![\w.-]){name} (must\b|[<>]=? )", rf"{flag} \1", text)
-        text = re.sub(rf"\bunknown (kendall )?{name} (?=')", f"unknown {flag} ", text)
-    text = re.sub(r"\bkendall (?=--)", "", text)
-    return " ".join(text.split())

@@ -1,7 +1,7 @@
 """One registry shape for every kind of plug-in (caption formats, label sources, losses, models, samplers).
 
 A :class:`Registry` maps a name to an :class:`Entry` (a factory, a one-line description and the keyword options
-the factory accepts). ``get`` and ``create`` of an unknown name raise a :class:`~bcls.data.infra.errors.ConfigError`
+the factory accepts); every plug-in is made the same way, by ``create(name, **options)``. ``get`` and ``create`` of an unknown name raise a :class:`~bcls.data.infra.errors.ConfigError`
 that lists the valid names; ``create`` refuses options the entry does not declare, naming the accepted ones. The
 CLI lists a registry with :meth:`Registry.describe`.
 """
@@ -13,7 +13,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, Sequence, TypeVar
 
-from .errors import ConfigError
+from .errors import ConfigError, setting
 
 T = TypeVar("T")
 
@@ -69,10 +69,13 @@ class Registry(Generic[T]):
 
     Args:
         kind: what the entries are, for messages (``"label source"``, ``"binary loss"``, …).
+        setting: the config setting that names an entry (``"model"``), so an unknown name's message names it
+            (:func:`~bcls.data.infra.errors.setting`); None: the ``kind`` names it.
     """
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, setting: str | None = None):
         self.kind = kind
+        self.setting = setting
         self._entries: dict[str, Entry[T]] = {}
 
     def register(self, name: str, factory: Callable[..., T], description: str,
@@ -99,7 +102,8 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise ConfigError(f"unknown {self.kind} {name!r}; valid: {', '.join(self._entries)}") from None
+            what = setting(self.setting) if self.setting else self.kind
+            raise ConfigError(f"unknown {what} {name!r}; valid: {', '.join(self._entries)}") from None
 
     def create(self, name: str, /, **options: Any) -> T:
         """Build ``name`` with ``options``; an option the entry does not declare, or a bad value, is a
@@ -109,12 +113,16 @@ class Registry(Generic[T]):
         if unknown:
             raise ConfigError(f"{self.kind} {name!r}: unexpected option(s) {', '.join(unknown)}; it takes: "
                               f"{', '.join(entry.options) or 'none'}")
-        try:
-            return entry.factory(**options)
+        try:  # a call that does not fit the signature, not a TypeError from inside the factory
+            inspect.signature(entry.factory).bind(**options)
         except TypeError as err:
             raise ConfigError(f"{self.kind} {name!r}: {err}; it takes: {', '.join(entry.options)}") from None
+        except ValueError:  # pragma: no cover - a factory without a signature
+            pass
+        try:
+            return entry.factory(**options)
         except ConfigError as err:
-            text = str(err)
+            text = err.raw
             raise ConfigError(text if text.startswith(f"{self.kind} {name!r}") else f"{self.kind} {name!r}: {text}"
                               ) from None
 

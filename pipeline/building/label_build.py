@@ -23,25 +23,24 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from bcls.data.infra.atomic import atomic_write_json, ensure_free_space
 from bcls.data.captions import CaptionTable, read_captions
 from bcls.data.infra.config_checks import check_field_types
-from bcls.data.infra.errors import BclsError, ConfigError
+from bcls.data.infra.errors import BclsError, ConfigError, setting
 from bcls.data.shards import LabelSet, config_hash, open_labels, write_caption_embeddings, write_manifest
 from bcls.data.infra.runtime import release_free_memory
 from bcls.data.infra.version import PROVENANCE_PACKAGES, __version__, package_versions
 
 from bcls.pipeline.corpus import LabelCorpus, LabelSource
-from bcls.pipeline.embedding.embed import DEFAULT_MODEL, EmbeddingCache, Encoder, cached_encoder, check_device, default_cache_dir, \
-    model_cache_id, sbert_encoder
 from bcls.pipeline.embedding.child import embed_in_child, use_child
+from bcls.pipeline.embedding.embed import EmbeddingCache, Encoder, EncoderSpec, cached_encoder, check_device
 from bcls.pipeline.search.indexes import IndexSpec, faiss_gpu_count, search_device
 from bcls.pipeline.search.neighbours import CandidateSet, candidate_pairs
-from bcls.pipeline.embedding.onnx_backend import BACKEND_PACKAGES, check_backend
+from bcls.pipeline.embedding.onnx_backend import BACKEND_PACKAGES
 from .resume import (CANDIDATES_FILE, CONFIG_FILE, finish_resume_state, load_candidates, prepare_out,
                      save_candidates)
 from .scheduling import LOCAL_SCHEDULERS, ShardPlan, ShardProgress, existing_entry, pairs_hash, \
@@ -67,11 +66,9 @@ class LabelBuildConfig:
         caption_k: candidate images per caption besides its own, which is always a
             candidate (``None``: ``k``; 0: no caption side: image-side candidates only).
         format / split: passed to the caption reader (a precomp folder defaults to split ``train``).
-        model: sentence-transformers model name or path (embeddings for candidates and the sbert source).
-        backend: how the sentence model runs: ``torch`` (sentence-transformers, the reference), ``onnx`` or
-            ``onnx-int8`` (ONNX Runtime on the CPU; :mod:`bcls.pipeline.embedding.onnx_backend`), ``openvino`` or
-            ``openvino-int8`` (OpenVINO on the CPU; :mod:`bcls.pipeline.embedding.openvino_backend`), ``torch-bf16`` or
-            ``torch-fp16`` (torch under autocast; :data:`bcls.pipeline.embedding.embed.HALF_BACKENDS`).
+        encoder: the sentence encoder (model, backend, device, batch size, cache folder;
+            :class:`~bcls.pipeline.embedding.embed.EncoderSpec`) of the embeddings for candidates and the sbert
+            source.
         index: FAISS index for the neighbours: ``exact``, ``ivf`` or ``hnsw``.
         nlist / nprobe: IVF lists (``None``: ``4·sqrt(N)``) and lists probed per query.
         ivf_codes: how the IVF index stores its vectors: ``float16`` (default) or ``float32`` (see
@@ -79,11 +76,7 @@ class LabelBuildConfig:
         hnsw_m / ef_construction / ef_search: HNSW parameters.
         recall_queries: sampled captions on which an approximate index's recall@K against exact is measured.
         images_per_shard: images whose candidate pairs go into one shard.
-        batch_size: sentence-embedding batch size (``None``: 64 on the CPU, 256 on a GPU; see
-            :data:`~bcls.pipeline.embedding.embed.CPU_BATCH_SIZE`).
-        device: torch device for the sentence model (``None`` = its default).
-        cache: embedding cache folder (``None``: ``$BCLS_CACHE_DIR`` or ``~/.cache/bcls/embeddings``).
-        use_cache: read and fill the embedding cache.
+        use_cache: read and fill the embedding cache (``encoder.cache``).
         scheduler: ``threads`` (default), ``processes``, ``sync``, or a ``dask.distributed`` scheduler address.
         workers: local dask workers (``None``: one per CPU core).
         force: overwrite a folder that holds a build with different settings.
@@ -99,8 +92,7 @@ class LabelBuildConfig:
     caption_k: int | None = None
     format: str = "auto"
     split: str | None = None
-    model: str = DEFAULT_MODEL
-    backend: str = "torch"
+    encoder: EncoderSpec = EncoderSpec()
     index: str = "exact"
     nlist: int | None = None
     nprobe: int = 32
@@ -110,9 +102,6 @@ class LabelBuildConfig:
     ef_search: int = 128
     recall_queries: int = 1000
     images_per_shard: int = 5000
-    batch_size: int | None = None
-    device: str | None = None
-    cache: str | None = None
     use_cache: bool = True
     scheduler: str = "threads"
     workers: int | None = None
@@ -123,16 +112,15 @@ class LabelBuildConfig:
     def __post_init__(self) -> None:
         check_field_types(self, "label build setting")
         if self.k < 1:
-            raise ConfigError(f"k must be at least 1, got {self.k}")
+            raise ConfigError(f"{setting('k')} must be at least 1, got {self.k}")
         if self.caption_k is not None and self.caption_k < 0:
-            raise ConfigError(f"caption_k must be 0 or more, got {self.caption_k}")
+            raise ConfigError(f"{setting('caption_k')} must be 0 or more, got {self.caption_k}")
         if self.images_per_shard < 1:
-            raise ConfigError(f"images_per_shard must be at least 1, got {self.images_per_shard}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+            raise ConfigError(f"{setting('images_per_shard')} must be at least 1, got {self.images_per_shard}")
         if not self.sources:
             raise ConfigError("give at least one label source")
-        check_backend(self.backend)
+        if not isinstance(self.encoder, EncoderSpec):
+            raise ConfigError(f"label build setting encoder must be an EncoderSpec, got {type(self.encoder).__name__}")
         if len(set(self.sources)) != len(self.sources):
             raise ConfigError(f"label sources repeated: {list(self.sources)}")
         for name in self.sources:
@@ -146,9 +134,9 @@ class LabelBuildConfig:
                 raise ConfigError(f"label source {name!r} has no option(s) {', '.join(unknown)}; it takes: "
                                   f"{', '.join(LABEL_SOURCES.options(name)) or 'none'}")
         if self.workers is not None and self.workers < 1:
-            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+            raise ConfigError(f"{setting('workers')} must be at least 1, got {self.workers}")
         if self.recall_queries < 0:
-            raise ConfigError(f"recall_queries must be 0 or more, got {self.recall_queries}")
+            raise ConfigError(f"{setting('recall_queries')} must be 0 or more, got {self.recall_queries}")
         self.index_spec()  # validates the index settings
 
     @property
@@ -173,42 +161,33 @@ def build_identity(config: LabelBuildConfig, sources: Sequence[LabelSource], tab
                 for s in sources}
     identity = {"sources": list(config.sources), "source_settings": settings, "k": config.k,
                 "caption_k": config.images_k, "format": config.format, "split": config.split,
-                "model": config.model, "index": config.index_spec().settings(),
+                "model": config.encoder.model, "index": config.index_spec().settings(),
                 "input_fingerprint": table.fingerprint()}
-    return identity | ({"backend": config.backend} if config.backend != "torch" else {})  # torch: as before
+    backend = config.encoder.backend
+    return identity | ({"backend": backend} if backend != "torch" else {})  # torch: as before
 
 
 def embed_captions(config: LabelBuildConfig, table: CaptionTable, encoder: Encoder | None = None,
                    encoder_id: str | None = None) -> np.ndarray:
     """Phase 1: float32 ``(N, d)`` L2-normalised embeddings of the table's captions, through the cache.
 
-    ``encoder`` replaces the sentence model ``config.model``; ``encoder_id`` is its cache key (a custom encoder
+    ``encoder`` replaces the sentence encoder ``config.encoder``; ``encoder_id`` is its cache key (a custom encoder
     without one bypasses the cache)."""
     t0 = time.perf_counter()
-    fill: Callable[[list[str]], bool] | None = None
     if encoder is None:
-        cache_id = model_cache_id(config.model, config.backend)
+        spec = config.encoder
 
-        def make() -> Encoder:
-            return sbert_encoder(config.model, config.device, config.batch_size, config.backend, config.cache)
-
-        def in_child(texts: list[str]) -> bool:  # many captions: embedded in a child process (embed_process)
+        def in_child(texts: list[str]) -> bool:  # many captions: embedded in a child process
             if not use_child(len(texts)):
                 return False
-            embed_in_child(texts, config.model, config.device, config.batch_size, config.backend,
-                           config.cache or default_cache_dir(), cache_id)
+            embed_in_child(texts, spec)
             return True
 
-        fill = in_child
+        encode = spec.cached(config.use_cache, fill=in_child)
+    elif config.use_cache and encoder_id is not None:
+        encode = cached_encoder(EmbeddingCache(config.encoder.cache_root, encoder_id), lambda: encoder)
     else:
-        cache_id = encoder_id
-
-        def make() -> Encoder:
-            return encoder
-    if config.use_cache and cache_id is not None:
-        encode = cached_encoder(EmbeddingCache(config.cache or default_cache_dir(), cache_id), make, fill=fill)
-    else:
-        encode = make()
+        encode = encoder
     embeddings = np.ascontiguousarray(encode(table.texts), dtype=np.float32)
     if embeddings.shape[0] != len(table):
         raise ConfigError(f"the encoder returned {embeddings.shape[0]} embeddings for {len(table)} captions")
@@ -312,13 +291,13 @@ def build_labels(config: LabelBuildConfig, encoder: Encoder | None = None,
 
     Args:
         config: the build settings.
-        encoder: caption → embedding function; default: the sentence-transformers model ``config.model``.
+        encoder: caption → embedding function; default: the sentence encoder ``config.encoder``.
         table: an already-read caption table (else ``config.captions`` is read).
         encoder_id: the cache key of a custom ``encoder``; a custom encoder without one bypasses the cache.
     """
-    check_device(config.device)
+    check_device(config.encoder.device)
     sources = config.make_sources()
-    check_sentence_model(sources, config.model if encoder is None else None)
+    check_sentence_model(sources, config.encoder.model if encoder is None else None)
     if table is None:
         table = read_captions(config.captions, format=config.format, split=config.split,
                               skip_empty=config.skip_empty, allow_unknown_images=config.allow_unknown_images)
@@ -375,14 +354,14 @@ def _build(config: LabelBuildConfig, encoder: Encoder | None, table: CaptionTabl
     t_score = time.perf_counter()
     provenance: dict[str, Any] = {
         "bcls_version": __version__,
-        "versions": package_versions(PROVENANCE_PACKAGES + BACKEND_PACKAGES.get(config.backend, ("", ()))[1]),
+        "versions": package_versions(PROVENANCE_PACKAGES + BACKEND_PACKAGES.get(config.encoder.backend, ("", ()))[1]),
         "config_hash": identity_hash,
         "config": identity,
         "input": {"path": str(table.path), "format": table.format, "split": config.split, "captions": len(table),
                   "images": int(len(image_ids)), "fingerprint": table.fingerprint()},
         "sources": {s.name: s.settings() for s in sources},
-        "sentence_model": config.model,
-        "sentence_backend": config.backend,
+        "sentence_model": config.encoder.model,
+        "sentence_backend": config.encoder.backend,
         "embedding_dim": int(embeddings.shape[1]),
         "k": config.k,
         "caption_k": config.images_k,

@@ -26,11 +26,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from bcls.data.infra import errors
 from bcls.data.infra.errors import BclsError
 from bcls.data.infra.progress import setup_logging
+
+if TYPE_CHECKING:
+    from .embed import EncoderSpec
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +56,13 @@ def _log_settings() -> dict[str, Any]:
             "datefmt": formatter.datefmt if formatter else None}
 
 
-def embed_in_child(texts: Sequence[str], model: str, device: str | None, batch_size: int | None, backend: str,
-                   cache_root: str | os.PathLike, cache_id: str) -> None:
-    """Embed ``texts`` into the embedding cache ``cache_root`` under ``cache_id`` in a child process and wait for
-    it. A known error of the child is raised here again; Ctrl-C stops the child too (the blocks it finished stay
-    cached) and raises :class:`KeyboardInterrupt`."""
+def embed_in_child(texts: Sequence[str], spec: EncoderSpec) -> None:
+    """Embed ``texts`` with the encoder ``spec`` into its embedding cache in a child process and wait for it. A
+    known error of the child is raised here again; Ctrl-C stops the child too (the blocks it finished stay cached)
+    and raises :class:`KeyboardInterrupt`."""
     import pyarrow as pa
 
-    root = Path(cache_root)
+    root = spec.cache_root
     root.mkdir(parents=True, exist_ok=True)
     job = root / f".embed-job-{os.getpid()}-{os.urandom(4).hex()}"
     try:
@@ -72,8 +74,7 @@ def embed_in_child(texts: Sequence[str], model: str, device: str | None, batch_s
         torch = sys.modules.get("torch")
         threads = torch.get_num_threads() if torch is not None else None
         (job / "job.json").write_text(json.dumps({
-            "model": model, "device": device, "batch_size": batch_size, "backend": backend,
-            "cache_root": str(root), "cache_id": cache_id, "threads": threads, "log": _log_settings(),
+            "encoder": spec.to_dict(), "threads": threads, "log": _log_settings(),
             "parent": os.getpid()}))
         log.info("embedding %d captions in a child process, so this one never holds the sentence model",
                  len(texts))
@@ -137,16 +138,13 @@ def run_job(job: Path) -> None:
         import torch
 
         torch.set_num_threads(int(spec["threads"]))
-    from .embed import EmbeddingCache, embed_blocks, sbert_encoder, text_keys
+    from .embed import EmbeddingCache, EncoderSpec, embed_blocks, text_keys
 
     with pa.memory_map(str(job / "texts.arrow")) as source:
         texts = pa.ipc.open_file(source).read_all().column("text").to_pylist()
-    cache = EmbeddingCache(spec["cache_root"], spec["cache_id"])
-
-    def make():
-        return sbert_encoder(spec["model"], spec["device"], spec["batch_size"], spec["backend"], spec["cache_root"])
-
-    for _ in embed_blocks(cache, make, texts, text_keys(texts)):
+    encoder = EncoderSpec(**spec["encoder"])
+    cache = EmbeddingCache(encoder.cache_root, encoder.cache_id)
+    for _ in embed_blocks(cache, encoder.encoder, texts, text_keys(texts)):
         pass
 
 

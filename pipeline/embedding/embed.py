@@ -11,13 +11,14 @@ import hashlib
 import logging
 import os
 import time
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from bcls.data.infra.errors import BclsError, ConfigError
+from bcls.data.infra.errors import BclsError, ConfigError, setting, setting_is
 from bcls.data.infra.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,8 @@ def check_device(device: str | None) -> None:
         import torch
 
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA device; use --device cpu or "
-                              "leave --device out")
+            raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA device; use "
+                              f"{setting_is('device', 'cpu')} or leave {setting('device')} out")
 
 
 def resolve_model(name: str) -> str:
@@ -131,7 +132,8 @@ def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_si
     check_backend(backend)
     on_cpu = backend in BACKEND_PACKAGES  # the exported runtimes, CPU only
     if on_cpu and device and device != "cpu":
-        raise ConfigError(f"backend {backend!r} runs on the CPU; use --backend torch for device {device!r}")
+        raise ConfigError(f"backend {backend!r} runs on the CPU; use {setting_is('backend', 'torch')} for device "
+                          f"{device!r}")
     model = load_sentence_model(name, None if on_cpu else device)
     if backend in HALF_BACKENDS:
         check_half(backend, model.device.type)
@@ -427,3 +429,60 @@ def model_cache_id(name: str, backend: str = "torch") -> str:
             return "all-minilm-l6-v2"
     path = Path(name)
     return str(path.resolve()) if path.is_dir() else name
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Which sentence encoder embeds captions, and how: one value shared by the label build, ``labels evaluate``
+    (agreement), ``labels fit`` and the embedding child process, so its settings travel together.
+
+    Attributes:
+        model: sentence-transformers model name, folder or short name (:func:`resolve_model`).
+        backend: ``torch`` (the reference), ``onnx`` / ``onnx-int8`` (:mod:`~bcls.pipeline.embedding.onnx_backend`),
+            ``openvino`` / ``openvino-int8`` (:mod:`~bcls.pipeline.embedding.openvino_backend`), ``torch-bf16`` /
+            ``torch-fp16`` (:data:`HALF_BACKENDS`).
+        device: torch device of the model (None: sentence-transformers' choice).
+        batch_size: embedding batch size (None: :data:`CPU_BATCH_SIZE` on the CPU, :data:`GPU_BATCH_SIZE` on a GPU).
+        cache: the embedding cache folder (None: :func:`default_cache_dir`).
+    """
+
+    model: str = DEFAULT_MODEL
+    backend: str = "torch"
+    device: str | None = None
+    batch_size: int | None = None
+    cache: str | None = None
+
+    def __post_init__(self) -> None:
+        from bcls.data.infra.config_checks import check_field_types
+
+        from .onnx_backend import check_backend
+
+        check_field_types(self, "sentence encoder setting")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"{setting('batch_size')} must be at least 1, got {self.batch_size}")
+        check_backend(self.backend)
+
+    @property
+    def cache_root(self) -> Path:
+        """The embedding cache folder, resolved."""
+        return Path(self.cache) if self.cache else default_cache_dir()
+
+    @property
+    def cache_id(self) -> str:
+        """The key of this encoder's embeddings in the cache (:func:`model_cache_id`)."""
+        return model_cache_id(self.model, self.backend)
+
+    def encoder(self) -> Encoder:
+        """The encoder itself (loads the model; :func:`sbert_encoder`)."""
+        return sbert_encoder(self.model, self.device, self.batch_size, self.backend, self.cache)
+
+    def cached(self, use_cache: bool = True, fill: Callable[[list[str]], bool] | None = None) -> Encoder:
+        """The encoder behind the embedding cache (the model is loaded only for captions the cache lacks; ``fill``
+        may embed those elsewhere, :func:`cached_encoder`), or the bare encoder when ``use_cache`` is False."""
+        if not use_cache:
+            return self.encoder()
+        return cached_encoder(EmbeddingCache(self.cache_root, self.cache_id), self.encoder, fill=fill)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON values (the embedding child reads them back with ``EncoderSpec(**d)``)."""
+        return asdict(self)

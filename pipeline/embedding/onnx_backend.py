@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bcls.data.infra.errors import ConfigError
+from bcls.data.infra.errors import ConfigError, setting
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ BACKEND_PACKAGES: dict[str, tuple[str, tuple[str, ...]]] = {
 def check_backend(backend: str) -> None:
     """Refuse an unknown backend, or an ONNX or OpenVINO one without its packages installed, naming what to do."""
     if backend not in BACKENDS:
-        raise ConfigError(f"unknown sentence-model backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown sentence-model {setting('backend')} {backend!r}; valid: {', '.join(BACKENDS)}")
     extra, needed = BACKEND_PACKAGES.get(backend, ("", ()))
     missing = [m for m in needed if importlib.util.find_spec(m) is None]
     if missing:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -38,17 +39,59 @@ from bcls.data.infra.errors import ConfigError
 from bcls.data.judgments import Judgments
 from bcls.data.tables import id_positions
 
-from bcls.pipeline.embedding.embed import DEFAULT_MODEL, EmbeddingCache, Encoder, cached_encoder, default_cache_dir, model_cache_id, \
-    sbert_encoder
-from .correlation import correlations
+from bcls.data.captions import read_captions
+from bcls.data.infra.config_checks import check_field_types
+from bcls.data.judgments import read_judgments
 from bcls.pipeline.corpus import LabelCorpus, LabelSource
+from bcls.pipeline.embedding.embed import Encoder, EncoderSpec
 from bcls.pipeline.sources import make_source
 from bcls.pipeline.sources.ensemble import check_sentence_model, parse_spec
+
+from .correlation import correlations
 
 log = logging.getLogger(__name__)
 
 JSON_FILE = "agreement.json"
 MARKDOWN_FILE = "agreement.md"
+
+
+@dataclass(frozen=True)
+class AgreementConfig:
+    """Settings of ``bcls labels evaluate``: which label sources to score against which human judgments.
+
+    Attributes:
+        captions: the caption file holding the judged captions (any format ``labels build`` reads), read with
+            ``format`` and ``split``.
+        judgments: the judgments file, read with ``judgment_format`` (:func:`~bcls.data.judgments.read_judgments`).
+        out: folder for ``agreement.json`` and ``agreement.md``.
+        sources: label source names or member specs (``spice:measure=precision``).
+        source_options: keyword options per source name (as ``labels build -o``).
+        encoder, use_cache: the sentence encoder of the sources that embed, and whether it uses the cache.
+    """
+
+    captions: str
+    judgments: str
+    out: str
+    sources: tuple[str, ...] = ("sbert", "cider")
+    format: str = "auto"
+    split: str | None = None
+    judgment_format: str = "auto"
+    source_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    encoder: EncoderSpec = EncoderSpec()
+    use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "agreement setting")
+        if not self.sources:
+            raise ConfigError("no label source to evaluate; name at least one (e.g. sbert, cider)")
+
+
+def run_agreement(config: AgreementConfig) -> dict[str, Any]:
+    """``bcls labels evaluate``: read the captions and judgments of ``config`` and :func:`evaluate_agreement`."""
+    return evaluate_agreement(read_captions(config.captions, format=config.format, split=config.split),
+                              read_judgments(config.judgments, format=config.judgment_format), config.sources,
+                              out=config.out, source_settings=config.source_options, spec=config.encoder,
+                              use_cache=config.use_cache)
 
 def _build_sources(sources: Sequence[str | LabelSource],
                    source_settings: Mapping[str, Mapping[str, Any]] | None) -> tuple[list[str], list[LabelSource]]:
@@ -86,16 +129,6 @@ def _embeddings(texts: Sequence[str], rows: np.ndarray, encoder: Encoder) -> np.
     return emb
 
 
-def default_encoder(model: str = DEFAULT_MODEL, device: str | None = None, cache: str | os.PathLike | None = None,
-                    use_cache: bool = True, backend: str = "torch") -> Encoder:
-    """The sentence model ``model`` (run by ``backend``) as an :data:`Encoder`, through the embedding cache unless
-    ``use_cache`` is off (the model is loaded only when a caption is missing from the cache)."""
-    if not use_cache:
-        return sbert_encoder(model, device, backend=backend, cache=cache)
-    return cached_encoder(EmbeddingCache(cache or default_cache_dir(), model_cache_id(model, backend)),
-                          lambda: sbert_encoder(model, device, backend=backend, cache=cache))
-
-
 def score_judgments(
     captions: CaptionTable,
     judgments: Judgments,
@@ -103,9 +136,7 @@ def score_judgments(
     encoder: Encoder | None = None,
     *,
     source_settings: Mapping[str, Mapping[str, Any]] | None = None,
-    device: str | None = None,
-    model: str = DEFAULT_MODEL,
-    cache: str | os.PathLike | None = None,
+    spec: EncoderSpec = EncoderSpec(),
     use_cache: bool = True,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, int]]:
     """Score every judged pair with each source (see the module docstring for how).
@@ -116,12 +147,10 @@ def score_judgments(
         sources: label source names (see ``LABEL_SOURCES``), member specs (``spice:measure=precision``) or built
             sources; results are keyed by the name or spec.
         encoder: caption → L2-normalised embedding function for sources that need embeddings; default: the
-            sentence-transformers model ``model`` through the embedding cache.
+            sentence encoder ``spec`` through the embedding cache.
         source_settings: keyword settings per source name, e.g. ``{"file": {"path": "scores.csv"}}``.
-        device: device of the sentence model.
-        model: sentence-transformers model name or folder (when no ``encoder`` is given).
-        cache: embedding cache folder (``None``: ``$BCLS_CACHE_DIR`` or ``~/.cache/bcls/embeddings``), read and
-            filled as by ``labels build``, so comparing sources or aggregates embeds each caption once.
+        spec: the sentence encoder (when no ``encoder`` is given); its cache folder is read and filled as by
+            ``labels build``, so comparing sources or aggregates embeds each caption once.
         use_cache: read and fill the embedding cache.
 
     Returns:
@@ -130,8 +159,7 @@ def score_judgments(
         ``pairs``, ``scored``, ``missing_captions`` and ``missing_images`` (pairs skipped for each reason).
     """
     labels, built = _build_sources(sources, source_settings)
-    scored, columns, counts = score_pairs(captions, judgments, built, encoder, device=device, model=model,
-                                          cache=cache, use_cache=use_cache)
+    scored, columns, counts = score_pairs(captions, judgments, built, encoder, spec=spec, use_cache=use_cache)
     return scored, dict(zip(labels, columns)), counts
 
 
@@ -141,16 +169,13 @@ def score_pairs(
     built: Sequence[LabelSource],
     encoder: Encoder | None = None,
     *,
-    device: str | None = None,
-    model: str = DEFAULT_MODEL,
-    cache: str | os.PathLike | None = None,
+    spec: EncoderSpec = EncoderSpec(),
     use_cache: bool = True,
-    backend: str = "torch",
 ) -> tuple[np.ndarray, list[np.ndarray], dict[str, int]]:
     """:func:`score_judgments` for built sources that may share a name (an ensemble's members, e.g. two sbert
     aggregates): one float32 ``(P,)`` column per source, in order, over one corpus (so per-corpus tables such as
     spice's parse are made once)."""
-    check_sentence_model(built, model if encoder is None else None)
+    check_sentence_model(built, spec.model if encoder is None else None)
     n_pairs = len(judgments)
     if judgments.kind == "caption-caption":
         q = id_positions(captions.caption_ids, judgments.query_ids)
@@ -187,7 +212,7 @@ def score_pairs(
             refs = corpus.refs[img_pos]
             needed = np.concatenate([cap_pos, refs[refs >= 0]])
         if encoder is None:
-            encoder = default_encoder(model, device, cache, use_cache, backend)
+            encoder = spec.cached(use_cache)
         log.info("agreement: embedding %d of %d captions", len(np.unique(needed)), len(captions))
         corpus = LabelCorpus(corpus.texts, corpus.image_index, corpus.refs,
                              _embeddings(captions.texts, needed, encoder), corpus.image_ids, corpus.caption_ids)
@@ -211,11 +236,8 @@ def evaluate_agreement(
     out: str | os.PathLike | None = None,
     *,
     source_settings: Mapping[str, Mapping[str, Any]] | None = None,
-    device: str | None = None,
-    model: str = DEFAULT_MODEL,
-    cache: str | os.PathLike | None = None,
+    spec: EncoderSpec = EncoderSpec(),
     use_cache: bool = True,
-    backend: str = "torch",
 ) -> dict[str, Any]:
     """Correlate each label source with human judgments, overall and per sampling method.
 
@@ -225,11 +247,11 @@ def evaluate_agreement(
         judgments: human judgments (:func:`~bcls.data.judgments.read_judgments`).
         sources: label source names (``"sbert"``, ``"cider"``, ``"file"``, …), member specs
             (``"sbert:aggregate=softmax"``, reported under the spec) or built sources.
-        encoder: embedding function for sources that need embeddings (default: the sentence model ``model``).
+        encoder: embedding function for sources that need embeddings (default: the sentence encoder ``spec``).
         out: folder to write ``agreement.json`` and ``agreement.md`` to (created); nothing is written when None.
         source_settings: keyword settings per source name, e.g. ``{"file": {"path": "scores.csv"}}``.
-        device, model, cache, use_cache: the sentence model and its embedding cache (see :func:`score_judgments`).
-        backend: how the sentence model runs (one of :data:`bcls.pipeline.embedding.onnx_backend.BACKENDS`).
+        spec, use_cache: the sentence encoder and whether it uses the embedding cache (see
+            :func:`score_judgments`).
 
     Returns:
         The JSON written to ``out/agreement.json``::
@@ -246,8 +268,7 @@ def evaluate_agreement(
         ConfigError: unknown or duplicate source, or no judged pair is in the caption table.
     """
     labels, built = _build_sources(sources, source_settings)
-    _, columns, counts = score_pairs(captions, judgments, built, encoder, device=device, model=model, cache=cache,
-                                     use_cache=use_cache, backend=backend)
+    _, columns, counts = score_pairs(captions, judgments, built, encoder, spec=spec, use_cache=use_cache)
     values = dict(zip(labels, columns))
     human = judgments.scores
     result: dict[str, Any] = {
@@ -262,8 +283,8 @@ def evaluate_agreement(
                           "images": len(captions.unique_images()), "fingerprint": captions.fingerprint()}
     result["sources"] = {label: s.settings() for label, s in zip(labels, built)}
     if any(s.needs_embeddings for s in built):
-        result["sentence_model"] = model if encoder is None else getattr(encoder, "model_id", "custom encoder")
-        result["sentence_backend"] = backend if encoder is None else "custom encoder"
+        result["sentence_model"] = spec.model if encoder is None else getattr(encoder, "model_id", "custom encoder")
+        result["sentence_backend"] = spec.backend if encoder is None else "custom encoder"
     result["pair_scoring"] = (
         "caption-caption: c1 scored against the single reference c2 (every caption its own one-caption image)"
         if judgments.kind == "caption-caption" else

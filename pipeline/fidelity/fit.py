@@ -4,19 +4,61 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from bcls.data.captions import CaptionTable
-from bcls.data.judgments import Judgments
+from bcls.data.captions import CaptionTable, read_captions
+from bcls.data.infra.config_checks import check_field_types
 from bcls.data.infra.version import package_versions
-
-from .agreement import score_pairs
-from bcls.pipeline.embedding.embed import DEFAULT_MODEL, Encoder
-from .fitted_ensemble import EnsembleModel, Member, cross_validate, fit_model
+from bcls.data.judgments import Judgments, read_judgments
+from bcls.pipeline.embedding.embed import Encoder, EncoderSpec
 from bcls.pipeline.embedding.sentence_models import full_name
 from bcls.pipeline.sources.ensemble import build_member, parse_members
+
+from .agreement import score_pairs
+from .fitted_ensemble import EnsembleModel, Member, cross_validate, fit_model
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Settings of ``bcls labels fit``: an ensemble of label sources fitted on human judgments.
+
+    Attributes:
+        captions, judgments, format, split, judgment_format: the judged captions and the judgments, read as by
+            :class:`~bcls.pipeline.fidelity.agreement.AgreementConfig`.
+        out: the ensemble JSON to write.
+        sources: the members, comma-separated, each ``NAME[:KEY=VALUE…]`` (:func:`parse_members`).
+        folds, seed: cross-validation folds by image, and the seed of their assignment.
+        calibrate: fit the monotone calibration to the human 0–1 scale.
+        encoder, use_cache: the sentence encoder of the members that embed (its model is recorded: a label build
+            with this ensemble must use the same one), and whether it uses the cache.
+    """
+
+    captions: str
+    judgments: str
+    out: str
+    sources: str = "sbert,cider,spice"
+    folds: int = 5
+    seed: int = 0
+    calibrate: bool = True
+    format: str = "auto"
+    split: str | None = None
+    judgment_format: str = "auto"
+    encoder: EncoderSpec = EncoderSpec()
+    use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "fit setting")
+
+
+def run_fit(config: FitConfig) -> tuple[EnsembleModel, dict[str, Any]]:
+    """``bcls labels fit``: read the captions and judgments of ``config`` and :func:`fit_ensemble`."""
+    return fit_ensemble(read_captions(config.captions, format=config.format, split=config.split),
+                        read_judgments(config.judgments, format=config.judgment_format), config.sources, config.out,
+                        folds=config.folds, seed=config.seed, calibrate=config.calibrate, spec=config.encoder,
+                        use_cache=config.use_cache)
 
 
 def fit_ensemble(
@@ -28,10 +70,8 @@ def fit_ensemble(
     folds: int = 5,
     seed: int = 0,
     calibrate: bool = True,
-    model: str | None = None,
-    cache: str | os.PathLike | None = None,
+    spec: EncoderSpec = EncoderSpec(),
     use_cache: bool = True,
-    device: str | None = None,
     encoder: Encoder | None = None,
 ) -> tuple[EnsembleModel, dict[str, Any]]:
     """Score the judged pairs with every member, cross-validate the ensemble (folds by image) and fit it on all
@@ -44,19 +84,18 @@ def fit_ensemble(
         out: the ensemble JSON to write (atomically); nothing is written when None.
         folds, seed: cross-validation folds by image and their seed.
         calibrate: fit the monotone calibration to the human scale.
-        model, cache, use_cache, device, encoder: the sentence model for embedding members and its cache (as
-            :func:`~bcls.pipeline.fidelity.agreement.score_judgments`); ``model`` defaults to all-MiniLM-L6-v2 and is
-            recorded, so a build with another model is refused; with a custom ``encoder`` none is recorded.
+        spec, use_cache, encoder: the sentence encoder of the members that embed, its cache, or a custom encoder
+            (as :func:`~bcls.pipeline.fidelity.agreement.score_judgments`); ``spec.model`` is recorded, so a build
+            with another model is refused; with a custom ``encoder`` none is recorded.
 
     Returns:
         ``(model, report)``; ``report`` holds the cross-validation (``cv``: per-fold and mean ± sd held-out
         correlations of the ensemble and of each member), the weights and the file's sha256 (when written).
     """
     parsed = tuple(members) if members and isinstance(next(iter(members)), Member) else parse_members(members)
-    model = full_name(model or DEFAULT_MODEL)
+    spec = replace(spec, model=full_name(spec.model))
     built = [build_member(m) for m in parsed]
-    scored, columns, counts = score_pairs(captions, judgments, built, encoder, device=device, model=model,
-                                          cache=cache, use_cache=use_cache)
+    scored, columns, counts = score_pairs(captions, judgments, built, encoder, spec=spec, use_cache=use_cache)
     values = np.stack(columns, axis=1).astype(np.float64)
     if judgments.kind == "caption-caption":
         groups = judgments.candidate_ids
@@ -74,7 +113,7 @@ def fit_ensemble(
         "versions": package_versions(("numpy", "scipy", "sentence-transformers")),
     }
     fitted = fit_model(parsed, values, human, calibrate=calibrate,
-                       sentence_model=model if embeds and encoder is None else None, fit=provenance)
+                       sentence_model=spec.model if embeds and encoder is None else None, fit=provenance)
     report = {"cv": cv, "weights": {m.label: float(w) for m, w in zip(parsed, fitted.weights)},
               "pairs": int((np.all(np.isfinite(values), axis=1) & np.isfinite(human)).sum())}
     if out is not None:

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from bcls.data.infra.errors import ConfigError
+from bcls.data.infra.errors import ConfigError, setting
 from bcls.data.infra.progress import Progress
 
 from .torch_search import TorchExactIndex
@@ -99,14 +99,14 @@ class IndexSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in INDEX_KINDS:
-            raise ConfigError(f"unknown index {self.kind!r}; valid: {', '.join(INDEX_KINDS)}")
+            raise ConfigError(f"unknown {setting('index')} {self.kind!r}; valid: {', '.join(INDEX_KINDS)}")
         for name in ("nprobe", "train_per_list", "hnsw_m", "ef_construction", "ef_search"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"index {name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{setting(name)} must be at least 1, got {getattr(self, name)}")
         if self.nlist is not None and self.nlist < 1:
-            raise ConfigError(f"index nlist must be at least 1, got {self.nlist}")
+            raise ConfigError(f"{setting('nlist')} must be at least 1, got {self.nlist}")
         if self.codes not in IVF_CODES:
-            raise ConfigError(f"unknown IVF codes {self.codes!r}; valid: {', '.join(IVF_CODES)}")
+            raise ConfigError(f"unknown {setting('ivf_codes')} {self.codes!r}; valid: {', '.join(IVF_CODES)}")
 
     def settings(self) -> dict[str, Any]:
         """The parameters that matter for this kind (JSON-able; part of a build's identity)."""

@@ -11,6 +11,7 @@ from bcls.data.captions import read_captions
 from bcls.data.infra.errors import ConfigError
 from bcls.data.shards import read_labels
 from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
+from bcls.pipeline.embedding.embed import EncoderSpec
 from bcls.pipeline.corpus import LabelCorpus
 from bcls.pipeline.search.indexes import IndexSpec
 from bcls.pipeline.sources import SbertSource
@@ -93,7 +94,7 @@ class _Counting:
 def test_embedding_cache_makes_a_second_build_embed_nothing(tmp_path, encoder):
     captions = write_caption_csv(tmp_path / "caps.csv")
     counting = _Counting(encoder)
-    common = dict(captions=str(captions), k=3, cache=str(tmp_path / "cache"), images_per_shard=4)
+    common = dict(captions=str(captions), k=3, encoder=EncoderSpec(cache=str(tmp_path / "cache")), images_per_shard=4)
     build_labels(LabelBuildConfig(out=str(tmp_path / "a"), **common), encoder=counting, encoder_id="hash-64")
     table = read_captions(captions)
     assert counting.seen == len(set(table.texts))  # each distinct caption once
@@ -322,8 +323,8 @@ def test_cuda_without_a_gpu_is_refused_before_any_work(tmp_path, encoder):
     captions = write_caption_csv(tmp_path / "caps.csv")
     build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "warm"), k=4), encoder=encoder,
                  encoder_id="hash")  # the cache now holds these captions
-    with pytest.raises(ConfigError, match="torch sees no CUDA device; use --device cpu"):
-        build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "l"), k=4, device="cuda"),
+    with pytest.raises(ConfigError, match="torch sees no CUDA device; use device=cpu"):
+        build_labels(LabelBuildConfig(captions=str(captions), out=str(tmp_path / "l"), k=4, encoder=EncoderSpec(device="cuda")),
                      encoder=encoder, encoder_id="hash")
     assert not (tmp_path / "l").exists()
 

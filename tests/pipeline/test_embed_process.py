@@ -7,7 +7,7 @@ import pytest
 from bcls.data.infra.errors import BclsError, ConfigError
 from bcls.data.shards import read_caption_embeddings
 from bcls.pipeline.embedding import child as embed_process
-from bcls.pipeline.embedding.embed import EmbeddingCache, model_cache_id, sbert_encoder, text_keys
+from bcls.pipeline.embedding.embed import EmbeddingCache, EncoderSpec, model_cache_id, sbert_encoder, text_keys
 
 
 def _child_always(monkeypatch):
@@ -17,9 +17,9 @@ def _child_always(monkeypatch):
 def test_a_build_embeds_in_a_child_the_same_embeddings(coco_corpus, monkeypatch, tmp_path, caplog):
     """The build's process never calls the sentence model (it raises here), yet the build finishes with the
     embeddings one process makes, read back from the cache the child filled; no job folder is left behind."""
-    import bcls.pipeline.building.label_build as build_module
     from bcls.data.captions import CaptionTable
     from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
+    from bcls.pipeline.embedding.embed import EncoderSpec
 
     corpus = coco_corpus(8)
     table = CaptionTable.from_lists(corpus.image_index.tolist(), list(range(len(corpus.texts))), list(corpus.texts))
@@ -30,11 +30,11 @@ def test_a_build_embeds_in_a_child_the_same_embeddings(coco_corpus, monkeypatch,
     def refuse(*args, **kwargs):
         raise AssertionError("the build's own process loaded the sentence model")
 
-    monkeypatch.setattr(build_module, "sbert_encoder", refuse)
+    monkeypatch.setattr(EncoderSpec, "encoder", refuse)
     cache = tmp_path / "cache"
     with caplog.at_level("INFO", logger="bcls"):
-        built = build_labels(LabelBuildConfig(captions="x", out=str(tmp_path / "labels"), k=3, cache=str(cache)),
-                             table=table)
+        built = build_labels(LabelBuildConfig(captions="x", out=str(tmp_path / "labels"), k=3,
+                                              encoder=EncoderSpec(cache=str(cache))), table=table)
     assert "in a child process" in caplog.text
     found, cached = EmbeddingCache(cache, model_cache_id("all-MiniLM-L6-v2")).lookup(text_keys(texts))
     assert found.all()
@@ -55,7 +55,7 @@ def test_a_known_error_of_the_child_is_raised_again_as_one_line(tmp_path):
     with pytest.raises(ConfigError) as here:
         sbert_encoder(missing)
     with pytest.raises(ConfigError) as child:
-        embed_process.embed_in_child(["a dog"], missing, None, None, "torch", tmp_path / "cache", "x")
+        embed_process.embed_in_child(["a dog"], EncoderSpec(missing, cache=str(tmp_path / "cache")))
     assert str(child.value) == str(here.value) and "\n" not in str(child.value)
     assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".embed-job")]
 
@@ -64,7 +64,7 @@ def test_a_crash_of_the_child_says_what_was_kept(monkeypatch, tmp_path):
     """A child that dies on an unexpected error (a job it cannot read) gives one BclsError naming the cache."""
     monkeypatch.setattr(embed_process, "_log_settings", lambda: {"level": "NOT-A-LEVEL"})  # the child's setup fails
     with pytest.raises(BclsError, match=r"embedding process failed \(exit 1\).*cached in"):
-        embed_process.embed_in_child(["a dog"], "all-MiniLM-L6-v2", None, None, "torch", tmp_path / "cache", "x")
+        embed_process.embed_in_child(["a dog"], EncoderSpec(cache=str(tmp_path / "cache")))
 
 
 @pytest.mark.parametrize("sigint", ["default", "ignored"])

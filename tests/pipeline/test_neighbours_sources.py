@@ -228,7 +228,7 @@ def test_ivf_float16_codes_find_the_float32_neighbours():
     _, truth = exact_knn(emb[:300], emb, 10, use_gpu=False)
     assert np.mean(knn(half, emb[:300], 10)[1] == truth) > 0.98
     assert IndexSpec("ivf").settings()["codes"] == "float16"
-    with pytest.raises(ConfigError, match="unknown IVF codes 'int8'; valid: float16, float32"):
+    with pytest.raises(ConfigError, match="unknown ivf_codes 'int8'; valid: float16, float32"):
         IndexSpec("ivf", codes="int8")
 
 

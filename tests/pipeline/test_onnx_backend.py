@@ -17,21 +17,23 @@ def test_unknown_backend_and_gpu_are_refused(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="runs on the CPU"):
         sbert_encoder(backend="onnx-int8", device="cuda")
     from bcls.pipeline.building.label_build import LabelBuildConfig
+    from bcls.pipeline.embedding.embed import EncoderSpec
 
     with pytest.raises(ConfigError, match="unknown sentence-model backend"):
-        LabelBuildConfig(captions="x", out=str(tmp_path), backend="int4")
+        LabelBuildConfig(captions="x", out=str(tmp_path), encoder=EncoderSpec(backend="int4"))
     assert set(BACKENDS) == {"torch", "onnx", "onnx-int8", "openvino", "openvino-int8", "torch-bf16", "torch-fp16"}
 
 
 def test_cache_ids_and_build_identity_separate_the_backends(tmp_path):
     from bcls.data.captions import CaptionTable
     from bcls.pipeline.building.label_build import LabelBuildConfig, build_identity
+    from bcls.pipeline.embedding.embed import EncoderSpec
 
     ids = {b: model_cache_id("all-MiniLM-L6-v2", b) for b in BACKENDS}
     assert len(set(ids.values())) == len(BACKENDS) and ids["onnx-int8"] == ids["torch"] + " [onnx-int8]"
     table = CaptionTable.from_lists([1, 1], [10, 11], ["a dog", "a cat"])
     torch_id = build_identity(LabelBuildConfig(captions="x", out=str(tmp_path)), [], table)
-    int8_id = build_identity(LabelBuildConfig(captions="x", out=str(tmp_path), backend="onnx-int8"), [], table)
+    int8_id = build_identity(LabelBuildConfig(captions="x", out=str(tmp_path), encoder=EncoderSpec(backend="onnx-int8")), [], table)
     assert "backend" not in torch_id and int8_id == torch_id | {"backend": "onnx-int8"}
 
 
@@ -70,17 +72,18 @@ def test_a_build_records_its_backend(coco_corpus, monkeypatch, tmp_path):
     the torch backend into the same folder is another build (refused without --force)."""
     from bcls.data.captions import CaptionTable
     from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
+    from bcls.pipeline.embedding.embed import EncoderSpec
 
     monkeypatch.setenv("BCLS_CACHE_DIR", str(tmp_path / "cache"))
     corpus = coco_corpus(12)
     table = CaptionTable.from_lists(corpus.image_index.tolist(), list(range(len(corpus.texts))), list(corpus.texts))
     out = tmp_path / "labels"
     given = tmp_path / "given_cache"  # --cache: the export goes there too, not to $BCLS_CACHE_DIR
-    built = build_labels(LabelBuildConfig(captions="x", out=str(out), k=3, backend="onnx-int8", cache=str(given)),
+    built = build_labels(LabelBuildConfig(captions="x", out=str(out), k=3, encoder=EncoderSpec(backend="onnx-int8", cache=str(given))),
                          table=table)
     assert (onnx_dir(given, model_cache_id("all-MiniLM-L6-v2")) / "model-int8.onnx").is_file()
     assert not (tmp_path / "cache" / "onnx").exists()
     assert built.provenance["sentence_backend"] == "onnx-int8"
     assert built.provenance["config"]["backend"] == "onnx-int8" and "onnxruntime" in built.provenance["versions"]
     with pytest.raises(ConfigError):
-        build_labels(LabelBuildConfig(captions="x", out=str(out), k=3, cache=str(given)), table=table)
+        build_labels(LabelBuildConfig(captions="x", out=str(out), k=3, encoder=EncoderSpec(cache=str(given))), table=table)

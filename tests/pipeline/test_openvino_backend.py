@@ -113,10 +113,12 @@ def test_a_failed_quantisation_leaves_no_model(monkeypatch, tmp_path):
 def test_a_build_records_the_openvino_backend(coco_corpus, monkeypatch, tmp_path):
     from bcls.data.captions import CaptionTable
     from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
+    from bcls.pipeline.embedding.embed import EncoderSpec
 
     corpus = coco_corpus(12)
     table = CaptionTable.from_lists(corpus.image_index.tolist(), list(range(len(corpus.texts))), list(corpus.texts))
-    built = build_labels(LabelBuildConfig(captions="x", out=str(tmp_path / "labels"), k=3, backend="openvino",
-                                          cache=str(tmp_path / "cache")), table=table)
+    built = build_labels(LabelBuildConfig(captions="x", out=str(tmp_path / "labels"), k=3,
+                                          encoder=EncoderSpec(backend="openvino", cache=str(tmp_path / "cache"))),
+                         table=table)
     assert built.provenance["sentence_backend"] == "openvino"
     assert {"openvino", "onnx"} <= set(built.provenance["versions"])

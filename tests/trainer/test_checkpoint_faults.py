@@ -86,8 +86,7 @@ def test_sigkill_many_times_during_checkpoint_writes(tmp_path):
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("ctrlc")
     generate_demo(root / "data", DemoConfig(n_train=120, n_dev=10, n_test=10, seed=2))
-    (root / "small.json").write_text(json.dumps({"batch_size": 16, "embed_dim": 16, "word_dim": 8,
-                                                 "log_every": 1000}))
+    (root / "small.json").write_text(json.dumps({"batch_size": 16, "embed_dim": 16, "word_dim": 8}))
     return root
 
 

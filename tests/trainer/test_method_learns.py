@@ -30,7 +30,7 @@ def demo(tmp_path_factory):
 
 def _tau(demo, name, **settings):
     config = TrainConfig(data=str(demo / "data"), labels=str(demo / "labels"), out=str(demo / name), epochs=5,
-                         seed=0, batch_size=64, embed_dim=64, word_dim=32, source="truth", log_every=10**6,
+                         seed=0, batch_size=64, embed_dim=64, word_dim=32, source="truth",
                          **settings)
     train(config)
     metrics = evaluate(demo / name / "last.pt", demo / "data", "test", plots=False)["metrics"]

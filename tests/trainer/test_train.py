@@ -11,9 +11,9 @@ from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
 from bcls.trainer.checkpoint import load_checkpoint
 from bcls.trainer.batches import Batch
 from bcls.trainer.config import TrainConfig
-from bcls.trainer.train import _lr_factor, _Run, train
+from bcls.trainer.train import Trainer, _lr_factor, train
 
-SMALL = {"batch_size": 16, "embed_dim": 16, "word_dim": 8, "log_every": 1000}
+SMALL = {"batch_size": 16, "embed_dim": 16, "word_dim": 8}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,8 @@ def encoder_module():
 
 
 def _config(tiny, out, **kw):
-    return TrainConfig(data=str(tiny / "data"), labels=str(tiny / "labels"), out=str(tiny / out), **(SMALL | kw))
+    return TrainConfig.from_dict({"data": str(tiny / "data"), "labels": str(tiny / "labels"), "out": str(tiny / out)}
+                                 | SMALL | kw)
 
 
 def _weights(path):
@@ -57,17 +58,17 @@ def _weights(path):
 def test_resume_equals_an_uninterrupted_run(tiny, extra, monkeypatch):
     name = extra.get("sampler", "p")
     train(_config(tiny, f"full{name}", epochs=3, **extra))
-    real_step = _Run.step
+    real_step = Trainer.step
 
     def crash_in_epoch_3(self, batch, epoch, step):
         if epoch == 3 and step == 1:
             raise KeyboardInterrupt  # a kill in the middle of epoch 3, after one logged step
         return real_step(self, batch, epoch, step)
 
-    monkeypatch.setattr(_Run, "step", crash_in_epoch_3)
+    monkeypatch.setattr(Trainer, "step", crash_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         train(_config(tiny, f"part{name}", epochs=3, **extra))
-    monkeypatch.setattr(_Run, "step", real_step)
+    monkeypatch.setattr(Trainer, "step", real_step)
     assert load_checkpoint(tiny / f"part{name}" / "last.pt")["epoch"] == 2
     resumed = train(_config(tiny, f"part{name}", epochs=3, **extra), resume=True)
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
@@ -104,7 +105,8 @@ def test_lambda_zero_trains_without_labels(tiny):
 
 @pytest.mark.parametrize("bad", [{"lr": 0}, {"batch_size": 1}, {"sampler": "x"}, {"schedule": "poly"},
                                  {"label_mode": "dense", "source": "file"}, {"neighbour_fraction": 1.0},
-                                 {"sampler": "groups", "group_size": 1}, {"window": 0}])
+                                 {"sampler": "groups", "group_size": 1}, {"kendall": {"window": 0}},
+                                 {"kendall": {"gap": 0.1, "lam": 1}}, {"warmup_loss": "triplet-nope"}])
 def test_bad_settings_are_refused(tiny, bad):
     with pytest.raises(ConfigError):
         _config(tiny, "never", **bad)
@@ -127,7 +129,7 @@ def test_transformer_text_tower_trains_with_its_own_learning_rate(tiny):
     from bcls.trainer.models import pad_batch, tokenize_texts
 
     config = _config(tiny, "tf", epochs=1, model="vse-transformer", lam=0.5, text_lr_mult=0.5, lr=1e-3)
-    run = _Run(config)
+    run = Trainer(config)
     assert [g["base_lr"] for g in run.optimizer.param_groups] == [1e-3, 5e-4]
     before = {k: v.clone() for k, v in run.model.text.transformer.state_dict().items()}
     record = run.step(Batch(torch.arange(16)), 2, 0)
@@ -173,8 +175,8 @@ def test_two_processes_follow_one_process_with_the_same_global_batch(tiny):
 
 
 def test_stream_sampler_sees_labelled_pairs_without_a_label_index(tiny):
-    run = _Run(_config(tiny, "st", epochs=1, sampler="stream", stream_buffer=32))
-    assert run.labels is None  # nothing loaded into memory
+    run = Trainer(_config(tiny, "st", epochs=1, sampler="stream", stream_buffer=32))
+    assert run.labels.pairs is None  # nothing loaded into memory
     batch = next(iter(run.batches(1)))
     rows, streamed = batch
     assert len(rows) == 16 and len(set(rows.tolist())) == 16 and streamed.known
@@ -188,22 +190,23 @@ def test_every_loss_setting_reaches_the_loss(tiny):
     """Each TrainConfig field that configures a loss arrives in the criterion the run trains with."""
     from bcls.trainer.losses import KendallParams, TripletSNSoftmaxLoss
 
-    config = _config(tiny, "cfg", lam=0.7, window=3, gap=0.15, surrogate="hinge", temperature=0.4,
-                     kendall_margin=0.05, n_hard=2, binary_loss="triplet-sn-softmax", margin=0.3, triplet_tau=0.2)
-    run = _Run(config)
-    assert run.criterion.continuous.params == KendallParams(window=3, gap=0.15, surrogate="hinge", temperature=0.4,
-                                                            margin=0.05, n_hard=2)
-    assert run.criterion.lam == 0.7
-    binary = run.criterion.binary
+    kendall = KendallParams(window=3, gap=0.15, surrogate="hinge", temperature=0.4, margin=0.05, n_hard=2)
+    config = _config(tiny, "cfg", lam=0.7, kendall=kendall, binary_loss="triplet-sn-softmax", margin=0.3,
+                     triplet_tau=0.2, warmup_loss="triplet-hardest")
+    run = Trainer(config)
+    assert run.losses.main.continuous.params is kendall
+    assert run.losses.main.lam == 0.7
+    binary = run.losses.main.binary
     assert isinstance(binary, TripletSNSoftmaxLoss) and (binary.margin, binary.tau) == (0.3, 0.2)
-    assert run.warmup.binary.margin == 0.3 and run.warmup.lam == 0.0
+    warmup = run.losses.warmup
+    assert warmup.binary.margin == 0.3 and warmup.lam == 0.0 and warmup.binary.mining == "hardest"
 
 
 def test_one_set_of_kendall_defaults():
     from bcls.trainer.losses import DEFAULT_KENDALL, KendallLoss, KendallParams
 
     config = TrainConfig(data="d", out="o", lam=0.0)
-    assert config.kendall_params() == KendallParams() == DEFAULT_KENDALL == KendallLoss().params
+    assert config.kendall == KendallParams() == DEFAULT_KENDALL == KendallLoss().params
 
 
 def test_lambda_ramp():
@@ -257,15 +260,15 @@ def test_evaluation_reports_progress(tiny, caplog):
 def test_kendall_pairs_decides_whether_ground_truth_pairs_are_ranked(tiny, pairs):
     """``kendall_pairs=negatives`` hands the Kendall term a mask without any same-image pair; ``all`` (the default)
     marks every same-image pair known, with the top label, beside the labelled negatives."""
-    run = _Run(_config(tiny, f"pairs{pairs}", epochs=2, warmup_epochs=0, kendall_pairs=pairs, label_mode="dense"))
+    run = Trainer(_config(tiny, f"pairs{pairs}", epochs=2, warmup_epochs=0, kendall_pairs=pairs, label_mode="dense"))
     seen = {}
-    real = run.criterion.forward
+    real = run.losses.main.forward
 
     def spy(S, R, label_mask, positive_mask=None):
         seen.update(R=R.clone(), mask=label_mask.clone(), positive=positive_mask.clone())
         return real(S, R, label_mask, positive_mask)
 
-    run.criterion.forward = spy
+    run.losses.main.forward = spy
     rows = torch.arange(16)
     run.step((rows, None), epoch=1, step=0)
     positive, mask = seen["positive"], seen["mask"]
@@ -273,19 +276,68 @@ def test_kendall_pairs_decides_whether_ground_truth_pairs_are_ranked(tiny, pairs
     if pairs == "negatives":
         assert not (mask & positive).any()
     else:
-        assert mask[positive].all() and (seen["R"][positive] == run.norm.top).all()
+        assert mask[positive].all() and (seen["R"][positive] == run.labels.norm.top).all()
     with pytest.raises(ConfigError, match="unknown kendall_pairs 'some'"):
         _config(tiny, "bad", kendall_pairs="some")
 
 
-def test_a_run_saved_before_kendall_pairs_existed_resumes_as_it_trained(tiny):
-    """A checkpoint without the key ranked every pair (the only behaviour then): resuming it needs
+def _as_version_1(saved: dict) -> dict:
+    """A train_config as bcls wrote it before config versions: flat Kendall fields, log_every, no kendall_pairs
+    and no warmup_loss."""
+    v1 = {k: v for k, v in saved.items() if k not in ("config_version", "kendall", "kendall_pairs", "warmup_loss")}
+    k = saved["kendall"]
+    return v1 | {"window": k["window"], "gap": k["gap"], "surrogate": k["surrogate"],
+                 "temperature": k["temperature"], "kendall_margin": k["margin"], "n_hard": k["n_hard"],
+                 "log_every": 50}
+
+
+def test_version_1_configs_migrate_by_hand_computed_rules():
+    from bcls.trainer.config import CONFIG_VERSION, migrate_saved
+
+    v1 = {"data": "d", "out": "o", "labels": "l", "lam": 0.5, "window": 3, "gap": 0.2, "surrogate": "tanh", "temperature": 0.5,
+          "kendall_margin": 0.1, "n_hard": 2, "log_every": 50}
+    assert migrate_saved(v1) == {"data": "d", "out": "o", "labels": "l", "lam": 0.5, "kendall_pairs": "all",
+                                 "warmup_loss": "triplet-mean", "config_version": CONFIG_VERSION,
+                                 "kendall": {"window": 3, "gap": 0.2, "surrogate": "tanh", "temperature": 0.5,
+                                             "margin": 0.1, "n_hard": 2}}
+    config = TrainConfig.from_dict(migrate_saved(v1))
+    assert config.kendall.margin == 0.1 and config.kendall_pairs == "all"
+    assert TrainConfig.from_dict(config.to_dict()) == config  # the saved shape reads back as it is
+    # a user's settings without a version: old spellings renamed, nothing assumed about kendall_pairs
+    user = TrainConfig.from_dict({"data": "d", "out": "o", "lam": 0.0, "gap": 0.2, "log_every": 5})
+    assert user.kendall.gap == 0.2 and user.kendall_pairs == "negatives"
+    with pytest.raises(ConfigError, match="config_version 9"):
+        TrainConfig.from_dict({"data": "d", "out": "o", "config_version": 9})
+
+
+def test_a_run_saved_by_version_1_resumes_as_it_trained(tiny):
+    """A checkpoint of the first config version ranked every pair (the only behaviour then): resuming it needs
     kendall_pairs=all, and the new default is refused by name rather than silently changing the run."""
     train(_config(tiny, "old", epochs=1, kendall_pairs="all"))
     ckpt = torch.load(tiny / "old" / "last.pt", weights_only=False)
-    del ckpt["train_config"]["kendall_pairs"]
+    ckpt["train_config"] = _as_version_1(ckpt["train_config"])
     torch.save(ckpt, tiny / "old" / "last.pt")
+    assert load_checkpoint(tiny / "old" / "last.pt")["train_config"]["kendall"]["gap"] == 0.4
     with pytest.raises(CheckpointError, match="kendall_pairs: 'all' then, 'negatives' now"):
         train(_config(tiny, "old", epochs=2), resume=True)
     summary = train(_config(tiny, "old", epochs=2, kendall_pairs="all"), resume=True)
     assert len(summary["history"]) == 2
+    assert json.loads((tiny / "old" / "train_config.json").read_text())["config_version"] == 2
+
+def test_dev_evaluation_and_bcls_eval_are_one_evaluator(tiny, monkeypatch):
+    """The best epoch's dev rsum, as training recorded it, is what `bcls eval` computes for best.pt on dev — and
+    both go through score_split (counted)."""
+    import importlib
+
+    from bcls.trainer import evaluation
+
+    evaluate_module = importlib.import_module("bcls.trainer.evaluation.evaluate")
+
+    calls = []
+    real = evaluate_module.score_split
+    monkeypatch.setattr(evaluate_module, "score_split", lambda *a, **k: calls.append(1) or real(*a, **k))
+    summary = train(_config(tiny, "one-eval", epochs=2, lam=0.0))
+    assert len(calls) == 2  # one dev evaluation per epoch
+    metrics = evaluation.evaluate(tiny / "one-eval" / "best.pt", tiny / "data", "dev", plots=False)["metrics"]
+    assert len(calls) == 3
+    assert metrics[evaluation.PRIMARY_METRIC] == pytest.approx(summary["best_dev_rsum"])

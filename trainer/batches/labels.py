@@ -3,24 +3,45 @@
 Shards hold a sparse set of (image_id, caption_id, value) pairs. :class:`PairLabels` keeps them as one sorted
 int64 key array (``image_pos * n_captions + caption_pos``) and answers a whole batch's ``B × B`` lookup with one
 ``searchsorted`` — memory is 12 bytes per stored pair, never a dense N × 5N matrix.
+
+Every in-batch label lookup — :class:`PairLabels`, :class:`DenseSbertLabels`, :class:`DenseSourceLabels` and
+:class:`~bcls.trainer.batches.streaming.StreamLabels` — follows the :class:`InBatchLabels` protocol, which is all
+the training step knows of them.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from bcls.data.captions import CaptionTable
-from bcls.data.infra.errors import ShardError
+from bcls.data.infra.errors import ConfigError, ShardError
 from bcls.data.shards import LabelSet, read_caption_embeddings, read_labels
-from bcls.data.infra.errors import ConfigError
 from bcls.pipeline.corpus import LabelCorpus, LabelSource
 from bcls.pipeline.building.resume import stored_source_options
 from bcls.pipeline.sources import SbertSource, make_source
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class InBatchLabels(Protocol):
+    """The continuous labels of a batch's (image, caption) pairs, as the training step asks for them."""
+
+    def lookup(self, image_pos: torch.Tensor, caption_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labels of every (image, caption) pair of a batch.
+
+        Args:
+            image_pos: int64 ``(B_i,)`` image positions; caption_pos: int64 ``(B_c,)`` caption positions, both in the
+                training caption table.
+
+        Returns:
+            ``(values float32 (B_i, B_c), known bool (B_i, B_c))``; unknown entries hold 0.
+        """
+        ...
 
 
 class PairLabels:
@@ -68,14 +89,7 @@ class PairLabels:
         return cls(img_pos, cap_pos, values.astype(np.float32), len(table))
 
     def lookup(self, image_pos: torch.Tensor, caption_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Labels of every (image, caption) pair of a batch.
-
-        Args:
-            image_pos: int64 ``(B_i,)``; caption_pos: int64 ``(B_c,)``.
-
-        Returns:
-            ``(values float32 (B_i, B_c), known bool (B_i, B_c))``; unknown entries hold 0.
-        """
+        """:meth:`InBatchLabels.lookup`: the stored pairs are known, every other pair unknown."""
         query = image_pos.cpu().to(torch.int64)[:, None] * self.n_captions + caption_pos.cpu().to(torch.int64)[None, :]
         if len(self.keys) == 0:
             return torch.zeros(query.shape), torch.zeros(query.shape, dtype=torch.bool)
@@ -108,7 +122,7 @@ class DenseSbertLabels:
         return cls(LabelCorpus.from_groups(table.texts, table.image_index(), emb), source)
 
     def lookup(self, image_pos: torch.Tensor, caption_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Same contract as :meth:`PairLabels.lookup`; every pair is known unless its image has no other caption.
+        """Same contract as :meth:`InBatchLabels.lookup`; every pair is known unless its image has no other caption.
 
         The source's definition applied to all ``B_i × B_c`` pairs at once: one matrix product of the images'
         reference embeddings ``(B_i·M, d)`` with the captions' ``(d, B_c)``, instead of ``B_i·B_c`` gathers.
@@ -152,7 +166,7 @@ class DenseSourceLabels:
         return cls(corpus, built)
 
     def lookup(self, image_pos: torch.Tensor, caption_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Same contract as :meth:`PairLabels.lookup`; a pair the source cannot score (NaN) is unknown."""
+        """Same contract as :meth:`InBatchLabels.lookup`; a pair the source cannot score (NaN) is unknown."""
         img = image_pos.cpu().numpy().astype(np.int64)
         cap = caption_pos.cpu().numpy().astype(np.int64)
         values = self.source.score(self.corpus, np.repeat(img, len(cap)), np.tile(cap, len(img)))

@@ -176,8 +176,8 @@ def make_batches(name: str, **context: Any) -> Iterator[Batch]:
     ``fraction`` (neighbour share), ``group_size`` (``groups``), and for ``stream`` ``label_set``, ``source``,
     ``buffer_size``, ``seed``, ``table``, ``n_batches`` — and each sampler takes the keys it declares.
     """
-    entry = SAMPLERS.get(name)
-    missing = [k for k in entry.options if k not in context]
+    options = SAMPLERS.options(name)
+    missing = [k for k in options if k not in context]
     if missing:
         raise ConfigError(f"batch sampler {name!r} needs {', '.join(missing)}")
-    return entry.factory(**{k: context[k] for k in entry.options})
+    return SAMPLERS.create(name, **{k: context[k] for k in options})

@@ -120,7 +120,7 @@ class StreamLabels:
         self.known = known
 
     def lookup(self, image_pos: torch.Tensor, caption_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Same contract as :meth:`bcls.trainer.batches.labels.PairLabels.lookup`."""
+        """Same contract as :meth:`bcls.trainer.batches.labels.InBatchLabels.lookup`."""
         values = torch.zeros(len(image_pos), len(caption_pos))
         known = torch.zeros(len(image_pos), len(caption_pos), dtype=torch.bool)
         img_at: dict[int, list[int]] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from bcls.data.infra.atomic import atomic_write_bytes, atomic_write_json
+from bcls.data.infra.config_checks import check_field_types
 from bcls.data.captions import CaptionTable
 from bcls.data.infra.errors import ConfigError, DataFormatError
 from bcls.data.features import ImageFeatures
@@ -33,8 +35,24 @@ from .semantic import extended_precision_at_r, ncs_at_k, rank_correlation
 
 log = logging.getLogger(__name__)
 
-TRAIN_KEYS_SHOWN = ("model", "binary_loss", "lam", "source", "label_mode", "sampler", "gap", "epochs", "seed")
-"""The training settings of a checkpoint that ``metrics.json`` and ``report.md`` show, so runs are told apart."""
+TRAIN_KEYS_SHOWN = ("model", "binary_loss", "lam", "source", "label_mode", "sampler", "kendall.gap", "epochs",
+                    "seed")
+"""The training settings of a checkpoint that ``metrics.json`` and ``report.md`` show, so runs are told apart
+(``kendall.gap``: the ``gap`` of the nested Kendall settings)."""
+
+PRIMARY_METRIC = "rsum"
+"""The metric that picks the best epoch of a training run (on dev) and heads ``bcls eval``'s report."""
+
+
+def _shown_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`TRAIN_KEYS_SHOWN` of a checkpoint's (migrated) training config; a nested key is ``a.b``."""
+    shown = {}
+    for key in TRAIN_KEYS_SHOWN:
+        value: Any = saved
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        shown[key] = value
+    return shown
 
 
 @torch.no_grad()
@@ -95,17 +113,41 @@ def relevance_metrics(sims: torch.Tensor, relevance: torch.Tensor, caption_to_im
     return out
 
 
-def evaluate_model(model: torch.nn.Module, vocab: Vocabulary, table: CaptionTable, feats: ImageFeatures,
-                   device: str | torch.device = "cpu", relevance: np.ndarray | None = None) -> dict[str, float]:
-    """Recall@K (i2t, t2i), rsum and ranks of ``model`` on one split (one block over the whole split), plus
-    :func:`relevance_metrics` when a ``(n_images, n_captions)`` relevance matrix is given."""
+@dataclass
+class SplitScores:
+    """What the evaluator gives for one split.
+
+    Attributes:
+        sims: ``(n_images, n_captions)`` cosine similarities of the model's embeddings.
+        caption_to_image: ``(n_captions,)`` image position of each caption.
+        metrics: Recall@K (i2t, t2i), rsum and ranks over the whole split (one block).
+    """
+
+    sims: torch.Tensor
+    caption_to_image: torch.Tensor
+    metrics: dict[str, float]
+
+
+def score_split(model: torch.nn.Module, vocab: Vocabulary, table: CaptionTable, feats: ImageFeatures,
+                device: str | torch.device = "cpu") -> SplitScores:
+    """The evaluator: embed a split with ``model`` and measure retrieval over the whole split. The dev
+    evaluation of a training run (:func:`evaluate_model`) and ``bcls eval`` (:func:`evaluate`, which adds the
+    protocol's, relevance and judged metrics on the same similarities) both call it."""
     img, cap = encode_split(model, vocab, table, feats, device)
     caption_to_image = torch.from_numpy(table.image_index().copy())
     sims = img @ cap.T
-    metrics = recall_metrics(sims, caption_to_image)
+    return SplitScores(sims, caption_to_image, recall_metrics(sims, caption_to_image))
+
+
+def evaluate_model(model: torch.nn.Module, vocab: Vocabulary, table: CaptionTable, feats: ImageFeatures,
+                   device: str | torch.device = "cpu", relevance: np.ndarray | None = None) -> dict[str, float]:
+    """The metrics of :func:`score_split` on one split, plus :func:`relevance_metrics` when a
+    ``(n_images, n_captions)`` relevance matrix is given."""
+    scores = score_split(model, vocab, table, feats, device)
+    metrics = scores.metrics
     if relevance is not None:
-        metrics |= relevance_metrics(sims, torch.from_numpy(np.asarray(relevance, dtype=np.float32)),
-                                     caption_to_image)
+        metrics |= relevance_metrics(scores.sims, torch.from_numpy(np.asarray(relevance, dtype=np.float32)),
+                                     scores.caption_to_image)
     return metrics
 
 
@@ -143,47 +185,88 @@ def load_relevance(path: str | os.PathLike, table: CaptionTable, source: str | N
     return torch.from_numpy(np.asarray(rel, dtype=np.float32)), None, str(path)
 
 
-def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None, split: str = "test",
-             out: str | os.PathLike | None = None, device: str = "cpu",
-             relevance: str | os.PathLike | None = None, relevance_source: str | None = None,
-             protocol: str = "auto", eccv: bool = True, plots: bool = True, *,
-             captions: str | os.PathLike | None = None, features: str | os.PathLike | None = None,
-             caption_format: str = "auto", skip_missing: bool = False,
-             judgments: str | os.PathLike | None = None, judgment_format: str = "auto",
-             images: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Evaluate a checkpoint on ``split`` of a precomp folder ``data`` (or of a caption file ``captions`` with a
-    feature folder ``features``, joined by image id: :func:`bcls.data.datasets.read_split`).
+@dataclass(frozen=True)
+class EvalConfig:
+    """Settings of one evaluation (``bcls eval``): a checkpoint on ``split`` of a precomp folder ``data`` (or of a
+    caption file ``captions`` with a feature folder ``features``, joined by image id:
+    :func:`bcls.data.datasets.read_split`).
 
-    Args:
-        relevance: graded relevance for the relevance metrics (see :func:`load_relevance`); by default
-            ``{data}/{split}_relevance.npy`` when it exists (the demo writes its ground truth there).
+    Attributes:
+        out: folder for ``metrics.json``, ``report.md``, the plots (``plots``) and ``examples.html``.
+        device: torch device of the model.
+        relevance: graded relevance for the relevance metrics (see :func:`load_relevance`), from the label column
+            ``relevance_source``; by default ``{data}/{split}_relevance.npy`` when it exists (the demo's ground truth).
         protocol: ``auto`` (:func:`detect_protocol`), ``coco`` (5-fold 1K + 5K), ``flickr`` (1K) or ``full``.
         eccv: on COCO, also ECCV Caption mAP@R / R-P / R@1 and CxC R@K (eccv-caption package).
-        out: folder for ``metrics.json``, ``report.md`` and the plots.
+        caption_format, skip_missing: how ``captions`` is read, and whether captions without features are left out.
         judgments: human judgments of (image, caption) pairs (Flickr8k CrowdFlower / expert, CxC SITS;
             :func:`bcls.data.judgments.read_judgments` with ``judgment_format``): adds the ``judged_*`` metrics
             (:func:`~bcls.trainer.evaluation.judged.judged_metrics`); the file and its sha256 go in the provenance.
         images: the folder of the split's image files: with ``out``, also writes ``examples.html``
             (:func:`~bcls.trainer.evaluation.examples.write_examples`).
+    """
+
+    checkpoint: str
+    data: str | None = None
+    split: str = "test"
+    out: str | None = None
+    device: str = "cpu"
+    relevance: str | None = None
+    relevance_source: str | None = None
+    protocol: str = "auto"
+    eccv: bool = True
+    plots: bool = True
+    captions: str | None = None
+    features: str | None = None
+    caption_format: str = "auto"
+    skip_missing: bool = False
+    judgments: str | None = None
+    judgment_format: str = "auto"
+    images: str | None = None
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "eval setting")
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"unknown protocol {self.protocol!r}; valid: {', '.join(PROTOCOLS)}")
+        if self.images is not None and self.out is None:
+            raise ConfigError("images: examples.html is written into the output folder; give out (--out)")
+
+    @classmethod
+    def of(cls, checkpoint: str | os.PathLike, **settings: Any) -> "EvalConfig":
+        """The config of ``checkpoint`` and ``settings``, paths given as ``Path`` or str; a setting given as None
+        keeps its default."""
+        given = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in settings.items() if v is not None}
+        return cls(checkpoint=os.fspath(checkpoint), **given)
+
+
+def evaluate(checkpoint: str | os.PathLike | EvalConfig, data: str | os.PathLike | None = None,
+             split: str | None = None, out: str | os.PathLike | None = None, **settings: Any) -> dict[str, Any]:
+    """Evaluate a checkpoint: ``evaluate(EvalConfig(...))``, or ``evaluate(checkpoint, data, split, out,
+    **settings)`` with the fields of :class:`EvalConfig` (None keeps a default).
 
     ``metrics.json`` keys: ``i2t_r{1,5,10}``, ``t2i_r{1,5,10}``, ``rsum``, ``{i2t,t2i}_{medr,meanr}`` over the whole
     split; ``coco_1k_*`` (5-fold average) for COCO; ``rel_{kendall,spearman}_{i2t,t2i}`` and ``ncs_{i2t,t2i}_K``
     with a relevance, and ``rel_{map_at_r,rprecision}_{i2t,t2i}`` with a full one (the demo's ground truth);
     ``eccv_*``, ``cxc_*`` on COCO; ``judged_*`` with ``judgments``; ``_provenance``.
     """
-    if images is not None and out is None:
-        raise ConfigError("images: examples.html is written into the output folder; give out (--out)")
+    config = checkpoint if isinstance(checkpoint, EvalConfig) else \
+        EvalConfig.of(checkpoint, data=data, split=split, out=out, **settings)
+    return _evaluate(config)
+
+
+def _evaluate(config: EvalConfig) -> dict[str, Any]:
+    checkpoint, data, split, out, device = config.checkpoint, config.data, config.split, config.out, config.device
+    relevance, relevance_source, protocol, eccv = config.relevance, config.relevance_source, config.protocol, config.eccv
+    captions, features, judgments, images = config.captions, config.features, config.judgments, config.images
     ckpt = load_checkpoint(checkpoint, device)
     model, vocab = model_from_checkpoint(ckpt, device, checkpoint)
-    table, feats = read_split(split, data, captions, features, caption_format=caption_format,
-                              skip_missing=skip_missing, kind=feature_kind(ckpt["model_name"]))
+    table, feats = read_split(split, data, captions, features, caption_format=config.caption_format,
+                              skip_missing=config.skip_missing, kind=feature_kind(ckpt["model_name"]))
     where = data if data else captions
     image_dim = ckpt["model_settings"].get("image_dim")
     if image_dim is not None and image_dim != feats.dim:
         raise DataFormatError(f"{feats.path}: features have dimension {feats.dim}, the checkpoint's model expects "
                               f"{image_dim}; evaluate on data with the training features' layout")
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
     detected, coco_captions = detect_protocol(table, where)
     if protocol == "coco" and detected != "coco":
         raise ConfigError(f"{where} split {split!r}: --protocol coco needs the MS-COCO Karpathy 5K test split (5,000 "
@@ -195,10 +278,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None, spli
         eccv_skipped = "not the COCO Karpathy 5K test split"
     elif not eccv:
         eccv_skipped = "--no-eccv"
-    img, cap = encode_split(model, vocab, table, feats, device)
-    caption_to_image = torch.from_numpy(table.image_index().copy())
-    sims = img @ cap.T
-    metrics = recall_metrics(sims, caption_to_image)
+    scores = score_split(model, vocab, table, feats, device)
+    sims, caption_to_image, metrics = scores.sims, scores.caption_to_image, scores.metrics
     if protocol == "coco":
         fold = coco_5fold_1k(sims, caption_to_image)
         metrics |= {f"coco_1k_{k}": v for k, v in fold.items()}
@@ -217,7 +298,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None, spli
         metrics |= relevance_metrics(sims, rel, caption_to_image, known)
     judged_info = judged = None
     if judgments is not None:
-        judged = read_judgments(judgments, judgment_format)
+        judged = read_judgments(judgments, config.judgment_format)
         metrics |= judged_metrics(sims, table, judged)
         judged_info = {"path": str(judgments), "format": judged.format, "sha256": sha256_file(Path(judgments)),
                        "rows": len(judged)}
@@ -231,12 +312,12 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None, spli
                   "checkpoint_bcls_version": ckpt.get("bcls_version"), "eccv_skipped": eccv_skipped,
                   "recall_ties": "pessimistic (a negative tied with the ground truth ranks above it)",
                   "ncs_empty_queries": "zero (a query without a relevant candidate scores 0, as ncs_metric does)",
-                  "train_config": {k: ckpt.get("train_config", {}).get(k) for k in TRAIN_KEYS_SHOWN}}
+                  "train_config": _shown_settings(ckpt.get("train_config", {}))}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         written = []
-        if plots:
+        if config.plots:
             tc = provenance["train_config"]
             subtitle = f"{tc.get('model')}, λ {tc.get('lam')}, labels {tc.get('source')} ({tc.get('label_mode')})"
             i2t_ranks, t2i_ranks = retrieval_ranks(sims, caption_to_image)

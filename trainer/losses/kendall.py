@@ -19,7 +19,7 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor, nn
 
-from bcls.data.infra.errors import ConfigError
+from bcls.data.infra.errors import ConfigError, setting
 
 from .validation import check_mask, check_square
 
@@ -56,17 +56,17 @@ class KendallParams:
     def __post_init__(self) -> None:
         window, n_hard, gap, temperature, margin = self.window, self.n_hard, self.gap, self.temperature, self.margin
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ConfigError(f"kendall window must be an integer >= 1, got {window!r}")
+            raise ConfigError(f"{setting('kendall.window')} must be an integer >= 1, got {window!r}")
         if isinstance(n_hard, bool) or not isinstance(n_hard, int) or n_hard < 1:
-            raise ConfigError(f"kendall n_hard must be an integer >= 1, got {n_hard!r}")
+            raise ConfigError(f"{setting('kendall.n_hard')} must be an integer >= 1, got {n_hard!r}")
         if not (isinstance(gap, (int, float)) and math.isfinite(gap) and gap >= 0):
-            raise ConfigError(f"kendall gap must be a finite number >= 0, got {gap!r}")
+            raise ConfigError(f"{setting('kendall.gap')} must be a finite number >= 0, got {gap!r}")
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-            raise ConfigError(f"kendall temperature must be a finite number > 0, got {temperature!r}")
+            raise ConfigError(f"{setting('kendall.temperature')} must be a finite number > 0, got {temperature!r}")
         if not (isinstance(margin, (int, float)) and math.isfinite(margin)):
-            raise ConfigError(f"kendall margin must be a finite number, got {margin!r}")
+            raise ConfigError(f"{setting('kendall.margin')} must be a finite number, got {margin!r}")
         if self.surrogate not in SURROGATES:
-            raise ConfigError(f"unknown kendall surrogate {self.surrogate!r}; valid: {', '.join(SURROGATES)}")
+            raise ConfigError(f"unknown {setting('kendall.surrogate')} {self.surrogate!r}; valid: {', '.join(SURROGATES)}")
 
     def astuple(self) -> tuple[int, float, str, float, float, int]:
         """``(window, gap, surrogate, temperature, margin, n_hard)``."""

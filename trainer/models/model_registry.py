@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, Callable
 
 from bcls.data.infra.plugins import Registry
@@ -14,10 +15,11 @@ from .vse import (RetrievalModel, VSEConfig, VSEGlobalConfig, VSEGlobalModel, VS
 def _builder(config_cls: type, model_cls: Callable[[Any], RetrievalModel]) -> Callable[..., RetrievalModel]:
     def build(**settings: Any) -> RetrievalModel:
         return model_cls(config_cls(**settings))
+    build.__signature__ = inspect.signature(config_cls)  # type: ignore[attr-defined]  # what create() checks
     return build
 
 
-MODELS: Registry[RetrievalModel] = Registry("model")
+MODELS: Registry[RetrievalModel] = Registry("model", setting="model")
 """Models by name (listed in registration order; ``vse-gru`` is the default); an entry's options are the fields
 of its config dataclass, which a checkpoint stores as ``model_settings``."""
 for _model, _config, _what in (
