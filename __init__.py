@@ -15,7 +15,8 @@ from .data.infra.version import __version__
 
 _API: dict[str, str] = {
     # errors and data
-    "BclsError": "bcls.data.infra.errors", "ConfigError": "bcls.data.infra.errors", "DataFormatError": "bcls.data.infra.errors",
+    "BclsError": "bcls.data.infra.errors", "ConfigError": "bcls.data.infra.errors",
+    "DataFormatError": "bcls.data.infra.errors",
     "ShardError": "bcls.data.infra.errors", "CheckpointError": "bcls.data.infra.errors",
     "CaptionTable": "bcls.data.captions", "read_captions": "bcls.data.captions",
     "open_labels": "bcls.data.shards", "read_labels": "bcls.data.shards",

@@ -19,9 +19,9 @@ import os
 from pathlib import Path
 
 from .captions import CaptionTable, read_captions
-from .infra.errors import ConfigError
 from .feature_folder import features_for_images
 from .features import ImageFeatures
+from .infra.errors import ConfigError
 from .precomp import read_precomp_split
 
 __all__ = ["read_split", "has_split"]

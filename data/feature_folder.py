@@ -23,10 +23,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .infra.atomic import atomic_path, atomic_write_json
 from .captions import CaptionTable
-from .infra.errors import DataFormatError
 from .features import ImageFeatures, load_features
+from .infra.atomic import atomic_path, atomic_write_json
+from .infra.errors import DataFormatError
 from .shards import sha256_file
 
 log = logging.getLogger(__name__)

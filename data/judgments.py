@@ -42,7 +42,9 @@ import numpy as np
 
 from .captions import flickr8k_ids
 from .infra.errors import ConfigError
-from .tables import fail as _fail, first_duplicate, shown as _shown
+from .tables import fail as _fail
+from .tables import first_duplicate
+from .tables import shown as _shown
 
 logger = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from typing import Sequence
 
 import numpy as np
 
-from .infra.atomic import atomic_path, atomic_write_bytes
 from .captions import CaptionTable, read_captions
 from .captions.precomp_captions import precomp_paths
-from .infra.errors import DataFormatError
 from .features import ImageFeatures, load_features
+from .infra.atomic import atomic_path, atomic_write_bytes
+from .infra.errors import DataFormatError
 
 __all__ = ["precomp_paths", "read_precomp_split", "write_precomp_split"]
 

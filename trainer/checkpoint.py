@@ -47,9 +47,9 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:
-        raise CheckpointError(f"{path}: not a loadable bcls checkpoint: it holds pickled objects other than tensors and plain values, "
-                              "which are never loaded (weights_only=True); load only checkpoints written by "
-                              "`bcls train`") from None
+        raise CheckpointError(f"{path}: not a loadable bcls checkpoint: it holds pickled objects other than tensors "
+                              "and plain values, which are never loaded (weights_only=True); load only checkpoints "
+                              "written by `bcls train`") from None
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError … for foreign/truncated files
         reason = " ".join(str(err).split())[:200] or "the file ends early"
         raise CheckpointError(f"{path}: not a loadable bcls checkpoint ({type(err).__name__}: {reason})") from None

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 DEMO_TRAIN_SETTINGS: dict[str, Any] = {"embed_dim": 256, "lr": 3e-3, "kendall_pairs": "all"}
 """Training settings of the demo that differ from ``bcls train``'s defaults: a 256-d joint space, where the GRU
-text encoder (most of a CPU step) costs 2.8× less than at 512, and a learning rate of 3e-3 instead of 1e-3, which
+text encoder (most of a CPU step) costs much less than at 512, and a learning rate of 3e-3 instead of 1e-3, which
 reaches a better dev rsum in 6 epochs (``run_demo``'s default) than 1e-3 in 9: on the demo's labels, one thread,
 seeds 0/1/2, dev rsum 358.8 / 351.0 / 359.8 against 329.1 / … at 1e-3 and 9 epochs (screen and test figures:
 docs/results.md, "Demo size and speed"; cosine or step decay lost 40+ points, 5e-3 peaked lower at epoch 4).

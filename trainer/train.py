@@ -24,8 +24,15 @@ from bcls.data.infra.version import __version__
 from .batches import Batch, make_batches
 from .builders import build_data, build_labels, build_losses, build_model, build_optimizer, tokens_and_images
 from .config import TrainConfig
-from .distributed import (DistInfo, barrier, gather_with_local_grad, init_distributed, local_rows, shutdown,
-                          sum_gradients)
+from .distributed import (
+    DistInfo,
+    barrier,
+    gather_with_local_grad,
+    init_distributed,
+    local_rows,
+    shutdown,
+    sum_gradients,
+)
 from .evaluation import PRIMARY_METRIC, evaluate_model
 from .models import pad_batch
 from .run_folder import LOG_COLUMNS, RUN_FILES, RunFolder, TrainLog
@@ -37,7 +44,8 @@ __all__ = ["LOG_COLUMNS", "RUN_FILES", "Trainer", "train"]
 
 def _device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device; use {setting_is('device', 'cpu')}")
+        raise ConfigError(f"device {name!r} asked for, but torch sees no CUDA device; use "
+                          f"{setting_is('device', 'cpu')}")
     try:
         return torch.device(name)
     except RuntimeError:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from bcls.data.infra.errors import ConfigError, setting_is
+
 from ..tables import fail, int_list, load_json, missing_key
 from .table import RawCaptions, texts_of
 

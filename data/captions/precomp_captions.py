@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 
 from bcls.data.infra.errors import DataFormatError
+
 from ..tables import fail, is_int64, shown, text_lines
 from .table import RawCaptions
 

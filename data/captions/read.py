@@ -9,6 +9,7 @@ from typing import Callable
 
 from bcls.data.infra.errors import ConfigError, setting
 from bcls.data.infra.plugins import Registry
+
 from ..tables import fail, load_json
 from . import coco, flickr8k, karpathy, tabular
 from . import precomp_captions as precomp

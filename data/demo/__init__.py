@@ -38,8 +38,8 @@ features), :mod:`~.relevance` (:func:`demo_relevance`), :mod:`~.io` (:func:`gene
 """
 
 from .demo_config import DEMO_SPLITS, DemoConfig, DemoFacts
-from .regions import DemoPrototypes, demo_prototypes
 from .io import FACTS_FORMAT, FACTS_VERSION, generate_demo, read_demo_facts
+from .regions import DemoPrototypes, demo_prototypes
 from .relevance import demo_pair_relevance, demo_relevance
 
 __all__ = ["DEMO_SPLITS", "FACTS_FORMAT", "FACTS_VERSION", "DemoConfig", "DemoFacts", "DemoPrototypes",

@@ -10,7 +10,6 @@ import numpy as np
 from .scenes import Scene
 from .world import ATTR_NAMES, ATTRIBUTES, CONTEXTS, OBJ_NAMES, OBJECTS, RELATIONS, VOCAB, YOUNG_NOUNS
 
-
 _POSTURE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # category -> (participles, finite forms)
     "person": (("standing", "sitting", ""), ("stands", "sits", "is")),
     "animal": (("sitting", "standing", "lying", ""), ("sits", "stands", "lies", "is")),

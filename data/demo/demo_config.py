@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bcls.data.infra.errors import ConfigError
+
 from .world import OBJECTS
 
 DEMO_SPLITS: tuple[str, ...] = ("train", "dev", "test")

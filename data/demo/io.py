@@ -16,8 +16,9 @@ import numpy as np
 
 from bcls.data.infra.atomic import atomic_write_bytes
 from bcls.data.infra.errors import DataFormatError
-from ..precomp import write_precomp_split
 from bcls.data.infra.version import __version__
+
+from ..precomp import write_precomp_split
 from .captions import scene_captions
 from .demo_config import DemoConfig, DemoFacts
 from .regions import DemoPrototypes, demo_prototypes, region_features

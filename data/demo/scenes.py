@@ -7,8 +7,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from .demo_config import DemoConfig
-from .world import (ATTR_INDEX, CONTEXT_NAMES, CONTEXTS, OBJECTS, PLACING, RELATION_WEIGHT, RELATIONS, VOCAB, implied,
-                    plausible)
+from .world import (
+    ATTR_INDEX,
+    CONTEXT_NAMES,
+    CONTEXTS,
+    OBJECTS,
+    PLACING,
+    RELATION_WEIGHT,
+    RELATIONS,
+    VOCAB,
+    implied,
+    plausible,
+)
 
 
 @dataclass(frozen=True)

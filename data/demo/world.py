@@ -3,7 +3,6 @@ vocabulary (``context:c``, ``object:o``, ``attribute:o:a``, ``relation:s:r:o``) 
 
 from __future__ import annotations
 
-
 # name, frequency weight, prepositional phrases, noun phrases (for "A sandy beach with ...")
 CONTEXTS: tuple[tuple[str, float, tuple[str, ...], tuple[str, ...]], ...] = (
     ("beach", 0.12, ("on the beach", "on a sandy beach", "at the beach", "on the seashore", "by the shore"),

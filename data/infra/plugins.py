@@ -1,9 +1,9 @@
 """One registry shape for every kind of plug-in (caption formats, label sources, losses, models, samplers).
 
 A :class:`Registry` maps a name to an :class:`Entry` (a factory, a one-line description and the keyword options
-the factory accepts); every plug-in is made the same way, by ``create(name, **options)``. ``get`` and ``create`` of an unknown name raise a :class:`~bcls.data.infra.errors.ConfigError`
-that lists the valid names; ``create`` refuses options the entry does not declare, naming the accepted ones. The
-CLI lists a registry with :meth:`Registry.describe`.
+the factory accepts); every plug-in is made the same way, by ``create(name, **options)``. ``get`` and ``create`` of an
+unknown name raise a :class:`~bcls.data.infra.errors.ConfigError` that lists the valid names; ``create`` refuses options
+the entry does not declare, naming the accepted ones. The CLI lists a registry with :meth:`Registry.describe`.
 """
 
 from __future__ import annotations

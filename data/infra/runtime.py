@@ -31,11 +31,10 @@ def busy_cores(seconds: float = 0.25) -> float | None:
 def choose_openmp_wait_policy(environ: dict | None = None, busy: float | None | str = "measure") -> str | None:
     """``OMP_WAIT_POLICY`` for a heavy command, decided before torch loads (returns what was set, or None).
 
-    Measured with ``bench/bench_contention.py`` on 2 cores: beside one busy process, torch's default OpenMP
-    threads spin at every barrier while their partner is descheduled, and training ran 3.5× slower than alone;
-    with ``PASSIVE`` (idle threads sleep) only 1.3×. Alone, though, ``PASSIVE`` was 35–45 % slower than the
-    default. So bcls sleeps its idle threads only when other processes already keep at least half a core busy,
-    and never overrides a policy the user set.
+    Beside a busy process, torch's default OpenMP threads spin at every barrier while their partner is descheduled, and
+    training slows down several times; with ``PASSIVE`` idle threads sleep, which costs speed when the machine is
+    otherwise idle (measured: docs/benchmarks.md, "Measurements behind the code"). So bcls sleeps its idle threads only
+    when other processes already keep at least half a core busy, and never overrides a policy the user set.
     """
     environ = os.environ if environ is None else environ
     if "OMP_WAIT_POLICY" in environ:
@@ -56,10 +55,8 @@ def release_free_memory() -> bool:
 
     glibc serves an array of up to 32 MiB from its heap once a freed array of that size has raised its mmap
     threshold, and it returns freed heap memory to the system only from the heap's top. A label build frees
-    many such arrays in each phase (search blocks, tokenisation), so without this they stayed resident: on
-    full COCO 3.66 GiB after the search phase against 1.68 GiB with those arrays kept out of the heap, and through
-    every later phase (docs/label_builds.md, run 9). A label build calls this between its phases and after each
-    shard; it took 35 ms to give back 300 MiB of scattered arrays.
+    many such arrays in each phase (search blocks, tokenisation), so without this they stayed resident through
+    every later phase (docs/label_builds.md). A label build calls this between its phases and after each shard.
     """
     global _malloc_trim
     if _malloc_trim is None:

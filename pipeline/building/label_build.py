@@ -27,26 +27,33 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from bcls.data.infra.atomic import atomic_write_json, ensure_free_space
 from bcls.data.captions import CaptionTable, read_captions
+from bcls.data.infra.atomic import atomic_write_json, ensure_free_space
 from bcls.data.infra.config_checks import check_field_types
 from bcls.data.infra.errors import BclsError, ConfigError, setting
-from bcls.data.shards import LabelSet, config_hash, open_labels, write_caption_embeddings, write_manifest
 from bcls.data.infra.runtime import release_free_memory
 from bcls.data.infra.version import PROVENANCE_PACKAGES, __version__, package_versions
-
+from bcls.data.shards import LabelSet, config_hash, open_labels, write_caption_embeddings, write_manifest
 from bcls.pipeline.corpus import LabelCorpus, LabelSource
 from bcls.pipeline.embedding.child import embed_in_child, use_child
 from bcls.pipeline.embedding.embed import EmbeddingCache, Encoder, EncoderSpec, cached_encoder, check_device
+from bcls.pipeline.embedding.onnx_backend import BACKEND_PACKAGES
 from bcls.pipeline.search.indexes import IndexSpec, faiss_gpu_count, search_device
 from bcls.pipeline.search.neighbours import CandidateSet, candidate_pairs
-from bcls.pipeline.embedding.onnx_backend import BACKEND_PACKAGES
-from .resume import (CANDIDATES_FILE, CONFIG_FILE, finish_resume_state, load_candidates, prepare_out,
-                     save_candidates)
-from .scheduling import LOCAL_SCHEDULERS, ShardPlan, ShardProgress, existing_entry, pairs_hash, \
-    run_distributed, run_local, warm_sources
 from bcls.pipeline.sources import LABEL_SOURCES, make_source, precompile
 from bcls.pipeline.sources.ensemble import check_sentence_model
+
+from .resume import CANDIDATES_FILE, CONFIG_FILE, finish_resume_state, load_candidates, prepare_out, save_candidates
+from .scheduling import (
+    LOCAL_SCHEDULERS,
+    ShardPlan,
+    ShardProgress,
+    existing_entry,
+    pairs_hash,
+    run_distributed,
+    run_local,
+    warm_sources,
+)
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +219,8 @@ def find_candidates(config: LabelBuildConfig, embeddings: np.ndarray, image_inde
 
 
 def search_on_gpu(config: LabelBuildConfig) -> bool:
-    """Whether the neighbour search runs on a GPU (:func:`~bcls.pipeline.search.indexes.search_device`, as the index is built),
-    leaving the CPU cores free meanwhile."""
+    """Whether the neighbour search runs on a GPU (:func:`~bcls.pipeline.search.indexes.search_device`, as the
+    index is built), leaving the CPU cores free meanwhile."""
     return search_device(config.index) != "cpu"
 
 
@@ -221,8 +228,8 @@ def prepare_beside_search(config: LabelBuildConfig, corpus: LabelCorpus, sources
                           compiling: Any) -> Future | None:
     """When the search runs on a GPU, a thread waits for the kernel-compiling child and builds the per-corpus
     tables of the sources that need no embeddings (CIDEr-D's, spice's) while the search runs (None otherwise:
-    on the CPU the search has the cores). Our choice, for the GPU build: the tables took 6.2 s of its scoring
-    phase (docs/label_builds.md, GPU run 3). The result is cached per corpus object, as at the scoring's start."""
+    on the CPU the search has the cores). Our choice, for the GPU build, whose scoring phase the tables slowed
+    (docs/label_builds.md). The result is cached per corpus object, as at the scoring's start."""
     if config.scheduler not in ("threads", "sync") or not search_on_gpu(config):
         return None
     tabled = [s for s in sources if not s.needs_embeddings]
@@ -332,7 +339,7 @@ def _build(config: LabelBuildConfig, encoder: Encoder | None, table: CaptionTabl
              config.images_k, config.index)
     compiling = precompile.start(config.sources, config.source_options, table.texts, image_index)
     embeddings = embed_captions(config, table, encoder, encoder_id)
-    release_free_memory()  # between phases: glibc keeps freed heap pages otherwise (2 GiB after the search)
+    release_free_memory()  # between phases: glibc keeps freed heap pages otherwise
     t_embed = time.perf_counter()
     corpus = LabelCorpus.from_groups(table.texts, image_index, embeddings, image_ids=image_ids,
                                      caption_ids=table.caption_ids)

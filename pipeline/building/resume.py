@@ -21,7 +21,6 @@ import pyarrow.parquet as pq
 from bcls.data.infra.atomic import TEMPORARY_NAME, atomic_path, remove_stale_temporaries
 from bcls.data.infra.errors import ConfigError, ShardError
 from bcls.data.shards import EMBEDDINGS_FILE, MANIFEST, open_labels
-
 from bcls.pipeline.search.neighbours import CandidateSet
 
 log = logging.getLogger(__name__)

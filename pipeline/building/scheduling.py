@@ -20,7 +20,6 @@ from bcls.data.infra.errors import ConfigError
 from bcls.data.infra.progress import Progress
 from bcls.data.infra.runtime import release_free_memory
 from bcls.data.shards import sha256_file, shard_metadata, shard_name, write_shard
-
 from bcls.pipeline.corpus import LabelCorpus, LabelSource
 
 log = logging.getLogger(__name__)

@@ -3,8 +3,8 @@
 A label build that has many captions to embed (:data:`CHILD_MIN_TEXTS` or more) runs the sentence model in a
 child process (``python -m bcls.pipeline.embedding.child JOB``) instead of its own, and then reads the embeddings
 from the cache as a warm rerun does. The build's process so never loads sentence-transformers, transformers or
-an inference runtime: they and the model's buffers stay resident once loaded (0.4–0.5 GiB of the full-COCO
-build's peak with ``--backend openvino-int8``, measured in docs/benchmarks.md), through the search and scoring phases
+an inference runtime: they and the model's buffers stay resident once loaded (a part of the full-COCO build's
+peak measured in docs/benchmarks.md), through the search and scoring phases
 that follow. This is our engineering choice; the embeddings are the same as in one process (tested).
 
 The job is a folder holding ``job.json`` (the model, device, batch size, backend, cache and log settings) and
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 CHILD_MIN_TEXTS = 20_000
 """Missing captions from which a label build embeds them in a child process (fewer: in its own process, where
-the child's start, about 5 s, would cost more than the memory it saves)."""
+the child's start, seconds of imports, would cost more than the memory it saves)."""
 
 
 def use_child(n_texts: int) -> bool:

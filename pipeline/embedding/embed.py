@@ -42,8 +42,8 @@ def check_device(device: str | None) -> None:
 
 def resolve_model(name: str) -> str:
     """Map a model name to something loadable offline: the packaged MiniLM folder for its names (and ``minilm``),
-    an installed model's folder for its full or short name (``mpnet``, :mod:`bcls.pipeline.embedding.sentence_models`), else as
-    given."""
+    an installed model's folder for its full or short name (``mpnet``, :mod:`bcls.pipeline.embedding.sentence_models`),
+    else as given."""
     from .sentence_models import PART_MODELS, full_name, installed_path
 
     name = full_name(name)
@@ -79,17 +79,15 @@ def load_sentence_model(name: str = DEFAULT_MODEL, device: str | None = None):
                           "give a local model folder or the offline default all-MiniLM-L6-v2") from None
 
 
-#: Sentence-embedding batch size on the CPU: on 4,000 COCO captions (2-core AMD EPYC, ``python
-#: bench/bench_embed.py --n 4000 --rounds 2 --backends torch,onnx-int8 --batch-sizes 32,64,128,256``) batches of 64
-#: ran 1.14× (torch) and 1.16× (onnx-int8) faster than 256, 128 about as fast as 64, 32 slower.
+#: Sentence-embedding batch size on the CPU: the fastest of 32, 64, 128 and 256 measured on COCO captions
+#: (docs/benchmarks.md, "Measurements behind the code").
 CPU_BATCH_SIZE = 64
 #: On a GPU, large length-sorted batches keep it busy.
 GPU_BATCH_SIZE = 256
 
 #: The half-precision torch backends: the model runs under ``torch.autocast`` with this dtype (weights stay fp32;
-#: the matrix products run in half precision, layer norms and softmax in fp32). Our choice, measured in docs/label_sources.md:
-#: on a 2-core AMD EPYC with avx512_bf16, ``torch-bf16`` embedded 10,000 COCO captions 1.63× faster than ``torch``,
-#: cosine to its embeddings at least 0.99997 (``bench/bench_embed.py``); ``torch-fp16`` is for CUDA devices.
+#: the matrix products run in half precision, layer norms and softmax in fp32). Our choice, measured in
+#: docs/label_sources.md (speed and agreement with fp32); ``torch-fp16`` is for CUDA devices.
 HALF_BACKENDS = {"torch-bf16": "bfloat16", "torch-fp16": "float16"}
 
 
@@ -118,16 +116,15 @@ def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_si
                   backend: str = "torch", cache: str | os.PathLike | None = None) -> Encoder:
     """An :data:`Encoder` backed by a sentence-transformers model (each call shows its progress: a bar on a
     terminal, log lines with rate and ETA otherwise); ``backend`` ``onnx`` / ``onnx-int8`` runs it in ONNX
-    Runtime on the CPU (:mod:`bcls.pipeline.embedding.onnx_backend`; exported on first use into ``cache``, the embedding
-    cache folder, default :func:`default_cache_dir`), ``openvino`` / ``openvino-int8`` in OpenVINO on the CPU
-    (:mod:`bcls.pipeline.embedding.openvino_backend`, from the same export), ``torch-bf16`` / ``torch-fp16`` in torch under
-    autocast (:data:`HALF_BACKENDS`). ``batch_size`` None: :data:`CPU_BATCH_SIZE` on the CPU,
+    Runtime on the CPU (:mod:`bcls.pipeline.embedding.onnx_backend`; exported on first use into ``cache``, the
+    embedding cache folder, default :func:`default_cache_dir`), ``openvino`` / ``openvino-int8`` in OpenVINO on the
+    CPU (:mod:`bcls.pipeline.embedding.openvino_backend`, from the same export), ``torch-bf16`` / ``torch-fp16`` in
+    torch under autocast (:data:`HALF_BACKENDS`). ``batch_size`` None: :data:`CPU_BATCH_SIZE` on the CPU,
     :data:`GPU_BATCH_SIZE` on a GPU."""
-    from .onnx_backend import (BACKEND_PACKAGES, OnnxSentenceEncoder, check_backend, embedding_dim, export_onnx,
-                               onnx_dir)
-    from .tokens import fast_tokenizer
-
     import torch
+
+    from .onnx_backend import BACKEND_PACKAGES, OnnxSentenceEncoder, check_backend, embedding_dim, export_onnx, onnx_dir
+    from .tokens import fast_tokenizer
 
     check_backend(backend)
     on_cpu = backend in BACKEND_PACKAGES  # the exported runtimes, CPU only
@@ -156,7 +153,7 @@ def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_si
 
     def encode(texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         texts = list(texts)
-        # Sorting by length makes padded batches tight (2–3× faster on short captions); order is restored below.
+        # Sorting by length makes padded batches tight (much faster on short captions); order is restored below.
         order = np.argsort([len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), embedding_dim(model)), dtype=np.float32)
         chunk = batch_size * 16
@@ -191,8 +188,8 @@ def torch_embed(model, tokens, texts: Sequence[str], batch_size: int,
     library's): on a GPU each batch's result is copied to pinned host memory without waiting, so the GPU runs a
     batch while the next one is tokenised, padded and sent (two batches in flight). The library's loop waits for
     every batch and keeps one tensor per text. ``per_batch`` (default: on a GPU) tokenises batch by batch, so that
-    the tokeniser runs while the GPU works on the batches before (GPU run 3 tokenised all of a call's texts first
-    while the GPU waited; on an H200 batch by batch ran 1.15× that, ``bench/bench_embed.py --device cuda``);
+    the tokeniser runs while the GPU works on the batches before (faster on a GPU than tokenising everything
+    first: docs/benchmarks.md, "Measurements behind the code");
     otherwise all texts in one call, which spreads better over few cores. The same token ids either way (tested)."""
     import torch
 

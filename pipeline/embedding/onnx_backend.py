@@ -13,9 +13,9 @@ well moved the embeddings most (mean cosine to fp32 0.993, minimum 0.986 on 2,04
 0.992 without them). Activations are quantised per batch (dynamic quantisation), so an int8 embedding depends
 slightly on the other captions of its batch: the same captions give the same embeddings (a label build sorts
 them by length into fixed batches, and the cache keeps what was computed), a caption embedded among others moves
-a little (cosine > 0.98 in the tests). The figures that decide whether a backend keeps the labels (cosine to the fp32 embeddings,
-rank correlation of the built labels, agreement with human judgments) and its speed are in docs/label_sources.md and
-``bench/bench_embed.py``.
+a little (cosine > 0.98 in the tests). The figures that decide whether a backend keeps the labels (cosine to the fp32
+embeddings, rank correlation of the built labels, agreement with human judgments) and its speed are in
+docs/label_sources.md and ``bench/bench_embed.py``.
 """
 
 from __future__ import annotations

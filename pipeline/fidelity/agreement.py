@@ -33,15 +33,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from bcls.data.captions import CaptionTable, read_captions
 from bcls.data.infra.atomic import atomic_write_bytes, atomic_write_json
-from bcls.data.captions import CaptionTable
-from bcls.data.infra.errors import ConfigError
-from bcls.data.judgments import Judgments
-from bcls.data.tables import id_positions
-
-from bcls.data.captions import read_captions
 from bcls.data.infra.config_checks import check_field_types
-from bcls.data.judgments import read_judgments
+from bcls.data.infra.errors import ConfigError
+from bcls.data.judgments import Judgments, read_judgments
+from bcls.data.tables import id_positions
 from bcls.pipeline.corpus import LabelCorpus, LabelSource
 from bcls.pipeline.embedding.embed import Encoder, EncoderSpec
 from bcls.pipeline.sources import make_source

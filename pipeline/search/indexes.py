@@ -73,16 +73,12 @@ class IndexSpec:
         nlist: IVF lists; ``None`` = ``4·sqrt(N)``, at most ``N / 39`` (faiss wants ≥ 39 training points a list).
         nprobe: IVF lists visited per query.
         codes: how an IVF index stores its vectors: ``float16`` (faiss's ``IndexIVFScalarQuantizer`` with
-            ``QT_fp16``, no residuals; queries stay float32) or ``float32`` (``IndexIVFFlat``). Our choice,
-            measured on the 592,623 distinct COCO captions (3,079 lists, nprobe 32, 2 cores; ``bench/bench_ivf.py``):
-            float16 searches 60,000 consecutive captions of the list order (as a build searches them) 1.55×
-            faster, with recall@33 0.9818 against 0.9820, 99.98 % of the float32 index's neighbours, top scores
-            within 1e-4, and half the memory; a full-COCO build's search ran 1.63× as fast
-            (docs/label_builds.md, run 11).
+            ``QT_fp16``, no residuals; queries stay float32) or ``float32`` (``IndexIVFFlat``). Our choice:
+            float16 searches faster in half the memory with practically the same neighbours (docs/benchmarks.md,
+            "Measurements behind the code").
         train_per_list: the IVF k-means trains on at most this many sampled vectors a list (faiss's
-            ``max_points_per_centroid``, whose default is 256). Our choice, measured on the 592,623 distinct COCO
-            captions (3,079 lists, 2 cores; ``bench/bench_ivf.py``): 64 trains in 42 s against 112 s, recall@33 0.983
-            for both.
+            ``max_points_per_centroid``, whose default is 256). Our choice: it trains much faster with the same
+            recall (docs/benchmarks.md, "Measurements behind the code").
         hnsw_m: HNSW links per node.
         ef_construction / ef_search: HNSW candidate-list sizes when adding / searching (``ef_search`` is raised
             to the number of neighbours asked for).
@@ -210,9 +206,9 @@ def _prepare_search(index: Any, k: int) -> None:
 def ivf_base_order(index: Any) -> np.ndarray | None:
     """The positions of a CPU IVF index's vectors, list after list; None for other indexes.
 
-    Searching the indexed vectors themselves in this order instead of their own is 1.44× faster with the same
-    results (60,000 full-COCO captions, 3,079 lists, nprobe 32, 2 cores; ``bench/bench_ivf.py``): consecutive
-    queries visit mostly the same lists, which then stay in the CPU's caches."""
+    Searching the indexed vectors themselves in this order instead of their own is faster with the same results
+    (docs/benchmarks.md, "Measurements behind the code"): consecutive queries visit mostly the same lists, which
+    then stay in the CPU's caches."""
     if not hasattr(index, "invlists"):  # exact, HNSW, TorchExactIndex: no lists, and faiss may be absent
         return None
     import faiss

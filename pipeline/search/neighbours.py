@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .indexes import IndexSpec, build_index, exact_knn, ivf_base_order, measure_recall, search_blocks
 from bcls.pipeline.sources.hashing import sorted_unique
+
+from .indexes import IndexSpec, build_index, exact_knn, ivf_base_order, measure_recall, search_blocks
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +112,8 @@ def _caption_side(ids: np.ndarray, rows: np.ndarray, image_index: np.ndarray, n_
 
     An image's score for caption c is its best caption other than c, i.e. its first appearance in c's list.
     One pass over each list in a numba kernel (``nogil``: it runs beside the search without holding it up).
-    Our code, measured: it replaced two ``np.lexsort`` over every (row, image, rank), 0.54 s a block of 8,192
-    lists of 203 on one core, which paced the whole GPU search of GPU run 4 (19.5k queries/s against 78k for
-    the search alone; docs/label_builds.md); a test holds it equal to that code.
+    Our code: it replaced two ``np.lexsort`` over every (row, image, rank), which paced the whole GPU search
+    (docs/benchmarks.md, "Measurements behind the code"); a test holds it equal to that code.
 
     Returns:
         ``(image_pos (P,), caption_pos (P,), found int64 (B,))``: the pairs (by row, then rank), and how many

@@ -2,12 +2,10 @@
 (:class:`TorchExactIndex`; :func:`bcls.pipeline.search.indexes.build_index` chooses it).
 
 Choosing the top k of each row of a score matrix (:func:`select_topk`) can be done three ways, all exact:
-``torch`` (one ``torch.topk`` per row), ``chunk:N`` (:func:`chunked_topk`) and ``threshold:G``
-(:func:`threshold_topk`). Measured on an H200 (GPU run 4, ``bench/bench_torch_search.py`` on 30,000 of full COCO's
-captions against all 616,767, 203 neighbours): ``torch`` 77.9k queries/s, ``chunk:4096`` / ``chunk:16384`` 0.67 /
-0.81× that, ``threshold:1024`` / ``4096`` / ``16384`` 0.71 / 0.69 / 0.59×; the float16 products alone 1.98×. So
-:data:`TOPK` is ``torch``; the others stay for other GPUs (the environment variable ``BCLS_TORCH_TOPK`` picks one
-for a build, and the bench measures them).
+``torch`` (one ``torch.topk`` per row), ``chunk:N`` (:func:`chunked_topk`) and ``threshold:G`` (:func:`threshold_topk`).
+On the GPU measured so far one ``torch.topk`` per row was the fastest (docs/benchmarks.md, "Measurements behind the
+code"), so :data:`TOPK` is ``torch``; the others stay for other GPUs (the environment variable ``BCLS_TORCH_TOPK`` picks
+one for a build, and the bench measures them).
 """
 
 from __future__ import annotations
@@ -150,7 +148,7 @@ class TorchExactIndex:
 
     def sorted_unique(self, values: np.ndarray) -> np.ndarray:
         """:func:`bcls.pipeline.sources.hashing.sorted_unique` of an int64 array on this index's device (the
-        candidate keys of a search run here: full COCO's 24 M keys take 1.2–1.5 s to sort on a CPU core)."""
+        candidate keys of a search run here, where a CPU core would spend seconds sorting them)."""
         import torch
 
         flat = torch.from_numpy(np.ascontiguousarray(values, dtype=np.int64).ravel()).to(self.device)

@@ -13,8 +13,8 @@ from .cider import CiderSource
 from .ensemble import EnsembleSource, ensemble_source
 from .file import FileSource, file_source, read_pair_scores
 from .image_similarity import ImageSource, image_source
-from .source_registry import LABEL_SOURCES, make_source
 from .sbert import SbertSource
+from .source_registry import LABEL_SOURCES, make_source
 from .spice import SpiceSource
 from .truth import TruthSource, truth_source
 

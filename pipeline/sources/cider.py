@@ -29,20 +29,18 @@ implementation checks.
 shards, normalisation belongs to the trainer. A pair whose image has no caption besides c gets NaN (undefined).
 
 **Speed.** Per corpus, once (:func:`prepare_cider`, cached per corpus object by :func:`cider_tables`):
-tokenisation of all captions at once straight to word ids (:func:`~bcls.pipeline.sources.ptb.ptb_token_ids`,
-each distinct token split once); n-gram ids by hashing, each caption's counts and the grouping of the entries by
-(image, n-gram) in numba loops with small per-caption / per-image sorts instead of global sorts
-(:mod:`~bcls.pipeline.sources.ngram_kernels`: full COCO 6.0–8.0 s against 16.1–17.8 s, the same tables array
-for array); document frequencies, tf-idf norms and a hash index from (image, n-gram) to the captions of the
-image that hold it are vectorised numpy.
-Per call (:func:`cider_d_scores`): a numba-compiled loop over the pairs looks up each
-candidate n-gram in the (image, n-gram) index (an n-gram that only the candidate's own image holds is skipped for
-other images) and accumulates the clipped products per (reference, order) in one small buffer. It replaced a
-vectorised numpy join (gathers, ``bincount``) that was about 3× slower (``bench/bench_cider.py``: 442× against
-pycocoevalcap with warm tables, against 166× for the numpy join); the parity tests hold it to coco-caption within
-1e-9. The kernel releases the GIL: a call's pairs are split over one thread per core, and dask's threads score
-shards in parallel. Cold (tables and scoring) it measured 311–361× pycocoevalcap, warm 1,175–1,580× (docs/benchmarks.md).
-float64 throughout; :class:`CiderSource` returns float32 as the label-source protocol asks.
+tokenisation of all captions at once straight to word ids (:func:`~bcls.pipeline.sources.ptb.ptb_token_ids`, each
+distinct token split once); n-gram ids by hashing, each caption's counts and the grouping of the entries by (image,
+n-gram) in numba loops with small per-caption / per-image sorts instead of global sorts
+(:mod:`~bcls.pipeline.sources.ngram_kernels`, the same tables array for array); document frequencies, tf-idf norms and a
+hash index from (image, n-gram) to the captions of the image that hold it are vectorised numpy. Per call
+(:func:`cider_d_scores`): a numba-compiled loop over the pairs looks up each candidate n-gram in the (image, n-gram)
+index (an n-gram that only the candidate's own image holds is skipped for other images) and accumulates the clipped
+products per (reference, order) in one small buffer. It replaced a vectorised numpy join (gathers, ``bincount``) that
+was slower (``bench/bench_cider.py``); the parity tests hold it to coco-caption within 1e-9. The kernel releases the
+GIL: a call's pairs are split over one thread per core, and dask's threads score shards in parallel; its speed against
+pycocoevalcap is in docs/benchmarks.md. float64 throughout; :class:`CiderSource` returns float32 as the label-source
+protocol asks.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """``ensemble``: a combination of other label sources' values, fitted on human judgments or a plain rank average.
 
-With ``path=`` it applies an :class:`~bcls.pipeline.fidelity.fitted_ensemble.EnsembleModel` written by ``bcls labels fit`` (plain
-JSON; its sha256 is part of the build's identity and manifest). Without one it is the documented **rank average**
-of ``members`` (default ``sbert,cider,spice``): each member's values are rank-normalised against a reference
+With ``path=`` it applies an :class:`~bcls.pipeline.fidelity.fitted_ensemble.EnsembleModel` written by ``bcls labels
+fit`` (plain JSON; its sha256 is part of the build's identity and manifest). Without one it is the documented **rank
+average** of ``members`` (default ``sbert,cider,spice``): each member's values are rank-normalised against a reference
 sample drawn from the corpus itself — ``reference_images`` images (seeded), each with all its own captions
 (leave-one-out, as labels are defined) and as many random captions of other images — and averaged with equal
 weights, uncalibrated. Both are our addition to the paper (docs/design.md).
@@ -18,9 +18,9 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from bcls.data.infra.errors import ConfigError
+from bcls.pipeline.fidelity.fitted_ensemble import EnsembleModel, Member, load_ensemble, rank_knots
 
 from ..corpus import LabelCorpus, LabelSource
-from bcls.pipeline.fidelity.fitted_ensemble import EnsembleModel, Member, load_ensemble, rank_knots
 from .cache import CorpusCache
 from .source_registry import LABEL_SOURCES, convert_option, make_source
 

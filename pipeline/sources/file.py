@@ -25,8 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bcls.data.infra.errors import ConfigError
-from bcls.data.tables import fail as _fail, first_duplicate, int_column, read_delimited_strings, \
-    read_parquet_columns, shown as _shown
+from bcls.data.tables import fail as _fail
+from bcls.data.tables import first_duplicate, int_column, read_delimited_strings, read_parquet_columns
+from bcls.data.tables import shown as _shown
 
 from ..corpus import LabelCorpus
 from .hashing import sorted_unique

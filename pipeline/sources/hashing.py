@@ -24,10 +24,9 @@ def expand_ranges(ptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.nda
 def sorted_unique(values: np.ndarray) -> np.ndarray:
     """``np.unique(values)`` (sorted distinct values, flattened) by a sort and a mask.
 
-    numpy 2.3+ answers a bare ``np.unique`` from a hash table, which is far slower on large arrays of spread-out
-    keys: 53 s against 2.5 s for the 24 M int64 candidate keys of a full-COCO build (numpy 2.4.6;
-    ``bench/bench_ivf.py``). ``np.unique`` with ``return_index`` / ``return_inverse`` / ``return_counts`` still
-    sorts."""
+    numpy 2.3+ answers a bare ``np.unique`` from a hash table, which is far slower on large arrays of spread-out keys
+    such as a full-COCO build's candidate keys (docs/benchmarks.md, "Measurements behind the code"). ``np.unique`` with
+    ``return_index`` / ``return_inverse`` / ``return_counts`` still sorts."""
     out = np.sort(np.asarray(values).ravel())
     return out[run_starts(out)] if len(out) > 1 else out
 
@@ -114,7 +113,7 @@ def _slot_dtype(a: np.ndarray) -> type:
 @functools.cache
 def _insert_kernel():
     """:func:`_insert` compiled by numba (on-disk cache), imported on first use; it replaced vectorised rounds of
-    claiming slots (about 0.2 s against 0.01 s for the n-gram index of the 25,000 COCO test captions, cProfile)."""
+    claiming slots, much slower on the n-gram index of the COCO test captions (cProfile)."""
     import numba
 
     return numba.njit(nogil=True, cache=True)(_insert)

@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bcls.data.infra.errors import ConfigError
 from bcls.data.feature_folder import read_feature_folder
+from bcls.data.infra.errors import ConfigError
 from bcls.data.tables import id_positions
 
 from ..corpus import LabelCorpus

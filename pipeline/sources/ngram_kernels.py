@@ -4,10 +4,10 @@ the grouping of the entries by (image, n-gram).
 Each replaces a global sort of all n-gram occurrences with hashing and small per-caption or per-image sorts, and
 gives exactly the arrays of the sort-based numpy code it replaced: the same ids in the same order (ids of one
 order are numbered in sorted order of their (previous id, word) key, as ``np.unique`` numbers them). Our code,
-measured: full COCO's CIDEr tables (616,767 captions) take 6.0–8.0 s against 16.1–17.8 s, identical array for
-array; ``bench/bench_cider.py`` measures the cold preparation of the 25,000 COCO test captions. A test holds the
-kernels equal to a plain Python construction. Compiling them takes about 5 s once per installation (numba's
-on-disk cache); their own small heapsort instead of ``np.sort`` took that from 5.6–6.7 s to 4.8 s.
+faster than the sorts (docs/benchmarks.md, "Measurements behind the code"); ``bench/bench_cider.py`` measures the
+cold preparation of the 25,000 COCO test captions. A test holds the kernels equal to a plain Python
+construction. They compile once per installation (numba's on-disk cache); their own small heapsort instead of
+``np.sort`` keeps that short.
 """
 
 from __future__ import annotations

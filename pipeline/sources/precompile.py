@@ -1,15 +1,14 @@
 """Compile the cider and spice sources' numba kernels in a short child process while a large build embeds.
 
-numba compiles a kernel on its first call and keeps it in an on-disk cache, so after an installation the first
-label build compiles the CIDEr-D, tokeniser and hashing kernels itself, at its first scoring, amid the scoring's
-large arrays. The compiler's many small, long-lived allocations then land among freed arrays and keep their
-pages from being given back: on full COCO the first build peaked at 4.86 GiB against 4.28 GiB with the kernels
-cached (docs/label_builds.md, runs 16 and 17). Our remedy: when a build of at least
-:data:`MIN_CAPTIONS` captions uses these sources, a child process scores a few of its real captions with the
-same sources, beside the embedding; that fills numba's cache, and the build loads the compiled kernels. The
-kernels' argument types do not depend on the corpus size (a 250-caption build compiled every kernel a
-100,000-caption build then loaded without compiling). When the cache is already filled the child only loads
-it: a few seconds of one core beside the embedding.
+numba compiles a kernel on its first call and keeps it in an on-disk cache, so after an installation the first label
+build compiles the CIDEr-D, tokeniser and hashing kernels itself, at its first scoring, amid the scoring's large arrays.
+The compiler's many small, long-lived allocations then land among freed arrays and keep their pages from being given
+back, which raised the first full-COCO build's peak (docs/label_builds.md). Our remedy: when a build of at least
+:data:`MIN_CAPTIONS` captions uses these sources, a child process scores a few of its real captions with the same
+sources, beside the embedding; that fills numba's cache, and the build loads the compiled kernels. The kernels' argument
+types do not depend on the corpus size (a 250-caption build compiled every kernel a 100,000-caption build then loaded
+without compiling). When the cache is already filled the child only loads it: a few seconds of one core beside the
+embedding.
 """
 
 from __future__ import annotations

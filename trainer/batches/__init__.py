@@ -14,5 +14,5 @@ from .samplers import SAMPLERS, Batch, group_batches, make_batches, neighbour_ba
 from .streaming import ShardPairStream, StreamLabels, stream_batches
 
 __all__ = ["SAMPLERS", "Batch", "DenseSbertLabels", "DenseSourceLabels", "InBatchLabels", "LabelNormalizer",
-           "PairLabels", "ShardPairStream", "StreamLabels", "dense_labels", "group_batches", "make_batches", "neighbour_batches",
-           "random_batches", "stream_batches"]
+           "PairLabels", "ShardPairStream", "StreamLabels", "dense_labels", "group_batches", "make_batches",
+           "neighbour_batches", "random_batches", "stream_batches"]

@@ -20,8 +20,8 @@ import torch
 from bcls.data.captions import CaptionTable
 from bcls.data.infra.errors import ConfigError, ShardError
 from bcls.data.shards import LabelSet, read_caption_embeddings, read_labels
-from bcls.pipeline.corpus import LabelCorpus, LabelSource
 from bcls.pipeline.building.resume import stored_source_options
+from bcls.pipeline.corpus import LabelCorpus, LabelSource
 from bcls.pipeline.sources import SbertSource, make_source
 
 log = logging.getLogger(__name__)

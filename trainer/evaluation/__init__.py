@@ -13,8 +13,17 @@ May import: :mod:`bcls.data`, :mod:`bcls.pipeline`, and :mod:`bcls.trainer`'s mo
 """
 
 from .eccv import eccv_metrics, eccv_metrics_from_sims, load_coco_test_ids, rankings_from_sims
-from .evaluate import (PRIMARY_METRIC, EvalConfig, SplitScores, encode_split, evaluate, evaluate_model, load_relevance,
-                       relevance_metrics, score_split)
+from .evaluate import (
+                       PRIMARY_METRIC,
+                       EvalConfig,
+                       SplitScores,
+                       encode_split,
+                       evaluate,
+                       evaluate_model,
+                       load_relevance,
+                       relevance_metrics,
+                       score_split,
+)
 from .examples import write_examples
 from .judged import judged_metrics
 from .metrics import recall_metrics, retrieval_ranks
@@ -22,7 +31,8 @@ from .protocols import PROTOCOLS, coco_5fold_1k, detect_protocol
 from .report import compare_runs, markdown_report, metrics_table
 from .semantic import ncs_at_k, rank_correlation
 
-__all__ = ["PRIMARY_METRIC", "PROTOCOLS", "EvalConfig", "SplitScores", "coco_5fold_1k", "compare_runs", "detect_protocol", "eccv_metrics", "eccv_metrics_from_sims",
-           "encode_split", "evaluate", "evaluate_model", "judged_metrics", "load_coco_test_ids", "load_relevance",
-           "markdown_report", "metrics_table", "ncs_at_k", "rank_correlation", "rankings_from_sims", "recall_metrics",
-           "relevance_metrics", "retrieval_ranks", "score_split", "write_examples"]
+__all__ = ["PRIMARY_METRIC", "PROTOCOLS", "EvalConfig", "SplitScores", "coco_5fold_1k", "compare_runs",
+           "detect_protocol", "eccv_metrics", "eccv_metrics_from_sims", "encode_split", "evaluate", "evaluate_model",
+           "judged_metrics", "load_coco_test_ids", "load_relevance", "markdown_report", "metrics_table", "ncs_at_k",
+           "rank_correlation", "rankings_from_sims", "recall_metrics", "relevance_metrics", "retrieval_ranks",
+           "score_split", "write_examples"]

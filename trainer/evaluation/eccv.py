@@ -165,8 +165,8 @@ def eccv_metrics(
         caption_ids: (n_captions,) COCO caption annotation ids of our caption order.
         ks: cut-offs of CxC / COCO R@K.
         coco_1k: also compute the package's COCO 5-fold 1K recalls. They need FULL rankings (the package filters
-            each ranking to the fold) and cost about a minute on 5K/25K; :func:`bcls.trainer.evaluation.protocols.coco_5fold_1k`
-            computes the same numbers from the sims in a second.
+            each ranking to the fold) and cost about a minute on 5K/25K;
+            :func:`bcls.trainer.evaluation.protocols.coco_5fold_1k` computes the same numbers from the sims in a second.
 
     Returns:
         Percentages (Python floats) with keys ``eccv_{d}_map_at_r``, ``eccv_{d}_rprecision``, ``eccv_{d}_r1``,

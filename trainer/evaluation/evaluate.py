@@ -11,16 +11,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from bcls.data.captions import CaptionTable
+from bcls.data.datasets import read_split
+from bcls.data.features import ImageFeatures
 from bcls.data.infra.atomic import atomic_write_bytes, atomic_write_json
 from bcls.data.infra.config_checks import check_field_types
-from bcls.data.captions import CaptionTable
 from bcls.data.infra.errors import ConfigError, DataFormatError
-from bcls.data.features import ImageFeatures
-from bcls.data.datasets import read_split
-from bcls.data.judgments import read_judgments
 from bcls.data.infra.progress import Progress
-from bcls.data.shards import open_labels, sha256_file
 from bcls.data.infra.version import __version__
+from bcls.data.judgments import read_judgments
+from bcls.data.shards import open_labels, sha256_file
 
 from ..batches.labels import PairLabels
 from ..checkpoint import load_checkpoint, model_from_checkpoint
@@ -256,7 +256,8 @@ def evaluate(checkpoint: str | os.PathLike | EvalConfig, data: str | os.PathLike
 
 def _evaluate(config: EvalConfig) -> dict[str, Any]:
     checkpoint, data, split, out, device = config.checkpoint, config.data, config.split, config.out, config.device
-    relevance, relevance_source, protocol, eccv = config.relevance, config.relevance_source, config.protocol, config.eccv
+    relevance, relevance_source = config.relevance, config.relevance_source
+    protocol, eccv = config.protocol, config.eccv
     captions, features, judgments, images = config.captions, config.features, config.judgments, config.images
     ckpt = load_checkpoint(checkpoint, device)
     model, vocab = model_from_checkpoint(ckpt, device, checkpoint)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bcls.data.infra.atomic import atomic_write_bytes
 from bcls.data.captions import CaptionTable
+from bcls.data.infra.atomic import atomic_write_bytes
 from bcls.data.judgments import Judgments
 
 log = logging.getLogger(__name__)

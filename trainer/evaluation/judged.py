@@ -3,8 +3,8 @@
 The judgments are the files ``bcls labels evaluate`` reads (:func:`bcls.data.judgments.read_judgments`: Flickr8k
 CrowdFlower and expert, CxC SITS): each judged (image, caption) pair of the evaluated split gets the model's cosine
 similarity, and the similarities are correlated with the human scores — over all judged pairs (Spearman ρ,
-Kendall τ-b and τ-c, the statistics of :func:`bcls.pipeline.fidelity.correlation.correlations`) and per query (Kendall τ-b
-within each query's judged candidates, averaged over the queries whose human scores take at least two values).
+Kendall τ-b and τ-c, the statistics of :func:`bcls.pipeline.fidelity.correlation.correlations`) and per query (Kendall
+τ-b within each query's judged candidates, averaged over the queries whose human scores take at least two values).
 Pairs whose image or caption is not in the split are counted, not fatal.
 """
 

@@ -8,8 +8,8 @@
 * ``full``: any other test set, as one block.
 
 Every block is scored with :func:`bcls.trainer.evaluation.metrics.recall_metrics`, so the keys and conventions
-(ties, median rank) are those of that function. Averaging over folds is done key by key: ``rsum`` of the 5-fold protocol is the
-mean of the folds' rsums, which equals the sum of the averaged recalls.
+(ties, median rank) are those of that function. Averaging over folds is done key by key: ``rsum`` of the 5-fold protocol
+is the mean of the folds' rsums, which equals the sum of the averaged recalls.
 """
 
 from __future__ import annotations

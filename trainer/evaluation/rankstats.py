@@ -6,10 +6,8 @@ return, to float rounding. Kendall uses Knight's O(n log n) count: sort the pair
 in y and in both, and count the discordant pairs as the inversions of the y ranks with a Fenwick tree; Spearman is
 Pearson's r of the average ranks. Row ranges of about equal size run on one thread each (the kernel releases the
 GIL). Import this module lazily: numba compiles it on its first use on a machine and loads it from its on-disk
-cache afterwards. Measured on the demo's test split (6,000 rows of 1,000 or 5,000 entries): one evaluation took
-4.4 s against 12.6 s with one scipy call per row, same values to 1e-15. Threads instead of numba's
-``parallel=True``: a cold compile of 4.8 s instead of 6.9 s, and 6,000 random rows of those lengths in 1.14 s
-instead of 1.46 s (2 cores, same values).
+cache afterwards. Faster than one scipy call per row with the same values to 1e-15, and threads compile and
+run faster than numba's ``parallel=True`` (docs/benchmarks.md, "Measurements behind the code").
 """
 
 from __future__ import annotations

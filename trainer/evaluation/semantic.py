@@ -212,10 +212,9 @@ def rank_correlation(sims: Tensor, labels: Tensor, mask: Tensor | None = None,
 
     Two paths, chosen by measurement (``bench/bench_eval_coco.py``): rows with at most ``max_pairwise`` valid
     entries (sparse labels: tens per row) are done together from all pairwise comparisons in torch
-    (:func:`_pairwise_rank_correlation`; 25,000 rows of ~40 entries in 7 s against 47 s with one scipy call per
-    row); longer rows go to a numba kernel (:mod:`~bcls.trainer.evaluation.rankstats`: Knight's O(n log n)
-    count), which replaced one scipy call per row (itself measured about 40× faster than a vectorised torch merge
-    count on a 5,000 × 1,000 problem).
+    (:func:`_pairwise_rank_correlation`); longer rows go to a numba kernel
+    (:mod:`~bcls.trainer.evaluation.rankstats`: Knight's O(n log n) count), which replaced one scipy call per row
+    (figures: docs/benchmarks.md, "Measurements behind the code").
 
     Rows with fewer than 2 valid entries, or whose valid labels or sims are all equal (both coefficients
     undefined) are skipped and counted in ``"skipped"``.

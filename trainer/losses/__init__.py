@@ -10,13 +10,30 @@ Conventions: losses are pure functions ``(scores, labels) -> per-element terms -
 that still has a gradient; everything follows the device of its inputs. May import: :mod:`bcls.data`.
 """
 
-from .kendall import (DEFAULT_KENDALL, SURROGATES, KendallLoss, KendallParams, kendall_loss, kendall_loss_with_count,
-                      kendall_swhs_terms)
+from .kendall import (
+                      DEFAULT_KENDALL,
+                      SURROGATES,
+                      KendallLoss,
+                      KendallParams,
+                      kendall_loss,
+                      kendall_loss_with_count,
+                      kendall_swhs_terms,
+)
 from .reference import kendall_naive, kendall_naive_terms
 from .total import BCLSLoss
-from .triplet import (BINARY_LOSSES, BinaryTripletLoss, TripletLoss, TripletSNSoftmaxLoss, TripletSNSwitchLoss,
-                      binary_loss_params, make_binary_loss, triplet_sn_softmax_terms, triplet_sn_switch_terms,
-                      triplet_sn_switched, triplet_terms)
+from .triplet import (
+                      BINARY_LOSSES,
+                      BinaryTripletLoss,
+                      TripletLoss,
+                      TripletSNSoftmaxLoss,
+                      TripletSNSwitchLoss,
+                      binary_loss_params,
+                      make_binary_loss,
+                      triplet_sn_softmax_terms,
+                      triplet_sn_switch_terms,
+                      triplet_sn_switched,
+                      triplet_terms,
+)
 
 __all__ = ["BINARY_LOSSES", "DEFAULT_KENDALL", "SURROGATES", "BCLSLoss", "BinaryTripletLoss", "KendallLoss",
            "KendallParams", "TripletLoss", "TripletSNSoftmaxLoss", "TripletSNSwitchLoss", "binary_loss_params",

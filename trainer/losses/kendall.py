@@ -66,7 +66,8 @@ class KendallParams:
         if not (isinstance(margin, (int, float)) and math.isfinite(margin)):
             raise ConfigError(f"{setting('kendall.margin')} must be a finite number, got {margin!r}")
         if self.surrogate not in SURROGATES:
-            raise ConfigError(f"unknown {setting('kendall.surrogate')} {self.surrogate!r}; valid: {', '.join(SURROGATES)}")
+            raise ConfigError(f"unknown {setting('kendall.surrogate')} {self.surrogate!r}; valid: "
+                              f"{', '.join(SURROGATES)}")
 
     def astuple(self) -> tuple[int, float, str, float, float, int]:
         """``(window, gap, surrogate, temperature, margin, n_hard)``."""

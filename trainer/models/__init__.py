@@ -12,11 +12,20 @@ from .gpo import GPO, gpo_pool, positional_encoding
 from .image_tower import GlobalImageAdapter, RegionGPOImageEncoder, RegionImageEncoder, ResidualProjection
 from .model_registry import MODELS, feature_kind, make_model, model_setting_names
 from .text import PAD, UNK, GRUTextEncoder, TransformerTextEncoder, Vocabulary, pad_batch, tokenize, tokenize_texts
-from .vse import (RetrievalModel, VSEConfig, VSEGlobalConfig, VSEGlobalModel, VSEGPOConfig, VSEGPOModel, VSEModel,
-                  VSETransformerConfig, VSETransformerModel)
+from .vse import (
+                  RetrievalModel,
+                  VSEConfig,
+                  VSEGlobalConfig,
+                  VSEGlobalModel,
+                  VSEGPOConfig,
+                  VSEGPOModel,
+                  VSEModel,
+                  VSETransformerConfig,
+                  VSETransformerModel,
+)
 
 __all__ = ["GPO", "MODELS", "PAD", "UNK", "GRUTextEncoder", "GlobalImageAdapter", "RegionGPOImageEncoder",
            "RegionImageEncoder", "ResidualProjection", "RetrievalModel", "TransformerTextEncoder", "VSEConfig",
            "VSEGPOConfig", "VSEGPOModel", "VSEGlobalConfig", "VSEGlobalModel", "VSEModel", "VSETransformerConfig",
-           "VSETransformerModel", "Vocabulary", "feature_kind", "gpo_pool", "make_model", "model_setting_names", "pad_batch",
-           "positional_encoding", "tokenize", "tokenize_texts"]
+           "VSETransformerModel", "Vocabulary", "feature_kind", "gpo_pool", "make_model", "model_setting_names",
+           "pad_batch", "positional_encoding", "tokenize", "tokenize_texts"]

@@ -8,8 +8,17 @@ from typing import Any, Callable
 
 from bcls.data.infra.plugins import Registry
 
-from .vse import (RetrievalModel, VSEConfig, VSEGlobalConfig, VSEGlobalModel, VSEGPOConfig, VSEGPOModel, VSEModel,
-                  VSETransformerConfig, VSETransformerModel)
+from .vse import (
+    RetrievalModel,
+    VSEConfig,
+    VSEGlobalConfig,
+    VSEGlobalModel,
+    VSEGPOConfig,
+    VSEGPOModel,
+    VSEModel,
+    VSETransformerConfig,
+    VSETransformerModel,
+)
 
 
 def _builder(config_cls: type, model_cls: Callable[[Any], RetrievalModel]) -> Callable[..., RetrievalModel]:
