@@ -333,8 +333,8 @@ def features_extract(
 
     given = {k: ctx.params[k] for k in ("regions", "batch_size", "device", "skip_missing", "skip_unreadable")
              if ctx.params[k] is not None}
-    info = _run(lambda: extract_features(read_captions(captions, split=split, **({"format": fmt} if fmt else {})),
-                                         images, out, model, **given), ctx=ctx)
+    info = _run(lambda: extract_features(read_captions(captions, fmt or config_default("LabelBuildConfig", "format"),
+                                                       split), images, out, model, **given), ctx=ctx)
     typer.echo(f"{info['images']} images -> {out} ({info['skipped_missing']} without a file, "
                f"{info['skipped_unreadable']} unreadable, left out)")
 
@@ -441,7 +441,7 @@ def eval_cmd(
         return evaluate(EvalConfig.of(checkpoint, **_given(ctx.params, EvalConfig, ("checkpoint",))))
 
     result = _run(go, ctx=ctx)
-    typer.echo(metrics_table({checkpoint.name: result["metrics"]}))
+    typer.echo(metrics_table({Path(result["provenance"]["checkpoint"]).name: result["metrics"]}))
     if out is not None:
         typer.echo(f"wrote {out / 'metrics.json'} and {out / 'report.md'}" + (" and examples.html" if images else ""))
 

@@ -58,6 +58,7 @@ def read_split(split: str, data: str | os.PathLike | None = None, captions: str 
     if data:
         return read_precomp_split(data, split)
     table = _split_of(captions, caption_format, split)
+    assert features is not None  # _check: captions come with features
     return features_for_images(features, table, kind=kind, skip_missing=skip_missing)
 
 

@@ -31,7 +31,7 @@ def write_precomp_split(
     split: str,
     captions: Sequence[str],
     features: np.ndarray,
-    image_ids: Sequence[int] | None = None,
+    image_ids: Sequence[int] | np.ndarray | None = None,
 ) -> dict[str, Path]:
     """Write one split in the precomp layout; each file is written to a temporary name, then renamed.
 

@@ -78,10 +78,16 @@ class LabelCorpus:
 
 
 class LabelSource(Protocol):
-    """What every label source offers."""
+    """What every label source offers (``name`` and ``needs_embeddings`` may be class attributes or frozen
+    fields: read-only here)."""
 
-    name: str
-    needs_embeddings: bool
+    @property
+    def name(self) -> str:
+        """The registered name, the shard column."""
+
+    @property
+    def needs_embeddings(self) -> bool:
+        """Whether :meth:`score` reads the corpus's caption embeddings."""
 
     def settings(self) -> dict[str, Any]:
         """JSON-able settings recorded in the shard provenance."""

@@ -23,7 +23,7 @@ from bcls.data.shards import LabelSet, open_labels
 from .batches import InBatchLabels, LabelNormalizer, PairLabels, dense_labels
 from .config import TrainConfig
 from .losses import BCLSLoss, KendallLoss, make_binary_loss
-from .models import Vocabulary, feature_kind, make_model, model_setting_names, tokenize_texts
+from .models import RetrievalModel, Vocabulary, feature_kind, make_model, model_setting_names, tokenize_texts
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class TrainData:
 
 def build_data(config: TrainConfig) -> TrainData:
     """Read the training (and dev) split of the configured data: a precomp folder, or captions with features."""
-    where = {"data": config.data, "captions": config.captions, "features": config.features,
+    where: dict[str, Any] = {"data": config.data, "captions": config.captions, "features": config.features,
              "caption_format": config.caption_format, "skip_missing": config.skip_missing,
              "kind": feature_kind(config.model)}
     table, feats = read_split(config.train_split, **where)
@@ -55,7 +55,7 @@ def build_data(config: TrainConfig) -> TrainData:
     return TrainData(table, feats, dev, Vocabulary.build(table.texts))
 
 
-def build_model(config: TrainConfig, data: TrainData, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+def build_model(config: TrainConfig, data: TrainData, device: torch.device) -> tuple[RetrievalModel, dict[str, Any]]:
     """The configured model on ``device`` and the settings it was made with (saved in checkpoints)."""
     wanted = {"image_dim": data.feats.dim, "vocab_size": len(data.vocab), "embed_dim": config.embed_dim,
               "word_dim": config.word_dim, "pooling": config.pooling, "text_pooling": config.text_pooling,
@@ -93,7 +93,8 @@ def build_labels(config: TrainConfig, table: CaptionTable) -> TrainLabels | None
     if not config.labels:
         return None
     label_set = open_labels(config.labels)
-    pairs = in_batch = None
+    pairs: PairLabels | None = None
+    in_batch: InBatchLabels | None = None
     if config.sampler == "stream":  # labels come with the streamed pairs: nothing held in memory
         norm = LabelNormalizer("none", np.array([0.0, 1.0], dtype=np.float32))
     else:
@@ -136,7 +137,7 @@ def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.
     return opt([g for g in groups if g["params"]], lr=config.lr, weight_decay=config.weight_decay)
 
 
-def tokens_and_images(model: torch.nn.Module, data: TrainData) -> tuple[list[list[int]], torch.Tensor]:
+def tokens_and_images(model: torch.nn.Module, data: TrainData) -> tuple[list[Any], torch.Tensor]:
     """The token ids of every training caption (by the model's tokenizer) and each caption's image position."""
     return (tokenize_texts(model, data.vocab, data.table.texts),
             torch.from_numpy(data.table.image_index().copy()))

@@ -114,6 +114,7 @@ class Trainer:
             self.labels.in_batch if self.labels is not None else None
         if lookup is None:
             return positive.float(), positive, positive, 0
+        assert self.labels is not None  # no labels, no lookup
         values, known = lookup.lookup(images, rows)
         labelled = int((known & ~positive).sum())
         norm = self.labels.norm
@@ -212,7 +213,8 @@ def _train_run(config: TrainConfig, folder: RunFolder, dist_info: DistInfo) -> d
     run = Trainer(config, dist_info)
     main = dist_info.main
     folder.prepare(run.checkpoint_bytes())
-    first_epoch, history, best = 1, [], (-1.0, 0)
+    first_epoch, best = 1, (-1.0, 0)
+    history: list[dict[str, Any]] = []
     ckpt = folder.load_resume()
     if ckpt is not None:
         done, history, best = run.restore(ckpt)

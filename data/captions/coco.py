@@ -24,8 +24,8 @@ def read_coco(path: Path, split: str | None = None, allow_unknown_images: bool =
     column. Annotations of images that ``images`` does not list are refused unless ``allow_unknown_images``."""
     data = load_json(path)
     if not isinstance(data, dict) or "annotations" not in data:
-        keys = ", ".join(data) if isinstance(data, dict) else type(data).__name__
-        raise fail(path, f"no 'annotations' key (top level: {keys or 'empty'}); not a COCO caption file")
+        top = ", ".join(data) if isinstance(data, dict) else type(data).__name__
+        raise fail(path, f"no 'annotations' key (top level: {top or 'empty'}); not a COCO caption file")
     anns = data["annotations"]
     if not isinstance(anns, list):
         raise fail(path, f"'annotations' is a {type(anns).__name__}, expected a list")
@@ -78,7 +78,7 @@ def packaged_val2014(what: str) -> tuple[list[dict], np.ndarray]:
     are dependencies. ``what`` names the caller in the error when one is missing."""
     spec = importlib.util.find_spec("pycocoevalcap")
     eccv = importlib.util.find_spec("eccv_caption")
-    if spec is None or eccv is None:
+    if spec is None or eccv is None or not spec.submodule_search_locations or not eccv.submodule_search_locations:
         raise ConfigError(f"{what} come from the packages pycocoevalcap and eccv-caption: "
                           "pip install pycocoevalcap eccv-caption")
     jar = Path(spec.submodule_search_locations[0]) / "spice" / "spice-1.0.jar"

@@ -3,7 +3,7 @@ fact ids it asserts."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -163,7 +163,8 @@ def scene_captions(rng: np.random.Generator, scene: Scene, n: int) -> list[tuple
     out: list[tuple[str, list[int]]] = []
     seen: set[str] = set()
     for _ in range(n):
-        text, facts = "", []
+        text: str = ""
+        facts: list[Any] = []
         for attempt in range(30):
             text, facts = caption_once(rng, scene)
             if 6 <= len(text.split()) <= 20 and (text not in seen or attempt >= 20):

@@ -189,9 +189,9 @@ class FactVocab:
             self.context.append(len(names))
             names.append(f"context:{c}")
         self.object: list[int] = []
-        for o in OBJ_NAMES:
+        for obj in OBJ_NAMES:
             self.object.append(len(names))
-            names.append(f"object:{o}")
+            names.append(f"object:{obj}")
         self.attribute: dict[tuple[int, int], int] = {}
         for o, spec in enumerate(OBJECTS):
             for a in spec[4]:

@@ -97,7 +97,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
 
     Returns the names removed. Temporaries of live processes (another run writing right now) are kept.
     """
-    removed = []
+    removed: list[str] = []
     folder = Path(folder)
     if not folder.is_dir():
         return removed

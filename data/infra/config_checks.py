@@ -67,7 +67,8 @@ def field_default(owner: Any, path: str) -> Any:
         value = owner[first]
     elif dataclasses.is_dataclass(owner):
         f = {f.name: f for f in dataclasses.fields(owner)}[first]
-        value = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        factory = f.default_factory
+        value = factory() if f.default is dataclasses.MISSING and callable(factory) else f.default
     else:
         value = inspect.signature(owner).parameters[first].default
     for name in rest:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from typing import Any, MutableMapping
 
 __all__ = ["busy_cores", "choose_openmp_wait_policy", "release_free_memory"]
 
@@ -28,7 +29,8 @@ def busy_cores(seconds: float = 0.25) -> float | None:
     return (busy1 - busy0) / max(total1 - total0, 1) * (os.cpu_count() or 1)
 
 
-def choose_openmp_wait_policy(environ: dict | None = None, busy: float | None | str = "measure") -> str | None:
+def choose_openmp_wait_policy(environ: MutableMapping[str, str] | None = None,
+                              busy: float | None | str = "measure") -> str | None:
     """``OMP_WAIT_POLICY`` for a heavy command, decided before torch loads (returns what was set, or None).
 
     Beside a busy process, torch's default OpenMP threads spin at every barrier while their partner is descheduled, and
@@ -36,17 +38,17 @@ def choose_openmp_wait_policy(environ: dict | None = None, busy: float | None | 
     otherwise idle (measured: docs/benchmarks.md, "Measurements behind the code"). So bcls sleeps its idle threads only
     when other processes already keep at least half a core busy, and never overrides a policy the user set.
     """
-    environ = os.environ if environ is None else environ
-    if "OMP_WAIT_POLICY" in environ:
+    env: MutableMapping[str, str] = os.environ if environ is None else environ
+    if "OMP_WAIT_POLICY" in env:
         return None
-    busy = busy_cores() if busy == "measure" else busy
-    if busy is None or busy < 0.5:
+    load = busy_cores() if busy == "measure" else busy
+    if not isinstance(load, (int, float)) or load < 0.5:
         return None
-    environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    return f"other processes keep {busy:.1f} of {os.cpu_count()} cores busy"
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return f"other processes keep {load:.1f} of {os.cpu_count()} cores busy"
 
 
-_malloc_trim = None
+_malloc_trim: Any = None  # the C function once looked up; False where there is none
 
 
 def release_free_memory() -> bool:

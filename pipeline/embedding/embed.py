@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, cast
 
 import numpy as np
 
@@ -136,7 +136,7 @@ def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_si
         check_half(backend, model.device.type)
     if batch_size is None:
         batch_size = CPU_BATCH_SIZE if on_cpu or model.device.type == "cpu" else GPU_BATCH_SIZE
-    run = None
+    run: Any = None  # an exported runtime's encoder (ONNX Runtime or OpenVINO), or None for torch
     if on_cpu:
         model_id = model_cache_id(name)
         folder = onnx_dir(cache or default_cache_dir(), model_id)
@@ -397,7 +397,7 @@ def embed_blocks(cache: EmbeddingCache, make_encoder: Callable[[], Encoder], tex
     shared = getattr(encoder, "reports_progress", False)  # one rate and ETA over all blocks
     with Progress(len(texts), "embedding captions", "captions", log) as progress:
         for lo in range(0, len(texts), block):
-            new = np.ascontiguousarray(encoder(texts[lo:lo + block], progress=progress) if shared
+            new = np.ascontiguousarray(cast(Any, encoder)(texts[lo:lo + block], progress=progress) if shared
                                        else encoder(texts[lo:lo + block]), dtype=np.float32)
             if not shared:
                 progress.update(len(new))

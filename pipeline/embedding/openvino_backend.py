@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -42,8 +42,8 @@ def calibration_set(n: int = CALIBRATION_SIZE) -> list[dict]:
     the Karpathy test split, evenly spaced by annotation id."""
     from bcls.data.captions.coco import packaged_val2014
 
-    annotations, test_ids = packaged_val2014("backend 'openvino-int8' calibrates on COCO captions, which")
-    test_ids = set(test_ids.tolist())
+    annotations, test_id_array = packaged_val2014("backend 'openvino-int8' calibrates on COCO captions, which")
+    test_ids = set(test_id_array.tolist())
     test_images = {a["image_id"] for a in annotations if a["id"] in test_ids}
     pool = sorted((a for a in annotations if a["image_id"] not in test_images), key=lambda a: a["id"])
     step = max(len(pool) // n, 1)
@@ -75,7 +75,8 @@ def export_openvino(st_model, onnx_path: Path, int8: bool, calibration: int = CA
     try:
         tmp.mkdir(exist_ok=True)
         batches = [model_inputs(st_model, texts[lo:lo + 32]) for lo in range(0, len(texts), 32)]
-        np.savez(tmp / "calibration.npz", **{f"{key}{i}": b[key] for i, b in enumerate(batches) for key in b})
+        arrays: dict[str, Any] = {f"{key}{i}": b[key] for i, b in enumerate(batches) for key in b}
+        np.savez(tmp / "calibration.npz", **arrays)
         done = subprocess.run(_quantise_command(onnx_path, tmp / "calibration.npz", tmp / target.name),
                               capture_output=True, text=True)
         if done.returncode != 0:
@@ -119,7 +120,7 @@ class OpenVinoSentenceEncoder:
         import openvino
 
         check_mean_pooling(st_model)
-        config = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = openvino.Core().compile_model(str(path), "CPU", config)

@@ -84,13 +84,15 @@ def _build(st_model) -> FastTokenizer | None:
     if not hasattr(rust, "encode_batch_fast") or getattr(tokenizer, "pad_token_id", None) is None:
         return None
     max_length = getattr(st_model[0], "max_seq_length", None) or getattr(tokenizer, "model_max_length", None)
+    if max_length is None:
+        return None
     try:
         preprocess = getattr(st_model, "preprocess", None) or st_model.tokenize
         reference = preprocess(list(PROBE))
         arrays = {k: v for k, v in reference.items() if hasattr(v, "shape")}
         if not set(arrays) <= set(_ARRAY_KEYS) or not {"input_ids", "attention_mask"} <= set(arrays):
             return None
-        fast = FastTokenizer(rust, int(max_length), int(tokenizer.pad_token_id), list(arrays),
+        fast = FastTokenizer(rust, int(max_length), int(getattr(tokenizer, "pad_token_id")), list(arrays),
                              {k: v for k, v in reference.items() if k not in arrays})
         ours = fast(PROBE)
         same = set(ours) == set(arrays) and all(np.array_equal(np.asarray(arrays[k]), ours[k]) for k in arrays)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import numpy as np
 
@@ -92,7 +92,9 @@ def fit_ensemble(
         ``(model, report)``; ``report`` holds the cross-validation (``cv``: per-fold and mean ± sd held-out
         correlations of the ensemble and of each member), the weights and the file's sha256 (when written).
     """
-    parsed = tuple(members) if members and isinstance(next(iter(members)), Member) else parse_members(members)
+    given = list(members) if not isinstance(members, str) else []
+    parsed: tuple[Member, ...] = tuple(m for m in given if isinstance(m, Member)) if given and isinstance(
+        given[0], Member) else tuple(parse_members(cast("str | Sequence[str]", members)))
     spec = replace(spec, model=full_name(spec.model))
     built = [build_member(m) for m in parsed]
     scored, columns, counts = score_pairs(captions, judgments, built, encoder, spec=spec, use_cache=use_cache)

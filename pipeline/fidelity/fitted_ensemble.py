@@ -300,7 +300,7 @@ def cross_validate(members: Sequence[Member], values: np.ndarray, human: np.ndar
         raise ConfigError(f"folds must be at least 2, got {folds}")
     fold = image_folds(groups, folds, seed)
     ok = np.all(np.isfinite(values), axis=1) & np.isfinite(human)
-    per_fold = []
+    per_fold: list[dict[str, Any]] = []
     for f in range(folds):
         train, test = ok & (fold != f), ok & (fold == f)
         model = fit_model(members, values[train], human[train], calibrate=calibrate)

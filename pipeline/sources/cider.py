@@ -36,11 +36,11 @@ n-gram) in numba loops with small per-caption / per-image sorts instead of globa
 hash index from (image, n-gram) to the captions of the image that hold it are vectorised numpy. Per call
 (:func:`cider_d_scores`): a numba-compiled loop over the pairs looks up each candidate n-gram in the (image, n-gram)
 index (an n-gram that only the candidate's own image holds is skipped for other images) and accumulates the clipped
-products per (reference, order) in one small buffer. It replaced a vectorised numpy join (gathers, ``bincount``) that
-was slower (``bench/bench_cider.py``); the parity tests hold it to coco-caption within 1e-9. The kernel releases the
-GIL: a call's pairs are split over one thread per core, and dask's threads score shards in parallel; its speed against
-pycocoevalcap is in docs/benchmarks.md. float64 throughout; :class:`CiderSource` returns float32 as the label-source
-protocol asks.
+products per (reference, order) in one small buffer. This loop is used instead of a vectorised numpy join (gathers,
+``bincount``), which is slower (``bench/bench_cider.py``); the parity tests hold it to coco-caption within 1e-9. The
+kernel releases the GIL: a call's pairs are split over one thread per core, and dask's threads score shards in parallel;
+its speed against pycocoevalcap is in docs/benchmarks.md. float64 throughout; :class:`CiderSource` returns float32 as
+the label-source protocol asks.
 """
 
 from __future__ import annotations

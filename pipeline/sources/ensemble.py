@@ -109,7 +109,7 @@ class EnsembleSource:
         return tuple(build_member(m) for m in self._members)
 
     @property
-    def needs_embeddings(self) -> bool:  # type: ignore[override]
+    def needs_embeddings(self) -> bool:
         return any(s.needs_embeddings for s in self.sources)
 
     @property

@@ -78,8 +78,8 @@ class GroupedHash:
         size = np.left_shift(1, np.ceil(np.log2(np.maximum(2 * per_group, 1))).astype(np.int64))
         offset = np.cumsum(size) - size
         mask = np.maximum(size - 1, 0)
-        table_k = np.full(int(size.sum()), -1, dtype=_slot_dtype(keys))
-        table_v = np.full(int(size.sum()), -1, dtype=_slot_dtype(values))
+        table_k: np.ndarray = np.full(int(size.sum()), -1, dtype=_slot_dtype(keys))
+        table_v: np.ndarray = np.full(int(size.sum()), -1, dtype=_slot_dtype(values))
         _insert_kernel()(offset, mask, np.ascontiguousarray(groups, dtype=np.int64),
                          np.ascontiguousarray(keys, dtype=np.int64), np.ascontiguousarray(values, dtype=np.int64),
                          table_k, table_v)
@@ -112,7 +112,7 @@ def _slot_dtype(a: np.ndarray) -> type:
 
 @functools.cache
 def _insert_kernel():
-    """:func:`_insert` compiled by numba (on-disk cache), imported on first use; it replaced vectorised rounds of
+    """:func:`_insert` compiled by numba (on-disk cache), imported on first use; instead of vectorised rounds of
     claiming slots, much slower on the n-gram index of the COCO test captions (cProfile)."""
     import numba
 

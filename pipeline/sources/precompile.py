@@ -67,7 +67,7 @@ def finish(child: subprocess.Popen | None, timeout: float = 300.0) -> None:
         return
     start_wait = time.perf_counter()
     try:
-        code = child.wait(timeout)
+        code: int | str = child.wait(timeout)
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()

@@ -104,9 +104,9 @@ def ptb_token_ids(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[st
     big = f" {_SEPARATOR} ".join(texts)
     if big.count(_SEPARATOR) != max(len(texts) - 1, 0):  # a text holds the separator: tokenise one by one
         tokens = [ptb_tokenize(t).split() for t in texts]
-        vocab: dict[str, int] = {}
-        ids = np.fromiter((vocab.setdefault(w, len(vocab)) for seq in tokens for w in seq), dtype=np.int64)
-        return ids, np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)), list(vocab)
+        seen: dict[str, int] = {}
+        ids = np.fromiter((seen.setdefault(w, len(seen)) for seq in tokens for w in seq), dtype=np.int64)
+        return ids, np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens)), list(seen)
     big = big.lower()
     for pattern, repl in _SUBS:
         big = pattern.sub(repl, big)

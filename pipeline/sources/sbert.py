@@ -3,7 +3,7 @@
 The embeddings come with the corpus (the label build's sentence model, :mod:`bcls.pipeline.embedding.embed`); the source
 itself only aggregates them. :func:`aggregate_similarities` is the one definition of every aggregate, used by the
 source (per pair) and by the trainer's dense in-batch labels (per batch). The per-pair cosines come from a small
-numba kernel (:func:`reference_cosines`), faster than the numpy code it replaced (docs/benchmarks.md).
+numba kernel (:func:`reference_cosines`), faster than the equivalent numpy (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def reference_cosines(emb: np.ndarray, caption_pos: np.ndarray, refs: np.ndarray
     """float32 ``(P, M)``: the cosine of caption ``caption_pos[p]`` to each reference ``refs[p, m]`` (0 where
     ``refs[p, m] < 0``) from L2-normalised float32 ``emb``.
 
-    Our code: it replaced gathering the references' embeddings and ``np.einsum("pd,pmd->pm")``, which streams a
+    Our code, instead of gathering the references' embeddings and ``np.einsum("pd,pmd->pm")``, which streams a
     gathered ``(P, M, d)`` block through memory (speed: docs/benchmarks.md, "Measurements behind the code"). Same
     products; a test holds it to that einsum within 1e-6."""
     emb = np.ascontiguousarray(emb, dtype=np.float32)

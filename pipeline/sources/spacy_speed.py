@@ -65,7 +65,8 @@ class MemoAttributeRuler:
                   heads=[0])
         self.ruler(one)
         new = one[0]
-        return (new.pos, new.morph.key, new.lemma, new.tag if new.tag != token.tag else 0,
+        morph = new.morph.key  # type: ignore[attr-defined]  # MorphAnalysis.key has no stub
+        return (new.pos, morph, new.lemma, new.tag if new.tag != token.tag else 0,
                 new.dep if new.dep != token.dep else 0)
 
     def __call__(self, doc: "Doc") -> "Doc":
@@ -91,7 +92,7 @@ class MemoAttributeRuler:
                 out[i, 2] = lemma
             if tag or dep:  # a few rules retag or relabel whitespace tokens
                 changed.append((i, tag, dep))
-        doc.from_array([POS, MORPH, LEMMA], out)
+        doc.from_array([POS, MORPH, LEMMA], out)  # type: ignore[arg-type]  # uint64 ids, as spaCy's to_array
         for i, tag, dep in changed:
             if tag:
                 doc[i].tag = tag
@@ -119,7 +120,7 @@ def _matmul_ops() -> Any:
     """A thinc ``NumpyOps`` whose ``gemm`` is ``numpy.matmul`` (same arguments: ``out``, ``trans1``, ``trans2``)."""
     from thinc.api import NumpyOps
 
-    class MatmulOps(NumpyOps):  # type: ignore[misc]
+    class MatmulOps(NumpyOps):
         name = "numpy-matmul"
 
         def gemm(self, x: np.ndarray, y: np.ndarray, *, out: np.ndarray | None = None, trans1: bool = False,

@@ -297,6 +297,8 @@ def spice_scores(tables: SpiceTables, image_pos: np.ndarray, caption_pos: np.nda
         inter = np.bincount(owner, weights=rest > 0, minlength=len(cap))
         only_c = np.bincount(owner, weights=(rest == 0) & (count > 0), minlength=len(cap))
         union = tables.union_size[img] - only_c
+        num: np.ndarray
+        den: np.ndarray
         if measure == "f1":
             num, den = 2.0 * inter, tables.n_tuples[cap] + union
         else:

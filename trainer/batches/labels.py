@@ -169,8 +169,8 @@ class DenseSourceLabels:
         """Same contract as :meth:`InBatchLabels.lookup`; a pair the source cannot score (NaN) is unknown."""
         img = image_pos.cpu().numpy().astype(np.int64)
         cap = caption_pos.cpu().numpy().astype(np.int64)
-        values = self.source.score(self.corpus, np.repeat(img, len(cap)), np.tile(cap, len(img)))
-        values = torch.from_numpy(np.asarray(values, dtype=np.float32).reshape(len(img), len(cap)))
+        scored = self.source.score(self.corpus, np.repeat(img, len(cap)), np.tile(cap, len(img)))
+        values = torch.from_numpy(np.asarray(scored, dtype=np.float32).reshape(len(img), len(cap)))
         known = ~torch.isnan(values)
         return torch.where(known, values, torch.zeros(())), known
 
@@ -226,7 +226,7 @@ class LabelNormalizer:
     def __call__(self, values: torch.Tensor) -> torch.Tensor:
         if self.kind == "minmax":
             return (values - self.lo) / max(self.hi - self.lo, 1e-12)
-        if self.kind == "percentile":
+        if self.sorted is not None:  # percentile
             return torch.searchsorted(self.sorted, values.contiguous()).float() / max(len(self.sorted), 1)
         return values
 

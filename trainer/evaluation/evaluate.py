@@ -24,7 +24,7 @@ from bcls.data.shards import open_labels, sha256_file
 
 from ..batches.labels import PairLabels
 from ..checkpoint import load_checkpoint, model_from_checkpoint
-from ..models import Vocabulary, feature_kind, pad_batch, tokenize_texts
+from ..models import RetrievalModel, Vocabulary, feature_kind, pad_batch, tokenize_texts
 from .eccv import eccv_metrics_from_sims
 from .examples import write_examples
 from .judged import judged_metrics
@@ -56,7 +56,7 @@ def _shown_settings(saved: dict[str, Any]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def encode_split(model: torch.nn.Module, vocab: Vocabulary, table: CaptionTable, feats: ImageFeatures,
+def encode_split(model: RetrievalModel, vocab: Vocabulary, table: CaptionTable, feats: ImageFeatures,
                  device: str | torch.device = "cpu", batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Embed every image and caption of a split.
 
@@ -104,7 +104,9 @@ def relevance_metrics(sims: torch.Tensor, relevance: torch.Tensor, caption_to_im
         corr = rank_correlation(s, rel, kn)
         out[f"rel_kendall_{direction}"] = corr["kendall"]
         out[f"rel_spearman_{direction}"] = corr["spearman"]
-        for k, value in ncs_at_k(s, rel, ks=ks, gt_mask=mask, exclude_gt=True).items():
+        ncs = ncs_at_k(s, rel, ks=ks, gt_mask=mask, exclude_gt=True)
+        assert isinstance(ncs, dict)  # without return_counts
+        for k, value in ncs.items():
             out[f"ncs_{direction}_{k}"] = value
         if kn is None:
             ext = extended_precision_at_r(s, rel, positive_threshold)
@@ -128,7 +130,7 @@ class SplitScores:
     metrics: dict[str, float]
 
 
-def score_split(model: torch.nn.Module, vocab: Vocabulary, table: CaptionTable, feats: ImageFeatures,
+def score_split(model: RetrievalModel, vocab: Vocabulary, table: CaptionTable, feats: ImageFeatures,
                 device: str | torch.device = "cpu") -> SplitScores:
     """The evaluator: embed a split with ``model`` and measure retrieval over the whole split. The dev
     evaluation of a training run (:func:`evaluate_model`) and ``bcls eval`` (:func:`evaluate`, which adds the
@@ -139,7 +141,7 @@ def score_split(model: torch.nn.Module, vocab: Vocabulary, table: CaptionTable, 
     return SplitScores(sims, caption_to_image, recall_metrics(sims, caption_to_image))
 
 
-def evaluate_model(model: torch.nn.Module, vocab: Vocabulary, table: CaptionTable, feats: ImageFeatures,
+def evaluate_model(model: RetrievalModel, vocab: Vocabulary, table: CaptionTable, feats: ImageFeatures,
                    device: str | torch.device = "cpu", relevance: np.ndarray | None = None) -> dict[str, float]:
     """The metrics of :func:`score_split` on one split, plus :func:`relevance_metrics` when a
     ``(n_images, n_captions)`` relevance matrix is given."""
@@ -263,7 +265,7 @@ def _evaluate(config: EvalConfig) -> dict[str, Any]:
     model, vocab = model_from_checkpoint(ckpt, device, checkpoint)
     table, feats = read_split(split, data, captions, features, caption_format=config.caption_format,
                               skip_missing=config.skip_missing, kind=feature_kind(ckpt["model_name"]))
-    where = data if data else captions
+    where = data or captions or ""
     image_dim = ckpt["model_settings"].get("image_dim")
     if image_dim is not None and image_dim != feats.dim:
         raise DataFormatError(f"{feats.path}: features have dimension {feats.dim}, the checkpoint's model expects "
@@ -304,7 +306,7 @@ def _evaluate(config: EvalConfig) -> dict[str, Any]:
         judged_info = {"path": str(judgments), "format": judged.format, "sha256": sha256_file(Path(judgments)),
                        "rows": len(judged)}
     log.info("eval %s/%s: rsum %.1f", where, split, metrics["rsum"])
-    provenance = {"checkpoint": str(checkpoint), "data": str(data) if data else None,
+    provenance: dict[str, Any] = {"checkpoint": str(checkpoint), "data": str(data) if data else None,
                   "caption_file": str(captions) if captions else None,
                   "features": str(features) if features else None, "split": split, "protocol": protocol,
                   "judgments": judged_info,
@@ -315,23 +317,23 @@ def _evaluate(config: EvalConfig) -> dict[str, Any]:
                   "ncs_empty_queries": "zero (a query without a relevant candidate scores 0, as ncs_metric does)",
                   "train_config": _shown_settings(ckpt.get("train_config", {}))}
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
         written = []
         if config.plots:
             tc = provenance["train_config"]
             subtitle = f"{tc.get('model')}, λ {tc.get('lam')}, labels {tc.get('source')} ({tc.get('label_mode')})"
             i2t_ranks, t2i_ranks = retrieval_ranks(sims, caption_to_image)
             written.append(plot_recall_curves({"image→text": recall_curve(i2t_ranks),
-                                               "text→image": recall_curve(t2i_ranks)}, out / "recall_at_k.png",
+                                               "text→image": recall_curve(t2i_ranks)}, folder / "recall_at_k.png",
                                               subtitle))
             if rel is not None:
-                written.append(plot_similarity_vs_label(sims, rel, known, out / "similarity_vs_label.png",
+                written.append(plot_similarity_vs_label(sims, rel, known, folder / "similarity_vs_label.png",
                                                         subtitle=subtitle))
         if images is not None:
-            written_html = write_examples(out / "examples.html", sims, table, images, judged)
+            written_html = write_examples(folder / "examples.html", sims, table, images, judged)
             log.info("eval: wrote %s", written_html)
-        atomic_write_json(out / "metrics.json", metrics | {"_provenance": provenance})
-        atomic_write_bytes(out / "report.md", markdown_report(metrics, provenance, [str(p) for p in written])
+        atomic_write_json(folder / "metrics.json", metrics | {"_provenance": provenance})
+        atomic_write_bytes(folder / "report.md", markdown_report(metrics, provenance, [str(p) for p in written])
                            .encode())
     return {"metrics": metrics, "provenance": provenance}

@@ -47,8 +47,8 @@ def _thumb(path: Path | None) -> str:
         return '<div style="width:160px;height:160px;background:#ddd">no file</div>'
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
+    with Image.open(path) as opened:
+        im = opened.convert("RGB")
         im.thumbnail((THUMB_PX, THUMB_PX))
         buf = io.BytesIO()
         im.save(buf, format="JPEG", quality=80)

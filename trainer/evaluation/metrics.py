@@ -117,7 +117,7 @@ def recall_metrics(
             rsum += r
     out["rsum"] = rsum
     for name, ranks in (("i2t", i2t), ("t2i", t2i)):
-        r = ranks.double()
-        out[f"{name}_medr"] = float(torch.floor(torch.quantile(r, 0.5))) + 1.0
-        out[f"{name}_meanr"] = float(r.mean()) + 1.0
+        as_float = ranks.double()
+        out[f"{name}_medr"] = float(torch.floor(torch.quantile(as_float, 0.5))) + 1.0
+        out[f"{name}_meanr"] = float(as_float.mean()) + 1.0
     return out

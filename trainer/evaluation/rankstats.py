@@ -35,7 +35,7 @@ def rank_correlation_rows(x: np.ndarray, y: np.ndarray, ptr: np.ndarray) -> tupl
     tau = np.full(n_rows, np.nan)
     rho = np.full(n_rows, np.nan)
     # row ranges of about equal entry counts, one task per thread (the kernel releases the GIL)
-    n_tasks = max(1, min(numba.config.NUMBA_NUM_THREADS, n_rows))
+    n_tasks = max(1, min(numba.config.NUMBA_NUM_THREADS, n_rows))  # type: ignore[attr-defined]  # set at import
     bounds = np.searchsorted(ptr, np.linspace(0, ptr[-1], n_tasks + 1)).clip(0, n_rows)
     bounds[0], bounds[-1] = 0, n_rows
     ranges = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]

@@ -23,8 +23,8 @@ RECALL_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rs
 
 def recall_curve(ranks: torch.Tensor, max_k: int = 50) -> np.ndarray:
     """R@K in percent for K = 1..max_k from 0-based ranks ``(Q,)``."""
-    ranks = ranks.cpu().numpy()
-    return np.array([100.0 * np.mean(ranks < k) for k in range(1, max_k + 1)])
+    values = ranks.cpu().numpy()
+    return np.array([100.0 * np.mean(values < k) for k in range(1, max_k + 1)])
 
 
 def _figure():

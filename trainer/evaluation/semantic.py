@@ -213,7 +213,7 @@ def rank_correlation(sims: Tensor, labels: Tensor, mask: Tensor | None = None,
     Two paths, chosen by measurement (``bench/bench_eval_coco.py``): rows with at most ``max_pairwise`` valid
     entries (sparse labels: tens per row) are done together from all pairwise comparisons in torch
     (:func:`_pairwise_rank_correlation`); longer rows go to a numba kernel
-    (:mod:`~bcls.trainer.evaluation.rankstats`: Knight's O(n log n) count), which replaced one scipy call per row
+    (:mod:`~bcls.trainer.evaluation.rankstats`: Knight's O(n log n) count), instead of one scipy call per row
     (figures: docs/benchmarks.md, "Measurements behind the code").
 
     Rows with fewer than 2 valid entries, or whose valid labels or sims are all equal (both coefficients
@@ -278,14 +278,14 @@ def rank_correlation(sims: Tensor, labels: Tensor, mask: Tensor | None = None,
             xs = sims.detach()[rows].cpu().double()
             ys = labels.detach()[rows].cpu().double()
             keep = valid_all[rows] if valid_all is not None else torch.ones_like(xs, dtype=torch.bool)
-            xs, ys = xs[keep].numpy(), ys[keep].numpy()
-            if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
+            x_kept, y_kept = xs[keep].numpy(), ys[keep].numpy()
+            if not (np.isfinite(x_kept).all() and np.isfinite(y_kept).all()):
                 raise ValueError("sims and labels must be finite where mask is True")
-            tau, rho = rank_correlation_rows(xs, ys, np.r_[0, np.cumsum(keep.sum(1).numpy())])
-            ok = ~np.isnan(tau)
-            tau_sum += float(tau[ok].sum())
-            rho_sum += float(rho[ok].sum())
-            used += int(ok.sum())
+            tau_rows, rho_rows = rank_correlation_rows(x_kept, y_kept, np.r_[0, np.cumsum(keep.sum(1).numpy())])
+            finite = ~np.isnan(tau_rows)
+            tau_sum += float(tau_rows[finite].sum())
+            rho_sum += float(rho_rows[finite].sum())
+            used += int(finite.sum())
     skipped = n_q - used
     if skipped:
         log.info("rank correlation: %d of %d queries skipped (< 2 valid entries or constant)", skipped, n_q)

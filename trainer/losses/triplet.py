@@ -278,7 +278,7 @@ class TripletLoss(BinaryTripletLoss):
         self.mining = mining
 
     def terms(self, S: Tensor, positive_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return triplet_terms(S, self.margin, self.mining, positive_mask)  # type: ignore[arg-type]
+        return triplet_terms(S, self.margin, self.mining, positive_mask)
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, mining={self.mining!r}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -124,12 +124,13 @@ class TransformerTextEncoder(nn.Module):
         return F.normalize(self.proj(pooled), dim=-1)
 
 
-def tokenize_texts(model: nn.Module, vocab: Vocabulary, texts: Sequence[str]) -> list[torch.Tensor]:
+def tokenize_texts(model: nn.Module, vocab: Vocabulary, texts: Sequence[str]) -> list[Any]:
     """Token ids of each text for ``model``: its own tokenizer when it has one, else the word vocabulary."""
-    return model.tokenize(texts) if hasattr(model, "tokenize") else vocab.token_ids(texts)
+    tokenize = getattr(model, "tokenize", None)
+    return tokenize(texts) if tokenize is not None else vocab.token_ids(texts)
 
 
-def pad_batch(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(seqs: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
     """0-padded ids ``(B, T)`` and lengths ``(B,)`` of token-id sequences."""
     lengths = torch.tensor([len(q) for q in seqs], dtype=torch.int64)
     return torch.nn.utils.rnn.pad_sequence(list(seqs), batch_first=True), lengths

@@ -71,7 +71,7 @@ class RetrievalModel(nn.Module):
     name: str
     config: Any
     image: nn.Module
-    text: GRUTextEncoder
+    text: GRUTextEncoder | TransformerTextEncoder
 
     def encode_images(self, feats: torch.Tensor) -> torch.Tensor:
         return self.image(feats)
@@ -197,6 +197,8 @@ class VSETransformerModel(RetrievalModel):
     """``vse-transformer``: the VSE∞ region image encoder (MLP + GPO; global features are one region) and a
     pretrained transformer text encoder fine-tuned end to end (train it with a smaller learning rate:
     ``text_lr_mult``). Its captions are tokenized by the transformer's own tokenizer (:meth:`tokenize`)."""
+
+    text: TransformerTextEncoder
 
     name = "vse-transformer"
 
