@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import re
 import sys
 import traceback
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -19,6 +21,7 @@ import typer
 from bcls.data.infra.config_checks import field_default
 from bcls.data.infra.config_checks import given_fields as _given
 from bcls.data.infra.errors import BclsError, ConfigError
+from bcls.data.infra.locks import writer_lock
 from bcls.data.infra.progress import setup_logging
 from bcls.data.infra.runtime import choose_openmp_wait_policy
 from bcls.data.infra.version import __version__
@@ -90,27 +93,29 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and
                                        _state["openmp_note"])
 
 
-def _flags(ctx: typer.Context | None, err: BclsError, extra: dict[str, str] | None = None) -> dict[str, str] | None:
+def _flags(ctx: typer.Context | None, err: BclsError) -> dict[str, str] | None:
     """Setting name → the running command's flag, to render a library error's settings
     (:meth:`~bcls.data.infra.errors.BclsError.render`); None for an error in a config file, which keeps its keys."""
     config = ctx.params.get("config") if ctx is not None else None
     if ctx is None or (config is not None and err.raw.startswith(f"{config}: ")):
         return None
-    flags = {"format": "--format", "synonyms": "-o spice.synonyms"} | (extra or {})
-    return flags | {p.name: next(o for o in p.opts if o.startswith("--")) for p in ctx.command.params
-                    if p.name and any(o.startswith("--") for o in p.opts)}
+    return {"format": "--format", "synonyms": "-o spice.synonyms"} | {
+        p.name: next(o for o in p.opts if o.startswith("--")) for p in ctx.command.params
+        if p.name and any(o.startswith("--") for o in p.opts)}
 
 
 def _run(fn: Callable[[], Any], interrupted: str | None = None, ctx: typer.Context | None = None,
-         flags: dict[str, str] | None = None) -> Any:
-    """Call ``fn``; known errors become one line on stderr (their settings named by the command's flags,
-    :func:`_flags`, plus ``flags``) and exit code 2 (tracebacks only with --debug)."""
+         lock: tuple[Path | None, str] = (None, "")) -> Any:
+    """Call ``fn`` (holding the writer lock of folder ``lock[0]``, if any, before its heavy imports); known errors
+    become one line on stderr (their settings named by the command's flags, :func:`_flags`) and exit code 2
+    (tracebacks only with --debug)."""
     try:
-        return fn()
+        with writer_lock(lock[0], lock[1]) if lock[0] is not None else nullcontext():
+            return fn()
     except BclsError as err:
         if _state["debug"]:
             traceback.print_exc()
-        typer.echo(f"error: {err.render(_flags(ctx, err, flags))}", err=True)
+        typer.echo(f"error: {err.render(_flags(ctx, err))}", err=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt as err:
         # library code may re-raise KeyboardInterrupt with a one-line account of what was kept
@@ -209,7 +214,7 @@ def labels_build(
             "source_options": options_with_shortcuts(option or [], aggregate, file_scores, ensemble,
                                                      {("spice", "processes"): parse_processes})}))
 
-    result = _run(go, interrupted, ctx)
+    result = _run(go, interrupted, ctx, lock=(out, "bcls labels build"))
     typer.echo(f"{result.manifest['rows']} labelled pairs in {len(result.manifest['shards'])} shard(s), "
                f"sources {', '.join(result.sources)} -> {result.folder}")
 
@@ -384,10 +389,10 @@ def train_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the outputs in an --out the demo did not make."),
 ) -> None:
     """Train a retrieval model with the triplet loss plus λ × the Kendall ranking loss (SW-HS)."""
-    from bcls.trainer.config import KENDALL_FLAGS, TrainConfig, read_config_file
-    from bcls.trainer.train import train
-
     def go():
+        from bcls.trainer.config import KENDALL_FLAGS, TrainConfig, read_config_file  # after the writer lock
+        from bcls.trainer.train import train
+
         values: dict[str, Any] = read_config_file(config) if config else {}
         values.update(_given(ctx.params, TrainConfig))
         kendall = {KENDALL_FLAGS[k]: v for k, v in ctx.params.items() if k in KENDALL_FLAGS and v is not None}
@@ -399,8 +404,7 @@ def train_cmd(
         return train(TrainConfig.from_dict(values, str(config) if config else None), resume=resume,
                      overwrite=overwrite)
 
-    summary = _run(go, ctx=ctx, flags={f"kendall.{field}": "--" + flag.replace("_", "-")
-                                       for flag, field in KENDALL_FLAGS.items()})
+    summary = _run(go, ctx=ctx, lock=(out if os.environ.get("RANK", "0") == "0" else None, "bcls train"))
     best = summary["best_dev_rsum"]
     typer.echo(f"trained {len(summary['history'])} epoch(s) in {summary['seconds']:.0f}s; best epoch "
                f"{summary['best_epoch']}" + (f" (dev rsum {best:.2f})" if best is not None else "") +
@@ -483,16 +487,11 @@ def demo_cmd(
     typer.echo(f"outputs in {out}: data/ labels/ run/ eval/metrics.json")
 
 
-HEAVY_COMMANDS = {"train", "demo", "labels", "eval", "features"}
-
-
 def main() -> None:
     """Console-script entry point; heavy commands on a busy machine get ``OMP_WAIT_POLICY=PASSIVE``
     (:func:`choose_openmp_wait_policy`). The process ends the normal way (bench/check_clean_exit.py checks it)."""
-    if HEAVY_COMMANDS & set(sys.argv[1:4]) and "--help" not in sys.argv:
-        why = choose_openmp_wait_policy()
-        if why:
-            _state["openmp_note"] = why
+    if {"train", "demo", "labels", "eval", "features"} & set(sys.argv[1:4]) and "--help" not in sys.argv:
+        _state["openmp_note"] = choose_openmp_wait_policy()
     app()
 
 

@@ -10,14 +10,17 @@ step at a time; :class:`~bcls.trainer.run_folder.RunFolder` owns the folder (che
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import time
 from typing import Any
 
 import torch
 
 from bcls.data.infra.errors import ConfigError, setting, setting_is
+from bcls.data.infra.locks import writer_lock
 from bcls.data.infra.progress import Progress
 from bcls.data.infra.version import __version__
 
@@ -195,16 +198,18 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
             On CPU the result equals an uninterrupted run.
         overwrite: start afresh in a folder that already holds a run (otherwise refused).
     """
-    folder = RunFolder(config, resume, overwrite)
-    dist_info = init_distributed(config.device)
-    folder.main = dist_info.main
-    barrier(dist_info)  # every process has checked the folder before rank 0 writes into it
-    try:
-        return _train_run(config, folder, dist_info)
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(folder.state.kept(folder.out)) from None
-    finally:
-        shutdown(dist_info)
+    main = os.environ.get("RANK", "0") == "0"  # torchrun's rank 0 writes (and holds the folder's writer lock)
+    with writer_lock(config.out, "bcls train") if main else contextlib.nullcontext():
+        folder = RunFolder(config, resume, overwrite)
+        dist_info = init_distributed(config.device)
+        folder.main = dist_info.main
+        barrier(dist_info)  # every process has checked the folder before rank 0 writes into it
+        try:
+            return _train_run(config, folder, dist_info)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(folder.state.kept(folder.out)) from None
+        finally:
+            shutdown(dist_info)
 
 
 def _train_run(config: TrainConfig, folder: RunFolder, dist_info: DistInfo) -> dict[str, Any]:

@@ -26,13 +26,15 @@ def setting_is(name: str, value: object) -> str:
 
 def render(text: str, flags: Mapping[str, str] | None = None) -> str:
     """``text`` with its setting tokens in Python's words (``flags`` None), or as the flags ``flags`` maps setting
-    names to (a setting without a flag keeps its Python spelling)."""
+    names to (a setting without a flag keeps its Python spelling). A nested setting ``a.b`` takes the flag of
+    ``a_b``, else of ``b`` (``kendall.margin`` → ``--kendall-margin``, ``kendall.gap`` → ``--gap``)."""
     out, rest = [], text
     while _OPEN in rest:
         head, _, tail = rest.partition(_OPEN)
         token, _, rest = tail.partition(_CLOSE)
         name, has_value, value = token.partition("=")
-        flag = (flags or {}).get(name)
+        flags = flags or {}
+        flag = flags.get(name) or flags.get(name.replace(".", "_")) or flags.get(name.rpartition(".")[2])
         if flag is None:
             word = token
         elif not has_value:

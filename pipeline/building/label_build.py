@@ -31,6 +31,7 @@ from bcls.data.captions import CaptionTable, read_captions
 from bcls.data.infra.atomic import atomic_write_json, ensure_free_space
 from bcls.data.infra.config_checks import check_field_types
 from bcls.data.infra.errors import BclsError, ConfigError, setting
+from bcls.data.infra.locks import writer_lock
 from bcls.data.infra.runtime import release_free_memory
 from bcls.data.infra.version import PROVENANCE_PACKAGES, __version__, package_versions
 from bcls.data.shards import LabelSet, config_hash, open_labels, write_caption_embeddings, write_manifest
@@ -302,22 +303,21 @@ def build_labels(config: LabelBuildConfig, encoder: Encoder | None = None,
         table: an already-read caption table (else ``config.captions`` is read).
         encoder_id: the cache key of a custom ``encoder``; a custom encoder without one bypasses the cache.
     """
-    check_device(config.encoder.device)
-    sources = config.make_sources()
-    check_sentence_model(sources, config.encoder.model if encoder is None else None)
-    if table is None:
-        table = read_captions(config.captions, format=config.format, split=config.split,
-                              skip_empty=config.skip_empty, allow_unknown_images=config.allow_unknown_images)
-    identity = build_identity(config, sources, table)
-    identity_hash = config_hash(identity)
     out = Path(config.out)
-    created = not out.exists()
-    try:
-        return _build(config, encoder, table, encoder_id, sources, identity, identity_hash, out)
-    except BclsError:
-        if created and out.is_dir():  # a failed first build leaves no partial output
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    with writer_lock(out, "bcls labels build") as held:  # one writer per folder, taken before any work
+        try:
+            check_device(config.encoder.device)
+            sources = config.make_sources()
+            check_sentence_model(sources, config.encoder.model if encoder is None else None)
+            if table is None:
+                table = read_captions(config.captions, format=config.format, split=config.split,
+                                      skip_empty=config.skip_empty, allow_unknown_images=config.allow_unknown_images)
+            identity = build_identity(config, sources, table)
+            return _build(config, encoder, table, encoder_id, sources, identity, config_hash(identity), out)
+        except BclsError:
+            if held.created and out.is_dir():  # a failed first build leaves no partial output
+                shutil.rmtree(out, ignore_errors=True)
+            raise
 
 
 def _build(config: LabelBuildConfig, encoder: Encoder | None, table: CaptionTable, encoder_id: str | None,
