@@ -2,7 +2,7 @@
 
 * :class:`RunFolder` checks ``--out`` before anything is built (a folder holding another run, or other files, is
   refused), writes ``init.pt`` / ``best.pt`` / ``last.pt`` and ``train_config.json``, and loads a run to resume
-  (refusing changed settings, after :func:`~bcls.trainer.config.migrate_saved`);
+  (refusing changed settings; :func:`~bcls.trainer.checkpoint.load_checkpoint` migrates older ones);
 * :class:`RunState` is what the folder holds at each moment, so Ctrl-C can say what was kept;
 * :class:`TrainLog` is ``train_log.csv`` (and TensorBoard's events when the package is installed).
 
@@ -22,7 +22,7 @@ from bcls.data.infra.atomic import atomic_write_json, ensure_free_space, remove_
 from bcls.data.infra.errors import CheckpointError, ConfigError
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig, migrate_saved
+from .config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class RunFolder:
         if not self.resuming:
             return None
         ckpt = load_checkpoint(self.last, "cpu")
-        saved = migrate_saved(ckpt.get("train_config", {}), str(self.last))
+        saved = ckpt.get("train_config", {})  # load_checkpoint brought it to the current version
         now = self.config.to_dict()
         differ = sorted(k for k in now if k not in RESUME_MAY_CHANGE and saved.get(k) != now[k])
         if differ:
