@@ -40,7 +40,19 @@ def init_distributed(device: str) -> DistInfo:
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if attempt is None:
+            dist.init_process_group(backend=backend)
+        else:
+            # torchrun keeps one store across --max-restarts attempts, and a new process names its process group's
+            # keys as the last one did: without a prefix per attempt, a restarted rank can read its dead peers'
+            # addresses and fail to connect (gloo: "Connection refused")
+            from torch.distributed.rendezvous import rendezvous
+
+            store, rank, size = next(rendezvous("env://"))
+            dist.init_process_group(backend=backend, store=dist.PrefixStore(f"bcls/attempt-{attempt}", store),
+                                    rank=rank, world_size=size)
     info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
     log.info("distributed training: rank %d of %d (%s)", info.rank, info.world, dist.get_backend())
     return info

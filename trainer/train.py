@@ -197,7 +197,17 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
         resume: continue the run in ``config.out`` from its ``last.pt`` (same settings; ``epochs`` may grow).
             On CPU the result equals an uninterrupted run.
         overwrite: start afresh in a folder that already holds a run (otherwise refused).
+
+    Under ``torchrun --max-restarts N``, a restarted attempt resumes from ``last.pt`` whatever ``resume`` and
+    ``overwrite`` say, so a rank that dies costs the epoch it was in, not the run.
     """
+    restarts = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if restarts > 0:
+        # torchrun restarted every rank after one failed (--max-restarts): continue from last.pt; a first attempt
+        # that died before last.pt existed starts again
+        resume, overwrite = True, False
+        log.info("restarted by torchrun (restart %d): resuming from %s if it exists", restarts,
+                 os.path.join(config.out, "last.pt"))
     main = os.environ.get("RANK", "0") == "0"  # torchrun's rank 0 writes (and holds the folder's writer lock)
     with writer_lock(config.out, "bcls train") if main else contextlib.nullcontext():
         folder = RunFolder(config, resume, overwrite)

@@ -1,6 +1,7 @@
 """Training loop: reproducibility, exact resume, schedules and the run-folder rules."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -172,6 +173,36 @@ def test_two_processes_follow_one_process_with_the_same_global_batch(tiny):
         torch.testing.assert_close(one[key], two[key], rtol=1e-4, atol=1e-5)
     log_one, log_two = ((tiny / run / "train_log.csv").read_text().splitlines() for run in ("one", "two"))
     assert len(log_one) == len(log_two)  # rank 0 alone logs, one row per global step
+
+
+def test_a_rank_killed_mid_epoch_restarts_from_last_pt_and_ends_as_an_uninterrupted_run(tiny):
+    """torchrun --max-restarts 1, 2 CPU ranks; rank 1 kills itself (SIGKILL) at epoch 2, step 1 of the first
+    attempt (tests/trainer/kill_rank.py). The second attempt resumes from epoch 1's last.pt and ends with the
+    weights of an uninterrupted 2-rank run."""
+    import os
+    import subprocess
+    import sys
+
+    settings = tiny / "restart.json"
+    settings.write_text(json.dumps(SMALL | {"epochs": 3, "lam": 0.5}))
+    common = ["--data", str(tiny / "data"), "--labels", str(tiny / "labels"), "--config", str(settings)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "KILL_RANK": "1"}
+    runs = {}
+    for name, restarts, entry in (("whole", "0", ["-m", "bcls.cli"]),
+                                  ("killed", "1", [str(Path(__file__).parent / "kill_rank.py")])):
+        runs[name] = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                     "--nproc_per_node", "2", "--max-restarts", restarts, "--monitor-interval", "0.2",
+                                     *entry, "train", "--out", str(tiny / name), *common],
+                                    capture_output=True, text=True, env=env, timeout=300)
+        assert runs[name].returncode == 0, runs[name].stderr[-3000:]
+    err = runs["killed"].stderr
+    assert "failed (exitcode: -9) local_rank: 1" in err, err[-3000:]  # the first attempt lost rank 1
+    assert "restarted by torchrun" in err and "resuming" in err.lower(), err[-3000:]
+    whole, killed = _weights(tiny / "whole" / "last.pt"), _weights(tiny / "killed" / "last.pt")
+    for key in whole:
+        torch.testing.assert_close(whole[key], killed[key], rtol=0, atol=0)
+    rows = [(tiny / run / "train_log.csv").read_text().splitlines() for run in ("whole", "killed")]
+    assert len(rows[0]) == len(rows[1])
 
 
 def test_stream_sampler_sees_labelled_pairs_without_a_label_index(tiny):
