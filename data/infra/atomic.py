@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shutil
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,7 +30,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     ``suffix`` is appended to the temporary name for writers that insist on an extension (``np.save``).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
+    # the pid finds a dead writer's leftovers (remove_stale_temporaries); the random part keeps two writers apart
+    # when they share a pid on different machines (dask workers writing to a shared file system)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
     try:
         yield tmp
         with open(tmp, "rb+") as fh:

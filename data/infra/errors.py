@@ -85,3 +85,8 @@ class CheckpointError(BclsError, ValueError):
 
 class DiskSpaceError(BclsError):
     """Not enough free disk space for the next write (checked before a long phase starts)."""
+
+
+class ClusterError(BclsError):
+    """A dask.distributed cluster failed under a running label build (scheduler lost, a task that keeps ending its
+    workers). The shards finished before it are kept, and a rerun reuses them."""

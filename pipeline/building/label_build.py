@@ -30,7 +30,7 @@ import numpy as np
 from bcls.data.captions import CaptionTable, read_captions
 from bcls.data.infra.atomic import atomic_write_json, ensure_free_space
 from bcls.data.infra.config_checks import check_field_types
-from bcls.data.infra.errors import BclsError, ConfigError, setting
+from bcls.data.infra.errors import BclsError, ClusterError, ConfigError, setting
 from bcls.data.infra.locks import writer_lock
 from bcls.data.infra.runtime import release_free_memory
 from bcls.data.infra.version import PROVENANCE_PACKAGES, __version__, package_versions
@@ -314,8 +314,9 @@ def build_labels(config: LabelBuildConfig, encoder: Encoder | None = None,
                                       skip_empty=config.skip_empty, allow_unknown_images=config.allow_unknown_images)
             identity = build_identity(config, sources, table)
             return _build(config, encoder, table, encoder_id, sources, identity, config_hash(identity), out)
-        except BclsError:
-            if held.created and out.is_dir():  # a failed first build leaves no partial output
+        except BclsError as err:
+            # a failed first build leaves no partial output, except the shards a failed cluster finished
+            if held.created and out.is_dir() and not isinstance(err, ClusterError):
                 shutil.rmtree(out, ignore_errors=True)
             raise
 
