@@ -309,13 +309,12 @@ def _finished(plans: list[ShardPlan], out: str) -> str:
 
 
 def remove_orphan_temporaries(out: Path, plans: list[ShardPlan]) -> None:
-    """Remove the temporaries of shards that exist: left by a task whose worker died before its rename, or by a
-    second run of a task that finished elsewhere."""
+    """Remove the temporaries of ``plans``' shards that exist: left by a task whose worker died before its rename,
+    or by a second run of a task that finished elsewhere (any pid: the workers may be on other machines)."""
     names = {shard_name(p.index) for p in plans}
     for path in out.iterdir():
-        match = TEMPORARY_NAME.match(path.name)
-        if match and any(path.name.startswith(f".{n}.tmp-") for n in names) and (out / path.name[1:].split(
-                ".tmp-")[0]).exists():
+        target = path.name[1:].split(".tmp-")[0]
+        if TEMPORARY_NAME.match(path.name) and target in names and (out / target).exists():
             log.info("removing %s, left by a dask worker that ended mid-write", path.name)
             path.unlink(missing_ok=True)
 

@@ -340,6 +340,7 @@ def test_tables_prepared_beside_a_gpu_search_give_the_same_shards(tmp_path, enco
     common = dict(captions=str(captions), k=3, sources=("sbert", "cider"), images_per_shard=5, use_cache=False)
     build_labels(LabelBuildConfig(out=str(tmp_path / "usual"), **common), encoder=encoder)
     monkeypatch.setattr(build, "search_on_gpu", lambda config: True)
+    caplog.clear()  # the first build's records, caught when an earlier test (the CLI's) left the root at INFO
     with caplog.at_level(logging.INFO, logger="bcls"):
         build_labels(LabelBuildConfig(out=str(tmp_path / "beside"), **common), encoder=encoder)
     prepared = [r for r in caplog.records if r.getMessage().startswith("cider: prepared")]

@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bcls.data.infra.errors import ClusterError, ConfigError
@@ -187,3 +188,18 @@ def test_a_worker_that_cannot_see_the_output_folder_is_refused(tmp_path, kit):
                                               r"the same path on a file system they all share"):
             _build_with_timeout(_config(tmp_path, "shared/dist", ("sbert",), scheduler=cluster.address))
     assert not (shared / "dist").exists()  # refused before anything was written
+
+
+def test_orphan_temporaries_of_finished_shards_are_removed_and_others_kept(tmp_path):
+    """What a worker killed between writing and renaming leaves (any pid: it may be another machine's)."""
+    from bcls.pipeline.building.scheduling import ShardPlan, remove_orphan_temporaries
+
+    plans = [ShardPlan(i, np.zeros(0, int), np.zeros(0, int), np.zeros(0, int), np.zeros(0, int), {})
+             for i in range(3)]
+    names = ["shard-00000.parquet", ".shard-00000.parquet.tmp-123-ab12cd34", ".shard-00001.parquet.tmp-7-ffffffff",
+             ".shard-00009.parquet.tmp-5-00000000", "_manifest.json"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    remove_orphan_temporaries(tmp_path, plans)
+    # shard 0 exists: its temporary goes; shard 1 is unfinished and shard 9 is not this build's: theirs stay
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(set(names) - {names[1]})
