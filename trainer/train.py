@@ -256,8 +256,9 @@ def _train_run(config: TrainConfig, folder: RunFolder, dist_info: DistInfo) -> d
             if improved:
                 best = (score, epoch)
             folder.save_epoch(epoch, run.payload(epoch, history, best), improved)
-            log.info("epoch %d done: loss %.4f%s", epoch, summary["loss"],
-                     f", dev {PRIMARY_METRIC} {score:.1f}" if dev is not None else "")
+            if main:
+                log.info("epoch %d done: loss %.4f%s", epoch, summary["loss"],
+                         f", dev {PRIMARY_METRIC} {score:.1f}" if dev is not None else "")
     finally:
         progress.close()
         train_log.close()
