@@ -102,7 +102,7 @@ class GpuSampler:
                 "samples": len(self.samples)}
 
 
-def epoch(data: Path, device: str, steps: int | None, batch_size: int, lam: float, workers_note: str) -> dict:
+def epoch(data: Path, device: str, steps: int | None, batch_size: int, lam: float) -> dict:
     import torch
 
     from bcls.trainer.config import TrainConfig
@@ -143,7 +143,7 @@ def epoch(data: Path, device: str, steps: int | None, batch_size: int, lam: floa
             "samples_per_s": round(timed * batch_size / seconds, 1), "seconds": round(seconds, 2),
             "label_share": round(label_seconds / seconds, 3),
             "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
-            "gpu_utilisation": gpu.summary(), "note": workers_note}
+            "gpu_utilisation": gpu.summary()}
 
 
 def main() -> None:
@@ -172,7 +172,7 @@ def main() -> None:
     elif args.what == "labels":
         labels(args.data, args.device)
     else:
-        results = [epoch(args.data, args.device, args.steps, args.batch_size, float(lam), "batches in the main process")
+        results = [epoch(args.data, args.device, args.steps, args.batch_size, float(lam))
                    for lam in args.lams.split(",")]
         for r in results:
             print(f"λ {r['lam']}: {r['samples_per_s']} samples/s over {r['steps']} steps, labels "

@@ -11,7 +11,6 @@ are ``tests/pipeline/cluster_kit.py`` (the tests run one round of each in ``test
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -28,32 +27,18 @@ import cluster_kit  # noqa: E402
 
 from bcls.data.infra.errors import ClusterError  # noqa: E402
 from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels  # noqa: E402
-from tests.conftest import hash_encoder, write_caption_csv  # noqa: E402
-
-
-def files(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
-            if p.name.startswith("shard-") or p.name == "_manifest.json"}
+from tests.conftest import hash_encoder, label_files, write_caption_csv  # noqa: E402
 
 
 def build(captions: Path, out: Path, scheduler: str, timeout: float) -> BaseException | None:
-    """The build in a thread; its error, or None; TimeoutError when it has not ended within ``timeout``."""
-    box: dict = {}
-
-    def work() -> None:
-        try:
-            build_labels(LabelBuildConfig(captions=str(captions), out=str(out), k=3, sources=("gated",),
-                                          images_per_shard=1, use_cache=False, scheduler=scheduler),
-                         encoder=hash_encoder())
-        except BaseException as err:
-            box["error"] = err
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        return TimeoutError(f"the build did not end within {timeout:.0f} s")
-    return box.get("error")
+    """The build, bounded by ``timeout``: its error (TimeoutError for a hang), or None."""
+    config = LabelBuildConfig(captions=str(captions), out=str(out), k=3, sources=("gated",), images_per_shard=1,
+                              use_cache=False, scheduler=scheduler)
+    try:
+        cluster_kit.call_with_timeout(lambda: build_labels(config, encoder=hash_encoder()), timeout)
+    except BaseException as err:
+        return err
+    return None
 
 
 def one_round(root: Path, scenario: str, reference: dict[str, str], captions: Path, timeout: float) -> str:
@@ -73,14 +58,14 @@ def one_round(root: Path, scenario: str, reference: dict[str, str], captions: Pa
     if scenario == "worker":
         if error is not None:
             return f"FAIL: {type(error).__name__}: {error}"
-        return "ok" if files(out) == reference else "FAIL: shards differ from the local build"
+        return "ok" if label_files(out) == reference else "FAIL: shards differ from the local build"
     if not isinstance(error, ClusterError):
         return f"FAIL: expected a ClusterError, got {type(error).__name__}: {error}"
     kept = cluster_kit.shard_count(out)
     again = build(captions, out, "threads", timeout)
     if again is not None:
         return f"FAIL on the rerun: {type(again).__name__}: {again}"
-    return f"ok ({kept} shards kept)" if files(out) == reference else "FAIL: rerun differs from the local build"
+    return f"ok ({kept} shards kept)" if label_files(out) == reference else "FAIL: rerun differs from the local build"
 
 
 def main() -> None:
@@ -95,7 +80,7 @@ def main() -> None:
         captions = write_caption_csv(Path(tmp) / "caps.csv", n_images=12)
         error = build(captions, Path(tmp) / "local", "threads", args.timeout)
         assert error is None, error
-        reference = files(Path(tmp) / "local")
+        reference = label_files(Path(tmp) / "local")
         results, seconds = [], []
         for r in range(args.rounds):
             t0 = time.perf_counter()

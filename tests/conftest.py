@@ -53,6 +53,12 @@ def write_caption_csv(path, n_images=9, cpi=5, seed=0, *, first_image=1000, firs
     return path
 
 
+def label_files(folder) -> dict[str, str]:
+    """sha256 of the shards and the manifest of a label folder: equal dicts mean byte-equal builds."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).iterdir())
+            if p.name.startswith("shard-") or p.name == "_manifest.json"}
+
+
 def brute_candidate_pairs(emb, image_index, k, caption_k):
     """Brute-force candidates (positions): each image's top-``k`` captions ∪ each caption's top-``caption_k``
     images (finite scores only) ∪, with ``caption_k``, every positive; score(i, c) = max over refs(i) \\ {c} of

@@ -24,7 +24,6 @@ from bcls.data.infra.atomic import TEMPORARY_NAME, atomic_write_bytes
 from bcls.data.infra.errors import ClusterError, ConfigError
 from bcls.data.infra.progress import Progress
 from bcls.data.infra.runtime import release_free_memory
-from bcls.data.infra.version import __version__, package_versions
 from bcls.data.shards import sha256_file, shard_metadata, shard_name, write_shard
 from bcls.pipeline.corpus import LabelCorpus, LabelSource
 
@@ -157,8 +156,6 @@ def worker_facts(probe: str) -> dict[str, Any]:
     of the probe file the client wrote in ``--out`` (None when the worker cannot read it)."""
     import socket
 
-    from bcls.data.infra import version
-
     try:
         seen: str | None = Path(probe).read_text()
     except OSError:
@@ -181,11 +178,11 @@ def check_workers(client: Any, address: str, out: Path) -> None:
     try:
         facts = client.run(worker_facts, str(probe))
     except ImportError as err:
-        raise ConfigError(f"a dask worker of {address} cannot import bcls ({err}); install bcls {__version__} on "
-                          "every worker") from None
+        raise ConfigError(f"a dask worker of {address} cannot import bcls ({err}); install bcls "
+                          f"{version.__version__} on every worker") from None
     finally:
         probe.unlink(missing_ok=True)
-    ours = package_versions()
+    ours = version.package_versions()
     for worker, fact in sorted(facts.items()):
         theirs = fact["versions"]
         if theirs.get("bcls") != ours["bcls"]:
@@ -240,7 +237,7 @@ def run_distributed(address: str, out: str, plans: list[ShardPlan], corpus: Labe
         digest = write_inputs(inputs, corpus, sources)
         run = f"{os.getpid()}-{time.time_ns()}"
         inputs_f = client.submit(load_inputs, str(inputs), digest, pure=False, key=f"bcls-inputs-{run}")
-        futures = {client.submit(build_shard_task, out, p, inputs_f, __version__, pure=False,
+        futures = {client.submit(build_shard_task, out, p, inputs_f, version.__version__, pure=False,
                                  key=f"bcls-shard-{p.index}-{run}"): i for i, p in enumerate(plans)}
         with client.as_current():
             for fut in as_completed(list(futures)):

@@ -13,13 +13,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from bcls.pipeline.sources import LABEL_SOURCES, SbertSource
 
 HERE = Path(__file__).resolve().parent
-DASK = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+SCHEDULER = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
 WORKER = [sys.executable, "-m", "distributed.cli.dask_worker"]
 
 
@@ -75,7 +76,7 @@ class Cluster:
                                 stderr=open(self.folder / log, "wb"), start_new_session=True)
 
     def __enter__(self) -> "Cluster":
-        self.scheduler = self._start([*DASK, "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+        self.scheduler = self._start([*SCHEDULER, "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                                       "--scheduler-file", str(self.file)], "scheduler.log")
         deadline = time.monotonic() + 60
         while not self.file.exists():
@@ -129,3 +130,24 @@ def wait_for(predicate, timeout: float = 60, what: str = "") -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"waited {timeout:.0f} s for {what}")
         time.sleep(0.02)
+
+
+def call_with_timeout(fn, timeout: float):
+    """``fn()`` in a thread: its result, or its exception raised here; TimeoutError when it has not ended within
+    ``timeout`` seconds (the thread is a daemon and is left behind), so a hang fails instead of blocking."""
+    box: dict = {}
+
+    def work():
+        try:
+            box["result"] = fn()
+        except BaseException as err:  # handed to the calling thread
+            box["error"] = err
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"no end within {timeout:.0f} s")
+    if "error" in box:
+        raise box["error"]
+    return box["result"]

@@ -15,7 +15,7 @@ from bcls.pipeline.embedding.embed import EncoderSpec
 from bcls.pipeline.corpus import LabelCorpus
 from bcls.pipeline.search.indexes import IndexSpec
 from bcls.pipeline.sources import SbertSource
-from tests.conftest import brute_candidate_pairs, write_caption_csv
+from tests.conftest import brute_candidate_pairs, label_files, write_caption_csv
 
 
 def test_build_writes_shards_that_match_the_source(tmp_path, encoder):
@@ -74,13 +74,6 @@ def test_unknown_source_is_an_error_before_any_work(tmp_path, encoder):
     assert not (tmp_path / "o").exists()
 
 
-def _files(folder):
-    """sha256 of the shards and the manifest of a label folder."""
-    import hashlib
-
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
-            if p.name.startswith("shard-") or p.name == "_manifest.json"}
-
 
 class _Counting:
     def __init__(self, encoder):
@@ -100,7 +93,7 @@ def test_embedding_cache_makes_a_second_build_embed_nothing(tmp_path, encoder):
     assert counting.seen == len(set(table.texts))  # each distinct caption once
     build_labels(LabelBuildConfig(out=str(tmp_path / "b"), **common), encoder=counting, encoder_id="hash-64")
     assert counting.seen == len(set(table.texts))  # nothing embedded the second time
-    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    a, b = label_files(tmp_path / "a"), label_files(tmp_path / "b")
     assert a == b
     # another model id is another cache entry; no cache id means no cache at all
     build_labels(LabelBuildConfig(out=str(tmp_path / "c"), **common), encoder=counting, encoder_id="other")
@@ -157,8 +150,8 @@ def test_distributed_scheduler_gives_the_same_shards(tmp_path, encoder):
         build_labels(LabelBuildConfig(out=str(tmp_path / "dist"), scheduler=c.scheduler_address, **common),
                      encoder=encoder)
     build_labels(LabelBuildConfig(out=str(tmp_path / "sync"), scheduler="sync", **common), encoder=encoder)
-    assert _files(tmp_path / "local") == _files(tmp_path / "dist") == _files(tmp_path / "sync")
-    assert len(_files(tmp_path / "local")) == 5
+    assert label_files(tmp_path / "local") == label_files(tmp_path / "dist") == label_files(tmp_path / "sync")
+    assert len(label_files(tmp_path / "local")) == 5
 
 
 def test_unreachable_scheduler_is_a_config_error(tmp_path, encoder, monkeypatch):
@@ -177,7 +170,7 @@ def test_resume_reuses_complete_shards_and_equals_a_clean_build(tmp_path, encode
     captions = write_caption_csv(tmp_path / "caps.csv", n_images=12)
     common = dict(captions=str(captions), k=3, images_per_shard=3, use_cache=False)
     build_labels(LabelBuildConfig(out=str(tmp_path / "clean"), **common), encoder=encoder)
-    clean = _files(tmp_path / "clean")
+    clean = label_files(tmp_path / "clean")
     out = tmp_path / "crashed"
     build_labels(LabelBuildConfig(out=str(out), **common), encoder=encoder)
     # simulate a crash: no manifest, one shard missing, one from another build, a leftover temporary
@@ -189,7 +182,7 @@ def test_resume_reuses_complete_shards_and_equals_a_clean_build(tmp_path, encode
         open_labels(out)
     mtime0 = (out / "shard-00000.parquet").stat().st_mtime_ns
     build_labels(LabelBuildConfig(out=str(out), **common), encoder=encoder)
-    assert _files(out) == clean
+    assert label_files(out) == clean
     assert (out / "shard-00000.parquet").stat().st_mtime_ns == mtime0  # reused, not rewritten
     assert not any(".tmp-" in p.name for p in out.iterdir())
 
@@ -346,7 +339,7 @@ def test_tables_prepared_beside_a_gpu_search_give_the_same_shards(tmp_path, enco
     prepared = [r for r in caplog.records if r.getMessage().startswith("cider: prepared")]
     assert len(prepared) == 1 and prepared[0].threadName.startswith("bcls-tables")
     assert any("tables prepared beside the search" in r.getMessage() for r in caplog.records)
-    assert _files(tmp_path / "usual") == _files(tmp_path / "beside")
+    assert label_files(tmp_path / "usual") == label_files(tmp_path / "beside")
 
 
 def test_search_on_gpu_follows_the_index_choice(monkeypatch):

@@ -4,7 +4,6 @@ The real CLI runs in subprocesses with the real default model name; the embeddin
 (with the deterministic test encoder, under the packaged model's cache id), so no run loads the model.
 """
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -19,7 +18,7 @@ from bcls.data.captions import read_captions
 from bcls.data.infra.errors import ShardError
 from bcls.data.shards import open_labels
 from bcls.pipeline.embedding.embed import DEFAULT_MODEL, EmbeddingCache, cached_encoder, model_cache_id
-from tests.conftest import hash_encoder, write_caption_csv
+from tests.conftest import hash_encoder, label_files, write_caption_csv
 
 WORDS = "dog cat man woman beach street red blue small large runs sits car ball tree park".split()
 
@@ -27,10 +26,6 @@ WORDS = "dog cat man woman beach street red blue small large runs sits car ball 
 def _captions(path, n_images):
     return write_caption_csv(path, n_images, first_image=7000, first_caption=90_000, words=WORDS, n_words=6)
 
-
-def _files(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
-            if p.name.startswith("shard-") or p.name == "_manifest.json"}
 
 
 def _command(captions, out, cache):
@@ -52,7 +47,7 @@ def _kill_and_resume(tmp_path, n_images, kills, seed):
     t0 = time.perf_counter()
     subprocess.run(_command(captions, tmp_path / "clean", cache), check=True, env=_env(), timeout=120)
     duration = time.perf_counter() - t0
-    clean = _files(tmp_path / "clean")
+    clean = label_files(tmp_path / "clean")
     assert len(clean) == n_images + 1
 
     out = tmp_path / "killed"
@@ -68,14 +63,14 @@ def _kill_and_resume(tmp_path, n_images, kills, seed):
             proc.wait()
             killed_midway += 1
         if (out / "_manifest.json").is_file():
-            assert _files(out) == clean  # a manifest only ever appears over a complete, correct build
+            assert label_files(out) == clean  # a manifest only ever appears over a complete, correct build
             continue
         if out.is_dir():
             with pytest.raises(ShardError):
                 open_labels(out)  # no reader accepts the half-written build
     assert killed_midway >= 1
     subprocess.run(_command(captions, out, cache), check=True, env=_env(), timeout=120)
-    assert _files(out) == clean
+    assert label_files(out) == clean
     open_labels(out)
     assert not any(".tmp-" in p.name for p in out.iterdir())
 

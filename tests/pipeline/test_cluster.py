@@ -4,7 +4,6 @@ part (another bcls version, no access to ``--out``). Every build runs under a ti
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 
 from bcls.data.infra.errors import ClusterError, ConfigError
 from bcls.pipeline.building.label_build import LabelBuildConfig, build_labels
-from tests.conftest import hash_encoder, write_caption_csv
+from tests.conftest import hash_encoder, label_files, write_caption_csv
 
 distributed = pytest.importorskip("distributed")
 HERE = Path(__file__).resolve().parent
@@ -38,11 +37,9 @@ def kit(monkeypatch):
 
 
 def _shards(folder):
-    """sha256 of the shards and the manifest, and the names of any other files (temporaries) left behind."""
-    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).iterdir())
-             if p.name.startswith("shard-") or p.name == "_manifest.json"}
+    """The shards' and manifest's hashes, and the names of any other files (temporaries) left behind."""
     others = sorted(p.name for p in Path(folder).iterdir() if p.name.startswith(".") and p.name != ".resume")
-    return files, others
+    return label_files(folder), others
 
 
 def _config(tmp_path, out, sources=("gated",), **kw):
@@ -53,37 +50,23 @@ def _config(tmp_path, out, sources=("gated",), **kw):
                             images_per_shard=1, use_cache=False, **kw)
 
 
-def _build_with_timeout(config):
-    """build_labels in a thread, failing the test if it has not ended within TIMEOUT seconds."""
-    box: dict = {}
-
-    def work():
-        try:
-            box["labels"] = build_labels(config, encoder=hash_encoder())
-        except BaseException as err:  # handed to the test thread
-            box["error"] = err
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    thread.join(TIMEOUT)
-    assert not thread.is_alive(), f"the build did not end within {TIMEOUT} s"
-    if "error" in box:
-        raise box["error"]
-    return box["labels"]
+def _build_with_timeout(kit, config):
+    """build_labels, failing the test (TimeoutError) if it has not ended within TIMEOUT seconds."""
+    return kit.call_with_timeout(lambda: build_labels(config, encoder=hash_encoder()), TIMEOUT)
 
 
-def test_worker_processes_give_the_same_shards(tmp_path):
+def test_worker_processes_give_the_same_shards(tmp_path, kit):
     """A LocalCluster with worker processes: the corpus and the sources cross a process boundary."""
     sources = ("sbert", "cider")
-    local = _build_with_timeout(_config(tmp_path, "local", sources))
+    local = _build_with_timeout(kit, _config(tmp_path, "local", sources))
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
-        dist = _build_with_timeout(_config(tmp_path, "dist", sources, scheduler=c.scheduler_address))
+        dist = _build_with_timeout(kit, _config(tmp_path, "dist", sources, scheduler=c.scheduler_address))
     assert _shards(local.folder) == _shards(dist.folder)
     assert len(_shards(local.folder)[0]) == 13
 
 
 def test_a_worker_killed_mid_build_is_replaced_and_the_shards_equal_a_local_build(tmp_path, kit):
-    local = _build_with_timeout(_config(tmp_path, "local"))
+    local = _build_with_timeout(kit, _config(tmp_path, "local"))
     gate = tmp_path / "gate"
     out = tmp_path / "dist"
     with kit.Cluster(tmp_path / "cluster", env={"BCLS_TEST_GATE": str(gate), "BCLS_TEST_OUT": str(out)}) as cluster:
@@ -96,7 +79,7 @@ def test_a_worker_killed_mid_build_is_replaced_and_the_shards_equal_a_local_buil
 
         killer = threading.Thread(target=kill_then_open, daemon=True)
         killer.start()
-        dist = _build_with_timeout(_config(tmp_path, "dist", scheduler=cluster.address))
+        dist = _build_with_timeout(kit, _config(tmp_path, "dist", scheduler=cluster.address))
         killer.join(5)
         assert cluster.workers[0].returncode == -9 and cluster.workers[1].poll() is None
     assert _shards(dist.folder) == _shards(local.folder)
@@ -149,7 +132,7 @@ def test_a_task_that_keeps_ending_its_workers_is_a_cluster_error_that_keeps_the_
         # dask blames every task that was assigned to a dying worker, so the shard named need not be shard 4
         with pytest.raises(ClusterError, match=r"2 dask workers died while running the task of shard \d+ \(out of "
                                                r"memory\?.*finished shards are reused") as info:
-            _build_with_timeout(_config(tmp_path, "dist", ("exiting",), scheduler=c.scheduler_address))
+            _build_with_timeout(kit, _config(tmp_path, "dist", ("exiting",), scheduler=c.scheduler_address))
     assert "shards finished and kept" in str(info.value)
     assert (tmp_path / "dist" / "_build_config.json").exists()  # the folder of a failed first build is kept
 
@@ -161,7 +144,7 @@ def test_a_worker_with_another_bcls_version_is_refused(tmp_path, kit):
         cluster.wait_for_workers()
         with pytest.raises(ConfigError, match=r"runs bcls 0\.0\.1-other, this machine bcls .*install the same bcls "
                                               r"version on every worker"):
-            _build_with_timeout(_config(tmp_path, "dist", ("sbert",), scheduler=cluster.address))
+            _build_with_timeout(kit, _config(tmp_path, "dist", ("sbert",), scheduler=cluster.address))
     assert not (tmp_path / "dist").exists()  # refused before anything was written
 
 
@@ -186,7 +169,7 @@ def test_a_worker_that_cannot_see_the_output_folder_is_refused(tmp_path, kit):
         cluster.wait_for_workers()
         with pytest.raises(ConfigError, match=r"cannot read .*dist; the workers write the shards, so --out must be "
                                               r"the same path on a file system they all share"):
-            _build_with_timeout(_config(tmp_path, "shared/dist", ("sbert",), scheduler=cluster.address))
+            _build_with_timeout(kit, _config(tmp_path, "shared/dist", ("sbert",), scheduler=cluster.address))
     assert not (shared / "dist").exists()  # refused before anything was written
 
 

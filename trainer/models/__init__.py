@@ -13,15 +13,15 @@ from .image_tower import GlobalImageAdapter, RegionGPOImageEncoder, RegionImageE
 from .model_registry import MODELS, feature_kind, make_model, model_setting_names
 from .text import PAD, UNK, GRUTextEncoder, TransformerTextEncoder, Vocabulary, pad_batch, tokenize, tokenize_texts
 from .vse import (
-                  RetrievalModel,
-                  VSEConfig,
-                  VSEGlobalConfig,
-                  VSEGlobalModel,
-                  VSEGPOConfig,
-                  VSEGPOModel,
-                  VSEModel,
-                  VSETransformerConfig,
-                  VSETransformerModel,
+    RetrievalModel,
+    VSEConfig,
+    VSEGlobalConfig,
+    VSEGlobalModel,
+    VSEGPOConfig,
+    VSEGPOModel,
+    VSEModel,
+    VSETransformerConfig,
+    VSETransformerModel,
 )
 
 __all__ = ["GPO", "MODELS", "PAD", "UNK", "GRUTextEncoder", "GlobalImageAdapter", "RegionGPOImageEncoder",
