@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from bcls.data.infra.errors import ConfigError, setting, setting_is
+from bcls.data.infra.interrupts import interrupt_point, remembered_interrupts
 from bcls.data.infra.locks import writer_lock
 from bcls.data.infra.progress import Progress
 from bcls.data.infra.version import __version__
@@ -209,7 +210,8 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
         log.info("restarted by torchrun (restart %d): resuming from %s if it exists", restarts,
                  os.path.join(config.out, "last.pt"))
     main = os.environ.get("RANK", "0") == "0"  # torchrun's rank 0 writes (and holds the folder's writer lock)
-    with writer_lock(config.out, "bcls train") if main else contextlib.nullcontext():
+    lock = writer_lock(config.out, "bcls train") if main else contextlib.nullcontext()
+    with remembered_interrupts(), lock:
         folder = RunFolder(config, resume, overwrite)
         dist_info = init_distributed(config.device)
         folder.main = dist_info.main
@@ -276,6 +278,7 @@ def _train_epoch(run: Trainer, epoch: int, train_log: TrainLog, progress: Progre
         log.info("epoch %d is a warm-up epoch: the %s loss alone (no Kendall term)", epoch, run.config.warmup_loss)
     sums = dict.fromkeys(("loss", "binary", "continuous", "labelled_pairs", "compared"), 0.0)
     for step, batch in enumerate(run.batches(epoch)):
+        interrupt_point()  # a Ctrl-C that Python dropped (see data/infra/interrupts.py) stops the run here
         record = run.step(batch, epoch, step)
         for k in sums:
             sums[k] += record[k]

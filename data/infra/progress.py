@@ -21,10 +21,26 @@ QUIET_LOGGERS = ("sentence_transformers", "transformers", "faiss", "urllib3", "h
 def setup_logging(level: int, fmt: str | None = None, datefmt: str | None = None) -> None:
     """Log to stderr at ``level`` in bcls's format (or ``fmt`` / ``datefmt``), the :data:`QUIET_LOGGERS` at
     WARNING: the CLI's set-up, which its child processes repeat."""
-    logging.basicConfig(level=level, format=fmt or LOG_FORMAT, datefmt=datefmt or LOG_DATEFMT, stream=sys.stderr,
-                        force=True)
+    logging.basicConfig(level=level, format=fmt or LOG_FORMAT, datefmt=datefmt or LOG_DATEFMT,
+                        handlers=[_StderrHandler()], force=True)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A handler that writes to ``sys.stderr`` as it is when each record comes, not as it was at set-up: the CLI
+    run in-process (a test's ``CliRunner``, a notebook) swaps stderr for a buffer that is closed afterwards."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 class Progress:

@@ -1,0 +1,95 @@
+"""A Ctrl-C that Python drops (raised inside a weakref callback) is raised again at the loop's next step."""
+
+import gc
+import signal
+import sys
+import threading
+import weakref
+
+import pytest
+
+from bcls.data.infra.interrupts import interrupt_point, remembered_interrupts
+
+
+class _Thing:
+    pass
+
+
+def _ctrl_c_inside_a_weakref_callback():
+    """SIGINT handled while a weakref callback runs: its KeyboardInterrupt is printed as "Exception ignored" and
+    lost, as when Ctrl-C lands in importlib's module-lock clean-up."""
+    thing = _Thing()
+    ref = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIGINT))
+    del thing
+    gc.collect()
+    return ref
+
+
+@pytest.fixture
+def unraisable(monkeypatch):
+    """What Python would print as "Exception ignored in: …"."""
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: seen.append(type(info.exc_value)))
+    return seen
+
+
+def test_python_drops_a_ctrl_c_raised_in_a_weakref_callback(unraisable):
+    # the behaviour the module works around: without it nothing is raised, and a training loop would run on
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    _ctrl_c_inside_a_weakref_callback()
+    assert unraisable == [KeyboardInterrupt]
+    interrupt_point()  # nothing remembered outside the block
+
+
+def test_the_dropped_ctrl_c_is_raised_at_the_next_interrupt_point(unraisable):
+    steps = []
+    with pytest.raises(KeyboardInterrupt), remembered_interrupts():
+        for step in range(5):
+            interrupt_point()
+            steps.append(step)
+            if step == 1:
+                _ctrl_c_inside_a_weakref_callback()
+    assert steps == [0, 1]
+    assert unraisable == []  # no "Exception ignored" traceback for an interrupt that was not lost
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's handler is back
+    _ctrl_c_inside_a_weakref_callback()
+    assert unraisable == [KeyboardInterrupt]  # and so is the hook
+
+
+def test_a_ctrl_c_that_gets_through_stops_at_once_and_is_forgotten_after_the_block():
+    steps = []
+    with pytest.raises(KeyboardInterrupt), remembered_interrupts():
+        for step in range(5):
+            interrupt_point()
+            steps.append(step)
+            if step == 1:
+                signal.raise_signal(signal.SIGINT)
+                steps.append("after")
+    assert steps == [0, 1]
+    with remembered_interrupts():
+        interrupt_point()  # a new block starts with nothing pending
+
+
+def test_a_handler_of_the_users_and_other_threads_are_left_alone():
+    seen = []
+    previous = signal.signal(signal.SIGINT, lambda *_: seen.append("user"))
+    try:
+        with remembered_interrupts():
+            signal.raise_signal(signal.SIGINT)
+            interrupt_point()
+        assert seen == ["user"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    errors = []
+
+    def in_a_thread():
+        try:
+            with remembered_interrupts():
+                interrupt_point()
+        except Exception as err:  # signal.signal would raise ValueError outside the main thread
+            errors.append(err)
+
+    thread = threading.Thread(target=in_a_thread)
+    thread.start()
+    thread.join()
+    assert errors == []
