@@ -21,6 +21,7 @@ import typer
 from bcls.data.infra.config_checks import field_default
 from bcls.data.infra.config_checks import given_fields as _given
 from bcls.data.infra.errors import BclsError, ConfigError
+from bcls.data.infra.interrupts import remembered_interrupts
 from bcls.data.infra.locks import writer_lock
 from bcls.data.infra.progress import setup_logging
 from bcls.data.infra.runtime import choose_openmp_wait_policy
@@ -110,7 +111,7 @@ def _run(fn: Callable[[], Any], interrupted: str | None = None, ctx: typer.Conte
     become one line on stderr (their settings named by the command's flags, :func:`_flags`) and exit code 2
     (tracebacks only with --debug)."""
     try:
-        with writer_lock(lock[0], lock[1]) if lock[0] is not None else nullcontext():
+        with remembered_interrupts(), writer_lock(lock[0], lock[1]) if lock[0] is not None else nullcontext():
             return fn()
     except BclsError as err:
         if _state["debug"]:

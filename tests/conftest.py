@@ -59,6 +59,25 @@ def label_files(folder) -> dict[str, str]:
             if p.name.startswith("shard-") or p.name == "_manifest.json"}
 
 
+class _Thing:
+    pass
+
+
+def drop_a_ctrl_c() -> None:
+    """A SIGINT handled while a weakref callback runs, as when Ctrl-C lands in importlib's module-lock clean-up:
+    Python prints its ``KeyboardInterrupt`` as "Exception ignored" and drops it
+    (:mod:`bcls.data.infra.interrupts`)."""
+    import gc
+    import signal
+    import weakref
+
+    thing = _Thing()
+    ref = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIGINT))
+    del thing
+    gc.collect()
+    assert ref() is None
+
+
 def brute_candidate_pairs(emb, image_index, k, caption_k):
     """Brute-force candidates (positions): each image's top-``k`` captions ∪ each caption's top-``caption_k``
     images (finite scores only) ∪, with ``caption_k``, every positive; score(i, c) = max over refs(i) \\ {c} of

@@ -6,6 +6,11 @@ to a weakref callback or a ``__del__`` (importlib's module-lock clean-up, run du
 prints the exception as "Exception ignored in: …" and drops it, and the program runs on as if no Ctrl-C came. Inside
 :func:`remembered_interrupts`, :func:`interrupt_point` raises such a lost interrupt again, and the traceback Python
 would print for it is left out (the interrupt is not lost, so there is nothing to report).
+
+Every CLI command runs inside the block, and so do :func:`~bcls.trainer.train.train` and
+:func:`~bcls.pipeline.building.label_build.build_labels` when called from Python. The long loops call
+:func:`interrupt_point`: each training step, each finished label shard, each chunk of captions embedded, each batch
+of images encoded.
 """
 
 from __future__ import annotations
@@ -61,8 +66,9 @@ def remembered_interrupts() -> Iterator[None]:
 
 def interrupt_point() -> None:
     """Raise ``KeyboardInterrupt`` if a SIGINT came since :func:`remembered_interrupts` began (whether or not its
-    first ``KeyboardInterrupt`` got through); call it once per step of a long loop."""
+    first ``KeyboardInterrupt`` got through); call it once per step of a long loop. Only the main thread raises it
+    (where signals arrive); elsewhere it does nothing, so a loop shared with worker threads may call it."""
     global _pending
-    if _pending:
+    if _pending and threading.current_thread() is threading.main_thread():
         _pending = False
         raise KeyboardInterrupt

@@ -31,6 +31,7 @@ from bcls.data.captions import CaptionTable, read_captions
 from bcls.data.infra.atomic import atomic_write_json, ensure_free_space
 from bcls.data.infra.config_checks import check_field_types
 from bcls.data.infra.errors import BclsError, ClusterError, ConfigError, setting
+from bcls.data.infra.interrupts import remembered_interrupts
 from bcls.data.infra.locks import writer_lock
 from bcls.data.infra.runtime import release_free_memory
 from bcls.data.infra.version import PROVENANCE_PACKAGES, __version__, package_versions
@@ -304,7 +305,8 @@ def build_labels(config: LabelBuildConfig, encoder: Encoder | None = None,
         encoder_id: the cache key of a custom ``encoder``; a custom encoder without one bypasses the cache.
     """
     out = Path(config.out)
-    with writer_lock(out, "bcls labels build") as held:  # one writer per folder, taken before any work
+    # one writer per folder, taken before any work; a Ctrl-C that Python drops stops the build at the next shard
+    with remembered_interrupts(), writer_lock(out, "bcls labels build") as held:
         try:
             check_device(config.encoder.device)
             sources = config.make_sources()

@@ -22,6 +22,7 @@ import numpy as np
 from bcls.data.infra import version
 from bcls.data.infra.atomic import TEMPORARY_NAME, atomic_write_bytes
 from bcls.data.infra.errors import ClusterError, ConfigError
+from bcls.data.infra.interrupts import interrupt_point
 from bcls.data.infra.progress import Progress
 from bcls.data.infra.runtime import release_free_memory
 from bcls.data.shards import sha256_file, shard_metadata, shard_name, write_shard
@@ -136,6 +137,7 @@ def run_local(out: str, plans: list[ShardPlan], corpus: LabelCorpus, sources: Se
         def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
             if isinstance(key, str) and key.startswith("bcls-shard-"):
                 progress.done(result)
+                interrupt_point()  # dask calls this in the main thread
 
     if scheduler == "threads":
         # Our own pool, joined before returning: dask's cached pools keep threads that have run native code
@@ -244,6 +246,7 @@ def run_distributed(address: str, out: str, plans: list[ShardPlan], corpus: Labe
                 entry = fut.result()
                 results[futures[fut]] = entry
                 progress.done(entry)
+                interrupt_point()
         log.info("dask workers at the end: %s", worker_memory(client))
     except KilledWorker as err:
         shard = str(err.task).split("-")[2] if str(err.task).startswith("bcls-shard-") else err.task

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from bcls.data.infra import errors
 from bcls.data.infra.errors import BclsError
+from bcls.data.infra.interrupts import remembered_interrupts
 from bcls.data.infra.progress import setup_logging
 
 if TYPE_CHECKING:
@@ -132,20 +133,21 @@ def run_job(job: Path) -> None:
     import pyarrow as pa
 
     spec = json.loads((job / "job.json").read_text())
-    stop_with_parent(spec["parent"])
-    setup_logging(spec["log"]["level"], spec["log"]["format"], spec["log"]["datefmt"])
-    if spec["threads"]:
-        import torch
+    stop_with_parent(spec["parent"])  # before the next line: it gives SIGINT back to Python where it was ignored
+    with remembered_interrupts():
+        setup_logging(spec["log"]["level"], spec["log"]["format"], spec["log"]["datefmt"])
+        if spec["threads"]:
+            import torch
 
-        torch.set_num_threads(int(spec["threads"]))
-    from .embed import EmbeddingCache, EncoderSpec, embed_blocks, text_keys
+            torch.set_num_threads(int(spec["threads"]))
+        from .embed import EmbeddingCache, EncoderSpec, embed_blocks, text_keys
 
-    with pa.memory_map(str(job / "texts.arrow")) as source:
-        texts = pa.ipc.open_file(source).read_all().column("text").to_pylist()
-    encoder = EncoderSpec(**spec["encoder"])
-    cache = EmbeddingCache(encoder.cache_root, encoder.cache_id)
-    for _ in embed_blocks(cache, encoder.encoder, texts, text_keys(texts)):
-        pass
+        with pa.memory_map(str(job / "texts.arrow")) as source:
+            texts = pa.ipc.open_file(source).read_all().column("text").to_pylist()
+        encoder = EncoderSpec(**spec["encoder"])
+        cache = EmbeddingCache(encoder.cache_root, encoder.cache_id)
+        for _ in embed_blocks(cache, encoder.encoder, texts, text_keys(texts)):
+            pass
 
 
 def main(argv: Sequence[str]) -> int:

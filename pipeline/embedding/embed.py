@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Sequence, cast
 import numpy as np
 
 from bcls.data.infra.errors import BclsError, ConfigError, setting, setting_is
+from bcls.data.infra.interrupts import interrupt_point
 from bcls.data.infra.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,7 @@ def sbert_encoder(name: str = DEFAULT_MODEL, device: str | None = None, batch_si
             if backend in HALF_BACKENDS:
                 stack.enter_context(torch.autocast(model.device.type, dtype=getattr(torch, HALF_BACKENDS[backend])))
             for lo in range(0, len(texts), chunk):
+                interrupt_point()
                 idx = order[lo:lo + chunk]
                 chunk_texts = [texts[i] for i in idx]
                 if run is not None:

@@ -39,6 +39,7 @@ from bcls.data.captions import CaptionTable, flickr8k_ids
 from bcls.data.feature_folder import GLOBAL_FILE, IDS_FILE, INFO_FILE, REGIONS_FILE, finish_feature_folder
 from bcls.data.infra.atomic import atomic_path, atomic_write_json
 from bcls.data.infra.errors import ConfigError, DataFormatError
+from bcls.data.infra.interrupts import interrupt_point
 from bcls.data.infra.progress import Progress
 from bcls.data.infra.version import package_versions
 from bcls.data.shards import sha256_file
@@ -330,6 +331,7 @@ def extract_features(table: CaptionTable, images: str | os.PathLike, out: str | 
         for lo in range(done, len(ids), block):
             rows = range(lo, min(lo + block, len(ids)))
             for b in range(rows.start, rows.stop, batch_size):
+                interrupt_point()
                 batch_rows = list(range(b, min(b + batch_size, rows.stop)))
                 pics, ok = [], []
                 for r in batch_rows:

@@ -1,28 +1,13 @@
 """A Ctrl-C that Python drops (raised inside a weakref callback) is raised again at the loop's next step."""
 
-import gc
 import signal
 import sys
 import threading
-import weakref
 
 import pytest
 
 from bcls.data.infra.interrupts import interrupt_point, remembered_interrupts
-
-
-class _Thing:
-    pass
-
-
-def _ctrl_c_inside_a_weakref_callback():
-    """SIGINT handled while a weakref callback runs: its KeyboardInterrupt is printed as "Exception ignored" and
-    lost, as when Ctrl-C lands in importlib's module-lock clean-up."""
-    thing = _Thing()
-    ref = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIGINT))
-    del thing
-    gc.collect()
-    return ref
+from tests.conftest import drop_a_ctrl_c
 
 
 @pytest.fixture
@@ -36,7 +21,7 @@ def unraisable(monkeypatch):
 def test_python_drops_a_ctrl_c_raised_in_a_weakref_callback(unraisable):
     # the behaviour the module works around: without it nothing is raised, and a training loop would run on
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    _ctrl_c_inside_a_weakref_callback()
+    drop_a_ctrl_c()
     assert unraisable == [KeyboardInterrupt]
     interrupt_point()  # nothing remembered outside the block
 
@@ -48,11 +33,11 @@ def test_the_dropped_ctrl_c_is_raised_at_the_next_interrupt_point(unraisable):
             interrupt_point()
             steps.append(step)
             if step == 1:
-                _ctrl_c_inside_a_weakref_callback()
+                drop_a_ctrl_c()
     assert steps == [0, 1]
     assert unraisable == []  # no "Exception ignored" traceback for an interrupt that was not lost
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's handler is back
-    _ctrl_c_inside_a_weakref_callback()
+    drop_a_ctrl_c()
     assert unraisable == [KeyboardInterrupt]  # and so is the hook
 
 
@@ -93,3 +78,21 @@ def test_a_handler_of_the_users_and_other_threads_are_left_alone():
     thread.start()
     thread.join()
     assert errors == []
+
+
+def test_only_the_main_thread_raises_a_dropped_ctrl_c(unraisable):
+    raised = []
+
+    def worker():  # a worker thread's loop (an embedding shared with a thread pool, say) runs on
+        try:
+            interrupt_point()
+        except KeyboardInterrupt:
+            raised.append("worker")
+
+    with pytest.raises(KeyboardInterrupt), remembered_interrupts():
+        drop_a_ctrl_c()
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+        interrupt_point()
+    assert raised == []

@@ -15,7 +15,7 @@ from bcls.pipeline.embedding.embed import EncoderSpec
 from bcls.pipeline.corpus import LabelCorpus
 from bcls.pipeline.search.indexes import IndexSpec
 from bcls.pipeline.sources import SbertSource
-from tests.conftest import brute_candidate_pairs, label_files, write_caption_csv
+from tests.conftest import brute_candidate_pairs, drop_a_ctrl_c, label_files, write_caption_csv
 
 
 def test_build_writes_shards_that_match_the_source(tmp_path, encoder):
@@ -185,6 +185,38 @@ def test_resume_reuses_complete_shards_and_equals_a_clean_build(tmp_path, encode
     assert label_files(out) == clean
     assert (out / "shard-00000.parquet").stat().st_mtime_ns == mtime0  # reused, not rewritten
     assert not any(".tmp-" in p.name for p in out.iterdir())
+
+
+def test_a_ctrl_c_that_python_drops_stops_the_build_after_its_shard(tmp_path, encoder, monkeypatch):
+    """The Ctrl-C lands where Python drops it, in the second shard's task (run in the main thread by the sync
+    scheduler): the build stops after that shard, keeps the two, and a rerun equals a clean build."""
+    import sys
+
+    from bcls.pipeline.building import scheduling
+
+    captions = write_caption_csv(tmp_path / "caps.csv", n_images=12)
+    common = dict(captions=str(captions), k=3, images_per_shard=3, use_cache=False, scheduler="sync")
+    build_labels(LabelBuildConfig(out=str(tmp_path / "clean"), **common), encoder=encoder)
+    real, started = scheduling.build_shard, []
+
+    def dropping(out, plan, *args, **kwargs):
+        started.append(plan.index)
+        if len(started) == 2:
+            drop_a_ctrl_c()
+        return real(out, plan, *args, **kwargs)
+
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    monkeypatch.setattr(scheduling, "build_shard", dropping)
+    out = tmp_path / "stopped"
+    with pytest.raises(KeyboardInterrupt):
+        build_labels(LabelBuildConfig(out=str(out), **common), encoder=encoder)
+    assert len(started) == 2  # of 4 shards
+    assert sorted(p.name for p in out.glob("shard-*")) == sorted(f"shard-{i:05d}.parquet" for i in started)
+    assert unraisable == []
+    monkeypatch.undo()
+    build_labels(LabelBuildConfig(out=str(out), **common), encoder=encoder)
+    assert label_files(out) == label_files(tmp_path / "clean")
 
 
 def test_unfinished_build_with_other_settings_is_refused(tmp_path, encoder):

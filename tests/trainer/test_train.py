@@ -13,6 +13,7 @@ from bcls.trainer.checkpoint import load_checkpoint
 from bcls.trainer.batches import Batch
 from bcls.trainer.config import TrainConfig
 from bcls.trainer.train import Trainer, _lr_factor, train
+from tests.conftest import drop_a_ctrl_c
 
 SMALL = {"batch_size": 16, "embed_dim": 16, "word_dim": 8}
 
@@ -81,24 +82,14 @@ def test_resume_equals_an_uninterrupted_run(tiny, extra, monkeypatch):
 
 
 def test_a_ctrl_c_that_python_drops_still_stops_training_at_the_next_step(tiny, monkeypatch):
-    import gc
-    import signal
     import sys
-    import weakref
-
-    class Thing:
-        pass
 
     real_step, steps = Trainer.step, []
 
     def drop_a_ctrl_c_in_epoch_2(self, batch, epoch, step):
         steps.append((epoch, step))
-        if (epoch, step) == (2, 0):  # Ctrl-C lands in a weakref callback (importlib's lock clean-up, say): dropped
-            thing = Thing()
-            ref = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIGINT))
-            del thing
-            gc.collect()
-            assert ref() is None
+        if (epoch, step) == (2, 0):
+            drop_a_ctrl_c()
         return real_step(self, batch, epoch, step)
 
     unraisable = []  # what Python would print as "Exception ignored in: …"
