@@ -20,6 +20,7 @@ from typing import Any
 
 from bcls.data.infra.atomic import atomic_write_json, ensure_free_space, remove_stale_temporaries
 from bcls.data.infra.errors import CheckpointError, ConfigError
+from bcls.data.infra.interrupts import interrupts_deferred
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -130,9 +131,10 @@ class RunFolder:
 
     def save_init(self, payload: dict[str, Any]) -> None:
         """``init.pt``: the untrained model, for comparisons."""
-        if self.main:
-            save_checkpoint(self.out / "init.pt", payload)
-        self.state.wrote_init = True
+        with interrupts_deferred():  # a Ctrl-C meanwhile: the message then names the file on disk
+            if self.main:
+                save_checkpoint(self.out / "init.pt", payload)
+            self.state.wrote_init = True
 
     def write_config(self) -> None:
         """``train_config.json``: the settings with their ``config_version``."""
@@ -142,13 +144,14 @@ class RunFolder:
     def save_epoch(self, epoch: int, payload: dict[str, Any], improved: bool) -> None:
         """``best.pt`` when the epoch improved, then ``last.pt`` (after best.pt: a resumed run never misses a
         best)."""
-        if self.main:
+        with interrupts_deferred():  # a Ctrl-C meanwhile: the message then names the epoch on disk
+            if self.main:
+                if improved:
+                    save_checkpoint(self.out / "best.pt", payload)
+                save_checkpoint(self.last, payload)
+            self.state.saved_epoch = epoch
             if improved:
-                save_checkpoint(self.out / "best.pt", payload)
-            save_checkpoint(self.last, payload)
-        self.state.saved_epoch = epoch
-        if improved:
-            self.state.best_epoch = epoch
+                self.state.best_epoch = epoch
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.main:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from bcls.data.infra.errors import ConfigError, setting, setting_is
-from bcls.data.infra.interrupts import interrupt_point, remembered_interrupts
+from bcls.data.infra.interrupts import interrupt_point, interrupts_deferred, remembered_interrupts
 from bcls.data.infra.locks import writer_lock
 from bcls.data.infra.progress import Progress
 from bcls.data.infra.version import __version__
@@ -246,21 +246,25 @@ def _train_run(config: TrainConfig, folder: RunFolder, dist_info: DistInfo) -> d
     if run.data.dev is None and main:
         log.info("no %r split in %s: best.pt will be the last epoch", config.dev_split, config.data or config.captions)
     try:
-        for epoch in range(first_epoch, config.epochs + 1):
-            summary = _train_epoch(run, epoch, train_log, progress, main)
-            dev = run.evaluate_dev()
-            train_log.epoch(epoch, dev)
-            if dev is not None:
-                summary["dev"] = dev
-            score = dev[PRIMARY_METRIC] if dev is not None else float(epoch)  # no dev split: the last is the best
-            history.append(summary)
-            improved = score > best[0]
-            if improved:
-                best = (score, epoch)
-            folder.save_epoch(epoch, run.payload(epoch, history, best), improved)
-            if main:
-                log.info("epoch %d done: loss %.4f%s", epoch, summary["loss"],
-                         f", dev {PRIMARY_METRIC} {score:.1f}" if dev is not None else "")
+        # Ctrl-C stops the run between steps (interrupt_point), never inside torch, a TensorBoard write or a
+        # checkpoint write: an exception there can leave a writer's queue or lock half-updated, and closing it hangs
+        with interrupts_deferred():
+            for epoch in range(first_epoch, config.epochs + 1):
+                summary = _train_epoch(run, epoch, train_log, progress, main)
+                dev = run.evaluate_dev()
+                train_log.epoch(epoch, dev)
+                if dev is not None:
+                    summary["dev"] = dev
+                # no dev split: the last epoch is the best
+                score = dev[PRIMARY_METRIC] if dev is not None else float(epoch)
+                history.append(summary)
+                improved = score > best[0]
+                if improved:
+                    best = (score, epoch)
+                folder.save_epoch(epoch, run.payload(epoch, history, best), improved)
+                if main:
+                    log.info("epoch %d done: loss %.4f%s", epoch, summary["loss"],
+                             f", dev {PRIMARY_METRIC} {score:.1f}" if dev is not None else "")
     finally:
         progress.close()
         train_log.close()

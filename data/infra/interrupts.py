@@ -7,10 +7,14 @@ prints the exception as "Exception ignored in: …" and drops it, and the progra
 :func:`remembered_interrupts`, :func:`interrupt_point` raises such a lost interrupt again, and the traceback Python
 would print for it is left out (the interrupt is not lost, so there is nothing to report).
 
+:func:`interrupts_deferred` holds a Ctrl-C back until the next :func:`interrupt_point` or the end of the block.
+Training runs its epochs that way, so a Ctrl-C never lands inside torch, a TensorBoard write (an exception there can
+leave the writer's queue half-updated, and closing it then hangs) or a checkpoint written but not yet recorded.
+
 Every CLI command runs inside the block, and so do :func:`~bcls.trainer.train.train` and
 :func:`~bcls.pipeline.building.label_build.build_labels` when called from Python. The long loops call
-:func:`interrupt_point`: each training step, each finished label shard, each chunk of captions embedded, each batch
-of images encoded.
+:func:`interrupt_point`: each training step and dev-evaluation batch, each finished label shard, each chunk of
+captions embedded, each batch of images encoded.
 """
 
 from __future__ import annotations
@@ -21,15 +25,17 @@ import sys
 import threading
 from typing import Any, Iterator
 
-__all__ = ["interrupt_point", "remembered_interrupts"]
+__all__ = ["interrupt_point", "interrupts_deferred", "remembered_interrupts"]
 
 _pending = False
+_deferring = 0
 
 
 def _handler(signum: int, frame: Any) -> None:
     global _pending
     _pending = True
-    raise KeyboardInterrupt
+    if not _deferring:
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -72,3 +78,20 @@ def interrupt_point() -> None:
     if _pending and threading.current_thread() is threading.main_thread():
         _pending = False
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C back until the block's next :func:`interrupt_point` or its end, then raise it (if the block
+    itself raised, that error goes on).
+
+    Only inside :func:`remembered_interrupts`, whose handler it relies on; elsewhere Ctrl-C stops the block as
+    usual.
+    """
+    global _deferring
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+    interrupt_point()

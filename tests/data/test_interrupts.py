@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from bcls.data.infra.interrupts import interrupt_point, remembered_interrupts
+from bcls.data.infra.interrupts import interrupt_point, interrupts_deferred, remembered_interrupts
 from tests.conftest import drop_a_ctrl_c
 
 
@@ -96,3 +96,19 @@ def test_only_the_main_thread_raises_a_dropped_ctrl_c(unraisable):
         thread.join()
         interrupt_point()
     assert raised == []
+
+
+def test_a_deferred_ctrl_c_lets_the_block_finish_then_stops():
+    done = []
+    with pytest.raises(KeyboardInterrupt), remembered_interrupts():
+        with interrupts_deferred():
+            signal.raise_signal(signal.SIGINT)
+            done.append("rename")
+            done.append("record")  # the two statements that must finish together
+        done.append("after")
+    assert done == ["rename", "record"]
+    with remembered_interrupts(), interrupts_deferred():
+        pass  # nothing pending: no interrupt
+    with pytest.raises(ValueError), remembered_interrupts(), interrupts_deferred():
+        signal.raise_signal(signal.SIGINT)
+        raise ValueError("the block's own error goes on")

@@ -101,6 +101,54 @@ def test_a_ctrl_c_that_python_drops_still_stops_training_at_the_next_step(tiny, 
     assert unraisable == []  # and without a traceback: the interrupt was not lost
 
 
+def test_a_ctrl_c_just_after_last_pt_is_written_names_that_epoch(tiny, monkeypatch):
+    """The message of an interrupted run names the epoch on disk, also when Ctrl-C lands between last.pt's rename
+    and the run's record of it."""
+    import signal
+
+    from bcls.trainer import run_folder
+
+    real = run_folder.save_checkpoint
+
+    def save_then_ctrl_c(path, payload):
+        written = real(path, payload)
+        if path.name == "last.pt" and payload["epoch"] == 2:
+            signal.raise_signal(signal.SIGINT)
+        return written
+
+    monkeypatch.setattr(run_folder, "save_checkpoint", save_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt, match="last.pt holds epoch 2 of 5"):
+        train(_config(tiny, "renamed", epochs=5))
+    assert load_checkpoint(tiny / "renamed" / "last.pt")["epoch"] == 2
+
+
+def test_ctrl_c_stops_training_between_steps_never_inside_a_log_write(tiny, monkeypatch):
+    """A Ctrl-C inside the step's log write (TensorBoard's queue, the CSV) lets that write finish and stops the run
+    before the next step: an exception inside a writer can leave its queue half-updated and closing it hang."""
+    import signal
+
+    from bcls.trainer.run_folder import TrainLog
+
+    real, finished, trained = TrainLog.step, [], []
+    real_step = Trainer.step
+
+    def ctrl_c_inside(self, epoch, step, global_step, record):
+        if (epoch, step) == (1, 2):
+            signal.raise_signal(signal.SIGINT)
+        real(self, epoch, step, global_step, record)
+        finished.append((epoch, step))
+
+    def counting(self, batch, epoch, step):
+        trained.append((epoch, step))
+        return real_step(self, batch, epoch, step)
+
+    monkeypatch.setattr(TrainLog, "step", ctrl_c_inside)
+    monkeypatch.setattr(Trainer, "step", counting)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tiny, "between", epochs=3))
+    assert finished == trained == [(1, 0), (1, 1), (1, 2)]
+
+
 def test_same_seed_same_weights_and_labelled_pairs_logged(tiny):
     train(_config(tiny, "a", epochs=1, sampler="neighbours"))
     train(_config(tiny, "b", epochs=1, sampler="neighbours"))

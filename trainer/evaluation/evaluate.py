@@ -17,6 +17,7 @@ from bcls.data.features import ImageFeatures
 from bcls.data.infra.atomic import atomic_write_bytes, atomic_write_json
 from bcls.data.infra.config_checks import check_field_types
 from bcls.data.infra.errors import ConfigError, DataFormatError
+from bcls.data.infra.interrupts import interrupt_point
 from bcls.data.infra.progress import Progress
 from bcls.data.infra.version import __version__
 from bcls.data.judgments import read_judgments
@@ -67,10 +68,12 @@ def encode_split(model: RetrievalModel, vocab: Vocabulary, table: CaptionTable, 
     images, captions = [], []
     with Progress(feats.n_images + len(table), "eval: encoding images and captions", "items", log) as progress:
         for lo in range(0, feats.n_images, batch_size):
+            interrupt_point()  # where a training run's dev evaluation stops on Ctrl-C
             idx = np.arange(lo, min(lo + batch_size, feats.n_images))
             images.append(model.encode_images(torch.from_numpy(feats.batch(idx)).to(device)).float().cpu())
             progress.update(len(idx))
         for lo in range(0, len(table), batch_size):
+            interrupt_point()
             ids, lengths = pad_batch(tokenize_texts(model, vocab, table.texts[lo:lo + batch_size]))
             captions.append(model.encode_texts(ids.to(device), lengths).float().cpu())
             progress.update(len(lengths))
