@@ -282,7 +282,7 @@ def _train_epoch(run: Trainer, epoch: int, train_log: TrainLog, progress: Progre
         log.info("epoch %d is a warm-up epoch: the %s loss alone (no Kendall term)", epoch, run.config.warmup_loss)
     sums = dict.fromkeys(("loss", "binary", "continuous", "labelled_pairs", "compared"), 0.0)
     for step, batch in enumerate(run.batches(epoch)):
-        interrupt_point()  # a Ctrl-C that Python dropped (see data/infra/interrupts.py) stops the run here
+        interrupt_point()  # a deferred Ctrl-C, or one Python dropped, stops the run here (data/infra/interrupts.py)
         record = run.step(batch, epoch, step)
         for k in sums:
             sums[k] += record[k]
