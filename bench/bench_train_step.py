@@ -101,10 +101,11 @@ def _check_device(data: str, labels: str, tmp: str, device: str, tolerance: floa
 def _phase_step(run: Trainer, rows: torch.Tensor, mark) -> None:
     """One default BCLS step of :meth:`Trainer.step` (same work, bf16 autocast on CUDA), calling ``mark(name)`` as
     each phase ends."""
+    from bcls.trainer.batches.inputs import image_batch
     from bcls.trainer.models import pad_batch
 
     images = run.image_index[rows]
-    feats = torch.from_numpy(run.data.feats.batch(images.numpy())).to(run.device)
+    feats = image_batch(run.data.feats, images.numpy(), run.device)
     ids, lengths = pad_batch([run.token_ids[r] for r in rows.tolist()])
     ids = ids.to(run.device)
     mark("feature and token gathering")

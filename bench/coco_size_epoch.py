@@ -102,20 +102,29 @@ class GpuSampler:
                 "samples": len(self.samples)}
 
 
-def epoch(data: Path, device: str, steps: int | None, batch_size: int, lam: float) -> dict:
+def epoch(data: Path, device: str, steps: int | None, batch_size: int, lam: float, host_inputs: bool = False) -> dict:
+    """One variant's figures. ``host_inputs``: the trainer's former way, for an A/B on the same GPU: features cast
+    to float32 on the CPU and dense labels computed on the CPU (bench/bench_host_prep.py times that host work)."""
     import torch
 
+    import bcls.trainer.train as train_module
+    from bcls.trainer.batches.labels import DenseSbertLabels
     from bcls.trainer.config import TrainConfig
     from bcls.trainer.train import Trainer
 
     config = TrainConfig(data=str(data), labels=str(data / "labels") if lam > 0 else None, out=str(data / "run"),
                          model="vse-gpo", device=device, batch_size=batch_size, lam=lam, warmup_epochs=0, epochs=1)
     run = Trainer(config)
+    image_batch = train_module.image_batch
+    if host_inputs:
+        train_module.image_batch = lambda feats, idx, dev: torch.from_numpy(feats.batch(idx)).to(dev)
+        if run.labels is not None and isinstance(run.labels.in_batch, DenseSbertLabels):
+            run.labels.in_batch = DenseSbertLabels(run.labels.in_batch.corpus, run.labels.in_batch.source, "cpu")
     n_steps = min(steps or run.steps_per_epoch, run.steps_per_epoch)
     label_seconds = 0.0
     targets = run.targets
 
-    def timed_targets(batch):  # the in-batch labels' share of the step (computed on the CPU today)
+    def timed_targets(batch):  # the in-batch labels' share of the step (on the device, unless host_inputs)
         nonlocal label_seconds
         t = time.perf_counter()
         out = targets(batch)
@@ -138,8 +147,10 @@ def epoch(data: Path, device: str, steps: int | None, batch_size: int, lam: floa
         if cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
+    train_module.image_batch = image_batch
     timed = n_steps - 3
-    return {"lam": lam, "steps": timed, "steps_per_epoch": run.steps_per_epoch, "batch": batch_size,
+    return {"lam": lam, "host_inputs": host_inputs, "steps": timed, "steps_per_epoch": run.steps_per_epoch,
+            "batch": batch_size,
             "samples_per_s": round(timed * batch_size / seconds, 1), "seconds": round(seconds, 2),
             "label_share": round(label_seconds / seconds, 3),
             "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
@@ -166,21 +177,30 @@ def main() -> None:
     p.add_argument("--steps", type=int, help="steps per variant (default: one whole epoch)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lams", default="0,0.3", help="λ of each variant (0: the triplet loss alone)")
+    p.add_argument("--host-inputs", action="store_true",
+                   help="add a variant of the last λ with the former host-side inputs (features cast and dense "
+                        "labels computed on the CPU)")
     args = parser.parse_args()
     if args.what == "make":
         make(args.out, args.images, args.regions, args.dim, args.dev_images, args.captions, args.seed)
     elif args.what == "labels":
         labels(args.data, args.device)
     else:
-        results = [epoch(args.data, args.device, args.steps, args.batch_size, float(lam))
-                   for lam in args.lams.split(",")]
+        lams = [float(lam) for lam in args.lams.split(",")]
+        results = [epoch(args.data, args.device, args.steps, args.batch_size, lam) for lam in lams]
+        if args.host_inputs:
+            results.append(epoch(args.data, args.device, args.steps, args.batch_size, lams[-1], host_inputs=True))
         for r in results:
-            print(f"λ {r['lam']}: {r['samples_per_s']} samples/s over {r['steps']} steps, labels "
+            variant = f"λ {r['lam']}" + (" (host inputs)" if r["host_inputs"] else "")
+            print(f"{variant}: {r['samples_per_s']} samples/s over {r['steps']} steps, labels "
                   f"{100 * r['label_share']:.1f} % of the time, peak GPU {r['peak_gpu_gib']} GiB, "
                   f"GPU utilisation {r['gpu_utilisation']}", file=sys.stderr)
-        if len(results) == 2:
+        if len(lams) == 2:
             print(f"step time BCLS / triplet: {results[0]['samples_per_s'] / results[1]['samples_per_s']:.3f}",
                   file=sys.stderr)
+        if args.host_inputs:
+            ratio = results[-2]["samples_per_s"] / results[-1]["samples_per_s"]
+            print(f"samples/s now / with host inputs: {ratio:.3f}", file=sys.stderr)
         print(json.dumps({"device": args.device, "variants": results}))
 
 

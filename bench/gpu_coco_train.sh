@@ -9,8 +9,10 @@
 #            $DATA/coco_full.parquet when it is there (bench/bench_coco_full.py table), else random words;
 # 2. labels: sbert labels of its 566,435 train captions on the GPU (the full-COCO build took 37 s on an H200);
 # 3. epoch:  bench/coco_size_epoch.py epoch --model vse-gpo --batch-size 128: samples/s with data loading, the
-#            in-batch labels' share of the step, peak GPU memory and nvidia-smi utilisation, λ = 0 then λ = 0.3;
-#            EPOCH_STEPS (default 1500 of the epoch's 4,425 steps) keeps both variants inside the budget;
+#            in-batch labels' share of the step, peak GPU memory and nvidia-smi utilisation, λ = 0 then λ = 0.3,
+#            then λ = 0.3 with the trainer's former host-side inputs (--host-inputs: features cast and dense labels
+#            computed on the CPU) for an A/B; EPOCH_STEPS (default 1000 of the epoch's 4,425 steps) keeps the three
+#            variants inside the budget;
 # 4. vse:    VSE∞'s own train.py (woodfrog/vse_infty, as it is, from $VSE_INFTY) on the same folder for the same
 #            number of steps, when its needs are there: bert-base-uncased in the Hugging Face cache (its train.py
 #            loads BertTokenizer.from_pretrained('bert-base-uncased') and the BERT text tower; this machine cannot
@@ -20,7 +22,7 @@
 set -uo pipefail   # no -e: a failing step is reported and the next one still runs
 # MAKE_ARGS and EPOCH_ARGS add options to steps 1 and 3 (a small dry run on a CPU:
 #   DEVICE=cpu MAKE_ARGS="--images 400 --dim 64" EPOCH_ARGS="--batch-size 32" EPOCH_STEPS=12 bash bench/gpu_coco_train.sh)
-BUDGET_S=${BUDGET_S:-540} STEPS=${STEPS:-make labels epoch vse} EPOCH_STEPS=${EPOCH_STEPS:-1500}
+BUDGET_S=${BUDGET_S:-540} STEPS=${STEPS:-make labels epoch vse} EPOCH_STEPS=${EPOCH_STEPS:-1000}
 MAKE_ARGS=${MAKE_ARGS:-} EPOCH_ARGS=${EPOCH_ARGS:-}
 export DATA=${DATA:-.devdata} OUT=${OUT:-/tmp/gpu_out} WORK=${WORK:-/tmp/coco_shape} DEVICE=${DEVICE:-cuda}
 left() { echo $(( BUDGET_S - SECONDS )); }
@@ -42,8 +44,8 @@ if want labels; then
 fi
 if want epoch; then
   timeout $(( $(left) * 2 / 3 )) python3 bench/coco_size_epoch.py epoch --data "$WORK" --device "$DEVICE" \
-    --steps "$EPOCH_STEPS" $EPOCH_ARGS > "$OUT/epoch.txt" 2>&1
-  echo "epoch: rc $? at ${SECONDS}s" | tee -a "$OUT/gpu.txt"; tail -4 "$OUT/epoch.txt"
+    --steps "$EPOCH_STEPS" --host-inputs $EPOCH_ARGS > "$OUT/epoch.txt" 2>&1
+  echo "epoch: rc $? at ${SECONDS}s" | tee -a "$OUT/gpu.txt"; tail -6 "$OUT/epoch.txt"
 fi
 if want vse; then
   missing=$(python3 - <<'EOF'

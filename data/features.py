@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from bcls.data.infra.errors import DataFormatError
 
@@ -54,14 +55,16 @@ class ImageFeatures:
     def __repr__(self) -> str:
         return f"ImageFeatures(shape={tuple(self.array.shape)}, dtype={self.array.dtype}, path={self.path!r})"
 
-    def batch(self, idx: np.ndarray) -> np.ndarray:
-        """A float32 copy of the rows ``idx``.
+    def batch(self, idx: np.ndarray, dtype: npt.DTypeLike | None = np.float32) -> np.ndarray:
+        """A copy of the rows ``idx``, float32 unless ``dtype`` says otherwise.
 
         Args:
             idx: ``(B,)`` integer image indices (or a boolean mask over the ``N`` images).
+            dtype: the copy's dtype; ``None`` keeps the stored one (e.g. float16, for a GPU to convert: numpy's
+                float16 → float32 cast is slow on the CPU, docs/benchmarks.md).
 
         Returns:
-            ``float32 (B, R, D)`` or ``(B, D)``, independent of the memory-mapped file.
+            ``(B, R, D)`` or ``(B, D)``, independent of the memory-mapped file.
         """
         rows = np.asarray(idx)
         if rows.dtype != bool and not np.issubdtype(rows.dtype, np.integer):
@@ -69,7 +72,7 @@ class ImageFeatures:
         if self.rows is not None:
             rows = self.rows[rows]
         out = np.asarray(self.array[rows])  # fancy indexing copies
-        return out.astype(np.float32, copy=False)
+        return out if dtype is None else out.astype(dtype, copy=False)
 
     def take(self, rows: np.ndarray) -> "ImageFeatures":
         """A view whose image ``k`` is this one's image ``rows[k]`` (nothing is copied)."""

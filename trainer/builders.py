@@ -88,8 +88,10 @@ class TrainLabels:
     norm: LabelNormalizer
 
 
-def build_labels(config: TrainConfig, table: CaptionTable) -> TrainLabels | None:
-    """The run's labels from ``config.labels`` (None without a label folder)."""
+def build_labels(config: TrainConfig, table: CaptionTable,
+                 device: str | torch.device = "cpu") -> TrainLabels | None:
+    """The run's labels from ``config.labels`` (None without a label folder); dense ``sbert`` labels are computed
+    on ``device``, the training device."""
     if not config.labels:
         return None
     label_set = open_labels(config.labels)
@@ -101,7 +103,7 @@ def build_labels(config: TrainConfig, table: CaptionTable) -> TrainLabels | None
         pairs = in_batch = PairLabels.from_labels(label_set, config.source, table)
         norm = LabelNormalizer(config.label_norm, pairs.values.numpy())
     if config.resolved_label_mode == "dense":
-        in_batch = dense_labels(label_set, config.source, table)
+        in_batch = dense_labels(label_set, config.source, table, device)
     log.info("continuous labels: source %r from %s (%s), %s in-batch labels, normalisation %s, λ = %g",
              config.source, config.labels, f"{len(pairs)} pairs in memory" if pairs else "streamed",
              config.resolved_label_mode, norm.describe(), config.lam)

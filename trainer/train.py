@@ -26,6 +26,7 @@ from bcls.data.infra.progress import Progress
 from bcls.data.infra.version import __version__
 
 from .batches import Batch, make_batches
+from .batches.inputs import image_batch
 from .builders import build_data, build_labels, build_losses, build_model, build_optimizer, tokens_and_images
 from .config import TrainConfig
 from .distributed import (
@@ -89,7 +90,7 @@ class Trainer:
         self.data = build_data(config)
         self.vocab = self.data.vocab
         self.model, self.settings = build_model(config, self.data, self.device)
-        self.labels = build_labels(config, self.data.table)
+        self.labels = build_labels(config, self.data.table, self.device)
         self.losses = build_losses(config)
         self.optimizer = build_optimizer(config, self.model)
         self.token_ids, self.image_index = tokens_and_images(self.model, self.data)
@@ -119,7 +120,8 @@ class Trainer:
         if lookup is None:
             return positive.float(), positive, positive, 0
         assert self.labels is not None  # no labels, no lookup
-        values, known = lookup.lookup(images, rows)
+        values, known = lookup.lookup(images, rows)  # on the training device for dense sbert labels
+        positive = positive.to(values.device)
         labelled = int((known & ~positive).sum())
         norm = self.labels.norm
         values = torch.where(positive, torch.tensor(norm.top), norm(values))
@@ -145,7 +147,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         mine = local_rows(rows, self.dist)  # this process's slice of the global batch (all of it on one process)
-        feats = torch.from_numpy(self.data.feats.batch(self.image_index[mine].numpy())).to(device)
+        feats = image_batch(self.data.feats, self.image_index[mine].numpy(), device)
         ids, lengths = pad_batch([self.token_ids[r] for r in mine.tolist()])
         ids = ids.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):

@@ -183,3 +183,49 @@ def test_dense_lookup_equals_the_source_on_every_pair(aggregate):
     assert torch.equal(known, torch.from_numpy(~np.isnan(expected)))
     torch.testing.assert_close(values, torch.from_numpy(np.nan_to_num(expected)), atol=1e-6, rtol=0)
     assert not known[2, 3] and known[2, 2]  # (image 10, its only caption 40) is undefined
+
+
+@pytest.mark.parametrize("aggregate", ["max", "mean", "topk", "softmax", "centroid"])
+def test_torch_aggregate_equals_the_numpy_definition(aggregate):
+    """The trainer's torch aggregate (dense labels on the training device) against the numpy definition label builds
+    use: padding slots holding junk (NaN included), pairs without any valid reference, and k above the slots."""
+    from bcls.pipeline.sources.sbert import aggregate_similarities
+    from bcls.trainer.batches.labels import aggregate_similarities_torch
+
+    rng = np.random.default_rng(5)
+    raw = rng.uniform(-0.3, 1.2, (6, 7, 5)).astype(np.float32)
+    valid = rng.random((6, 7, 5)) < 0.6
+    valid[2, 3] = False  # no reference: NaN
+    raw[~valid] = np.where(rng.random(int((~valid).sum())) < 0.3, np.nan, 9.0)
+    vecs = rng.standard_normal((6, 5, 4)).astype(np.float32)
+    gram = np.einsum("imd,ind->imn", vecs, vecs)[:, None]
+    gram[0, 0, 4, :] = np.nan  # junk in a padding row of the references' cosines
+    valid[0, :, 4] = False
+    for k in (2, 7):
+        expected = aggregate_similarities(raw, valid, aggregate, k=k, temperature=0.2, gram=gram)
+        got = aggregate_similarities_torch(torch.from_numpy(raw), torch.from_numpy(valid), aggregate, k=k,
+                                           temperature=0.2, gram=torch.from_numpy(gram))
+        assert got.dtype == torch.float32
+        assert torch.equal(torch.isnan(got), torch.from_numpy(np.isnan(expected)))
+        assert np.isnan(expected[2, 3])
+        torch.testing.assert_close(got, torch.from_numpy(expected), atol=1e-6, rtol=0, equal_nan=True)
+    with pytest.raises(ConfigError, match="unknown sbert aggregate"):
+        aggregate_similarities_torch(torch.from_numpy(raw), torch.from_numpy(valid), "median")
+
+
+def test_float16_features_cast_by_torch_equal_numpy_float32():
+    """An accelerator receives the stored float16 bytes and casts them itself (trainer/batches/inputs.py): the IEEE
+    cast is exact, so torch's float32 equals numpy's bit for bit, subnormals, infinities and ±0 included."""
+    from bcls.data.features import ImageFeatures
+    from bcls.trainer.batches.inputs import image_batch
+
+    bits = np.arange(2**16, dtype=np.uint16).view(np.float16)
+    bits = bits[~np.isnan(bits)].reshape(-1, 2, 5)  # every float16 but NaN: (6349, 2, 5)
+    feats = ImageFeatures(bits, "mem")
+    idx = np.array([5, 0, 3000, 5])
+    stored = feats.batch(idx, dtype=None)
+    assert stored.dtype == np.float16 and np.array_equal(stored.view(np.uint16), bits[idx].view(np.uint16))
+    assert torch.equal(image_batch(feats, idx, torch.device("cpu")), torch.from_numpy(feats.batch(idx)))
+    every = np.arange(feats.n_images)
+    cast = torch.from_numpy(feats.batch(every, dtype=None)).float()
+    assert torch.equal(cast.view(torch.int32), torch.from_numpy(feats.batch(every).view(np.int32)))

@@ -23,6 +23,7 @@ from bcls.data.shards import LabelSet, read_caption_embeddings, read_labels
 from bcls.pipeline.building.resume import stored_source_options
 from bcls.pipeline.corpus import LabelCorpus, LabelSource
 from bcls.pipeline.sources import SbertSource, make_source
+from bcls.pipeline.sources.sbert import AGGREGATES
 
 log = logging.getLogger(__name__)
 
@@ -102,43 +103,77 @@ class PairLabels:
 class DenseSbertLabels:
     """Dense in-batch ``sbert`` labels computed on the fly from the caption embeddings a label build stored.
 
-    Every (image, caption) pair of a batch gets a label — the paper's setting — by applying the very
+    Every (image, caption) pair of a batch gets a label — the paper's setting — by applying the definition of the
     :class:`~bcls.pipeline.sources.sbert.SbertSource` that wrote the shards to all ``B × B`` pairs, so values equal the
-    shard values wherever both exist.
+    shard values wherever both exist. The embeddings live on the training ``device`` and the labels are computed
+    there: on the CPU they cost a GPU step's time at large batches (docs/benchmarks.md, "Host work of a step at
+    COCO's shape").
     """
 
-    def __init__(self, corpus, source):
+    def __init__(self, corpus: LabelCorpus, source: SbertSource, device: str | torch.device = "cpu"):
         self.corpus, self.source = corpus, source
-        self.embeddings = torch.from_numpy(np.ascontiguousarray(corpus.embeddings, dtype=np.float32))
+        self.device = torch.device(device)
+        self.embeddings = torch.from_numpy(np.ascontiguousarray(corpus.embeddings, dtype=np.float32)).to(self.device)
+        self.refs = torch.from_numpy(corpus.refs).to(self.device)
 
     @classmethod
-    def from_labels(cls, labels: LabelSet, table: CaptionTable) -> "DenseSbertLabels":
+    def from_labels(cls, labels: LabelSet, table: CaptionTable,
+                    device: str | torch.device = "cpu") -> "DenseSbertLabels":
         _same_table(labels, table, "sbert")
         emb = read_caption_embeddings(labels, len(table))
         options = stored_source_options(labels.folder).get("sbert")
         if options is None:  # a folder from a bcls that recorded only the provenance's settings
             options = {"aggregate": labels.provenance.get("sources", {}).get("sbert", {}).get("aggregate", "max")}
         source = SbertSource(**options)
-        return cls(LabelCorpus.from_groups(table.texts, table.image_index(), emb), source)
+        return cls(LabelCorpus.from_groups(table.texts, table.image_index(), emb), source, device)
 
     def lookup(self, image_pos: torch.Tensor, caption_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Same contract as :meth:`InBatchLabels.lookup`; every pair is known unless its image has no other caption.
+        """Same contract as :meth:`InBatchLabels.lookup`, on :attr:`device`; every pair is known unless its image
+        has no other caption.
 
         The source's definition applied to all ``B_i × B_c`` pairs at once: one matrix product of the images'
         reference embeddings ``(B_i·M, d)`` with the captions' ``(d, B_c)``, instead of ``B_i·B_c`` gathers.
         """
-        img = image_pos.cpu().numpy().astype(np.int64)
-        cap = caption_pos.cpu().numpy().astype(np.int64)
-        refs = torch.from_numpy(self.corpus.refs[img])  # (B_i, M), -1 = padding
+        img = image_pos.to(self.device, torch.int64)
+        cap = caption_pos.to(self.device, torch.int64)
+        refs = self.refs[img]  # (B_i, M), -1 = padding
         ref_emb = self.embeddings[refs.clamp(min=0)]
-        raw = torch.einsum("imd,jd->ijm", ref_emb, self.embeddings[torch.from_numpy(cap)])
-        valid = (refs >= 0)[:, None, :] & (refs[:, None, :] != torch.from_numpy(cap)[None, :, None])
+        raw = torch.einsum("imd,jd->ijm", ref_emb, self.embeddings[cap])
+        valid = (refs >= 0)[:, None, :] & (refs[:, None, :] != cap[None, :, None])
         gram = torch.einsum("imd,ind->imn", ref_emb, ref_emb)[:, None] if self.source.aggregate == "centroid" \
             else None
-        values = torch.from_numpy(self.source.aggregate_raw(raw.numpy(), valid.numpy(),
-                                                            None if gram is None else gram.numpy()))
+        values = aggregate_similarities_torch(raw, valid, self.source.aggregate, k=self.source.k,
+                                              temperature=self.source.temperature, gram=gram)
         known = ~torch.isnan(values)
-        return torch.where(known, values, torch.zeros(())), known
+        return torch.where(known, values, 0.0), known
+
+
+def aggregate_similarities_torch(raw: torch.Tensor, valid: torch.Tensor, aggregate: str, *, k: int = 2,
+                                 temperature: float = 0.1, gram: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`bcls.pipeline.sources.sbert.aggregate_similarities` (the definition, in numpy, that label builds use)
+    on torch tensors, on their device; same arguments and result. A test holds the two equal for every aggregate."""
+    n_valid = valid.sum(dim=-1)
+    sims = raw.clamp(0.0, 1.0)
+    if aggregate == "max":
+        value = sims.masked_fill(~valid, -torch.inf).amax(dim=-1)
+    elif aggregate == "mean":
+        value = sims.masked_fill(~valid, 0.0).sum(dim=-1) / n_valid
+    elif aggregate == "topk":
+        top = sims.masked_fill(~valid, -torch.inf).topk(min(k, sims.shape[-1]), dim=-1).values
+        value = torch.where(torch.isfinite(top), top, 0.0).sum(dim=-1) / n_valid.clamp(max=k)
+    elif aggregate == "softmax":
+        logits = (sims / temperature).masked_fill(~valid, -torch.inf)
+        weights = torch.exp(logits - logits.amax(dim=-1, keepdim=True))
+        value = (weights * sims.masked_fill(~valid, 0.0)).sum(dim=-1) / weights.sum(dim=-1)
+    elif aggregate == "centroid":
+        if gram is None:
+            raise ConfigError("the centroid aggregate needs the references' cosines (gram)")
+        pair_valid = valid[..., :, None] & valid[..., None, :]  # padding may hold anything: masked, not multiplied
+        norm = torch.where(pair_valid, gram, 0.0).sum(dim=(-2, -1)).clamp(min=1e-12).sqrt()
+        value = (raw.masked_fill(~valid, 0.0).sum(dim=-1) / norm).clamp(0.0, 1.0)
+    else:
+        raise ConfigError(f"unknown sbert aggregate {aggregate!r}; valid: {', '.join(AGGREGATES)}")
+    return torch.where(n_valid > 0, value, torch.nan).float()
 
 
 class DenseSourceLabels:
@@ -196,10 +231,12 @@ def _same_table(labels: LabelSet, table: CaptionTable, source: str) -> None:
                          f"{table.path} differs from it; rebuild the labels from these captions or use sparse labels")
 
 
-def dense_labels(labels: LabelSet, source: str, table: CaptionTable) -> "DenseSbertLabels | DenseSourceLabels":
-    """The dense in-batch labels of ``source``: the matrix-product path for ``sbert``, the source itself otherwise."""
+def dense_labels(labels: LabelSet, source: str, table: CaptionTable,
+                 device: str | torch.device = "cpu") -> "DenseSbertLabels | DenseSourceLabels":
+    """The dense in-batch labels of ``source``: the matrix-product path for ``sbert`` (computed on ``device``), the
+    source itself otherwise (on the CPU)."""
     if source == "sbert":
-        return DenseSbertLabels.from_labels(labels, table)
+        return DenseSbertLabels.from_labels(labels, table, device)
     return DenseSourceLabels.from_labels(labels, source, table)
 
 
@@ -227,6 +264,8 @@ class LabelNormalizer:
         if self.kind == "minmax":
             return (values - self.lo) / max(self.hi - self.lo, 1e-12)
         if self.sorted is not None:  # percentile
+            if self.sorted.device != values.device:  # moved once, to the device the labels are computed on
+                self.sorted = self.sorted.to(values.device)
             return torch.searchsorted(self.sorted, values.contiguous()).float() / max(len(self.sorted), 1)
         return values
 

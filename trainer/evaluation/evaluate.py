@@ -23,6 +23,7 @@ from bcls.data.infra.version import __version__
 from bcls.data.judgments import read_judgments
 from bcls.data.shards import open_labels, sha256_file
 
+from ..batches.inputs import image_batch
 from ..batches.labels import PairLabels
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..models import RetrievalModel, Vocabulary, feature_kind, pad_batch, tokenize_texts
@@ -70,7 +71,7 @@ def encode_split(model: RetrievalModel, vocab: Vocabulary, table: CaptionTable, 
         for lo in range(0, feats.n_images, batch_size):
             interrupt_point()  # where a training run's dev evaluation stops on Ctrl-C
             idx = np.arange(lo, min(lo + batch_size, feats.n_images))
-            images.append(model.encode_images(torch.from_numpy(feats.batch(idx)).to(device)).float().cpu())
+            images.append(model.encode_images(image_batch(feats, idx, torch.device(device))).float().cpu())
             progress.update(len(idx))
         for lo in range(0, len(table), batch_size):
             interrupt_point()
