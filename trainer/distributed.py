@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,16 @@ def sum_gradients(model: torch.nn.Module, info: DistInfo) -> None:
     for param in model.parameters():
         if param.grad is not None:
             dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+
+
+def from_main(obj: T, info: DistInfo, device: torch.device) -> T:
+    """Rank 0's ``obj`` (picklable) on every process; the others pass anything (``None``). ``device``: this
+    process's training device, through which NCCL sends the bytes."""
+    if info.world == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, device=device if device.type == "cuda" else None)
+    return box[0]
 
 
 def barrier(info: DistInfo) -> None:

@@ -32,6 +32,7 @@ from .config import TrainConfig
 from .distributed import (
     DistInfo,
     barrier,
+    from_main,
     gather_with_local_grad,
     init_distributed,
     local_rows,
@@ -253,7 +254,9 @@ def _train_run(config: TrainConfig, folder: RunFolder, dist_info: DistInfo) -> d
         with interrupts_deferred():
             for epoch in range(first_epoch, config.epochs + 1):
                 summary = _train_epoch(run, epoch, train_log, progress, main)
-                dev = run.evaluate_dev()
+                # rank 0 evaluates and the others take its figures (best epoch, history): same result, one
+                # evaluation's work and log lines
+                dev = from_main(run.evaluate_dev() if main else None, dist_info, run.device)
                 train_log.epoch(epoch, dev)
                 if dev is not None:
                     summary["dev"] = dev

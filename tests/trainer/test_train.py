@@ -229,7 +229,7 @@ def test_two_processes_follow_one_process_with_the_same_global_batch(tiny):
     settings.write_text(json.dumps(SMALL | {"epochs": 2, "lam": 0.5}))
     common = ["--data", str(tiny / "data"), "--labels", str(tiny / "labels"), "--config", str(settings)]
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "-m", "bcls.cli", "-q", "train", "--out", str(tiny / "one"), *common],
+    single = subprocess.run([sys.executable, "-m", "bcls.cli", "train", "--out", str(tiny / "one"), *common],
                             capture_output=True, text=True, env=env, timeout=300)
     assert single.returncode == 0, single.stderr
     multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -242,6 +242,11 @@ def test_two_processes_follow_one_process_with_the_same_global_batch(tiny):
         torch.testing.assert_close(one[key], two[key], rtol=1e-4, atol=1e-5)
     log_one, log_two = ((tiny / run / "train_log.csv").read_text().splitlines() for run in ("one", "two"))
     assert len(log_one) == len(log_two)  # rank 0 alone logs, one row per global step
+    # rank 0 alone evaluates the dev split (the other rank takes its figures): one process's evaluation lines
+    evaluations = single.stderr.count("eval: encoding images and captions")
+    assert evaluations >= 2 and multi.stderr.count("eval: encoding images and captions") == evaluations
+    best = [json.loads((tiny / run / "summary.json").read_text())["best_epoch"] for run in ("one", "two")]
+    assert best[0] == best[1]
 
 
 def test_a_rank_killed_mid_epoch_restarts_from_last_pt_and_ends_as_an_uninterrupted_run(tiny):
