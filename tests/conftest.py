@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import csv
 import functools
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,8 +17,9 @@ import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
-# Tests never write to the user's embedding cache (~/.cache/bcls/embeddings).
+# Tests never write to the user's embedding cache (~/.cache/bcls/embeddings); theirs goes when the session ends.
 os.environ["BCLS_CACHE_DIR"] = tempfile.mkdtemp(prefix="bcls-test-cache-")
+atexit.register(shutil.rmtree, os.environ["BCLS_CACHE_DIR"], ignore_errors=True)
 
 
 def hash_encoder(dim: int = 64):
