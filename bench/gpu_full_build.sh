@@ -10,7 +10,8 @@
 #   DATA=.devdata BUDGET_S=290 STEPS="1 search 1c" bash bench/gpu_full_build.sh
 #
 # It runs on a CUDA machine whose Python already has torch, sentence-transformers, numba and pyarrow, with this
-# repository as the working directory and these inputs in $DATA (default .devdata, made on a dev machine):
+# repository as the working directory and these inputs in $DATA (default .devdata, made on a dev machine;
+# git-ignored, so the device tool needs carry=[".devdata"]):
 #   $DATA/coco_full.parquet   python bench/bench_coco_full.py table --out $DATA/coco_full.parquet
 #   $DATA/minilm-fp16/        all-MiniLM-L6-v2 saved in float16 (SentenceTransformer(path).half().save(...)),
 #                             half the size of the float32 package, so that it travels with the tree
