@@ -125,7 +125,7 @@ class Trainer:
         positive = positive.to(values.device)
         labelled = int((known & ~positive).sum())
         norm = self.labels.norm
-        values = torch.where(positive, torch.tensor(norm.top), norm(values))
+        values = torch.where(positive, norm.top, norm(values))
         known = known & ~positive if self.config.kendall_pairs == "negatives" else known | positive
         return values, known, positive, labelled
 
