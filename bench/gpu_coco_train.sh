@@ -33,7 +33,8 @@
 #            - opencv (cv2): imported by its raw-image loader, which precomp training never builds; a stub module
 #              stands in when cv2 is absent, and fails if anything uses it;
 #            - bert-base-uncased: when the Hugging Face cache ($HF_HOME) lacks it, bench/offline_bert.py writes a
-#              stand-in into /tmp/vse_hf: BERT-base's shapes with random weights and a vocabulary of the captions' words,
+#              stand-in into /tmp/vse_hf: BERT-base's shapes with random weights and a vocabulary of the captions'
+#              words,
 #              so the speed is VSE∞'s and its recalls mean nothing (gpu.txt says which it used).
 #            A CPU dry run (DEVICE=cpu) runs it through bench's .cuda()-as-no-op wrapper, since VSE∞ calls .cuda()
 #            unconditionally; VSE_ARGS adds options (e.g. "--img_dim 64 --batch_size 32" for the small dry run).
@@ -82,8 +83,8 @@ if want vse; then
   VSE_HF=${HF_HOME:-$HOME/.cache/huggingface}   # the real model when the cache has it, else the stand-in
   has_bert "$VSE_HF" || { VSE_HF=/tmp/vse_hf; has_bert "$VSE_HF" || PYTHONPATH=$VSE_PATH python3 \
     bench/offline_bert.py --captions "$WORK/train_caps.txt" --hf-home "$VSE_HF" >> "$OUT/gpu.txt" 2>&1; }
-  vse_python() { PYTHONPATH=$VSE_PATH HF_HOME=$VSE_HF PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python python3 "$@"; }
-  missing=$(vse_python - <<'EOF'
+  VSE_ENV=(PYTHONPATH="$VSE_PATH" HF_HOME="$VSE_HF" PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python)  # its runs' env
+  missing=$(env "${VSE_ENV[@]}" python3 - <<'EOF'
 import importlib, os
 need = []
 for module in ("tensorboard_logger", "imageio", "cv2", "transformers"):
@@ -109,10 +110,10 @@ EOF
       | tee -a "$OUT/gpu.txt"
     ln -sfn "$WORK" /tmp/vse_data/coco/precomp   # VSE∞ reads DATA_PATH/precomp/{split}_caps.txt, {split}_ims.npy
     RUN=(train.py); [[ "$DEVICE" == cpu ]] && RUN=("$PWD/bench/cpu_run_vse.py" train.py)
-    (cd "$VSE_INFTY" && PYTHONPATH=$VSE_PATH HF_HOME=$VSE_HF PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python \
-      timeout $(( $(left) - 10 )) python3 "${RUN[@]}" --data_path /tmp/vse_data/coco --data_name coco_precomp \
-      --logger_name /tmp/vse_run/log --model_name /tmp/vse_run --num_epochs 1 --batch_size 128 --workers 8 \
-      --log_step 100 --precomp_enc_type basic --embed_size 1024 --vse_mean_warmup_epochs 1 $VSE_ARGS) \
+    (cd "$VSE_INFTY" && timeout $(( $(left) - 10 )) env "${VSE_ENV[@]}" python3 "${RUN[@]}" \
+      --data_path /tmp/vse_data/coco --data_name coco_precomp --logger_name /tmp/vse_run/log \
+      --model_name /tmp/vse_run --num_epochs 1 --batch_size 128 --workers 8 --log_step 100 \
+      --precomp_enc_type basic --embed_size 1024 --vse_mean_warmup_epochs 1 $VSE_ARGS) \
       > "$OUT/vse.log" 2>&1
     rc=$?; note=""; [[ $rc == 124 ]] && note=" (stopped at the budget, as planned)"
     echo "vse: rc $rc at ${SECONDS}s$note" | tee -a "$OUT/gpu.txt"
