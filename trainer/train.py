@@ -220,7 +220,11 @@ def train(config: TrainConfig, resume: bool = False, overwrite: bool = False) ->
         folder.main = dist_info.main
         barrier(dist_info)  # every process has checked the folder before rank 0 writes into it
         try:
-            return _train_run(config, folder, dist_info)
+            result = _train_run(config, folder, dist_info)
+            # no rank tears the process group down while another still works in it (rank 0 saves last): a gloo
+            # rank that did once aborted at exit ("terminate called without an active exception")
+            barrier(dist_info)
+            return result
         except KeyboardInterrupt:
             raise KeyboardInterrupt(folder.state.kept(folder.out)) from None
         finally:
